@@ -1,0 +1,113 @@
+"""Augmented CLIP views of an image (method notes 1.4), differentiable w.r.t. the image.
+
+- View 0: the whole image resized so the shorter side is ``short_side`` and the longer side at most
+  ``max_long`` (torchvision ``Resize(size, max_size)`` arithmetic); call it (h0, w0).
+- Views 1..n-1: a random crop of U(min_crop, 1) of the full-resolution image (same factor both sides),
+  resized to (h0, w0).
+- Every view then gets its own kornia augmentations: flip p=0.5, affine 15°/translate 0.1 p=0.8,
+  perspective 0.4 p=0.5, colour jitter 0.1 p=0.7, grayscale p=0.15. Pixels outside the warped image are
+  filled with ``fill`` (1 = white for images, 0 = black for video).
+- All resizes are bilinear without antialiasing (as torchvision 0.11 did for tensors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import kornia.augmentation as K
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .seeding import forked_rng, uniform, randint
+
+IMAGE_FILL = 1.0
+VIDEO_FILL = 0.0
+
+
+@dataclass
+class ViewConfig:
+    """CLIP view parameters (image defaults; video uses n_views=6 and fill=0)."""
+
+    n_views: int = 16
+    short_side: int = 224
+    max_long: int = 320
+    structure_max_long: int = 380
+    min_crop: float = 0.6
+    fill: float = IMAGE_FILL
+    flip_p: float = 0.5
+    affine_degrees: float = 15.0
+    affine_translate: float = 0.1
+    affine_p: float = 0.8
+    perspective: float = 0.4
+    perspective_p: float = 0.5
+    jitter: float = 0.1
+    jitter_p: float = 0.7
+    grayscale_p: float = 0.15
+
+
+def resized_shape(h: int, w: int, short_side: int, max_long: int) -> tuple[int, int]:
+    """Output (h, w) of torchvision ``Resize(short_side, max_size=max_long)`` for an h×w input."""
+    short, long = (h, w) if h <= w else (w, h)
+    new_short, new_long = short_side, int(short_side * long / short)
+    if new_long > max_long:
+        new_short, new_long = int(max_long * new_short / new_long), max_long
+    return (new_short, new_long) if h <= w else (new_long, new_short)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize without antialiasing (no-op when the size already matches)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+class ViewAugmenter(nn.Module):
+    """Per-view random augmentations with a constant fill for pixels warped in from outside."""
+
+    def __init__(self, cfg: ViewConfig) -> None:
+        super().__init__()
+        self.fill = cfg.fill
+        self.geometric = K.AugmentationSequential(
+            K.RandomHorizontalFlip(p=cfg.flip_p),
+            K.RandomAffine(cfg.affine_degrees, translate=(cfg.affine_translate, cfg.affine_translate), p=cfg.affine_p),
+            K.RandomPerspective(cfg.perspective, p=cfg.perspective_p),
+        )
+        self.photometric = K.AugmentationSequential(
+            K.ColorJitter(cfg.jitter, cfg.jitter, cfg.jitter, cfg.jitter, p=cfg.jitter_p),
+            K.RandomGrayscale(p=cfg.grayscale_p),
+        )
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        # Warps sample bilinearly with zero padding; warping (x - fill) and adding fill back is exactly
+        # bilinear sampling with a constant ``fill`` border, for any fill value.
+        warped = self.geometric(views - self.fill) + self.fill
+        return self.photometric(warped.clamp(0, 1))
+
+
+def view_shape(h: int, w: int, cfg: ViewConfig) -> tuple[int, int]:
+    return resized_shape(h, w, cfg.short_side, cfg.max_long)
+
+
+def make_views(image: torch.Tensor, cfg: ViewConfig, generator: torch.Generator,
+               augmenter: ViewAugmenter | None = None) -> torch.Tensor:
+    """``[1,3,H,W]`` 0..1 -> ``[n_views,3,h0,w0]`` augmented views (fresh randomness each call)."""
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"make_views takes one image [1,3,H,W], got {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    size = view_shape(h, w, cfg)
+    views = [resize(image, size)]
+    for _ in range(cfg.n_views - 1):
+        s = uniform(generator, cfg.min_crop, 1.0)
+        ch, cw = max(1, int(h * s)), max(1, int(w * s))
+        top, left = randint(generator, 0, h - ch), randint(generator, 0, w - cw)
+        views.append(resize(image[..., top : top + ch, left : left + cw], size))
+    batch = torch.cat(views, dim=0)
+    augmenter = augmenter or ViewAugmenter(cfg)
+    with forked_rng(generator):
+        return augmenter(batch)
+
+
+def structure_view(image: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
+    """The unaugmented structure-loss view: shorter side ``short_side``, longer side <= ``structure_max_long``."""
+    return resize(image, resized_shape(*image.shape[-2:], cfg.short_side, cfg.structure_max_long))

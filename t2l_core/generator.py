@@ -1,0 +1,173 @@
+"""The edit-layer generator: Deep-Image-Prior "skip" encoder-decoder (method notes 1.2).
+
+Input: RGB ``[B,3,H,W]`` in 0..1 (not normalised). Output: ``[B,4,H,W]`` in 0..1, channels 0-2 the edit
+colour C and channel 3 the opacity α. Any ``H,W`` of at least :data:`MIN_SIZE` on one side returns the
+same ``H,W`` (center-crop concatenation). Default configuration: 7 scales, 128 channels, 4-channel skips,
+exactly 3,115,548 parameters.
+
+Why BatchNorm always uses the statistics of the current input
+------------------------------------------------------------
+The authors never call ``model.eval()``: training, logging and the published results all run BatchNorm in
+training mode with batch size 1, i.e. every channel is normalised by the mean/variance of the image being
+processed (an affine instance norm). The learned affine parameters were fitted under that normalisation;
+running statistics are never used and switching to them changes the output completely. We therefore build
+every BatchNorm with ``track_running_stats=False``: it normalises with batch statistics in train *and* eval
+mode, keeps no running buffers, and inference never mutates the module. Process one image per forward
+(batch size 1) to reproduce the authors' behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+# Smallest side the generator accepts: 7 stride-2 levels reduce 129 px to 2 px (128 px would reach 1×1,
+# where a batch-1 BatchNorm has a single value per channel and reflection padding is impossible).
+MIN_SIZE = 129
+
+# DecorrelatedColorsToRGB matrix (SVD colour-correlation square root, first column /1.6, normalised by the
+# largest column norm). out_c = sum_k M[c,k] · x_k.
+DECORRELATION_MATRIX = (
+    (0.5628, 0.3117, 0.0693),
+    (0.5845, 0.0, -0.1732),
+    (0.5845, -0.3117, 0.1039),
+)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of :class:`SkipGenerator` (authors' image_config defaults)."""
+
+    num_scales: int = 7
+    channels_down: int = 128
+    channels_up: int = 128
+    channels_skip: int = 4
+    in_channels: int = 3
+    out_channels: int = 4
+    leaky_slope: float = 0.2
+    decorrelate_rgb: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BatchStatNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that always normalises with the statistics of its input, in train and eval mode
+    (``track_running_stats=False``: no running buffers, inference never mutates the module)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, track_running_stats=False)
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
+    """Reflection-padded convolution with bias (padding (k-1)//2)."""
+    pad = (k - 1) // 2
+    layers: list[nn.Module] = [nn.ReflectionPad2d(pad)] if pad > 0 else []
+    layers.append(nn.Conv2d(cin, cout, k, stride=stride, padding=0, bias=True))
+    return nn.Sequential(*layers)
+
+
+def center_crop_concat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Concatenate on channels after center-cropping both to the smaller spatial size."""
+    h = min(a.shape[-2], b.shape[-2])
+    w = min(a.shape[-1], b.shape[-1])
+
+    def crop(t: torch.Tensor) -> torch.Tensor:
+        dh = (t.shape[-2] - h) // 2
+        dw = (t.shape[-1] - w) // 2
+        return t[..., dh : dh + h, dw : dw + w]
+
+    return torch.cat([crop(a), crop(b)], dim=1)
+
+
+class _Level(nn.Module):
+    """One scale: skip branch ‖ (down, conv, deeper level, upsample), then the post-concat convs."""
+
+    def __init__(self, cfg: GeneratorConfig, index: int, in_ch: int, deeper: Optional[nn.Module]) -> None:
+        super().__init__()
+        act = lambda: nn.LeakyReLU(cfg.leaky_slope, inplace=False)  # noqa: E731
+        d, u, s = cfg.channels_down, cfg.channels_up, cfg.channels_skip
+        self.skip = nn.Sequential(_conv(in_ch, s, 1), BatchStatNorm2d(s), act())
+        down: list[nn.Module] = [
+            _conv(in_ch, d, 3, stride=2), BatchStatNorm2d(d), act(),
+            _conv(d, d, 3), BatchStatNorm2d(d), act(),
+        ]
+        if deeper is not None:
+            down.append(deeper)
+        down.append(nn.Upsample(scale_factor=2, mode="bilinear"))
+        self.deeper = nn.Sequential(*down)
+        k = u if deeper is not None else d
+        post: list[nn.Module] = [
+            BatchStatNorm2d(s + k),
+            _conv(s + k, u, 3), BatchStatNorm2d(u), act(),
+            _conv(u, u, 1),
+        ]
+        if index > 0:  # the authors' network has no BatchNorm after the 1×1 conv of the top level
+            post.append(BatchStatNorm2d(u))
+        post.append(act())
+        self.post = nn.Sequential(*post)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(center_crop_concat(self.skip(x), self.deeper(x)))
+
+
+class SkipGenerator(nn.Module):
+    """DIP skip network producing an RGBA edit layer. ``forward([B,3,H,W] 0..1) -> [B,4,H,W] 0..1``."""
+
+    def __init__(self, config: GeneratorConfig = GeneratorConfig()) -> None:
+        super().__init__()
+        self.config = config
+        deeper: Optional[nn.Module] = None
+        for i in reversed(range(config.num_scales)):
+            in_ch = config.in_channels if i == 0 else config.channels_down
+            deeper = _Level(config, i, in_ch, deeper)
+        self.body = deeper
+        self.head = nn.Conv2d(config.channels_up, config.out_channels, 1, bias=True)
+        self.register_buffer("decorrelation", torch.tensor(DECORRELATION_MATRIX), persistent=False)
+
+    @property
+    def min_size(self) -> int:
+        return 2 ** self.config.num_scales + 1
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"generator input must be [B,{self.config.in_channels},H,W], got {tuple(x.shape)}"
+            )
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"generator input is {x.shape[-2]}x{x.shape[-1]} px; both sides must be at least "
+                f"{self.min_size} px (the network halves the size {self.config.num_scales} times). "
+                "Upscale the image or raise the working size."
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        y = self.head(self.body(x))
+        if self.config.decorrelate_rgb and self.config.out_channels >= 3:
+            rgb = torch.einsum("ck,bkhw->bchw", self.decorrelation.to(y.dtype), y[:, :3])
+            y = torch.cat([rgb, y[:, 3:]], dim=1)
+        return torch.sigmoid(y)
+
+    def norm_layers(self) -> list[BatchStatNorm2d]:
+        return [m for m in self.modules() if isinstance(m, BatchStatNorm2d)]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_generator(config: Optional[GeneratorConfig] = None, *, device: torch.device | str = "cpu",
+                    seed: Optional[int] = None) -> SkipGenerator:
+    """Build a generator; with ``seed`` its initial weights come from a local RNG (global RNG untouched)."""
+    config = config or GeneratorConfig()
+    if seed is None:
+        gen = SkipGenerator(config)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            gen = SkipGenerator(config)
+    return gen.to(device)

@@ -1,0 +1,122 @@
+"""The internal dataset: augmented crops of the single source image (method notes 1.3).
+
+Every step yields one augmented crop; every ``full_image_every`` steps (step 0 included) also the
+unaugmented working image. Augmentations in the authors' order: colour jitter (p=0.1), horizontal flip
+(p=0.5), one scale factor U(0.8,1.2) for both sides, random crop of U(0.85,1) of the scaled size.
+An optional mask (e.g. a bootstrap target) follows the same geometric augmentations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+
+from .generator import MIN_SIZE
+from .seeding import forked_rng, randint, uniform
+
+MIN_INPUT_SIDE = 32  # smaller images are refused (upscaling them 4x+ produces nothing useful)
+
+
+@dataclass
+class DatasetConfig:
+    """Working resolution and crop augmentation parameters (authors' image defaults)."""
+
+    size: int = 512  # shorter side of the working image (0 = keep the input size)
+    jitter_p: float = 0.1
+    jitter: float = 0.1  # brightness = contrast = saturation = hue strength
+    flip_p: float = 0.5
+    scale_min: float = 0.8
+    scale_max: float = 1.2
+    crop_min: float = 0.85
+    full_image_every: int = 75
+
+
+def resize_short_side(x: torch.Tensor, size: int, *, antialias: bool = True) -> torch.Tensor:
+    """Bilinear resize of ``[B,C,H,W]`` so the shorter side is ``size`` (aspect kept)."""
+    h, w = x.shape[-2:]
+    if min(h, w) == size:
+        return x
+    s = size / min(h, w)
+    out = (max(size, round(h * s)), max(size, round(w * s)))
+    return F.interpolate(x, size=out, mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def working_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The training image: ``[1,3,H,W]`` 0..1 resized (PIL-like bilinear) so its shorter side is ``size``.
+
+    ``size`` 0 keeps the input, upscaled only if a side is below the generator minimum.
+    """
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+        raise ValueError(f"expected one RGB image [1,3,H,W], got {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    if min(h, w) < MIN_INPUT_SIDE:
+        raise ValueError(
+            f"the image is {w}x{h} px; Text2LIVE needs at least {MIN_INPUT_SIDE} px on the shorter side "
+            f"(it is upscaled to the working size, minimum {MIN_SIZE} px). Use a larger image."
+        )
+    if size and size < MIN_SIZE:
+        raise ValueError(f"working size {size} is too small: the generator needs at least {MIN_SIZE} px; use size >= {MIN_SIZE}")
+    target = size if size else max(min(h, w), MIN_SIZE)
+    return resize_short_side(image, target).clamp(0, 1)
+
+
+@dataclass
+class Sample:
+    """One training example set. Tensors ``[1,C,h,w]``; ``full``/``full_mask`` only on full-image steps."""
+
+    crop: torch.Tensor
+    crop_mask: Optional[torch.Tensor] = None
+    full: Optional[torch.Tensor] = None
+    full_mask: Optional[torch.Tensor] = None
+
+    def examples(self) -> list[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """(image, mask) pairs of this step: the crop, then the full image if present."""
+        out = [(self.crop, self.crop_mask)]
+        if self.full is not None:
+            out.append((self.full, self.full_mask))
+        return out
+
+
+class InternalDataset:
+    """Samples augmented crops of one working image ``[1,3,H,W]`` (and an optional ``[1,1,H,W]`` mask)."""
+
+    def __init__(self, image: torch.Tensor, config: DatasetConfig = DatasetConfig(),
+                 mask: Optional[torch.Tensor] = None) -> None:
+        if min(image.shape[-2:]) < MIN_SIZE:
+            raise ValueError(f"working image {tuple(image.shape[-2:])} is below the generator minimum {MIN_SIZE} px")
+        if mask is not None and mask.shape[-2:] != image.shape[-2:]:
+            raise ValueError(f"mask size {tuple(mask.shape[-2:])} differs from the image size {tuple(image.shape[-2:])}")
+        self.image = image
+        self.mask = mask
+        self.config = config
+        c = config
+        self.jitter = K.ColorJitter(c.jitter, c.jitter, c.jitter, c.jitter, p=c.jitter_p)
+
+    def sample(self, step: int, generator: torch.Generator) -> Sample:
+        c = self.config
+        stacked = self.image if self.mask is None else torch.cat([self.image, self.mask], dim=1)
+        if uniform(generator, 0.0, 1.0) < c.flip_p:
+            stacked = stacked.flip(-1)
+        h, w = stacked.shape[-2:]
+        s = uniform(generator, c.scale_min, c.scale_max)
+        r = uniform(generator, c.crop_min, 1.0)
+        # keep every crop at least MIN_SIZE on both sides (only matters for tiny working sizes)
+        s = max(s, (math.ceil(MIN_SIZE / r) + 1) / min(h, w))
+        hs, ws = int(h * s), int(w * s)
+        scaled = F.interpolate(stacked, size=(hs, ws), mode="bilinear", align_corners=False, antialias=True)
+        ch = min(hs, max(MIN_SIZE, int(hs * r)))
+        cw = min(ws, max(MIN_SIZE, int(ws * r)))
+        top, left = randint(generator, 0, hs - ch), randint(generator, 0, ws - cw)
+        crop = scaled[..., top : top + ch, left : left + cw]
+        rgb = crop[:, :3]
+        with forked_rng(generator):
+            rgb = self.jitter(rgb)
+        sample = Sample(crop=rgb.clamp(0, 1), crop_mask=None if self.mask is None else crop[:, 3:].clamp(0, 1))
+        if c.full_image_every > 0 and step % c.full_image_every == 0:
+            sample.full, sample.full_mask = self.image, self.mask
+        return sample
