@@ -1,0 +1,54 @@
+"""Progress reporting and cancellation hooks shared by every long-running core loop.
+
+The core never imports ComfyUI: a node passes ``on_step`` (bound to a ComfyUI ProgressBar) and
+``check_cancel`` (bound to ComfyUI's interrupt check). The CLI passes a console printer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+# on_step(step, total, losses, preview): step is 1-based; preview is an optional [H,W,3] float tensor in 0..1.
+StepCallback = Callable[[int, int, dict, Optional[torch.Tensor]], None]
+CancelCheck = Callable[[], None]
+
+
+class Cancelled(RuntimeError):
+    """Raised by a ``check_cancel`` hook to stop a loop; the loop saves its checkpoint first."""
+
+
+@dataclass
+class Hooks:
+    """Callbacks a long loop calls every step. ``check_cancel`` may raise to stop."""
+
+    on_step: Optional[StepCallback] = None
+    check_cancel: Optional[CancelCheck] = None
+    preview_every: int = 25
+    extra: dict = field(default_factory=dict)
+
+    def step(self, step: int, total: int, losses: dict, preview_fn: Optional[Callable[[], torch.Tensor]] = None) -> None:
+        """Report a finished step; compute a preview only every ``preview_every`` steps (and at the end)."""
+        if self.on_step is not None:
+            preview = None
+            if preview_fn is not None and self.preview_every > 0 and (step % self.preview_every == 0 or step == total):
+                with torch.no_grad():
+                    preview = preview_fn()
+            self.on_step(step, total, losses, preview)
+
+    def cancel_point(self) -> None:
+        if self.check_cancel is not None:
+            self.check_cancel()
+
+
+def console_printer(every: int = 50) -> StepCallback:
+    """A StepCallback that prints the losses every ``every`` steps (for the CLI)."""
+
+    def _print(step: int, total: int, losses: dict, preview: Optional[torch.Tensor]) -> None:
+        if step % every == 0 or step == total or step == 1:
+            text = " ".join(f"{k}={float(v):.4f}" for k, v in losses.items())
+            print(f"[{step}/{total}] {text}", flush=True)
+
+    return _print

@@ -1,0 +1,105 @@
+"""Text-image relevancy maps (Chefer et al. 2021) on the loaded ViT CLIP (method notes section 2).
+
+open_clip exposes no attention probabilities, so the last ``num_layers`` blocks are recomputed here with an
+explicit attention (q k^T / sqrt(d), softmax) whose probabilities stay in the graph. The score is the sum of
+the diagonal image-text logits (image i with text i, logit scale included, before any softmax); for each of
+those blocks, in order, ``cam = mean_heads(clamp(grad * attn, 0))`` and ``R <- R + cam @ R`` starting from the
+identity. The CLS row over the patch tokens is reshaped to the patch grid, upsampled bilinearly and min-max
+normalised per map.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .clip_model import ClipModel
+from .templates import as_prompt_list
+
+
+def _block_with_attention(blk: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One open_clip ResidualAttentionBlock on batch-first tokens, returning (output, attn probs [B,h,T,T])."""
+    attn = blk.attn
+    h = blk.ln_1(x)
+    b, t, c = h.shape
+    heads = attn.num_heads
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).reshape(b, t, 3, heads, c // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, T, hd]
+    probs = torch.softmax((q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1), dim=-1)
+    out = (probs @ v).transpose(1, 2).reshape(b, t, c)
+    out = attn.out_proj(out)
+    x = x + blk.ls_1(out)
+    x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+    return x, probs
+
+
+def relevancy_map(clip: ClipModel, images: torch.Tensor, text: str | Sequence[str], *, num_layers: int = 1,
+                  size: tuple[int, int] | None = None, input_size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """Relevancy of each pixel to ``text``.
+
+    Args:
+        clip: a loaded ViT CLIP.
+        images: [B,3,H,W] in 0..1.
+        text: one prompt (used for every image) or one per image. Used raw, without templates (as the authors).
+        num_layers: how many of the last blocks contribute (1 = last block only, the authors' setting).
+        size: output (H', W'); defaults to the images' own size.
+        input_size: the square (or (h, w)) size the images are resized to for CLIP; defaults to the model's
+            native size (224 for ViT-B/32), as the authors do.
+    Returns:
+        [B, H', W'] in 0..1 (each map min-max normalised).
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"relevancy expects images [B,3,H,W], got {tuple(images.shape)}")
+    texts = as_prompt_list(text, "relevancy text") if isinstance(text, str) else [t.strip() for t in text]
+    if isinstance(text, str):
+        texts = [" ".join(texts)] if len(texts) > 1 else texts
+    if not texts or not all(texts):
+        raise ValueError("the relevancy text is empty: name the object to edit (e.g. 'horse').")
+    b = images.shape[0]
+    if len(texts) == 1:
+        texts = texts * b
+    if len(texts) != b:
+        raise ValueError(f"got {len(texts)} texts for {b} images: give one text, or one per image")
+    if not 1 <= num_layers <= clip.num_blocks:
+        raise ValueError(f"num_layers must be in 1..{clip.num_blocks}, got {num_layers}")
+    out_size = tuple(size) if size is not None else tuple(images.shape[-2:])
+    in_size = input_size or clip.native_size
+    in_size = (in_size, in_size) if isinstance(in_size, int) else tuple(in_size)
+
+    with torch.inference_mode(False), torch.enable_grad():
+        x = F.interpolate(images.detach().clone().float(), size=in_size, mode="bilinear", align_corners=False)
+        x.requires_grad_(True)  # the weights are frozen: give autograd a leaf so the attention gets a graph
+        text_emb = clip.encode_text(texts).float()
+        tokens = clip._embed_patches(x)
+        start = clip.num_blocks - num_layers
+        tokens = clip._run_blocks(tokens, 0, start)
+        probs = []
+        for blk in clip.visual.transformer.resblocks[start:]:
+            tokens, p = _block_with_attention(blk, tokens)
+            probs.append(p)
+        img_emb = clip._head(tokens).float()
+        logits = clip.logit_scale().float() * F.cosine_similarity(img_emb, text_emb, dim=-1)
+        grads = torch.autograd.grad(logits.sum(), probs)
+
+    t = tokens.shape[1]
+    rel = torch.eye(t, device=tokens.device).expand(b, t, t).clone()
+    for p, g in zip(probs, grads):
+        cam = (g * p).clamp(min=0).mean(dim=1).float()  # [B, T, T], averaged over heads
+        rel = rel + cam @ rel
+    rows, cols = in_size[0] // clip.patch_size, in_size[1] // clip.patch_size
+    patch_rel = rel[:, 0, 1:].reshape(b, 1, rows, cols).detach()
+    up = F.interpolate(patch_rel, size=out_size, mode="bilinear", align_corners=False)[:, 0]
+    lo = up.amin(dim=(1, 2), keepdim=True)
+    hi = up.amax(dim=(1, 2), keepdim=True)
+    return ((up - lo) / (hi - lo).clamp(min=1e-8)).to(images.dtype)
+
+
+def heatmap(rel: torch.Tensor) -> torch.Tensor:
+    """[B,H,W] in 0..1 -> a colour heat map [B,3,H,W] in 0..1 (blue = low, red = high)."""
+    r = rel.clamp(0, 1)
+    red = (1.5 - (4 * r - 3).abs()).clamp(0, 1)
+    green = (1.5 - (4 * r - 2).abs()).clamp(0, 1)
+    blue = (1.5 - (4 * r - 1).abs()).clamp(0, 1)
+    return torch.stack([red, green, blue], dim=1)

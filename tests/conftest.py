@@ -1,0 +1,56 @@
+"""Shared fixtures. The repo root goes on sys.path through pytest's ``pythonpath`` setting so ``t2l_core``
+imports as a top-level package; node modules are loaded the way ComfyUI loads the pack (see ``pack``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """A tiny randomly initialised ViT CLIP (patch 16, native 64 px). NOT a real model."""
+    from t2l_core.clip_loading import build_tiny_clip
+
+    return build_tiny_clip(patch_size=16, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_file(tmp_path_factory, tiny_clip):
+    """The tiny CLIP saved in our .safetensors format."""
+    from t2l_core.clip_loading import TINY_NOTE, save_clip
+
+    return save_clip(tiny_clip, tmp_path_factory.mktemp("clip") / "tiny-clip.safetensors", note=TINY_NOTE)
+
+
+def load_pack(alias: str = "t2l_pack"):
+    """Import the repository root as a package, exactly as ComfyUI's loader does
+    (``spec_from_file_location`` on ``__init__.py`` with ``submodule_search_locations``)."""
+    if alias in sys.modules:
+        return sys.modules[alias]
+    spec = importlib.util.spec_from_file_location(alias, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return load_pack()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> torch.Tensor:
+    """A real photograph (skimage.data.astronaut) downscaled to [1,3,96,128] in 0..1."""
+    import torch.nn.functional as F
+    from skimage import data
+
+    img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return F.interpolate(img[:, :, 32:416, :], size=(96, 128), mode="bilinear", antialias=True, align_corners=False)
