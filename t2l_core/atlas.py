@@ -1,0 +1,275 @@
+"""Layered neural atlas model (NLA, Kasten et al. 2021) with fast multi-resolution grid encodings.
+
+Coordinates
+-----------
+A pixel (x, y) of frame t (integers, 0-based) is normalised by L = max(H, W) around the frame centre:
+``xn = (x - (W-1)/2) / (L/2)``, ``yn = (y - (H-1)/2) / (L/2)`` (so the long side spans [-1, 1] in both
+portrait and landscape video) and ``tn = 2 t / (T-1) - 1``.
+
+Each layer's mapping gives M(x, y, t) in [-1, 1]^2 ("mapping space"); atlas coordinates are
+``uv_fg = 0.5 M_f + 0.5`` in the [0, 1]^2 quadrant and ``uv_bg = 0.5 M_b - 0.5`` in [-1, 0]^2, like NLA.
+One colour function covers the whole atlas square [-1, 1]^2 (both quadrants). uv is ordered (u, v) =
+(horizontal, vertical), which is also the order ``F.grid_sample`` expects.
+
+Representation (instead of NLA's plain MLPs, for speed on CPU):
+- mapping: a per-frame affine transform of (xn, yn) (camera / object motion) plus a residual from a
+  multi-resolution dense 3D grid over (x, y, t) (non-rigid motion), clamped to [-1, 1];
+- opacity: a logit from a multi-resolution 3D grid, ``alpha = 0.998 sigmoid(logit) + 0.001``;
+- colour: a multi-resolution 2D pyramid of RGB grids over [-1, 1]^2 (a Laplacian-pyramid texture), summed.
+Every grid is sampled with ``F.grid_sample`` (bilinear/trilinear, ``align_corners=True``), so cost per point
+is independent of the video length and nothing per-pixel is stored for the whole video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LAYERS = ("fg", "bg")
+
+
+@dataclass
+class AtlasConfig:
+    """Everything needed to rebuild a :class:`LayeredAtlas` (stored with a saved atlas)."""
+
+    height: int
+    width: int
+    frames: int
+    has_foreground: bool = True
+    uv_scale: float = 0.8                # mapping space units per normalised frame unit (NLA: 0.8)
+    colour_min_res: int = 16             # coarsest colour grid (over [-1,1]^2)
+    colour_max_res: int = 0              # 0 = automatic (about one texel per frame pixel)
+    alpha_spatial_res: tuple = ()        # () = automatic
+    mapping_spatial_res: tuple = (8, 16, 32)
+    fg_init: list = field(default_factory=list)  # per-frame [a11,a12,a21,a22,bx,by] for fg mapping init
+    bg_init: list = field(default_factory=list)  # same for bg
+
+    @property
+    def long_side(self) -> int:
+        return max(self.height, self.width)
+
+    def resolved_colour_max_res(self) -> int:
+        if self.colour_max_res > 0:
+            return int(self.colour_max_res)
+        # the frame's long side spans uv_scale uv-units; the atlas square is 2 uv-units wide
+        need = 2.0 * self.long_side / self.uv_scale
+        res = self.colour_min_res
+        while res < need:
+            res *= 2
+        return res
+
+    def resolved_alpha_res(self) -> tuple:
+        if self.alpha_spatial_res:
+            return tuple(int(r) for r in self.alpha_spatial_res)
+        top = max(16, self.long_side // 2)
+        levels = []
+        r = 16
+        while r < top:
+            levels.append(r)
+            r *= 2
+        levels.append(top)
+        return tuple(levels)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["alpha_spatial_res"] = list(self.alpha_spatial_res)
+        d["mapping_spatial_res"] = list(self.mapping_spatial_res)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "AtlasConfig":
+        d = dict(d)
+        d["alpha_spatial_res"] = tuple(d.get("alpha_spatial_res", ()))
+        d["mapping_spatial_res"] = tuple(d.get("mapping_spatial_res", (8, 16, 32)))
+        return AtlasConfig(**d)
+
+
+def normalise_xyt(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, cfg: AtlasConfig) -> torch.Tensor:
+    """Pixel coordinates (any float, t integer-valued) -> [N,3] normalised (xn, yn, tn)."""
+    half = cfg.long_side / 2.0
+    xn = (x - (cfg.width - 1) / 2.0) / half
+    yn = (y - (cfg.height - 1) / 2.0) / half
+    tn = 2.0 * t / max(cfg.frames - 1, 1) - 1.0
+    return torch.stack([xn, yn, tn], dim=-1)
+
+
+class Grid3D(nn.Module):
+    """Sum of dense 3D grids at several resolutions -> C channels. Input [N,3] normalised (xn, yn, tn).
+
+    Each grid covers the frame (x and y rescaled so the frame spans [-1,1] on both axes) and all frames;
+    ``r`` is the resolution along the frame's long side.
+    """
+
+    def __init__(self, channels: int, spatial: tuple, frames: int, height: int, width: int):
+        super().__init__()
+        long_side = max(height, width)
+        self.sx = long_side / width
+        self.sy = long_side / height
+        self.grids = nn.ParameterList()
+        for r in spatial:
+            rx = max(2, int(round(r * width / long_side)))
+            ry = max(2, int(round(r * height / long_side)))
+            rt = max(1, min(frames, max(2, int(r) // 2)))
+            self.grids.append(nn.Parameter(torch.zeros(1, channels, rt, ry, rx)))
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        n = p.shape[0]
+        q = torch.stack([p[:, 0] * self.sx, p[:, 1] * self.sy, p[:, 2]], dim=-1)
+        out = None
+        for g in self.grids:
+            if g.shape[2] == 1:  # single temporal slice: sample in 2D
+                s = F.grid_sample(g[:, :, 0], q[:, :2].view(1, n, 1, 2), mode="bilinear", padding_mode="border", align_corners=True)
+            else:
+                s = F.grid_sample(g, q.view(1, n, 1, 1, 3), mode="bilinear", padding_mode="border", align_corners=True)
+            s = s.reshape(g.shape[1], n)
+            out = s if out is None else out + s
+        return out.t()
+
+
+class ColourPyramid(nn.Module):
+    """Sum of dense RGB grids over the atlas square [-1,1]^2 at resolutions min_res, 2 min_res, ..., max_res."""
+
+    def __init__(self, min_res: int, max_res: int):
+        super().__init__()
+        self.levels = nn.ParameterList()
+        r = min_res
+        first = True
+        while r <= max_res:
+            init = torch.full((1, 3, r, r), 0.5) if first else torch.zeros(1, 3, r, r)
+            self.levels.append(nn.Parameter(init))
+            first = False
+            r *= 2
+
+    def forward(self, uv: torch.Tensor) -> torch.Tensor:
+        """uv [N,2] in [-1,1] (u horizontal) -> rgb [N,3] (unclamped, ~0..1)."""
+        n = uv.shape[0]
+        g = uv.view(1, n, 1, 2)
+        out = None
+        for lv in self.levels:
+            s = F.grid_sample(lv, g, mode="bilinear", padding_mode="border", align_corners=True).reshape(3, n)
+            out = s if out is None else out + s
+        return out.t()
+
+
+class LayerMapping(nn.Module):
+    """M(x,y,t) = clamp(s * (A_t [xn,yn] + b_t) + residual(x,y,t), -1, 1) for integer frame index t."""
+
+    def __init__(self, cfg: AtlasConfig, init: list):
+        super().__init__()
+        T = cfg.frames
+        if init:
+            p = torch.tensor(init, dtype=torch.float32).view(T, 6)
+        else:
+            p = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]).repeat(T, 1)
+        self.register_buffer("init_params", p.clone())
+        self.affine = nn.Parameter(p.clone())
+        self.scale = cfg.uv_scale
+        self.residual = Grid3D(2, cfg.mapping_spatial_res, T, cfg.height, cfg.width)
+
+    def base(self, p: torch.Tensor, t_idx: torch.Tensor, params: Optional[torch.Tensor] = None) -> torch.Tensor:
+        a = (self.affine if params is None else params)[t_idx]
+        x, y = p[:, 0], p[:, 1]
+        u = a[:, 0] * x + a[:, 1] * y + a[:, 4]
+        v = a[:, 2] * x + a[:, 3] * y + a[:, 5]
+        return self.scale * torch.stack([u, v], dim=-1)
+
+    def initial(self, p: torch.Tensor, t_idx: torch.Tensor) -> torch.Tensor:
+        """The mapping the model was initialised to (target of the warm-up loss)."""
+        return self.base(p, t_idx, self.init_params)
+
+    def forward(self, p: torch.Tensor, t_idx: torch.Tensor) -> torch.Tensor:
+        m = self.base(p, t_idx) + self.residual(p)
+        return m.clamp(-1.0, 1.0)
+
+
+class LayeredAtlas(nn.Module):
+    """Foreground/background mappings, one shared colour atlas and a foreground opacity.
+
+    All methods take pixel coordinates ``x, y`` (float, [N]) and frame indices ``t`` (long, [N]).
+    Without a foreground (``cfg.has_foreground=False``) alpha is 0 and only the background layer exists.
+    """
+
+    def __init__(self, cfg: AtlasConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.map_bg = LayerMapping(cfg, cfg.bg_init)
+        self.colour = ColourPyramid(cfg.colour_min_res, cfg.resolved_colour_max_res())
+        if cfg.has_foreground:
+            self.map_fg = LayerMapping(cfg, cfg.fg_init)
+            self.alpha_grid = Grid3D(1, cfg.resolved_alpha_res(), cfg.frames, cfg.height, cfg.width)
+        else:
+            self.map_fg = None
+            self.alpha_grid = None
+
+    # --- building blocks -----------------------------------------------------------------------
+    def coords(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return normalise_xyt(x.float(), y.float(), t.float(), self.cfg)
+
+    def mapping(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Mapping-space coordinates M [N,2] in [-1,1] of a layer ("fg" or "bg")."""
+        net = self._net(layer)
+        return net(self.coords(x, y, t), t.long())
+
+    def initial_mapping(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._net(layer).initial(self.coords(x, y, t), t.long())
+
+    def _net(self, layer: str) -> LayerMapping:
+        if layer == "bg":
+            return self.map_bg
+        if layer == "fg":
+            if self.map_fg is None:
+                raise ValueError("this atlas was fitted without masks and has no foreground layer")
+            return self.map_fg
+        raise ValueError(f"layer must be 'fg' or 'bg', got {layer!r}")
+
+    @staticmethod
+    def to_uv(layer: str, m: torch.Tensor) -> torch.Tensor:
+        """Mapping space -> atlas uv: fg in [0,1]^2, bg in [-1,0]^2."""
+        return 0.5 * m + (0.5 if layer == "fg" else -0.5)
+
+    def uv(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Atlas uv [N,2] of pixels in a layer."""
+        return self.to_uv(layer, self.mapping(layer, x, y, t))
+
+    def alpha(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Foreground opacity [N] in (0.001, 0.999); zeros without a foreground."""
+        if self.alpha_grid is None:
+            return torch.zeros(x.shape[0], device=x.device)
+        logit = self.alpha_grid(self.coords(x, y, t))[:, 0]
+        return 0.998 * torch.sigmoid(logit) + 0.001
+
+    def colour_at(self, uv: torch.Tensor) -> torch.Tensor:
+        """Atlas colour [N,3] at uv [N,2]."""
+        return self.colour(uv)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> dict:
+        """Reconstruct pixels. Returns dict with rgb [N,3], alpha [N], m_bg/m_fg [N,2], rgb_bg/rgb_fg [N,3]."""
+        out: dict = {}
+        m_bg = self.mapping("bg", x, y, t)
+        rgb_bg = self.colour(self.to_uv("bg", m_bg))
+        out.update(m_bg=m_bg, rgb_bg=rgb_bg)
+        if self.map_fg is None:
+            out["alpha"] = torch.zeros(x.shape[0], device=x.device)
+            out["rgb"] = rgb_bg
+            return out
+        m_fg = self.mapping("fg", x, y, t)
+        rgb_fg = self.colour(self.to_uv("fg", m_fg))
+        a = self.alpha(x, y, t)
+        out.update(m_fg=m_fg, rgb_fg=rgb_fg, alpha=a, rgb=a[:, None] * rgb_fg + (1 - a[:, None]) * rgb_bg)
+        return out
+
+    def layers(self) -> tuple:
+        return ("fg", "bg") if self.map_fg is not None else ("bg",)
+
+
+def frame_pixel_grid(height: int, width: int, device=None, crop: Optional[tuple] = None) -> tuple:
+    """Flattened pixel coordinates (x, y) of a frame, or of ``crop=(top, left, h, w)``."""
+    top, left, h, w = crop if crop is not None else (0, 0, height, width)
+    ys = torch.arange(top, top + h, device=device, dtype=torch.float32)
+    xs = torch.arange(left, left + w, device=device, dtype=torch.float32)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return xx.reshape(-1), yy.reshape(-1)

@@ -1,0 +1,453 @@
+"""Fitting a layered atlas to a video: random pixel batches streamed from the frames, Adam, NLA losses.
+
+Entry point: :func:`fit_nla`. Frames are kept once in fp16 ([T,3,H,W], 2 bytes per value), flow in fp16
+(:mod:`t2l_core.optical_flow`); each step gathers only the sampled pixels, so memory does not grow with
+per-pixel features. Cancellation (``hooks.check_cancel`` raising) or an error saves a resumable safetensors
+checkpoint first and re-raises; ``resume=True`` continues from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from . import nla_losses as L
+from .atlas import AtlasConfig, LayeredAtlas, frame_pixel_grid
+from .device import resolve_device
+from .optical_flow import VideoFlow, compute_video_flow, frames_fingerprint, load_flow, make_flow_estimator, save_flow
+from .progress import Hooks
+
+CODE_VERSION = "nla-1"
+
+
+@dataclass
+class NLAFitConfig:
+    """Fit hyper-parameters (stored with the atlas)."""
+
+    iterations: int = 2000
+    batch_pixels: int = 8192
+    seed: int = 0
+    lr_colour: float = 0.01
+    lr_alpha: float = 0.05
+    lr_mapping: float = 0.002
+    lr_affine: float = 0.002
+    flow: str = "auto"                   # "auto" (RAFT if weights are local, else built-in LK) | "raft" | "lk"
+    checkpoint_every: int = 0            # also save a checkpoint every N steps (0 = only on cancel/error)
+    weights: L.NLALossWeights = field(default_factory=L.NLALossWeights)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "NLAFitConfig":
+        d = dict(d)
+        w = L.NLALossWeights(**d.pop("weights", {}))
+        return NLAFitConfig(weights=w, **d)
+
+
+@dataclass
+class FittedNLA:
+    """A fitted layered atlas plus the original frames it was fitted on (uint8, for blending edits)."""
+
+    model: LayeredAtlas
+    frames_u8: torch.Tensor              # [T,3,H,W] uint8
+    fit_config: dict
+    psnr: float = float("nan")
+    steps: int = 0
+    flow_estimator: str = ""
+
+    @property
+    def cfg(self) -> AtlasConfig:
+        return self.model.cfg
+
+    @property
+    def num_frames(self) -> int:
+        return self.cfg.frames
+
+    @property
+    def size(self) -> tuple:
+        return (self.cfg.height, self.cfg.width)
+
+    def original_frames(self) -> torch.Tensor:
+        """[T,3,H,W] float 0..1 (decoded from the stored uint8)."""
+        return self.frames_u8.float() / 255.0
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        """Refuse frames [T,3,H,W] of another size or count than the fit, with a message saying what to change."""
+        T, _, H, W = frames.shape
+        if (H, W) != self.size or T != self.num_frames:
+            raise ValueError(
+                f"this atlas was fitted on {self.num_frames} frames of {self.cfg.width}x{self.cfg.height} (WxH), "
+                f"but got {T} frames of {W}x{H}. Resize/trim the frames to match, or fit a new atlas for this video.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# validation and initialisation
+
+def validate_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor]) -> None:
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be [T,3,H,W] (RGB), got {tuple(frames.shape)}")
+    T, _, H, W = frames.shape
+    if T < 2:
+        raise ValueError("fitting an atlas needs a video of at least 2 frames; got 1 frame")
+    if min(H, W) < 16:
+        raise ValueError(f"frames of {W}x{H} are too small; use at least 16 px on each side")
+    if masks is not None:
+        if masks.ndim != 3 or tuple(masks.shape) != (T, H, W):
+            raise ValueError(f"masks must be [T,H,W] = [{T},{H},{W}] to match the frames, got {tuple(masks.shape)}. "
+                             "Give one mask per frame at the frames' size (resize the masks or the frames).")
+
+
+def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool, batch: int = 8192) -> int:
+    """Rough peak bytes of a fit on CPU: frames fp16 + flow fp16 + masks + grids with Adam state + batch."""
+    px = frames * height * width
+    b = px * 3 * 2 + px * 4 * 2 * 2 // 1 + px * 2 + px * 4  # frames, fwd/bwd flow fp16, ok masks, masks fp32
+    cfg = AtlasConfig(height, width, frames, has_foreground=has_fg)
+    colour = sum((cfg.colour_min_res * 2 ** i) ** 2 * 3 for i in range(int(math.log2(cfg.resolved_colour_max_res() // cfg.colour_min_res)) + 1))
+    alpha = sum(r * r * height / max(height, width) * min(frames, max(2, r // 2)) for r in cfg.resolved_alpha_res()) if has_fg else 0
+    b += int((colour + alpha) * 4 * 5)  # param, grad, 2 Adam moments, slack
+    b += batch * 64 * 4 * 40  # activations of one step
+    return int(b)
+
+
+def _robust_median(v: torch.Tensor) -> torch.Tensor:
+    return v.median() if v.numel() > 0 else torch.tensor(0.0)
+
+
+def motion_init(flow: VideoFlow, masks: Optional[torch.Tensor], height: int, width: int) -> tuple:
+    """Initial per-frame affine params for both layers and the uv scale, from flow and mask centroids.
+
+    Background: translation following the median consistent flow outside the masks (camera path).
+    Foreground: translation following the mask centroid. Returns (bg_init, fg_init, uv_scale).
+    """
+    T = flow.frames
+    half = max(height, width) / 2.0
+    disp = torch.zeros(T, 2)
+    for t in range(T - 1):
+        ok = flow.fwd_ok[t].clone()
+        if masks is not None:
+            ok &= masks[t] < 0.5
+        f = flow.fwd[t].float()
+        if ok.sum() < 16:
+            ok = torch.ones_like(ok)
+        d = torch.stack([_robust_median(f[0][ok]), _robust_median(f[1][ok])])
+        disp[t + 1] = disp[t] + d
+    disp = disp - disp.mean(0, keepdim=True)
+    bg = [[1.0, 0.0, 0.0, 1.0, -float(disp[t, 0]) / half, -float(disp[t, 1]) / half] for t in range(T)]
+    span_x = width / max(height, width) + float(disp[:, 0].max() - disp[:, 0].min()) / (2 * half)
+    span_y = height / max(height, width) + float(disp[:, 1].max() - disp[:, 1].min()) / (2 * half)
+    scale = min(0.8, 0.9 / max(span_x, span_y))
+    fg: list = []
+    if masks is not None:
+        cents = []
+        for t in range(T):
+            m = masks[t] > 0.5
+            if m.any():
+                ys, xs = torch.nonzero(m, as_tuple=True)
+                cents.append(((xs.float().mean() - (width - 1) / 2) / half, (ys.float().mean() - (height - 1) / 2) / half))
+            else:
+                cents.append(None)
+        known = [c for c in cents if c is not None]
+        if not known:
+            raise ValueError("every mask is empty; give masks that cover the foreground object, or no masks "
+                             "for a background-only atlas")
+        last = known[0]
+        filled = []
+        for c in cents:
+            last = c if c is not None else last
+            filled.append(last)
+        fg = [[1.0, 0.0, 0.0, 1.0, -float(cx), -float(cy)] for cx, cy in filled]
+    return bg, fg, float(scale)
+
+
+def _fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:
+    h = hashlib.sha1(CODE_VERSION.encode())
+    h.update(frames_fingerprint(frames).encode())
+    if masks is not None:
+        h.update(frames_fingerprint(masks[:, None]).encode())
+    d = cfg.to_dict()
+    d.pop("checkpoint_every", None)
+    h.update(json.dumps(d, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------
+# streaming evaluation
+
+@torch.no_grad()
+def reconstruct_frame(model: LayeredAtlas, t: int, chunk: int = 65536, crop: Optional[tuple] = None) -> tuple:
+    """Reconstruction rgb [3,h,w] and alpha [h,w] of frame t (or a crop (top,left,h,w)), in pixel chunks."""
+    cfg = model.cfg
+    h, w = (crop[2], crop[3]) if crop is not None else (cfg.height, cfg.width)
+    dev = next(model.parameters()).device
+    xs, ys = frame_pixel_grid(cfg.height, cfg.width, dev, crop)
+    rgb = torch.empty(xs.shape[0], 3, device=dev)
+    alpha = torch.empty(xs.shape[0], device=dev)
+    for s in range(0, xs.shape[0], chunk):
+        x, y = xs[s:s + chunk], ys[s:s + chunk]
+        out = model(x, y, torch.full_like(x, t, dtype=torch.long))
+        rgb[s:s + chunk] = out["rgb"]
+        alpha[s:s + chunk] = out["alpha"]
+    return rgb.t().reshape(3, h, w).clamp(0, 1).cpu(), alpha.reshape(h, w).cpu()
+
+
+@torch.no_grad()
+def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None) -> tuple:
+    """Reconstruct every frame (streamed). Returns (rgb [T,3,H,W], alpha [T,H,W], psnr vs ``frames`` or nan)."""
+    cfg = model.cfg
+    rgb = torch.empty(cfg.frames, 3, cfg.height, cfg.width)
+    alpha = torch.empty(cfg.frames, cfg.height, cfg.width)
+    se = 0.0
+    for t in range(cfg.frames):
+        rgb[t], alpha[t] = reconstruct_frame(model, t)
+        if frames is not None:
+            se += float(((rgb[t] - frames[t].float()) ** 2).sum())
+    p = L.psnr(se / rgb.numel()) if frames is not None else float("nan")
+    return rgb, alpha, p
+
+
+# ----------------------------------------------------------------------------------------------------
+# checkpoints
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict:
+    out = {}
+    for i, group in enumerate(opt.param_groups):
+        for j, p in enumerate(group["params"]):
+            st = opt.state.get(p, {})
+            for k in ("exp_avg", "exp_avg_sq"):
+                if k in st:
+                    out[f"opt.{i}.{j}.{k}"] = st[k].detach().cpu().contiguous()
+            if "step" in st:
+                out[f"opt.{i}.{j}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+    return out
+
+
+def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict) -> None:
+    for i, group in enumerate(opt.param_groups):
+        for j, p in enumerate(group["params"]):
+            pre = f"opt.{i}.{j}."
+            if pre + "exp_avg" in tensors:
+                opt.state[p] = {
+                    "step": torch.tensor(float(tensors[pre + "step"][0])),
+                    "exp_avg": tensors[pre + "exp_avg"].to(p.device),
+                    "exp_avg_sq": tensors[pre + "exp_avg_sq"].to(p.device),
+                }
+
+
+def save_checkpoint(path: str, model: LayeredAtlas, opt: torch.optim.Optimizer, step: int, gen: torch.Generator,
+                    key: str, fit_cfg: NLAFitConfig) -> None:
+    """Resumable checkpoint (safetensors): model + Adam state + step + RNG state; config in metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(opt))
+    tensors["rng_state"] = gen.get_state().clone()
+    meta = {"key": key, "step": str(step), "atlas_config": json.dumps(model.cfg.to_dict()),
+            "fit_config": json.dumps(fit_cfg.to_dict()), "format": "t2l-nla-checkpoint"}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, key: str) -> Optional[tuple]:
+    """(tensors, step, atlas_config) if ``path`` holds a checkpoint for ``key``; None otherwise."""
+    if not path or not os.path.isfile(path):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("key") != key:
+            return None
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return tensors, int(meta["step"]), AtlasConfig.from_dict(json.loads(meta["atlas_config"]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the loop
+
+def _param_groups(model: LayeredAtlas, cfg: NLAFitConfig) -> list:
+    groups = [{"params": list(model.colour.parameters()), "lr": cfg.lr_colour}]
+    maps = [model.map_bg] + ([model.map_fg] if model.map_fg is not None else [])
+    groups.append({"params": [m.affine for m in maps], "lr": cfg.lr_affine})
+    groups.append({"params": [p for m in maps for p in m.residual.parameters()], "lr": cfg.lr_mapping})
+    if model.alpha_grid is not None:
+        groups.append({"params": list(model.alpha_grid.parameters()), "lr": cfg.lr_alpha})
+    return groups
+
+
+def _gather_rgb(frames16: torch.Tensor, t: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return frames16[t, :, y, x].float()
+
+
+def training_step(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[torch.Tensor], flow: VideoFlow,
+                  step: int, total: int, cfg: NLAFitConfig, gen: torch.Generator, device: torch.device) -> tuple:
+    """One loss evaluation on a random pixel batch. Returns (total loss, dict of float terms)."""
+    T, _, H, W = frames16.shape
+    w = cfg.weights
+    N = cfg.batch_pixels
+    t = torch.randint(0, T, (N,), generator=gen)
+    y = torch.randint(0, H, (N,), generator=gen)
+    x = torch.randint(0, W, (N,), generator=gen)
+    pixel_scale = (max(H, W) / 2.0) / model.cfg.uv_scale
+
+    xf, yf = x.float().to(device), y.float().to(device)
+    td = t.to(device)
+    # the pixel, its right neighbour and its lower neighbour in one pass
+    out = model(torch.cat([xf, xf + 1, xf]), torch.cat([yf, yf, yf + 1]), torch.cat([td, td, td]))
+    rgb, rgb_x, rgb_y = out["rgb"].split(N)
+    target = _gather_rgb(frames16, t, y, x).to(device)
+    x1 = (x + 1).clamp(max=W - 1)
+    y1 = (y + 1).clamp(max=H - 1)
+    gt_dx = _gather_rgb(frames16, t, y, x1).to(device) - target
+    gt_dy = _gather_rgb(frames16, t, y1, x).to(device) - target
+    in_x = (x < W - 1).to(device)[:, None].float()
+    in_y = (y < H - 1).to(device)[:, None].float()
+
+    terms: dict = {}
+    terms["rgb"] = L.rgb_loss(rgb, target)
+    terms["gradient"] = L.gradient_loss((rgb_x - rgb) * in_x, (rgb_y - rgb) * in_y, gt_dx * in_x, gt_dy * in_y)
+
+    alpha_all = out["alpha"]
+    alpha = alpha_all[:N]
+    layers = model.layers()
+    gsteps = w.steps("global_rigidity", total)
+    gpx = float(max(2, round(w.global_rigidity_px * max(H, W) / 768)))
+
+    # flow correspondences (forward for t < T-1, backward for t > 0)
+    has_f = t < T - 1
+    has_b = t > 0
+    tf = t.clamp(max=T - 2)
+    tb = (t - 1).clamp(min=0)
+    ff = flow.fwd[tf, :, y, x].float()
+    fb = flow.bwd[tb, :, y, x].float()
+    ok_f = (flow.fwd_ok[tf, y, x] & has_f).to(device)
+    ok_b = (flow.bwd_ok[tb, y, x] & has_b).to(device)
+    xm = torch.cat([xf + ff[:, 0].to(device), xf + fb[:, 0].to(device)])
+    ym = torch.cat([yf + ff[:, 1].to(device), yf + fb[:, 1].to(device)])
+    tm = torch.cat([(t + 1).clamp(max=T - 1), (t - 1).clamp(min=0)]).to(device)
+
+    terms["rigidity"] = torch.zeros((), device=device)
+    terms["flow"] = torch.zeros((), device=device)
+    terms["global_rigidity"] = torch.zeros((), device=device)
+    for layer in layers:
+        m_all = out[f"m_{layer}"]
+        m, m_x, m_y = m_all.split(N)
+        # local rigidity with 1 px forward differences (same as NLA's backward ones up to the sign)
+        J = L.mapping_jacobian(m_x, m, m, 1.0, pixel_scale)  # column 0 from M(p+ex)-M(p) ...
+        J = torch.stack([J[..., 0], (m_y - m) * pixel_scale], dim=-1)  # ... column 1 from M(p+ey)-M(p)
+        terms["rigidity"] = terms["rigidity"] + L.rigidity_from_jacobian(J).mean()
+        if step < gsteps:
+            mg = model.mapping(layer, torch.cat([xf - gpx, xf]), torch.cat([yf, yf - gpx]), torch.cat([td, td]))
+            mgx, mgy = mg.split(N)
+            gw = w.global_rigidity_fg if layer == "fg" else w.global_rigidity_bg
+            terms["global_rigidity"] = terms["global_rigidity"] + gw * L.rigidity_loss(m, mgx, mgy, gpx, pixel_scale)
+        mm = model.mapping(layer, xm, ym, tm)
+        mf, mb = mm.split(N)
+        wgt = alpha if layer == "fg" else (1 - alpha)
+        terms["flow"] = terms["flow"] + 0.5 * (L.flow_consistency_loss(m, mf, ok_f, wgt, pixel_scale)
+                                               + L.flow_consistency_loss(m, mb, ok_b, wgt, pixel_scale))
+        if step < w.steps("warmup", total):
+            terms[f"warmup_{layer}"] = L.mapping_warmup_loss(m, model.initial_mapping(layer, xf, yf, td))
+
+    if "fg" in layers:
+        am = model.alpha(xm, ym, tm)
+        af, ab = am.split(N)
+        terms["alpha_flow"] = 0.5 * (L.alpha_flow_loss(alpha, af, ok_f) + L.alpha_flow_loss(alpha, ab, ok_b))
+        terms["sparsity"] = L.sparsity_loss(out["rgb_fg"][:N], alpha)
+        if masks is not None and step < w.steps("bootstrap", total):
+            terms["bootstrap"] = L.alpha_bootstrap_loss(alpha, masks[t, y, x].float().to(device))
+
+    weights = {"rgb": w.rgb, "gradient": w.gradient, "rigidity": w.rigidity, "global_rigidity": 1.0, "flow": w.flow,
+               "alpha_flow": w.alpha_flow, "sparsity": w.sparsity, "bootstrap": w.bootstrap,
+               "warmup_fg": w.warmup, "warmup_bg": w.warmup}
+    total_loss = L.weighted_total(terms, weights)
+    logs = {k: float(v.detach()) for k, v in terms.items()}
+    logs["psnr_batch"] = L.psnr(logs["rgb"] / 3.0)
+    return total_loss, logs
+
+
+def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: Optional[NLAFitConfig] = None,
+            hooks: Optional[Hooks] = None, device: str | torch.device = "auto",
+            checkpoint_path: Optional[str] = None, resume: bool = True, flow: Optional[VideoFlow] = None,
+            flow_search_dirs: Sequence[str] = (), flow_cache_path: Optional[str] = None) -> FittedNLA:
+    """Fit a layered atlas to ``frames`` [T,3,H,W] (0..1) with optional ``masks`` [T,H,W] (1 = foreground).
+
+    Without masks the atlas has only a background layer. ``checkpoint_path``: where a resumable checkpoint
+    is written on cancel/error (and every ``config.checkpoint_every`` steps); with ``resume`` an existing
+    checkpoint of the same inputs and config is continued. Flow is computed once (or taken from ``flow`` /
+    ``flow_cache_path``). Returns a :class:`FittedNLA` with the reconstruction PSNR.
+    """
+    cfg = config or NLAFitConfig()
+    hooks = hooks or Hooks()
+    validate_inputs(frames, masks)
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit(frames.detach().clone(), None if masks is None else masks.detach().clone().float(), cfg, hooks,
+                    resolve_device(device), checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path)
+
+
+def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path):
+    T, _, H, W = frames.shape
+    frames16 = frames.to(torch.float16)
+    key = _fit_key(frames, masks, cfg)
+    fp = frames_fingerprint(frames)
+    if flow is None and flow_cache_path:
+        flow = load_flow(flow_cache_path, key=fp)
+    if flow is None:
+        estimator, name = make_flow_estimator(device, flow_search_dirs, cfg.flow)
+        flow = compute_video_flow(lambda i: frames[i].float(), T, estimator, name,
+                                  on_pair=lambda i, n: hooks.cancel_point())
+        if flow_cache_path:
+            save_flow(flow, flow_cache_path, key=fp)
+    if flow.frames != T or tuple(flow.fwd.shape[-2:]) != (H, W):
+        raise ValueError("the given optical flow does not match the frames (count or size); recompute it")
+
+    bg_init, fg_init, scale = motion_init(flow, masks, H, W)
+    acfg = AtlasConfig(height=H, width=W, frames=T, has_foreground=masks is not None, uv_scale=scale,
+                       fg_init=fg_init, bg_init=bg_init)
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    start = 0
+    ck = load_checkpoint(checkpoint_path, key) if (resume and checkpoint_path) else None
+    if ck is not None:
+        tensors, start, acfg = ck
+    model = LayeredAtlas(acfg).to(device)
+    opt = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
+    if ck is not None:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _load_optimizer_tensors(opt, tensors)
+        gen.set_state(tensors["rng_state"])
+
+    total = int(cfg.iterations)
+    step = start
+    try:
+        while step < total:
+            hooks.cancel_point()
+            opt.zero_grad(set_to_none=True)
+            loss, logs = training_step(model, frames16, masks, flow, step, total, cfg, gen, device)
+            loss.backward()
+            opt.step()
+            step += 1
+            if cfg.checkpoint_every and checkpoint_path and step % cfg.checkpoint_every == 0:
+                save_checkpoint(checkpoint_path, model, opt, step, gen, key, cfg)
+            hooks.step(step, total, logs, lambda: reconstruct_frame(model, (step // max(hooks.preview_every, 1)) % T)[0].permute(1, 2, 0))
+    except BaseException:
+        if checkpoint_path:
+            save_checkpoint(checkpoint_path, model, opt, step, gen, key, cfg)
+        raise
+    if checkpoint_path and os.path.isfile(checkpoint_path):
+        os.remove(checkpoint_path)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    _, _, p = reconstruct_video(model, frames)
+    u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return FittedNLA(model=model, frames_u8=u8, fit_config=cfg.to_dict(), psnr=p, steps=step,
+                     flow_estimator=flow.estimator)

@@ -1,0 +1,251 @@
+"""Optical flow between consecutive frames, computed once per video and kept compactly (fp16).
+
+Estimators:
+- torchvision RAFT (``raft_large``/``raft_small``) when its weights are found locally (given folders or
+  torch's hub cache). Nothing is ever downloaded.
+- :func:`pyramid_lk_flow`: an offline coarse-to-fine iterative Lucas-Kanade estimator written here, used
+  when no RAFT weights are present, so fitting works without any download.
+
+Flow convention: ``flow[:, y, x] = (dx, dy)`` in pixels such that ``frame_a(x, y) ~ frame_b(x+dx, y+dy)``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+RAFT_PATTERNS = ("raft_large*.pth", "raft_large*.safetensors", "raft_small*.pth", "raft_small*.safetensors")
+
+
+@dataclass
+class VideoFlow:
+    """Forward/backward flow of a T-frame video (fp16) and forward-backward consistency masks.
+
+    fwd[t]: frame t -> t+1, bwd[t]: frame t+1 -> t, both [T-1,2,H,W]; fwd_ok/bwd_ok [T-1,H,W] bool
+    (forward-backward error < ``fb_threshold`` px and the target inside the frame).
+    """
+
+    fwd: torch.Tensor
+    bwd: torch.Tensor
+    fwd_ok: torch.Tensor
+    bwd_ok: torch.Tensor
+    estimator: str = "lk"
+
+    @property
+    def frames(self) -> int:
+        return self.fwd.shape[0] + 1
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.fwd, self.bwd, self.fwd_ok, self.bwd_ok))
+
+
+# ----------------------------------------------------------------------------------------------------
+# warping helpers
+
+def sample_at(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample img [C,H,W] at pixel coordinates x, y (same shape S) -> [C,*S] (border padding)."""
+    C, H, W = img.shape
+    gx = 2.0 * x / max(W - 1, 1) - 1.0
+    gy = 2.0 * y / max(H - 1, 1) - 1.0
+    grid = torch.stack([gx, gy], dim=-1).reshape(1, -1, 1, 2).to(img.dtype)
+    out = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(C, *x.shape)
+
+
+def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """img [B,C,H,W] sampled at p + flow(p); flow [B,2,H,W] in pixels."""
+    B, C, H, W = img.shape
+    ys, xs = torch.meshgrid(torch.arange(H, device=img.device, dtype=img.dtype),
+                            torch.arange(W, device=img.device, dtype=img.dtype), indexing="ij")
+    gx = 2.0 * (xs[None] + flow[:, 0]) / max(W - 1, 1) - 1.0
+    gy = 2.0 * (ys[None] + flow[:, 1]) / max(H - 1, 1) - 1.0
+    return F.grid_sample(img, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def fb_consistency(flow_ab: torch.Tensor, flow_ba: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
+    """[H,W] bool: |f_ab(p) + f_ba(p + f_ab(p))| < threshold and p + f_ab(p) inside the frame."""
+    _, H, W = flow_ab.shape
+    back = warp(flow_ba[None].float(), flow_ab[None].float())[0]
+    err = torch.linalg.vector_norm(flow_ab.float() + back, dim=0)
+    ys, xs = torch.meshgrid(torch.arange(H, device=flow_ab.device), torch.arange(W, device=flow_ab.device), indexing="ij")
+    tx = xs + flow_ab[0].float()
+    ty = ys + flow_ab[1].float()
+    inside = (tx >= 0) & (tx <= W - 1) & (ty >= 0) & (ty <= H - 1)
+    return (err < threshold) & inside
+
+
+# ----------------------------------------------------------------------------------------------------
+# offline estimator
+
+def _gray(img: torch.Tensor) -> torch.Tensor:
+    return kornia.color.rgb_to_grayscale(img) if img.shape[1] == 3 else img
+
+
+def pyramid_lk_flow(img_a: torch.Tensor, img_b: torch.Tensor, window: int = 9, iters: int = 2,
+                    min_size: int = 12, reg: float = 1e-6) -> torch.Tensor:
+    """Coarse-to-fine iterative Lucas-Kanade flow a -> b. img_* [3,H,W] in 0..1 -> flow [2,H,W] (px).
+
+    At each pyramid level: warp b by the current flow, solve the windowed 2x2 normal equations
+    (Tikhonov-regularised by ``reg`` so flat regions keep the coarser estimate), iterate, then 3x3 median.
+    """
+    a = _gray(img_a[None].float())
+    b = _gray(img_b[None].float())
+    pyr_a, pyr_b = [a], [b]
+    while min(pyr_a[-1].shape[-2:]) // 2 >= min_size:
+        pyr_a.append(kornia.geometry.transform.pyrdown(pyr_a[-1]))
+        pyr_b.append(kornia.geometry.transform.pyrdown(pyr_b[-1]))
+    flow = torch.zeros(1, 2, *pyr_a[-1].shape[-2:], device=a.device)
+    for level in range(len(pyr_a) - 1, -1, -1):
+        la, lb = pyr_a[level], pyr_b[level]
+        if flow.shape[-2:] != la.shape[-2:]:
+            sy = la.shape[-2] / flow.shape[-2]
+            sx = la.shape[-1] / flow.shape[-1]
+            flow = F.interpolate(flow, size=la.shape[-2:], mode="bilinear", align_corners=False)
+            flow = flow * torch.tensor([sx, sy], device=flow.device).view(1, 2, 1, 1)
+        grad_a = kornia.filters.spatial_gradient(la, mode="diff", order=1)[:, 0]  # [1,2,H,W] (d/dx, d/dy)
+        for _ in range(iters):
+            bw = warp(lb, flow)
+            grad_b = kornia.filters.spatial_gradient(bw, mode="diff", order=1)[:, 0]
+            g = 0.5 * (grad_a + grad_b)
+            ix, iy = g[:, 0:1], g[:, 1:2]
+            it = bw - la
+            prods = torch.cat([ix * ix, ix * iy, iy * iy, ix * it, iy * it], dim=1)
+            s = F.avg_pool2d(prods, window, stride=1, padding=window // 2, count_include_pad=False)
+            sxx, sxy, syy, sxt, syt = s.split(1, dim=1)
+            sxx = sxx + reg
+            syy = syy + reg
+            det = sxx * syy - sxy * sxy
+            du = -(syy * sxt - sxy * syt) / det
+            dv = -(sxx * syt - sxy * sxt) / det
+            flow = flow + torch.cat([du, dv], dim=1).clamp(-2.0, 2.0)
+        flow = kornia.filters.median_blur(flow, (3, 3))
+    return flow[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# RAFT (local weights only)
+
+def find_raft_weights(search_dirs: Sequence[str] = ()) -> Optional[str]:
+    """Path of local torchvision RAFT weights in ``search_dirs`` or torch's hub cache, or None."""
+    dirs = [d for d in search_dirs if d]
+    try:
+        dirs.append(os.path.join(torch.hub.get_dir(), "checkpoints"))
+    except Exception:
+        pass
+    for d in dirs:
+        for pat in RAFT_PATTERNS:
+            hits = sorted(glob.glob(os.path.join(d, "**", pat), recursive=True))
+            if hits:
+                return hits[0]
+    return None
+
+
+class RaftFlow:
+    """torchvision RAFT from a local weights file (never downloads)."""
+
+    def __init__(self, weights_path: str, device: torch.device, iters: int = 20):
+        from torchvision.models.optical_flow import raft_large, raft_small
+
+        small = "raft_small" in os.path.basename(weights_path)
+        model = raft_small(weights=None) if small else raft_large(weights=None)
+        if weights_path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(weights_path)
+        else:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        self.model = model.eval().to(device)
+        self.device = device
+        self.iters = iters
+
+    @torch.no_grad()
+    def __call__(self, img_a: torch.Tensor, img_b: torch.Tensor) -> torch.Tensor:
+        H, W = img_a.shape[-2:]
+        ph, pw = (-H) % 8, (-W) % 8
+        pad = (0, pw, 0, ph)
+        a = F.pad(img_a[None].float().to(self.device) * 2 - 1, pad, mode="replicate")
+        b = F.pad(img_b[None].float().to(self.device) * 2 - 1, pad, mode="replicate")
+        flow = self.model(a, b, num_flow_updates=self.iters)[-1]
+        return flow[0, :, :H, :W].cpu()
+
+
+def make_flow_estimator(device: torch.device, search_dirs: Sequence[str] = (), prefer: str = "auto") -> tuple:
+    """Return (callable(img_a, img_b) -> flow [2,H,W], name). ``prefer``: "auto" | "raft" | "lk"."""
+    if prefer in ("auto", "raft"):
+        path = find_raft_weights(search_dirs)
+        if path is not None:
+            return RaftFlow(path, device), f"raft:{os.path.basename(path)}"
+        if prefer == "raft":
+            searched = list(search_dirs) + [os.path.join(torch.hub.get_dir(), "checkpoints")]
+            raise FileNotFoundError(
+                "RAFT weights were requested but none were found (looked for raft_large*/raft_small* .pth or "
+                f".safetensors in {searched}). Put torchvision's RAFT weights there, or use the built-in "
+                "estimator (flow='lk').")
+    return (lambda a, b: pyramid_lk_flow(a.to(device), b.to(device)).cpu()), "lk"
+
+
+def compute_video_flow(get_frame: Callable[[int], torch.Tensor], frames: int, estimator: Callable,
+                       name: str = "lk", fb_threshold: float = 1.0,
+                       on_pair: Optional[Callable[[int, int], None]] = None) -> VideoFlow:
+    """Flow for every consecutive pair, streamed one pair at a time. get_frame(t) -> [3,H,W] in 0..1."""
+    if frames < 2:
+        raise ValueError("optical flow needs at least 2 frames")
+    first = get_frame(0)
+    H, W = first.shape[-2:]
+    fwd = torch.empty(frames - 1, 2, H, W, dtype=torch.float16)
+    bwd = torch.empty(frames - 1, 2, H, W, dtype=torch.float16)
+    fwd_ok = torch.empty(frames - 1, H, W, dtype=torch.bool)
+    bwd_ok = torch.empty(frames - 1, H, W, dtype=torch.bool)
+    prev = first
+    for t in range(frames - 1):
+        nxt = get_frame(t + 1)
+        f = estimator(prev, nxt).float()
+        b = estimator(nxt, prev).float()
+        fwd[t] = f.half()
+        bwd[t] = b.half()
+        fwd_ok[t] = fb_consistency(f, b, fb_threshold)
+        bwd_ok[t] = fb_consistency(b, f, fb_threshold)
+        prev = nxt
+        if on_pair is not None:
+            on_pair(t + 1, frames - 1)
+    return VideoFlow(fwd, bwd, fwd_ok, bwd_ok, estimator=name)
+
+
+def frames_fingerprint(frames: torch.Tensor) -> str:
+    """Short hash of a frame stack (shape + a strided subsample of values), for cache keys."""
+    h = hashlib.sha1(str(tuple(frames.shape)).encode())
+    flat = frames.reshape(-1)
+    step = max(1, flat.numel() // 200_000)
+    h.update((flat[::step].float() * 255).round().to(torch.uint8).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_flow(flow: VideoFlow, path: str, key: str = "") -> None:
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file({"fwd": flow.fwd.contiguous(), "bwd": flow.bwd.contiguous(),
+               "fwd_ok": flow.fwd_ok.to(torch.uint8).contiguous(), "bwd_ok": flow.bwd_ok.to(torch.uint8).contiguous()},
+              path, metadata={"key": key, "estimator": flow.estimator})
+
+
+def load_flow(path: str, key: str = "") -> Optional[VideoFlow]:
+    """Load a cached flow if it exists and matches ``key``; None otherwise."""
+    if not os.path.isfile(path):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        if key and meta.get("key") != key:
+            return None
+        return VideoFlow(f.get_tensor("fwd"), f.get_tensor("bwd"), f.get_tensor("fwd_ok").bool(),
+                         f.get_tensor("bwd_ok").bool(), estimator=meta.get("estimator", "?"))
