@@ -302,7 +302,7 @@ def _open_clip_caches() -> list[str]:
     return [str(home / ".cache" / "clip"), str(hf)]
 
 
-def _missing_message(arch: str, tag: str, dirs: Sequence[Path], reason: str) -> str:
+def missing_weights_message(arch: str, tag: str, dirs: Sequence[Path], reason: str) -> str:
     from open_clip.pretrained import get_pretrained_cfg
 
     files = expected_files(arch, tag)
@@ -357,6 +357,17 @@ def _cached(arch: str, tag: str) -> bool:
         repo = pcfg["hf_hub"].rstrip("/")
         return (hf_cache / ("models--" + repo.replace("/", "--"))).is_dir()
     return False
+
+
+def weights_obtainable(arch: str, tag: str) -> bool:
+    """Whether open_clip can produce weights for the pair: already cached, or its download host reachable."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    pcfg = get_pretrained_cfg(arch.replace("/", "-"), tag)
+    if not pcfg:
+        raise ValueError(f"'{tag}' is not a pretrained tag of {arch}")
+    host = _download_host(pcfg)
+    return _cached(arch, tag) or bool(host and _reachable(host))
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:
@@ -416,16 +427,15 @@ def load_clip(name_or_path: str, pretrained: str | None = None, *, device: str |
         tags = oc.list_pretrained_tags_by_model(arch)
         raise ValueError(f"'{tag}' is not a pretrained tag of {arch}; known tags: {', '.join(tags) or 'none'}")
     if not allow_download:
-        raise ClipWeightsNotFound(_missing_message(arch, tag, dirs, "downloads disabled"))
-    host = _download_host(pcfg)
-    if host and not _cached(arch, tag) and not _reachable(host):
-        raise ClipWeightsNotFound(_missing_message(arch, tag, dirs, f"offline: {host} is not reachable"))
+        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, "downloads disabled"))
+    if not weights_obtainable(arch, tag):
+        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, f"offline: {_download_host(pcfg)} is not reachable"))
     oc = _open_clip()
     try:
         model = oc.create_model(arch, pretrained=tag, force_quick_gelu=bool(pcfg.get("quick_gelu")),
                                 weights_only=True, device="cpu")
     except Exception as exc:  # offline, blocked, interrupted download
-        raise ClipWeightsNotFound(_missing_message(arch, tag, dirs, f"{type(exc).__name__}: {str(exc)[:200]}")) from exc
+        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, f"{type(exc).__name__}: {str(exc)[:200]}")) from exc
     cfg = architecture_config(arch)
     if pcfg.get("quick_gelu"):
         cfg["quick_gelu"] = True

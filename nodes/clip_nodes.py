@@ -1,0 +1,142 @@
+"""Load CLIP and Relevancy Map nodes."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..t2l_core import clip_loading
+from ..t2l_core.relevancy import heatmap, relevancy_map
+from . import comfy_bridge as cb
+
+DEFAULT_MODEL = "ViT-B-32:openai"
+
+
+def _model_choices() -> list[str]:
+    pairs = clip_loading.pretrained_choices()
+    ordered = [DEFAULT_MODEL] + [p for p in pairs if p != DEFAULT_MODEL]
+    return cb.list_model_files() + ordered
+
+
+def _device_choice(device: str) -> torch.device:
+    return cb.torch_device() if device == "auto" else torch.device(device)
+
+
+class LoadCLIP:
+    NODE_ID = "T2L_LoadCLIP"
+    DISPLAY_NAME = "Load CLIP (Text2LIVE)"
+    CATEGORY = "Text2LIVE"
+    DESCRIPTION = (
+        "Loads a frozen CLIP that the Text2LIVE losses and relevancy maps are computed with. The paper uses "
+        "ViT-B-32:openai. Pick a weights file from models/text2live (OpenAI .pt, open_clip .bin/.safetensors, or "
+        "this pack's .safetensors) or an open_clip architecture:tag pair (downloaded into open_clip's cache when "
+        "online). `python -m t2l_core make-tiny-clip` writes a tiny random CLIP for offline pipeline checks."
+    )
+    RETURN_TYPES = ("T2L_CLIP",)
+    RETURN_NAMES = ("clip",)
+    OUTPUT_TOOLTIPS = ("The frozen CLIP model, for Train Edit Layer and Relevancy Map.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (_model_choices(), {"default": DEFAULT_MODEL, "tooltip":
+                          "A file in models/text2live, or ARCH:tag (ViT-B-32:openai is the paper's model)."}),
+                "device": (["auto", "cpu", "cuda"], {"default": "auto", "tooltip":
+                           "auto = ComfyUI's compute device (CUDA when present, CPU otherwise)."}),
+                "precision": (["fp32", "bf16", "fp16"], {"default": "fp32", "tooltip":
+                              "Weight precision. fp32 is exact; bf16/fp16 halve memory (fp16 only on CUDA)."}),
+            },
+            "optional": {
+                "architecture": ("STRING", {"default": "", "tooltip":
+                                 "Only for bare state-dict files without a config: the open_clip architecture, "
+                                 "e.g. ViT-B-32 (ViT-B-32-quickgelu for OpenAI weights)."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model, device="auto", precision="fp32", architecture=""):
+        if precision == "fp16" and device == "cpu":
+            return "fp16 weights do not run on the CPU: choose fp32 or bf16 for device 'cpu'."
+        if cb.resolve_model_file(model):
+            return True
+        if os.path.isfile(model):
+            return True
+        if ":" not in model:
+            dirs = cb.model_folders()
+            return (f"CLIP weights file '{model}' not found. Put it into one of: {', '.join(dirs)} "
+                    "(ComfyUI: models/text2live/) and press refresh.")
+        arch, _, tag = model.partition(":")
+        dirs = [os.fspath(d) for d in cb.model_folders()]
+        try:
+            if clip_loading.find_local_weights(arch, tag, dirs) or clip_loading.weights_obtainable(arch, tag):
+                return True
+        except ValueError as exc:
+            return str(exc)
+        return clip_loading.missing_weights_message(arch, tag, dirs, "offline and not in any cache")
+
+    @classmethod
+    def IS_CHANGED(cls, model, device="auto", precision="fp32", architecture=""):
+        path = cb.resolve_model_file(model)
+        if path:
+            st = os.stat(path)
+            return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+        return model
+
+    def load(self, model, device="auto", precision="fp32", architecture=""):
+        path = cb.resolve_model_file(model)
+        with cb.training_mode():  # weights must not become inference tensors: later nodes backpropagate
+            if path:
+                clip = clip_loading.load_clip_file(path, architecture.strip() or None, device=_device_choice(device),
+                                                   precision=precision)
+            else:
+                clip = clip_loading.load_clip(model, device=_device_choice(device), precision=precision,
+                                              search_dirs=cb.model_folders())
+        return (clip,)
+
+
+class RelevancyMap:
+    NODE_ID = "T2L_RelevancyMap"
+    DISPLAY_NAME = "Relevancy Map (Text2LIVE)"
+    CATEGORY = "Text2LIVE"
+    DESCRIPTION = (
+        "Where in the image CLIP sees the text (Chefer et al. relevancy on the ViT's last blocks). Text2LIVE uses it "
+        "to bootstrap the edit's opacity towards the region of interest; the MASK also works with any mask node."
+    )
+    RETURN_TYPES = ("MASK", "IMAGE")
+    RETURN_NAMES = ("relevancy", "heatmap")
+    OUTPUT_TOOLTIPS = ("Relevancy per pixel, 0..1 (1 = most relevant), at the image size.",
+                       "The relevancy as a blue-to-red colour map, for previewing.")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("T2L_CLIP", {"tooltip": "From Load CLIP (Text2LIVE)."}),
+                "image": ("IMAGE", {"tooltip": "One image or a batch; each gets its own map."}),
+                "text": ("STRING", {"default": "horse", "multiline": False, "tooltip":
+                         "The object or region to find, e.g. 'horse' (used as is, no templates)."}),
+                "layers": ("INT", {"default": 1, "min": 1, "max": 48, "tooltip":
+                           "How many of the last transformer blocks contribute (1 = last block, as the paper)."}),
+            },
+        }
+
+    def run(self, clip, image, text, layers=1):
+        if not text or not text.strip():
+            raise ValueError("Relevancy Map: the text is empty. Name the object to find, e.g. 'horse'.")
+        if layers > clip.num_blocks:
+            raise ValueError(f"Relevancy Map: layers={layers} but this CLIP has {clip.num_blocks} blocks; "
+                             f"use 1..{clip.num_blocks}.")
+        x = cb.image_to_bchw(image)
+        maps = []
+        for i in range(x.shape[0]):  # one image at a time bounds memory for big batches
+            cb.check_interrupt()
+            maps.append(relevancy_map(clip, x[i:i + 1].to(clip.device), text.strip(), num_layers=layers).cpu())
+        rel = torch.cat(maps)
+        return (cb.to_output(rel), cb.bchw_to_image(heatmap(rel)))
+
+
+NODE_CLASSES = [LoadCLIP, RelevancyMap]
