@@ -1,0 +1,368 @@
+"""Train an edit layer on one image (paper section 3.1; method notes 1.1-1.8).
+
+Public API::
+
+    config = EditConfig(prompt="oreo cake", source_prompt="cake", iters=1000, size=512, seed=0)
+    result = train_edit_layer(clip, image_1x3xHxW, config, hooks=Hooks(...),
+                              checkpoint_path="ckpt.safetensors", resume=True)
+    result.layer            # EditLayer: apply to other images/frames, save/load safetensors
+    result.output           # LayerOutput at the input's own resolution (color, alpha, composite, greenscreen)
+    result.history          # per-step loss dicts
+
+Each step: sample the internal dataset (an augmented crop, plus the whole working image every 75 steps),
+run the generator once per example (batch size 1), compute :func:`edit_objective`, MADGRAD step, then
+lr ← max(lr_min, lr_decay·lr). All randomness comes from a local generator seeded with ``seed``.
+Cancellation (``hooks.check_cancel`` raising, also between the stages of a step) or an error saves a
+resumable safetensors checkpoint, then re-raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import madgrad
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import __version__
+from .clip_views import IMAGE_FILL, ViewAugmenter, ViewConfig, structure_view
+from .compositing import composite
+from .edit_layer import EditLayer, LayerOutput
+from .edit_objective import LossWeights, TextBanks, edit_objective
+from .generator import GeneratorConfig, build_generator
+from .internal_dataset import DatasetConfig, InternalDataset, working_image
+from .losses import bootstrap_weight
+from .progress import Hooks
+from .seeding import make_generator
+from .templates import as_prompt_list
+
+CHECKPOINT_FORMAT = "t2l_edit_checkpoint/1"
+
+
+@dataclass
+class EditConfig:
+    """Every setting of an image edit, with the authors' effective defaults (method notes 1)."""
+
+    prompt: str | list[str] = ""  # target/composition prompt(s); newline- or |-separated
+    screen_prompt: str | list[str] | None = None  # green-screen prompt(s); None = the target prompt
+    source_prompt: str | list[str] | None = None  # directional-loss source prompt(s); None = no L_dir
+    roi_text: Optional[str] = None  # bootstrap (relevancy) text; None = no relevancy bootstrapping
+    iters: int = 1000
+    seed: int = 0
+    # optimisation
+    lr: float = 2.5e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.01
+    lr_decay: float = 0.99
+    lr_min: float = 1e-5
+    # internal dataset
+    size: int = 512
+    full_image_every: int = 75
+    jitter_p: float = 0.1
+    flip_p: float = 0.5
+    scale_min: float = 0.8
+    scale_max: float = 1.2
+    crop_min: float = 0.85
+    # CLIP views
+    n_views: int = 16
+    view_short_side: int = 224
+    view_max_long: int = 320
+    structure_max_long: int = 380
+    view_min_crop: float = 0.6
+    view_fill: float = IMAGE_FILL
+    # loss weights
+    lambda_composition: float = 1.0
+    lambda_screen: float = 1.0
+    lambda_structure: float = 2.0
+    sparsity_l1: float = 0.06
+    sparsity_l0: float = 0.06
+    lambda_bootstrap: float = 10.0
+    bootstrap_schedule: str = "linear"  # linear | exponential | none
+    bootstrap_steps: Optional[int] = None  # None = iters
+    bootstrap_min: float = 0.0
+    relevancy_layers: int = 1
+    relevancy_on: str = "crop"  # "crop": relevancy of each augmented crop (authors); "once": of the whole image
+    authors_bootstrap_bug: bool = False  # True: only the last example's bootstrap MSE counts (authors' code)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def dataset_config(self) -> DatasetConfig:
+        return DatasetConfig(size=self.size, jitter_p=self.jitter_p, flip_p=self.flip_p, scale_min=self.scale_min,
+                             scale_max=self.scale_max, crop_min=self.crop_min, full_image_every=self.full_image_every)
+
+    def view_config(self) -> ViewConfig:
+        return ViewConfig(n_views=self.n_views, short_side=self.view_short_side, max_long=self.view_max_long,
+                          structure_max_long=self.structure_max_long, min_crop=self.view_min_crop, fill=self.view_fill)
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(composition=self.lambda_composition, screen=self.lambda_screen,
+                           structure=self.lambda_structure, sparsity_l1=self.sparsity_l1,
+                           sparsity_l0=self.sparsity_l0, bootstrap=self.lambda_bootstrap)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EditConfig":
+        d = dict(d)
+        if isinstance(d.get("generator"), dict):
+            d["generator"] = GeneratorConfig(**d["generator"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def validate(self) -> None:
+        """Raise ValueError with what to change."""
+        as_prompt_list(self.prompt, "target prompt")
+        if self.iters < 1:
+            raise ValueError(f"iters must be at least 1, got {self.iters}")
+        if self.n_views < 1:
+            raise ValueError(f"n_views must be at least 1, got {self.n_views}")
+        if self.bootstrap_schedule not in ("linear", "exponential", "none"):
+            raise ValueError(f"bootstrap_schedule must be linear, exponential or none, got '{self.bootstrap_schedule}'")
+        if self.relevancy_on not in ("crop", "once"):
+            raise ValueError(f"relevancy_on must be 'crop' or 'once', got '{self.relevancy_on}'")
+        if self.lr <= 0 or self.lr_min < 0:
+            raise ValueError("lr must be > 0 and lr_min >= 0")
+
+
+@dataclass
+class EditResult:
+    """What :func:`train_edit_layer` returns."""
+
+    layer: EditLayer
+    output: LayerOutput  # rendered at the input's own resolution
+    history: list[dict]
+    steps: int
+    checkpoint_path: Optional[Path] = None
+
+
+def lr_at(step: int, lr: float = 2.5e-3, decay: float = 0.99, lr_min: float = 1e-5) -> float:
+    """Learning rate used for 0-based ``step`` (after ``step`` decays)."""
+    return max(lr_min, lr * decay**step)
+
+
+def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[torch.Tensor] = None) -> str:
+    """Hash of the image, optional mask and every setting except ``iters`` (a checkpoint key)."""
+    h = hashlib.sha256()
+    h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    if mask is not None:
+        h.update(mask.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    d = config.to_dict()
+    d.pop("iters")
+    h.update(json.dumps(d, sort_keys=True, default=str).encode())
+    h.update(__version__.encode())
+    return h.hexdigest()
+
+
+def default_checkpoint_path(folder: str | Path, image: torch.Tensor, config: EditConfig,
+                            mask: Optional[torch.Tensor] = None) -> Path:
+    return Path(folder) / f"edit_{input_fingerprint(image, config, mask)[:16]}.safetensors"
+
+
+# -- checkpoints --------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    rng_state: torch.Tensor, config: EditConfig, fingerprint: str, history: Sequence[dict]) -> Path:
+    """Write a resumable checkpoint (safetensors): weights, MADGRAD state, RNG state, step, lr, config."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"gen.{k}": v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    params = list(generator.parameters())
+    index = {id(q): i for i, q in enumerate(params)}
+    for q, st in optimizer.state.items():
+        if isinstance(q, torch.Tensor):
+            for name, t in st.items():
+                tensors[f"opt.{index[id(q)]}.{name}"] = t.detach().cpu().contiguous()
+        elif q == "k":
+            tensors["opt.k"] = st.detach().cpu().reshape(-1)
+    tensors["rng_state"] = rng_state.cpu()
+    meta = {
+        "format": CHECKPOINT_FORMAT, "step": str(step), "lr": repr(optimizer.param_groups[0]["lr"]),
+        "config": json.dumps(config.to_dict(), default=str), "fingerprint": fingerprint,
+        "history": json.dumps(list(history)), "version": __version__,
+    }
+    tmp = p.with_name(p.name + ".part")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(p)
+    return p
+
+
+def _load_checkpoint(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     fingerprint: str) -> tuple[int, torch.Tensor, list[dict]]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a Text2LIVE edit checkpoint; delete it or turn resume off")
+        if meta.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"checkpoint {path} was made for another image or other settings; turn resume off (or delete "
+                "the file) to start over, or use the same image and settings (only iterations may change)"
+            )
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    dev = next(generator.parameters()).device
+    generator.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+    params = list(generator.parameters())
+    for k, v in tensors.items():
+        if k.startswith("opt.") and k != "opt.k":
+            _, i, name = k.split(".", 2)
+            optimizer.state[params[int(i)]][name] = v.to(dev)
+    if "opt.k" in tensors:
+        optimizer.state["k"] = tensors["opt.k"].to(torch.long)
+    optimizer.param_groups[0]["lr"] = float(meta["lr"])
+    return int(meta["step"]), tensors["rng_state"], json.loads(meta.get("history", "[]"))
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+
+def _prepare_image(image: torch.Tensor) -> torch.Tensor:
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] not in (1, 3, 4):
+        raise ValueError(
+            f"expected one image [1,C,H,W] (or [C,H,W]) with C in 1, 3 or 4, got {tuple(image.shape)}; "
+            "a batch must be edited one image at a time"
+        )
+    image = image.detach().clone().float()
+    if image.shape[1] == 1:
+        image = image.expand(1, 3, *image.shape[-2:]).clone()
+    return image[:, :3].clamp(0, 1)
+
+
+def _prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional[torch.Tensor]:
+    if mask is None:
+        return None
+    m = mask.detach().clone().float()
+    while m.ndim < 4:
+        m = m.unsqueeze(0)
+    if m.shape[0] != 1 or m.shape[1] != 1 or m.shape[-2:] != image.shape[-2:]:
+        raise ValueError(
+            f"the bootstrap mask has shape {tuple(mask.shape)} but the image is {image.shape[-1]}x{image.shape[-2]} "
+            "px; give one mask of the image's size"
+        )
+    return m.clamp(0, 1)
+
+
+def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Optional[Hooks] = None,
+                     bootstrap_mask: Optional[torch.Tensor] = None, checkpoint_path: str | Path | None = None,
+                     resume: bool = False, output_size: Optional[int] = None,
+                     memory_budget: Optional[int] = None) -> EditResult:
+    """Train an edit layer for ``image`` ``[1,3,H,W]`` (or ``[3,H,W]``; gray/RGBA handled) in 0..1.
+
+    ``bootstrap_mask`` ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` in 0..1 (1 = region to edit) replaces the relevancy
+    map as bootstrap target. ``checkpoint_path``: where cancellation/errors (and completion) leave a
+    resumable checkpoint; ``resume`` continues from it. The final layer is rendered at the input's own
+    resolution (``output_size`` = shorter side to render at instead), within ``memory_budget`` bytes.
+    """
+    config.validate()
+    hooks = hooks or Hooks()
+    with torch.inference_mode(False), torch.enable_grad():
+        image = _prepare_image(image)
+        mask = _prepare_mask(bootstrap_mask, image)
+        device = clip.device
+        fingerprint = input_fingerprint(image, config, mask)
+        ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+
+        work = working_image(image, config.size).to(device)
+        work_mask = None
+        if mask is not None:
+            work_mask = F.interpolate(mask.to(device), size=work.shape[-2:], mode="bilinear", align_corners=False,
+                                      antialias=True)
+        use_relevancy = mask is None and bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
+        if use_relevancy and config.relevancy_on == "once":
+            work_mask = _relevancy(clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
+        banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.source_prompt)
+        gen = build_generator(config.generator, device=device, seed=config.seed)
+        opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay)
+        rng = make_generator(config.seed)
+        start, history = 0, []
+        if resume and ckpt is not None and ckpt.is_file():
+            start, rng_state, history = _load_checkpoint(ckpt, gen, opt, fingerprint)
+            rng.set_state(rng_state)
+        dataset = InternalDataset(work, config.dataset_config(), mask=work_mask)
+        views, weights = config.view_config(), config.loss_weights()
+        augmenter = ViewAugmenter(views)
+        boot_steps = config.bootstrap_steps if config.bootstrap_steps is not None else config.iters
+        full_tokens: Optional[torch.Tensor] = None  # structure target of the whole working image (fixed)
+
+        def preview() -> torch.Tensor:
+            out = gen(work)
+            return composite(out[:, :3], out[:, 3:], work)[0].permute(1, 2, 0).cpu()
+
+        step = start
+        rng_state = rng.get_state()
+        try:
+            for step in range(start, config.iters):
+                rng_state = rng.get_state()  # state at the start of the step: a resumed run repeats it exactly
+                hooks.cancel_point()
+                sample = dataset.sample(step, rng)
+                examples = sample.examples()
+                inputs = [x for x, _ in examples]
+                outs = [gen(x) for x in inputs]
+                bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
+                                      schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
+                targets = None
+                if bw > 0 and (work_mask is not None or use_relevancy):
+                    if work_mask is not None:
+                        targets = [m[:, 0] for _, m in examples]
+                    else:
+                        targets = [_relevancy(clip, x, config, (224, 224)) for x in inputs]
+                src_tokens = None
+                if config.lambda_structure > 0 and sample.full is not None:
+                    if full_tokens is None:
+                        with torch.no_grad():
+                            full_tokens = clip.image_tokens(structure_view(work, views))
+                    src_tokens = [None, full_tokens]
+                total, terms = edit_objective(
+                    clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks, views, weights, rng,
+                    bootstrap_targets=targets, bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
+                    authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point)
+                if not math.isfinite(terms["total"]):
+                    raise FloatingPointError(
+                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
+                        "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
+                    )
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                hooks.cancel_point()
+                opt.step()
+                opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
+                terms["lr"] = opt.param_groups[0]["lr"]
+                if targets is not None:
+                    terms["bootstrap_weight"] = bw
+                history.append(terms)
+                hooks.step(step + 1, config.iters, terms, preview)
+            step = config.iters
+            rng_state = rng.get_state()
+        except BaseException:
+            if ckpt is not None:
+                save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
+            raise
+        if ckpt is not None:
+            save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
+
+        info = {"prompt": as_prompt_list(config.prompt), "steps": step, "seed": config.seed, "size": config.size,
+                "working_size": list(work.shape[-2:]), "input_size": list(image.shape[-2:]),
+                "config": json.loads(json.dumps(config.to_dict(), default=str)), "version": __version__}
+        layer = EditLayer(gen.state_dict(), config.generator, info)
+        output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget)
+        output = LayerOutput(*(t.cpu() for t in (output.color, output.alpha, output.composite, output.greenscreen)))
+        return EditResult(layer=layer, output=output, history=history, steps=step, checkpoint_path=ckpt)
+
+
+def _relevancy(clip, images: torch.Tensor, config: EditConfig, size: tuple[int, int]) -> torch.Tensor:
+    """Relevancy of ``config.roi_text`` on ``images`` ``[1,3,h,w]`` -> ``[1,*size]`` in 0..1 (no grad)."""
+    from .relevancy import relevancy_map  # the lead's module; imported lazily
+
+    r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.relevancy_layers,
+                      size=size)
+    return r.detach()
