@@ -11,6 +11,7 @@ import logging
 
 _MODULES = [
     "clip_nodes",
+    "edit_nodes",
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -1,0 +1,203 @@
+"""Train Edit Layer, Apply Edit Layer and Composite nodes (thin wrappers over t2l_core)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..t2l_core.compositing import composite, parse_hex_color, solid_background
+from ..t2l_core.edit_layer import EditLayer
+from ..t2l_core.train_image import EditConfig, default_checkpoint_path, train_edit_layer
+from . import comfy_bridge as cb
+
+_MASK_TIP = "Opacity (1 = edit visible). For JoinImageWithAlpha invert it first; ImageCompositeMasked takes it as is."
+
+
+def _outputs(out) -> tuple:
+    return (cb.bchw_to_image(out.composite), cb.bchw_to_image(out.color), cb.to_output(out.alpha[:, 0]),
+            cb.bchw_to_image(out.greenscreen))
+
+
+class TrainEditLayer:
+    NODE_ID = "T2L_TrainEditLayer"
+    DISPLAY_NAME = "Train Edit Layer (Text2LIVE)"
+    CATEGORY = "Text2LIVE"
+    DESCRIPTION = (
+        "Text2LIVE image editing: trains a small generator on this one image so that its RGBA edit layer, composited "
+        "over the image, matches the text (CLIP losses on the composite and on the layer over a green screen), keeps "
+        "the image's structure and stays sparse. 1000 steps at 512 px is the paper's setting (minutes on a GPU, hours "
+        "on a CPU). Returns the result at the image's own resolution and the trained layer, which Apply Edit Layer "
+        "can reuse on other images. Cancelling keeps a checkpoint; run again with resume on to continue."
+    )
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE", "T2L_EDIT_LAYER")
+    RETURN_NAMES = ("composite", "edit", "opacity", "greenscreen", "edit_layer")
+    OUTPUT_TOOLTIPS = (
+        "The edited image: opacity·edit + (1−opacity)·input, at the input resolution.",
+        "The edit layer's colour (RGB).",
+        _MASK_TIP,
+        "The edit layer over a green screen (what the screen prompt is matched against).",
+        "The trained layer, for Apply Edit Layer (other images or video frames).",
+    )
+    FUNCTION = "train"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("T2L_CLIP", {"tooltip": "From Load CLIP (Text2LIVE); the paper uses ViT-B-32:openai."}),
+                "image": ("IMAGE", {"tooltip": "The one image to edit (a batch of 1)."}),
+                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip":
+                           "What the edited image should show, e.g. 'oreo cake'. Several prompts: one per line."}),
+                "screen_prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
+                                  "What the layer alone shows, matched as '<text> over a green screen.' "
+                                  "Empty = the prompt. E.g. 'oreo'."}),
+                "source_prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
+                                  "What the input shows, e.g. 'cake' (enables the directional loss). Empty = off."}),
+                "iterations": ("INT", {"default": 1000, "min": 1, "max": 100000, "tooltip":
+                               "Training steps (paper: 1000)."}),
+                "size": ("INT", {"default": 512, "min": 129, "max": 4096, "step": 1, "tooltip":
+                         "Working resolution: shorter side in px during training (paper: 512; minimum 129). "
+                         "The result is rendered at the input's own resolution."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                         "tooltip": "Same seed and inputs give the same result."}),
+            },
+            "optional": {
+                "roi_text": ("STRING", {"default": "", "tooltip":
+                             "Region to edit, e.g. 'horse': its relevancy map guides the opacity early on. Empty = off."}),
+                "bootstrap_mask": ("MASK", {"tooltip":
+                                   "Any mask (1 = region to edit) used instead of the relevancy map; image size."}),
+                "lambda_composition": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
+                                       "Weight of the CLIP loss on the composite (+ directional loss)."}),
+                "lambda_screen": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
+                                  "Weight of the green-screen CLIP loss."}),
+                "lambda_structure": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
+                                     "Weight of the structure (self-similarity) loss; higher keeps the layout."}),
+                "sparsity_l1": ("FLOAT", {"default": 0.06, "min": 0.0, "max": 100.0, "step": 0.001, "tooltip":
+                                "L1 opacity penalty; higher = smaller edit area."}),
+                "sparsity_l0": ("FLOAT", {"default": 0.06, "min": 0.0, "max": 100.0, "step": 0.001, "tooltip":
+                                "Approximate-L0 opacity penalty; higher = smaller edit area."}),
+                "lambda_bootstrap": ("FLOAT", {"default": 10.0, "min": 0.0, "max": 1000.0, "step": 0.1, "tooltip":
+                                     "Initial weight of the bootstrap (relevancy/mask) loss, annealed to 0."}),
+                "views": ("INT", {"default": 16, "min": 1, "max": 64, "tooltip":
+                          "Augmented CLIP views per image and step (paper: 16). Fewer = faster, noisier."}),
+                "resume": ("BOOLEAN", {"default": True, "tooltip":
+                           "Continue from the checkpoint a cancelled (or finished) run with the same inputs left."}),
+                "preview_every": ("INT", {"default": 25, "min": 1, "max": 10000, "tooltip":
+                                  "Show a preview of the composite every N steps."}),
+            },
+        }
+
+    def train(self, clip, image, prompt, screen_prompt="", source_prompt="", iterations=1000, size=512, seed=0,
+              roi_text="", bootstrap_mask=None, lambda_composition=1.0, lambda_screen=1.0, lambda_structure=2.0,
+              sparsity_l1=0.06, sparsity_l0=0.06, lambda_bootstrap=10.0, views=16, resume=True, preview_every=25):
+        if image.ndim == 4 and image.shape[0] != 1:
+            raise ValueError(f"Train Edit Layer trains on one image but got a batch of {image.shape[0]}: pick one "
+                             "(e.g. Image From Batch), then use Apply Edit Layer on the others.")
+        config = EditConfig(
+            prompt=prompt, screen_prompt=screen_prompt or None, source_prompt=source_prompt or None,
+            roi_text=roi_text or None, iters=int(iterations), size=int(size), seed=int(seed),
+            lambda_composition=lambda_composition, lambda_screen=lambda_screen, lambda_structure=lambda_structure,
+            sparsity_l1=sparsity_l1, sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views),
+        )
+        config.validate()
+        with cb.training_mode():
+            x = cb.image_to_bchw(image)
+            mask = cb.mask_to_bhw(bootstrap_mask) if bootstrap_mask is not None else None
+            if mask is not None and mask.shape[0] != 1:
+                raise ValueError(f"bootstrap_mask has {mask.shape[0]} masks; give one mask for the one image")
+            ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask)
+            hooks = cb.make_hooks(preview_every=int(preview_every))
+            try:
+                result = train_edit_layer(clip, x, config, hooks=hooks, bootstrap_mask=mask, checkpoint_path=ckpt,
+                                          resume=bool(resume))
+            finally:
+                cb.soft_empty_cache()
+        return _outputs(result.output) + (result.layer,)
+
+
+class ApplyEditLayer:
+    NODE_ID = "T2L_ApplyEditLayer"
+    DISPLAY_NAME = "Apply Edit Layer (Text2LIVE)"
+    CATEGORY = "Text2LIVE"
+    DESCRIPTION = (
+        "Runs a trained edit layer on other images or frames (each at its own resolution, one at a time) and "
+        "composites it. Works best on images similar to the one it was trained on."
+    )
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE")
+    RETURN_NAMES = ("composite", "edit", "opacity", "greenscreen")
+    OUTPUT_TOOLTIPS = ("opacity·edit + (1−opacity)·image.", "The edit layer's colour (RGB).", _MASK_TIP,
+                       "The edit layer over a green screen.")
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "edit_layer": ("T2L_EDIT_LAYER", {"tooltip": "From Train Edit Layer."}),
+                "image": ("IMAGE", {"tooltip": "Image or batch (e.g. video frames) to apply the layer to."}),
+            },
+            "optional": {
+                "size": ("INT", {"default": 0, "min": 0, "max": 8192, "tooltip":
+                         "0 = each image's own resolution; otherwise process at this shorter side and resize back "
+                         "(e.g. the training size, 512, for the look the layer was trained at)."}),
+            },
+        }
+
+    def apply(self, edit_layer, image, size=0):
+        if not isinstance(edit_layer, EditLayer):
+            raise ValueError("edit_layer must come from Train Edit Layer (Text2LIVE)")
+        x = cb.image_to_bchw(image)
+        device = cb.torch_device()
+
+        def progress(i: int, n: int) -> None:
+            cb.check_interrupt()
+
+        with cb.training_mode():
+            out = edit_layer.render(x, device=device, size=int(size) or None, on_image=progress)
+        return _outputs(out)
+
+
+class Composite:
+    NODE_ID = "T2L_Composite"
+    DISPLAY_NAME = "Composite Edit Layer (Text2LIVE)"
+    CATEGORY = "Text2LIVE"
+    DESCRIPTION = (
+        "opacity·colour + (1−opacity)·background. Without a background image the layer goes over a solid colour "
+        "(the green screen by default). Batches of 1 are repeated to match the others."
+    )
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The composited image.",)
+    FUNCTION = "composite"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "color": ("IMAGE", {"tooltip": "The edit layer's colour (edit output of Train/Apply Edit Layer)."}),
+                "opacity": ("MASK", {"tooltip": "Opacity, 1 = colour visible (opacity output)."}),
+            },
+            "optional": {
+                "background": ("IMAGE", {"tooltip": "What the layer goes over, usually the original image. "
+                                         "Not connected = a solid colour."}),
+                "fill_color": ("STRING", {"default": "#00B140", "tooltip":
+                               "Solid background when no image is connected: #RRGGBB or R,G,B (default green screen)."}),
+            },
+        }
+
+    def composite(self, color, opacity, background=None, fill_color="#00B140"):
+        c = cb.image_to_bchw(color)
+        a = cb.mask_to_bhw(opacity).unsqueeze(1)
+        if background is not None:
+            bg = cb.image_to_bchw(background)
+        else:
+            bg = solid_background(c, parse_hex_color(fill_color))
+        if a.shape[-2:] != c.shape[-2:] or bg.shape[-2:] != c.shape[-2:]:
+            raise ValueError(
+                f"Composite: sizes differ: colour {c.shape[-1]}x{c.shape[-2]}, opacity {a.shape[-1]}x{a.shape[-2]}, "
+                f"background {bg.shape[-1]}x{bg.shape[-2]}; resize them to the same size (e.g. Upscale Image)."
+            )
+        out = composite(c, a.clamp(0, 1), bg)
+        return (cb.bchw_to_image(out),)
+
+
+NODE_CLASSES = [TrainEditLayer, ApplyEditLayer, Composite]
