@@ -12,6 +12,7 @@ import logging
 _MODULES = [
     "clip_nodes",
     "edit_nodes",
+    "video_nodes",
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "t2l_core.commands.clip_commands",
     "t2l_core.commands.edit_commands",
+    "t2l_core.commands.video_commands",
 ]
 
 

@@ -37,6 +37,7 @@ class NLAFitConfig:
     lr_alpha: float = 0.05
     lr_mapping: float = 0.002
     lr_affine: float = 0.002
+    atlas_resolution: int = 0            # long side of the discretised atlas images (0 = native)
     flow: str = "auto"                   # "auto" (RAFT if weights are local, else built-in LK) | "raft" | "lk"
     checkpoint_every: int = 0            # also save a checkpoint every N steps (0 = only on cancel/error)
     weights: L.NLALossWeights = field(default_factory=L.NLALossWeights)
@@ -62,6 +63,9 @@ class FittedNLA:
     psnr: float = float("nan")
     steps: int = 0
     flow_estimator: str = ""
+    bboxes: dict = field(default_factory=dict)   # {layer: AtlasBBox} of the discretised atlas images
+    # transient (never saved): (rgb [T,3,H,W], alpha [T,H,W]) computed for the PSNR right after fitting
+    reconstruction: Optional[tuple] = field(default=None, repr=False)
 
     @property
     def cfg(self) -> AtlasConfig:
@@ -78,6 +82,12 @@ class FittedNLA:
     def original_frames(self) -> torch.Tensor:
         """[T,3,H,W] float 0..1 (decoded from the stored uint8)."""
         return self.frames_u8.float() / 255.0
+
+    def atlas_images(self) -> dict:
+        """{layer: [3,Ha,Wa]} discretised atlas colour images over :attr:`bboxes` (0..1)."""
+        from .atlas_render import discretise_atlas
+
+        return {layer: discretise_atlas(self.model, bbox) for layer, bbox in self.bboxes.items()}
 
     def check_frames(self, frames: torch.Tensor) -> None:
         """Refuse frames [T,3,H,W] of another size or count than the fit, with a message saying what to change."""
@@ -167,7 +177,7 @@ def motion_init(flow: VideoFlow, masks: Optional[torch.Tensor], height: int, wid
     return bg, fg, float(scale)
 
 
-def _fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:
+def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:
     h = hashlib.sha1(CODE_VERSION.encode())
     h.update(frames_fingerprint(frames).encode())
     if masks is not None:
@@ -397,7 +407,7 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
 def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path):
     T, _, H, W = frames.shape
     frames16 = frames.to(torch.float16)
-    key = _fit_key(frames, masks, cfg)
+    key = fit_key(frames, masks, cfg)
     fp = frames_fingerprint(frames)
     if flow is None and flow_cache_path:
         flow = load_flow(flow_cache_path, key=fp)
@@ -447,7 +457,11 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    _, _, p = reconstruct_video(model, frames)
+    rec_rgb, rec_alpha, p = reconstruct_video(model, frames)
     u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    from .atlas_render import make_bbox
+
+    bboxes = {layer: make_bbox(model, layer, cfg.atlas_resolution) for layer in model.layers()}
     return FittedNLA(model=model, frames_u8=u8, fit_config=cfg.to_dict(), psnr=p, steps=step,
-                     flow_estimator=flow.estimator)
+                     flow_estimator=flow.estimator, bboxes=bboxes,
+                     reconstruction=(rec_rgb, rec_alpha))

@@ -1,0 +1,284 @@
+"""Video nodes: fit a layered neural atlas (NLAFit), render atlas edits into the video (AtlasRender),
+save/load fitted atlases. Thin wrappers over t2l_core.nla_fit / atlas_render / nla_io."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..t2l_core.atlas_render import AtlasEdit, render_edits
+from ..t2l_core.nla_fit import FittedNLA, NLAFitConfig, estimate_fit_memory, fit_key, fit_nla
+from ..t2l_core.nla_io import load_nla, read_nla_header, save_nla
+from ..t2l_core.optical_flow import frames_fingerprint
+from . import comfy_bridge as cb
+
+CATEGORY = "Text2LIVE/video"
+log = logging.getLogger("text2live")
+
+
+def _nla_dir() -> Path:
+    d = cb.output_dir() / "nla"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _hwc(img: torch.Tensor) -> torch.Tensor:
+    """[3,H,W] -> IMAGE [1,H,W,3]."""
+    return cb.bchw_to_image(img[None])
+
+
+class NLAFit:
+    NODE_ID = "T2L_NLAFit"
+    DISPLAY_NAME = "Fit Layered Atlas (NLA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Fits a Neural Layered Atlas to your video: every frame is explained as a background atlas (one image of "
+        "the whole scene, unwrapped over the camera motion) and, with masks, a foreground atlas plus a per-frame "
+        "foreground opacity. Edit the atlas images with any node (painting, img2img) and map them back with "
+        "Atlas Render: the edit follows the video's motion. Optical flow comes from torchvision RAFT when its "
+        "weights are in models/text2live or torch's cache, otherwise from a built-in estimator (no download). "
+        "Cancelling keeps a checkpoint; running again with the same inputs resumes it."
+    )
+    RETURN_TYPES = ("T2L_NLA", "IMAGE", "IMAGE", "IMAGE", "MASK", "STRING")
+    RETURN_NAMES = ("nla", "reconstruction", "fg_atlas", "bg_atlas", "fg_opacity", "info")
+    OUTPUT_TOOLTIPS = (
+        "The fitted atlas, for Atlas Render and Save Atlas.",
+        "The video rebuilt from the atlases (compare with the input to judge the fit; PSNR in 'info').",
+        "Foreground atlas image (edit it and connect it to Atlas Render's fg_atlas). A black 64x64 image when "
+        "no masks were given.",
+        "Background atlas image (edit it and connect it to Atlas Render's bg_atlas).",
+        "Foreground opacity per frame (1 = foreground); zeros without masks.",
+        "Reconstruction PSNR, iterations, flow estimator and atlas sizes.",
+    )
+    FUNCTION = "fit"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch (one image per frame, all the same size)."}),
+                "iterations": ("INT", {"default": 2000, "min": 10, "max": 400000, "step": 10, "tooltip":
+                               "Training steps. About 1000-3000 reach 30 dB on short clips; more gives sharper atlases."}),
+                "atlas_resolution": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip":
+                                     "Long side in pixels of the atlas images. 0 = native (about one atlas pixel "
+                                     "per video pixel)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": "fixed",
+                         "tooltip": "Seed of the random pixel batches (same seed and inputs = same atlas)."}),
+            },
+            "optional": {
+                "masks": ("MASK", {"tooltip": "Foreground masks, one per frame (from any segmentation node; 1 = "
+                                   "foreground). Without masks only a background atlas is fitted (enough for "
+                                   "scene-wide edits)."}),
+                "batch_pixels": ("INT", {"default": 8192, "min": 512, "max": 262144, "step": 512, "tooltip":
+                                 "Random pixels per step. Larger is smoother but slower per step."}),
+                "flow": (["auto", "lk", "raft"], {"default": "auto", "tooltip":
+                         "Optical flow: auto = RAFT if its weights are local, else the built-in estimator; "
+                         "lk = always the built-in one; raft = require RAFT weights."}),
+                "resume": ("BOOLEAN", {"default": True, "tooltip":
+                           "Continue from the checkpoint a cancelled run with the same inputs left behind."}),
+            },
+        }
+
+    def fit(self, frames, iterations, atlas_resolution, seed, masks=None, batch_pixels=8192, flow="auto", resume=True):
+        with cb.training_mode():
+            x = cb.image_to_bchw(frames)
+            m = None
+            if masks is not None:
+                m = cb.mask_to_bhw(masks)
+                if m.shape[0] != x.shape[0] or tuple(m.shape[-2:]) != tuple(x.shape[-2:]):
+                    raise ValueError(
+                        f"masks are {m.shape[0]} x {m.shape[2]}x{m.shape[1]} but the frames are {x.shape[0]} x "
+                        f"{x.shape[3]}x{x.shape[2]}: give one mask per frame at the frames' size.")
+            cfg = NLAFitConfig(iterations=int(iterations), seed=int(seed), batch_pixels=int(batch_pixels),
+                               flow=flow, atlas_resolution=int(atlas_resolution))
+            device = cb.torch_device()
+            need = estimate_fit_memory(x.shape[0], x.shape[2], x.shape[3], m is not None, cfg.batch_pixels)
+            cb.free_memory(need, device)
+            key = fit_key(x, m, cfg)
+            ckpt = str(_nla_dir() / f"checkpoint_{key}.safetensors")
+            flow_cache = str(_nla_dir() / f"flow_{frames_fingerprint(x)}.safetensors")
+            try:
+                nla = fit_nla(x, m, cfg, hooks=cb.make_hooks(preview_every=50), device=device,
+                              checkpoint_path=ckpt, resume=bool(resume), flow_search_dirs=cb.model_folders(),
+                              flow_cache_path=flow_cache)
+            finally:
+                cb.soft_empty_cache()
+            rec, alpha = nla.reconstruction
+            nla.reconstruction = None  # keep the cached T2L_NLA small
+            atlases = nla.atlas_images()
+            fg = _hwc(atlases["fg"]) if "fg" in atlases else torch.zeros(1, 64, 64, 3)
+            bg = _hwc(atlases["bg"])
+            sizes = ", ".join(f"{k} atlas {v.shape[2]}x{v.shape[1]}" for k, v in atlases.items())
+            info = (f"reconstruction PSNR {nla.psnr:.2f} dB after {nla.steps} steps on {x.shape[0]} frames "
+                    f"{x.shape[3]}x{x.shape[2]}; flow: {nla.flow_estimator}; {sizes}")
+            log.info("Text2LIVE NLAFit: %s", info)
+            return {"ui": {"text": [info]},
+                    "result": (nla, cb.bchw_to_image(rec), cb.to_output(fg), cb.to_output(bg), cb.to_output(alpha), info)}
+
+
+def _edit_from_inputs(nla: FittedNLA, layer: str, image: Optional[torch.Tensor], opacity: Optional[torch.Tensor]) -> Optional[AtlasEdit]:
+    """IMAGE (+ optional opacity MASK) painted on a layer's atlas image -> AtlasEdit over that layer's bbox.
+
+    Extension point (issue 5): a T2L_EDIT_LAYER trained on an atlas will be turned into an AtlasEdit here as
+    well (its RGBA output over the same bbox) and passed to render_edits exactly like a painted atlas.
+    """
+    if image is None:
+        if opacity is not None:
+            raise ValueError(f"{layer}_opacity was given without {layer}_atlas: connect the edited atlas image too.")
+        return None
+    if layer not in nla.bboxes:
+        raise ValueError(f"a {layer} atlas edit was given, but this atlas has no {layer} layer (fit it with masks).")
+    if image.ndim == 4 and image.shape[0] != 1:
+        raise ValueError(f"{layer}_atlas must be a single image, got a batch of {image.shape[0]}")
+    img = image if image.ndim == 4 else image[None]
+    rgb = cb.image_to_bchw(img)[0]
+    if opacity is not None:
+        a = cb.mask_to_bhw(opacity)[0]
+        if tuple(a.shape) != tuple(rgb.shape[-2:]):
+            raise ValueError(f"{layer}_opacity is {a.shape[1]}x{a.shape[0]} but {layer}_atlas is "
+                             f"{rgb.shape[2]}x{rgb.shape[1]}: they must have the same size.")
+    elif img.shape[-1] == 4:
+        a = img[0, ..., 3].float().clone()
+    else:
+        a = torch.ones(rgb.shape[-2:])
+    box = nla.bboxes[layer]
+    aspect_img = rgb.shape[2] / rgb.shape[1]
+    aspect_box = box.width / box.height
+    if abs(aspect_img / aspect_box - 1) > 0.05:
+        raise ValueError(f"the {layer} atlas edit is {rgb.shape[2]}x{rgb.shape[1]} but the {layer} atlas is "
+                         f"{box.width}x{box.height}: edit the atlas image without cropping (resizing is fine).")
+    return AtlasEdit(rgb=rgb, alpha=a, bbox=box)
+
+
+class AtlasRender:
+    NODE_ID = "T2L_AtlasRender"
+    DISPLAY_NAME = "Atlas Render (NLA edits -> video)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Maps edited atlas images back into every frame (bilinear) and blends them over the original frames "
+        "(NLA eq. 15/16): the edit moves with the video. Any node can produce the edit: paint on the fg/bg atlas "
+        "image from Fit Layered Atlas, or img2img it, and give an opacity MASK (1 = edit visible). Without "
+        "edits the original frames come back unchanged."
+    )
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The edited video as an IMAGE batch.",)
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "nla": ("T2L_NLA", {"tooltip": "A fitted atlas from Fit Layered Atlas or Load Atlas."}),
+            },
+            "optional": {
+                "fg_atlas": ("IMAGE", {"tooltip": "Edited foreground atlas image (same framing as the fg_atlas output; "
+                                       "any resolution). Without fg_opacity the whole image is applied, or its 4th "
+                                       "channel if it has one."}),
+                "fg_opacity": ("MASK", {"tooltip": "Opacity of the foreground edit, same size as fg_atlas (1 = edit "
+                                        "visible, 0 = original). From LoadImage's alpha, use InvertMask first."}),
+                "bg_atlas": ("IMAGE", {"tooltip": "Edited background atlas image (same framing as the bg_atlas output)."}),
+                "bg_opacity": ("MASK", {"tooltip": "Opacity of the background edit, same size as bg_atlas (1 = visible)."}),
+                "frames": ("IMAGE", {"tooltip": "Original frames to blend over (default: the frames the atlas was "
+                                     "fitted on). Must have the same size and count."}),
+            },
+        }
+
+    def render(self, nla, fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None, frames=None):
+        fg = _edit_from_inputs(nla, "fg", fg_atlas, fg_opacity)
+        bg = _edit_from_inputs(nla, "bg", bg_atlas, bg_opacity)
+        if frames is not None:
+            base = cb.image_to_bchw(frames)
+            nla.check_frames(base)
+        else:
+            base = nla.original_frames()
+        hooks = cb.make_hooks()
+
+        def on_frame(t, total):
+            hooks.cancel_point()
+            hooks.step(t, total, {})
+
+        out = render_edits(nla.model, base, fg, bg, on_frame=on_frame)
+        return (cb.bchw_to_image(out),)
+
+
+class SaveNLA:
+    NODE_ID = "T2L_SaveNLA"
+    DISPLAY_NAME = "Save Atlas (NLA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Saves a fitted atlas (with its frames, config and atlas framing) as a .safetensors file under output/text2live/nla/."
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("Full path of the written file.",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "nla": ("T2L_NLA", {"tooltip": "The fitted atlas to save."}),
+            "filename_prefix": ("STRING", {"default": "atlas", "tooltip": "File name prefix; a counter is appended."}),
+        }}
+
+    def save(self, nla, filename_prefix="atlas"):
+        prefix = os.path.basename(filename_prefix.strip()) or "atlas"
+        d = _nla_dir()
+        n = 1
+        while (d / f"{prefix}_{n:05d}.safetensors").exists():
+            n += 1
+        path = save_nla(nla, str(d / f"{prefix}_{n:05d}.safetensors"))
+        return {"ui": {"text": [path]}, "result": (path,)}
+
+
+class LoadNLA:
+    NODE_ID = "T2L_LoadNLA"
+    DISPLAY_NAME = "Load Atlas (NLA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads an atlas saved by Save Atlas (output/text2live/nla/) or any path to such a .safetensors file."
+    RETURN_TYPES = ("T2L_NLA",)
+    RETURN_NAMES = ("nla",)
+    OUTPUT_TOOLTIPS = ("The loaded atlas, for Atlas Render.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def _files(cls) -> list:
+        return sorted(p.name for p in _nla_dir().glob("*.safetensors") if not p.name.startswith(("checkpoint_", "flow_")))
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "file": (cls._files() or ["(none saved yet)"], {"tooltip": "A saved atlas in output/text2live/nla/."}),
+        }, "optional": {
+            "path": ("STRING", {"default": "", "tooltip": "Full path of an atlas file; overrides 'file' when set."}),
+        }}
+
+    @classmethod
+    def _resolve(cls, file, path="") -> str:
+        return path.strip() if path and path.strip() else str(_nla_dir() / file)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, file, path=""):
+        p = cls._resolve(file, path)
+        if not os.path.isfile(p):
+            return f"atlas file not found: {p}. Save one with Save Atlas, or give a full path."
+        try:
+            read_nla_header(p)
+        except ValueError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, file, path=""):
+        p = cls._resolve(file, path)
+        return os.path.getmtime(p) if os.path.isfile(p) else float("nan")
+
+    def load(self, file, path=""):
+        with cb.training_mode():
+            return (load_nla(self._resolve(file, path), device=cb.torch_device()),)
+
+
+NODE_CLASSES = [NLAFit, AtlasRender, SaveNLA, LoadNLA]

@@ -1,0 +1,92 @@
+"""CLI for layered atlases:
+
+``python -m t2l_core nla FRAMES_DIR_OR_VIDEO [--masks DIR] [--iters N] [--out FILE.safetensors]``
+``python -m t2l_core render FILE.safetensors [--fg-edit RGBA.png] [--bg-edit RGBA.png] --out DIR``
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("nla", help="fit a layered neural atlas to a video (frames directory or video file)")
+    p.add_argument("source", metavar="FRAMES_DIR_OR_VIDEO")
+    p.add_argument("--masks", default=None, help="directory of foreground masks, one per frame (white = foreground)")
+    p.add_argument("--iters", type=int, default=2000, help="training iterations (default 2000)")
+    p.add_argument("--out", default="atlas.safetensors", help="output atlas file (.safetensors)")
+    p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    p.add_argument("--resolution", type=int, default=0, help="long side of the atlas images (0 = native)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=8192, help="random pixels per step")
+    p.add_argument("--flow", choices=["auto", "raft", "lk"], default="auto",
+                   help="optical flow: RAFT if its weights are local (auto), or the built-in estimator (lk)")
+    p.add_argument("--models-dir", action="append", default=[], help="extra folder to look for RAFT weights")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save-atlases", default=None, help="also write the atlas images as PNGs to this directory")
+    p.set_defaults(func=run_nla)
+
+    r = subparsers.add_parser("render", help="render atlas edits (RGBA PNGs in atlas space) into the video")
+    r.add_argument("atlas", metavar="FILE.safetensors")
+    r.add_argument("--fg-edit", default=None, help="RGBA PNG painted on the foreground atlas image")
+    r.add_argument("--bg-edit", default=None, help="RGBA PNG painted on the background atlas image")
+    r.add_argument("--frames", default=None, help="original frames (directory/video) to blend over instead of the stored ones")
+    r.add_argument("--out", required=True, help="output directory for the edited frames (PNG)")
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(func=run_render)
+
+
+def run_nla(args) -> int:
+    from ..nla_fit import NLAFitConfig, fit_nla
+    from ..nla_io import save_nla
+    from ..progress import Hooks, console_printer
+    from ..video_io import read_frames, read_masks, write_rgba
+
+    if not args.out.endswith(".safetensors"):
+        raise ValueError(f"--out must end with .safetensors, got '{args.out}'")
+    frames = read_frames(args.source, max_frames=args.max_frames)
+    masks = None
+    if args.masks:
+        masks = read_masks(args.masks, max_frames=frames.shape[0])
+        if masks.shape[0] != frames.shape[0]:
+            raise ValueError(f"{masks.shape[0]} masks for {frames.shape[0]} frames: give one mask per frame")
+        if tuple(masks.shape[-2:]) != tuple(frames.shape[-2:]):
+            masks = torch.nn.functional.interpolate(masks[:, None], size=frames.shape[-2:], mode="bilinear",
+                                                    align_corners=False)[:, 0]
+    cfg = NLAFitConfig(iterations=args.iters, seed=args.seed, batch_pixels=args.batch, flow=args.flow,
+                       atlas_resolution=args.resolution)
+    ckpt = args.out[: -len(".safetensors")] + ".checkpoint.safetensors"
+    nla = fit_nla(frames, masks, cfg, hooks=Hooks(on_step=console_printer(max(1, args.iters // 20))),
+                  device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir)
+    save_nla(nla, args.out)
+    print(f"fitted {frames.shape[0]} frames {frames.shape[3]}x{frames.shape[2]}: reconstruction PSNR "
+          f"{nla.psnr:.2f} dB ({nla.steps} steps, flow: {nla.flow_estimator}) -> {args.out}")
+    if args.save_atlases:
+        os.makedirs(args.save_atlases, exist_ok=True)
+        for layer, img in nla.atlas_images().items():
+            path = os.path.join(args.save_atlases, f"{layer}_atlas.png")
+            write_rgba(path, img)
+            print(f"{layer} atlas {img.shape[2]}x{img.shape[1]} -> {path}")
+    return 0
+
+
+def run_render(args) -> int:
+    from ..atlas_render import AtlasEdit, render_edits
+    from ..nla_io import load_nla
+    from ..video_io import read_frames, read_rgba, write_frames
+
+    frames = read_frames(args.frames) if args.frames else None
+    nla = load_nla(args.atlas, device=args.device, frames=frames)
+    edits = {}
+    for layer, path in (("fg", args.fg_edit), ("bg", args.bg_edit)):
+        if path:
+            if layer not in nla.bboxes:
+                raise ValueError(f"--{layer}-edit given but the atlas has no {layer} layer (it was fitted without masks)")
+            rgb, alpha = read_rgba(path)
+            edits[layer] = AtlasEdit(rgb=rgb, alpha=alpha, bbox=nla.bboxes[layer])
+    out = render_edits(nla.model, nla.original_frames(), edits.get("fg"), edits.get("bg"))
+    paths = write_frames(out, args.out)
+    print(f"wrote {len(paths)} frames to {args.out}")
+    return 0

@@ -1,0 +1,90 @@
+"""Save and load a fitted layered atlas (:class:`~t2l_core.nla_fit.FittedNLA`) as one safetensors file.
+
+Tensors: ``model.*`` (atlas parameters) and ``frames_u8`` [T,3,H,W] (the original frames, needed to blend
+edits). Metadata: format tag, atlas config (frame size/count, uv scale, grid sizes), fit config, atlas
+bounding boxes, PSNR, steps and the flow estimator used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import torch
+
+from .atlas import AtlasConfig, LayeredAtlas
+from .atlas_render import AtlasBBox
+from .device import resolve_device
+from .nla_fit import FittedNLA
+
+FORMAT = "t2l-nla"
+FORMAT_VERSION = "1"
+
+
+def save_nla(nla: FittedNLA, path: str) -> str:
+    """Write ``nla`` to ``path`` (.safetensors). Returns the path."""
+    from safetensors.torch import save_file
+
+    if not str(path).endswith(".safetensors"):
+        raise ValueError(f"an atlas file must end with .safetensors, got '{path}'")
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in nla.model.state_dict().items()}
+    tensors["frames_u8"] = nla.frames_u8.contiguous()
+    cfg = nla.cfg
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "atlas_config": json.dumps(cfg.to_dict()),
+        "fit_config": json.dumps(nla.fit_config),
+        "bboxes": json.dumps({k: b.to_dict() for k, b in nla.bboxes.items()}),
+        "psnr": repr(float(nla.psnr)),
+        "steps": str(int(nla.steps)),
+        "flow_estimator": nla.flow_estimator,
+        "frames": str(cfg.frames),
+        "height": str(cfg.height),
+        "width": str(cfg.width),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = str(path) + ".tmp"
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def read_nla_header(path: str) -> dict:
+    """Metadata of an atlas file (frames, height, width, psnr, ...), without loading tensors."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"atlas file not found: {path}")
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a Text2LIVE atlas file (format tag {meta.get('format')!r}); "
+                         "fit one with T2L_NLAFit or `python -m t2l_core nla`.")
+    return meta
+
+
+def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[torch.Tensor] = None) -> FittedNLA:
+    """Load an atlas file. If ``frames`` [T,3,H,W] are given they must match the fitted size and count
+    (clear error otherwise) and replace the stored originals."""
+    from safetensors import safe_open
+
+    meta = read_nla_header(path)
+    cfg = AtlasConfig.from_dict(json.loads(meta["atlas_config"]))
+    with safe_open(path, framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    with torch.inference_mode(False):
+        model = LayeredAtlas(cfg)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        model = model.to(resolve_device(device)).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    bboxes = {k: AtlasBBox.from_dict(v) for k, v in json.loads(meta["bboxes"]).items()}
+    nla = FittedNLA(model=model, frames_u8=tensors["frames_u8"], fit_config=json.loads(meta["fit_config"]),
+                    psnr=float(meta["psnr"]), steps=int(meta["steps"]), flow_estimator=meta.get("flow_estimator", ""),
+                    bboxes=bboxes)
+    if frames is not None:
+        nla.check_frames(frames)
+        nla.frames_u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return nla
