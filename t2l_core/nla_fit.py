@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from . import nla_losses as L
 from .atlas import AtlasConfig, LayeredAtlas, frame_pixel_grid
@@ -175,6 +176,14 @@ def motion_init(flow: VideoFlow, masks: Optional[torch.Tensor], height: int, wid
             filled.append(last)
         fg = [[1.0, 0.0, 0.0, 1.0, -float(cx), -float(cy)] for cx, cy in filled]
     return bg, fg, float(scale)
+
+
+@torch.no_grad()
+def init_alpha_from_masks(model: LayeredAtlas, masks: torch.Tensor, logit: float = 4.0) -> None:
+    """Start the opacity at the masks: the finest alpha grid gets +-``logit`` from the (resampled) masks."""
+    g = model.alpha_grid.grids[-1]
+    m = F.interpolate(masks.float()[None, None], size=tuple(g.shape[2:]), mode="trilinear", align_corners=True)
+    g.copy_((2 * m - 1) * logit)
 
 
 def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:
@@ -430,6 +439,8 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
         tensors, start, acfg = ck
     model = LayeredAtlas(acfg).to(device)
     opt = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
+    if ck is None and masks is not None:
+        init_alpha_from_masks(model, masks)
     if ck is not None:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         _load_optimizer_tensors(opt, tensors)

@@ -1,0 +1,136 @@
+"""Video nodes (NLAFit, AtlasRender, Save/Load) as plain classes, the `nla`/`render` CLI and video IO."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from synthetic_video import make_synthetic_video  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small_video():
+    return make_synthetic_video(frames=4, height=32, width=40)
+
+
+@pytest.fixture()
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside ComfyUI, outputs go to ./t2l_outputs/text2live
+    return tmp_path
+
+
+def test_video_nodes_are_registered(pack):
+    ids = set(pack.NODE_CLASS_MAPPINGS)
+    assert {"T2L_NLAFit", "T2L_AtlasRender", "T2L_SaveNLA", "T2L_LoadNLA"} <= ids
+    for i in ("T2L_NLAFit", "T2L_AtlasRender", "T2L_SaveNLA", "T2L_LoadNLA"):
+        assert pack.NODE_CLASS_MAPPINGS[i].CATEGORY == "Text2LIVE/video"
+
+
+def test_fit_render_save_load_nodes(pack, small_video, in_tmp):
+    vn = sys.modules[pack.__name__ + ".nodes.video_nodes"]
+    frames = small_video.frames.permute(0, 2, 3, 1).contiguous()  # IMAGE [T,H,W,3]
+    with torch.inference_mode():  # like ComfyUI
+        frames_inf = frames.clone()
+        masks_inf = small_video.masks.clone()
+        res = vn.NLAFit().fit(frames_inf, iterations=60, atlas_resolution=0, seed=1, masks=masks_inf,
+                              batch_pixels=1024, flow="lk")
+    nla, rec, fg, bg, alpha, info = res["result"]
+    assert rec.shape == frames.shape and alpha.shape == (4, 32, 40)
+    assert fg.shape[0] == 1 and fg.shape[-1] == 3 and bg.shape[-1] == 3
+    assert "PSNR" in info and nla.psnr > 15
+
+    render = vn.AtlasRender()
+    with torch.inference_mode():
+        (same,) = render.render(nla)
+    assert torch.equal(same, (nla.frames_u8.float() / 255).permute(0, 2, 3, 1))
+    # an opaque white bg edit whitens the background but leaves the foreground object
+    white = torch.ones_like(bg)
+    (out,) = render.render(nla, bg_atlas=white, bg_opacity=torch.ones(bg.shape[:3]))
+    a = alpha > 0.9
+    assert float(out[alpha < 0.02].mean()) > 0.97
+    assert float((out[a] - same[a]).abs().mean()) < 0.05
+    with pytest.raises(ValueError, match="same size"):
+        render.render(nla, bg_atlas=white, bg_opacity=torch.ones(1, 5, 5))
+    with pytest.raises(ValueError, match="fitted on 4 frames"):
+        render.render(nla, frames=frames[:3])
+
+    (path,) = vn.SaveNLA().save(nla, "clip")["result"]
+    assert path.endswith("clip_00001.safetensors") and os.path.isfile(path)
+    assert vn.LoadNLA.VALIDATE_INPUTS(os.path.basename(path)) is True
+    assert "not found" in vn.LoadNLA.VALIDATE_INPUTS("nope.safetensors")
+    (back,) = vn.LoadNLA().load(os.path.basename(path))
+    (again,) = render.render(back, bg_atlas=white, bg_opacity=torch.ones(bg.shape[:3]))
+    assert torch.equal(again, out)
+
+
+def test_fit_node_without_masks_gives_background_only(pack, small_video, in_tmp):
+    vn = sys.modules[pack.__name__ + ".nodes.video_nodes"]
+    frames = small_video.frames.permute(0, 2, 3, 1).contiguous()
+    nla, rec, fg, bg, alpha, info = vn.NLAFit().fit(frames, iterations=20, atlas_resolution=48, seed=0,
+                                                    batch_pixels=512, flow="lk")["result"]
+    assert float(alpha.abs().max()) == 0 and fg.shape == (1, 64, 64, 3)
+    assert max(bg.shape[1:3]) == 48
+    with pytest.raises(ValueError, match="no fg layer"):
+        vn.AtlasRender().render(nla, fg_atlas=torch.zeros(1, 8, 8, 3))
+
+
+def test_cli_nla_and_render(small_video, tmp_path):
+    from t2l_core.cli import main
+    from t2l_core.video_io import read_frames, write_frames, write_rgba
+    from t2l_core.nla_io import read_nla_header
+
+    frames_dir = tmp_path / "frames"
+    masks_dir = tmp_path / "masks"
+    write_frames(small_video.frames, str(frames_dir))
+    write_frames(small_video.masks[:, None].expand(-1, 3, -1, -1), str(masks_dir))
+    out = tmp_path / "atlas.safetensors"
+    assert main(["nla", str(frames_dir), "--masks", str(masks_dir), "--iters", "30", "--out", str(out),
+                 "--batch", "1024", "--flow", "lk"]) == 0
+    head = read_nla_header(str(out))
+    assert (head["frames"], head["height"], head["width"]) == ("4", "32", "40")
+    import json
+
+    box = json.loads(head["bboxes"])["bg"]
+    edit = tmp_path / "bg_edit.png"
+    write_rgba(str(edit), torch.zeros(3, box["height"], box["width"]), torch.zeros(box["height"], box["width"]))
+    assert main(["render", str(out), "--bg-edit", str(edit), "--out", str(tmp_path / "out")]) == 0
+    rendered = read_frames(str(tmp_path / "out"))
+    assert torch.equal((rendered * 255).round(), (read_frames(str(frames_dir)) * 255).round())
+    # a wrong original-frames folder is refused
+    write_frames(small_video.frames[:3], str(tmp_path / "short"))
+    assert main(["render", str(out), "--frames", str(tmp_path / "short"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_video_file_round_trip_with_pyav(small_video, tmp_path):
+    import av
+    import numpy as np
+
+    from t2l_core.video_io import read_frames
+
+    path = str(tmp_path / "v.mp4")
+    with av.open(path, "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 40, 32, "yuv420p"
+        s.options = {"qscale": "1"}
+        for t in range(4):
+            arr = (small_video.frames[t].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    back = read_frames(path)
+    assert back.shape == (4, 3, 32, 40)
+    assert float((back - small_video.frames).abs().mean()) < 0.06
