@@ -1,0 +1,28 @@
+"""Shared helpers for the edit-layer tests: tiny working sizes so training runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2l_core.generator import GeneratorConfig
+from t2l_core.train_image import EditConfig
+
+SMALL_GENERATOR = GeneratorConfig(channels_down=16, channels_up=16)  # same topology, 7 scales, fewer channels
+
+
+def tiny_config(**overrides) -> EditConfig:
+    """Smallest working size the generator accepts (129 px), 4 CLIP views of 48 px, a 16-channel generator."""
+    base = dict(prompt="golden astronaut", source_prompt="astronaut", iters=8, size=129, n_views=4,
+                view_short_side=48, view_max_long=64, structure_max_long=80, generator=SMALL_GENERATOR)
+    base.update(overrides)
+    return EditConfig(**base)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """This shared 2-core machine is oversubscribed; a single intra-op thread is ~10-30x faster here."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
