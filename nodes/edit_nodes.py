@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from ..t2l_core.compositing import composite, parse_hex_color, solid_background
 from ..t2l_core.edit_layer import EditLayer

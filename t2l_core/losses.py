@@ -6,7 +6,7 @@ several examples (the crop, plus the full image on full-image steps) are average
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
