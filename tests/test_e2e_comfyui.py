@@ -1,0 +1,332 @@
+"""End to end against a REAL ComfyUI server (opt-in).
+
+    T2L_COMFYUI_DIR=/path/to/ComfyUI [T2L_COMFYUI_PYTHON=/path/to/venv/bin/python] \
+        python -m pytest tests/test_e2e_comfyui.py -m e2e -q
+
+Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whose ``custom_nodes`` holds a
+symlink to this repository and whose ``models/text2live`` holds a tiny random CLIP; waits for our node ids in
+``/object_info``; runs every shipped workflow (converted to the API format, at tiny sizes) through
+``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view``; then interrupts a
+long training run and checks it stops within seconds, leaves a checkpoint, and the server keeps serving.
+With Playwright and Chromium present it also loads each workflow in the real frontend and compares the
+frontend's own API conversion with ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from workflow_format import iter_workflows, load_json, node_defs, output_nodes, set_widget, to_api
+
+pytestmark = pytest.mark.e2e
+
+COMFY_DIR = os.environ.get("T2L_COMFYUI_DIR")
+if not COMFY_DIR:
+    pytest.skip("set T2L_COMFYUI_DIR to a ComfyUI checkout to run the end-to-end tests", allow_module_level=True)
+
+COMFY_PYTHON = os.environ.get("T2L_COMFYUI_PYTHON", sys.executable)
+WORKFLOWS = list(iter_workflows(REPO / "workflows"))
+FRAMES, HEIGHT, WIDTH = 8, 48, 64  # tiny video
+
+
+# ---------------------------------------------------------------------------------------------- HTTP + WS
+class Comfy:
+    def __init__(self, port: int, base: Path, proc: subprocess.Popen, log: Path):
+        self.port, self.base, self.proc, self.log = port, base, proc, log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, timeout: float = 30):
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            body = r.read()
+            return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def post(self, path: str, payload: dict, timeout: float = 30):
+        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                body = r.read()
+                return r.status, (json.loads(body) if body else None)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def queue(self, prompt: dict, client_id: str = "t2l-e2e") -> str:
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
+        assert status == 200, f"/prompt refused the workflow: {json.dumps(body, indent=1)[:3000]}"
+        assert not body.get("node_errors"), body
+        return body["prompt_id"]
+
+    def wait_history(self, prompt_id: str, timeout: float) -> dict:
+        end = time.time() + timeout
+        while time.time() < end:
+            h = self.get(f"/history/{prompt_id}")
+            if prompt_id in h and h[prompt_id].get("status", {}).get("completed") is not None:
+                if h[prompt_id]["status"].get("status_str") in ("success", "error"):
+                    return h[prompt_id]
+            assert self.proc.poll() is None, "ComfyUI exited:\n" + self.log.read_text()[-3000:]
+            time.sleep(0.5)
+        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+class WebSocket:
+    """The smallest client for ComfyUI's /ws: text frames as JSON, binary (previews) skipped."""
+
+    def __init__(self, port: int, client_id: str):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+        self.buf = b""
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("websocket closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self, timeout: float) -> dict | None:
+        """Next JSON message, or None on timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                b0, b1 = self._read(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = struct.unpack(">H", self._read(2))[0]
+                elif n == 127:
+                    n = struct.unpack(">Q", self._read(8))[0]
+                payload = self._read(n)
+                if b0 & 0x0F == 1:
+                    return json.loads(payload)
+        except socket.timeout:
+            return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_inputs(input_dir: Path) -> None:
+    """What the workflows' Notes ask the user for, made here: a photo, a video + mask video, an RGBA overlay."""
+    import av
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from synthetic_video import make_synthetic_video
+
+    Image.fromarray(data.chelsea()).resize((192, 128), Image.LANCZOS).save(input_dir / "chelsea.png")
+    vid = make_synthetic_video(frames=FRAMES, height=HEIGHT, width=WIDTH)
+    for name, clip in (("input_video.mp4", vid.frames), ("input_video_masks.mp4", vid.masks[:, None].expand(-1, 3, -1, -1))):
+        with av.open(str(input_dir / name), "w") as out:
+            stream = out.add_stream("libx264", rate=12)
+            stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+            stream.options = {"crf": "10"}
+            for f in clip:
+                arr = (f.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+    rgba = np.zeros((16, 24, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 0
+    rgba[4:12, 4:20, 3] = 255  # an opaque red bar with a transparent border
+    Image.fromarray(rgba, "RGBA").save(input_dir / "overlay.png")
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory, pack):
+    from t2l_core.clip_loading import TINY_NOTE, build_tiny_clip, save_clip
+
+    base = tmp_path_factory.mktemp("comfy_base")
+    for d in ("custom_nodes", "models/text2live", "input", "output", "temp", "user"):
+        (base / d).mkdir(parents=True, exist_ok=True)
+    (base / "custom_nodes" / "comfyui-text2live").symlink_to(REPO, target_is_directory=True)
+    save_clip(build_tiny_clip(patch_size=16, seed=0, device="cpu"), base / "models/text2live/tiny-clip.safetensors",
+              note=TINY_NOTE)
+    _write_inputs(base / "input")
+    port = _free_port()
+    log = base / "comfyui.log"
+    cmd = [COMFY_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+           "--base-directory", str(base), "--database-url", "sqlite:///:memory:"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=COMFY_DIR, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    server = Comfy(port, base, proc, log)
+    try:
+        ids = sorted(pack.NODE_CLASS_MAPPINGS)
+        end = time.time() + 300
+        while True:
+            assert proc.poll() is None, "ComfyUI exited:\n" + log.read_text()[-3000:]
+            try:
+                info = server.get("/object_info/" + ids[0], timeout=5)
+                if ids[0] in info:
+                    break
+            except (urllib.error.URLError, ConnectionError, socket.timeout):
+                pass
+            assert time.time() < end, "ComfyUI did not serve our nodes in 300 s:\n" + log.read_text()[-3000:]
+            time.sleep(1)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def defs(pack):
+    return node_defs(pack.NODE_CLASS_MAPPINGS)
+
+
+def small(ui: dict, defs: dict, **train) -> dict:
+    """The shipped workflow at tiny sizes with the tiny CLIP."""
+    sets = [("T2L_LoadCLIP", "model", "tiny-clip.safetensors"), ("T2L_LoadCLIP", "device", "cpu"),
+            ("T2L_TrainEditLayer", "iterations", 2), ("T2L_TrainEditLayer", "size", 129),
+            ("T2L_TrainEditLayer", "views", 2), ("T2L_TrainEditLayer", "preview_every", 1),
+            ("T2L_NLAFit", "iterations", 20), ("T2L_NLAFit", "batch_pixels", 512),
+            ("T2L_NLAFit", "atlas_resolution", 96),  # the tiny video's foreground atlas is ~28 px at native size
+            ("ImageScale", "width", WIDTH), ("ImageScale", "height", HEIGHT)]
+    sets += [("T2L_TrainEditLayer", k, v) for k, v in train.items()]
+    for node_type, name, value in sets:
+        ui = set_widget(ui, node_type, name, value, defs)
+    return ui
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+def test_server_lists_every_node_of_ours(comfy, pack):
+    info = comfy.get("/object_info")
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert node_id in info, f"{node_id} missing from /object_info"
+        assert info[node_id]["display_name"] == cls.DISPLAY_NAME
+        assert info[node_id]["output"] == list(cls.RETURN_TYPES)
+    assert "IMPORT FAILED" not in "\n".join(l for l in comfy.log.read_text().splitlines() if "text2live" in l)
+
+
+def test_core_table_matches_the_server(comfy, defs):
+    """Our hand-kept table of core nodes has the widget order the running ComfyUI reports."""
+    from workflow_format import CORE_NODES
+
+    info = comfy.get("/object_info")
+    for node_type in CORE_NODES:
+        assert node_type in info, node_type
+        srv = info[node_type]
+        order = [n for s in ("required", "optional") for n in srv.get("input_order", {}).get(s, [])]
+        assert order == [i.name for i in defs[node_type].inputs], node_type
+        assert srv["output"] == list(defs[node_type].outputs), node_type
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_runs(comfy, defs, path):
+    prompt = to_api(small(load_json(path), defs), defs)
+    t0 = time.time()
+    pid = comfy.queue(prompt)
+    entry = comfy.wait_history(pid, timeout=600)
+    status = entry["status"]
+    assert status["status_str"] == "success", json.dumps(status["messages"], indent=1)[-4000:]
+    print(f"\n{path.stem}: success in {time.time() - t0:.1f} s")
+    outs = entry["outputs"]
+    for nid in output_nodes(prompt, defs):
+        assert nid in outs, f"output node {nid} ({prompt[nid]['class_type']}) produced nothing"
+        files = outs[nid].get("images", [])
+        assert files, outs[nid]
+        for f in files:
+            q = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f["subfolder"], "type": f["type"]})
+            body = comfy.get(f"/view?{q}")
+            assert len(body) > 100, f
+
+
+def test_interrupt_during_training_stops_quickly_and_server_keeps_serving(comfy, defs):
+    ui = small(load_json(REPO / "workflows" / "image_edit.json"), defs, iterations=100000, seed=777, resume=False)
+    prompt = to_api(ui, defs)
+    train_id = next(k for k, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
+    client_id = uuid.uuid4().hex
+    ws = WebSocket(comfy.port, client_id)
+    ckpt_dir = comfy.base / "output" / "text2live" / "checkpoints"
+    before = set(ckpt_dir.glob("*.safetensors")) if ckpt_dir.exists() else set()
+    try:
+        pid = comfy.queue(prompt, client_id)
+        steps = 0
+        end = time.time() + 300
+        while steps < 3:  # training is really running
+            msg = ws.recv(timeout=max(1.0, end - time.time()))
+            assert msg is not None and time.time() < end, "no training progress within 300 s"
+            if msg["type"] == "progress" and msg["data"].get("node") == train_id:
+                steps = msg["data"]["value"]
+            assert msg["type"] != "execution_error", msg
+        t0 = time.time()
+        status, _ = comfy.post("/interrupt", {})
+        assert status == 200
+        while True:
+            msg = ws.recv(timeout=30)
+            assert msg is not None, "no execution_interrupted within 30 s of /interrupt"
+            if msg["type"] in ("execution_interrupted", "execution_error", "execution_success"):
+                break
+        stopped = time.time() - t0
+    finally:
+        ws.close()
+    print(f"\ninterrupt: stopped {stopped:.2f} s after POST /interrupt (at training step {steps})")
+    assert msg["type"] == "execution_interrupted", msg
+    assert stopped < 5.0
+    entry = comfy.wait_history(pid, timeout=30)
+    assert entry["status"]["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"])
+    assert set(ckpt_dir.glob("*.safetensors")) - before, "cancelling left no resumable checkpoint"
+    # the server keeps serving: object_info answers and a new short run succeeds
+    assert "T2L_TrainEditLayer" in comfy.get("/object_info/T2L_TrainEditLayer")
+    pid = comfy.queue(to_api(small(load_json(REPO / "workflows" / "image_edit.json"), defs, seed=778), defs))
+    assert comfy.wait_history(pid, timeout=300)["status"]["status_str"] == "success"
+
+
+def test_real_frontend_loads_each_workflow_and_converts_it_like_we_do(comfy, defs):
+    import comfy_frontend
+
+    if not comfy_frontend.available():
+        pytest.skip("Playwright and /usr/bin/chromium are needed for the frontend check")
+    with comfy_frontend.comfy_page(comfy.url) as page:
+        for path in WORKFLOWS:
+            ui = load_json(path)
+            comfy_frontend.load_workflow(page, ui)
+            assert comfy_frontend.missing_node_types(page) == [], path.name
+            theirs = comfy_frontend.frontend_prompt(page)
+            ours = to_api(ui, defs)
+            # the frontend also sends values of its display-only widgets (LoadVideo's 'video-preview');
+            # the server ignores inputs a node does not define, so compare the defined ones
+            theirs = {k: (v["class_type"], {n: x for n, x in v["inputs"].items() if defs[v["class_type"]].input(n)})
+                      for k, v in theirs.items()}
+            assert theirs == {k: (v["class_type"], v["inputs"]) for k, v in ours.items()}, path.name
+            saved = comfy_frontend.serialized_workflow(page)
+            by_id = {n["id"]: n for n in saved["nodes"]}
+            for n in ui["nodes"]:  # the frontend keeps our positional widget values as they are
+                assert by_id[n["id"]]["widgets_values"] == n["widgets_values"], (path.name, n["type"])
