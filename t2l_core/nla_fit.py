@@ -38,8 +38,13 @@ class NLAFitConfig:
     lr_alpha: float = 0.05
     lr_mapping: float = 0.002
     lr_affine: float = 0.002
+    lr_final_ratio: float = 0.1          # learning rates decay exponentially to this fraction at the last step
     atlas_resolution: int = 0            # long side of the discretised atlas images (0 = native)
     flow: str = "auto"                   # "auto" (RAFT if weights are local, else built-in LK) | "raft" | "lk"
+    init_colour: bool = True             # start the atlas from the frames splatted through the initial mappings
+    target_psnr: float = 0.0             # stop early once the sampled PSNR reaches this (0 = run all iterations)
+    eval_every: int = 250                # how often the sampled PSNR is measured when target_psnr > 0
+    eval_pixels: int = 100_000           # pixels in the fixed random evaluation sample
     checkpoint_every: int = 0            # also save a checkpoint every N steps (0 = only on cancel/error)
     weights: L.NLALossWeights = field(default_factory=L.NLALossWeights)
 
@@ -186,6 +191,50 @@ def init_alpha_from_masks(model: LayeredAtlas, masks: torch.Tensor, logit: float
     g.copy_((2 * m - 1) * logit)
 
 
+@torch.no_grad()
+def init_colour_from_frames(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[torch.Tensor],
+                            on_frame=None) -> None:
+    """Start the atlas colour at the frames splatted through the initial mappings (streamed per frame).
+
+    Every pixel is splatted bilinearly onto the finest colour grid's nodes with weight 1-mask (bg) or mask
+    (fg); the finest level becomes the weighted mean colour minus the coarser levels (nodes nobody reached
+    keep the coarse colour). With the flow-initialised mappings this gives a good atlas at step 0.
+    """
+    lv = model.colour.levels[-1]
+    R = lv.shape[-1]
+    dev = lv.device
+    acc = torch.zeros(4, R * R, device=dev)
+    T, _, H, W = frames16.shape
+    xs, ys = frame_pixel_grid(H, W, dev)
+    for t in range(T):
+        rgb = frames16[t].reshape(3, -1).float().to(dev)
+        tt = torch.full_like(xs, t, dtype=torch.long)
+        for layer in model.layers():
+            if masks is None:
+                w = torch.ones_like(xs)
+            else:
+                m = masks[t].reshape(-1).float().to(dev)
+                w = m if layer == "fg" else 1 - m
+            uv = model.uv(layer, xs, ys, tt)
+            p = (uv + 1) * 0.5 * (R - 1)  # align_corners=True node coordinates
+            x0, y0 = torch.floor(p[:, 0]), torch.floor(p[:, 1])
+            fx, fy = p[:, 0] - x0, p[:, 1] - y0
+            vals = torch.cat([rgb, torch.ones_like(xs)[None]], 0) * w[None]
+            for dx, dy, k in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+                xi, yi = (x0 + dx).long(), (y0 + dy).long()
+                ok = (xi >= 0) & (xi < R) & (yi >= 0) & (yi < R) & (k * w > 0)
+                acc.index_add_(1, (yi * R + xi)[ok], vals[:, ok] * k[ok])
+        if on_frame is not None:
+            on_frame(t + 1, T)
+    den = acc[3].reshape(R, R)
+    mean = acc[:3].reshape(3, R, R) / den.clamp_min(1e-6)
+    nodes = torch.stack(torch.meshgrid(torch.linspace(-1, 1, R, device=dev), torch.linspace(-1, 1, R, device=dev),
+                                       indexing="xy"), -1).reshape(-1, 2)
+    lv.zero_()
+    coarse = model.colour(nodes).t().reshape(3, R, R)
+    lv.copy_(torch.where(den[None] > 0.05, mean - coarse, torch.zeros_like(mean))[None])
+
+
 def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:
     h = hashlib.sha1(CODE_VERSION.encode())
     h.update(frames_fingerprint(frames).encode())
@@ -215,6 +264,18 @@ def reconstruct_frame(model: LayeredAtlas, t: int, chunk: int = 65536, crop: Opt
         rgb[s:s + chunk] = out["rgb"]
         alpha[s:s + chunk] = out["alpha"]
     return rgb.t().reshape(3, h, w).clamp(0, 1).cpu(), alpha.reshape(h, w).cpu()
+
+
+@torch.no_grad()
+def sampled_psnr(model: LayeredAtlas, frames16: torch.Tensor, idx: tuple, device, chunk: int = 65536) -> float:
+    """PSNR of the reconstruction on a fixed sample of pixels idx = (t, y, x) (cheap progress measure)."""
+    t, y, x = idx
+    se = 0.0
+    for s in range(0, t.shape[0], chunk):
+        tt, yy, xx = t[s:s + chunk], y[s:s + chunk], x[s:s + chunk]
+        out = model(xx.float().to(device), yy.float().to(device), tt.to(device))["rgb"].clamp(0, 1)
+        se += float(((out.cpu() - frames16[tt, :, yy, xx].float()) ** 2).sum())
+    return L.psnr(se / (3 * t.shape[0]))
 
 
 @torch.no_grad()
@@ -439,8 +500,11 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
         tensors, start, acfg = ck
     model = LayeredAtlas(acfg).to(device)
     opt = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
-    if ck is None and masks is not None:
-        init_alpha_from_masks(model, masks)
+    if ck is None:
+        if masks is not None:
+            init_alpha_from_masks(model, masks)
+        if cfg.init_colour:
+            init_colour_from_frames(model, frames16, masks, on_frame=lambda i, n: hooks.cancel_point())
     if ck is not None:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         _load_optimizer_tensors(opt, tensors)
@@ -448,9 +512,18 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
 
     total = int(cfg.iterations)
     step = start
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    eval_idx = None
+    if cfg.target_psnr > 0:
+        eg = torch.Generator().manual_seed(12345)
+        n = int(cfg.eval_pixels)
+        eval_idx = (torch.randint(0, T, (n,), generator=eg), torch.randint(0, H, (n,), generator=eg),
+                    torch.randint(0, W, (n,), generator=eg))
     try:
         while step < total:
             hooks.cancel_point()
+            for g, base in zip(opt.param_groups, base_lrs):  # stateless decay to lr_final_ratio (resume-safe)
+                g["lr"] = base * cfg.lr_final_ratio ** (step / max(total, 1))
             opt.zero_grad(set_to_none=True)
             loss, logs = training_step(model, frames16, masks, flow, step, total, cfg, gen, device)
             loss.backward()
@@ -458,6 +531,10 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
             step += 1
             if cfg.checkpoint_every and checkpoint_path and step % cfg.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, model, opt, step, gen, key, cfg)
+            if eval_idx is not None and (step % cfg.eval_every == 0 or step == total):
+                logs["psnr_sampled"] = sampled_psnr(model, frames16, eval_idx, device)
+                if logs["psnr_sampled"] >= cfg.target_psnr:
+                    total = step  # reached the target: this is the last step
             hooks.step(step, total, logs, lambda: reconstruct_frame(model, (step // max(hooks.preview_every, 1)) % T)[0].permute(1, 2, 0))
     except BaseException:
         if checkpoint_path:

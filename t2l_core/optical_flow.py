@@ -117,7 +117,8 @@ def pyramid_lk_flow(img_a: torch.Tensor, img_b: torch.Tensor, window: int = 9, i
             ix, iy = g[:, 0:1], g[:, 1:2]
             it = bw - la
             prods = torch.cat([ix * ix, ix * iy, iy * iy, ix * it, iy * it], dim=1)
-            s = F.avg_pool2d(prods, window, stride=1, padding=window // 2, count_include_pad=False)
+            s = F.avg_pool2d(prods, (1, window), stride=1, padding=(0, window // 2), count_include_pad=False)  # separable box
+            s = F.avg_pool2d(s, (window, 1), stride=1, padding=(window // 2, 0), count_include_pad=False)
             sxx, sxy, syy, sxt, syt = s.split(1, dim=1)
             sxx = sxx + reg
             syy = syy + reg

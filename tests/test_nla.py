@@ -23,7 +23,7 @@ from t2l_core.nla_io import load_nla, save_nla  # noqa: E402
 from t2l_core.optical_flow import compute_video_flow, find_raft_weights, make_flow_estimator, pyramid_lk_flow, fb_consistency  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
 
-FIT_ITERS = 300
+FIT_ITERS = 200
 
 
 @pytest.fixture(scope="module", autouse=True)
