@@ -154,7 +154,13 @@ def make_bbox(model: LayeredAtlas, layer: str, resolution: int = 0, margin_texel
               alpha_threshold: float = 0.05) -> AtlasBBox:
     """The bbox of a layer's discretised atlas. ``resolution``: long side in texels (0 = native, about one
     texel per frame pixel). Texels are square; the bbox grows by ``margin_texels`` on every side."""
-    u0, v0, u1, v1 = layer_uv_extent(model, layer, alpha_threshold)
+    return bbox_from_extent(model, layer, layer_uv_extent(model, layer, alpha_threshold), resolution, margin_texels)
+
+
+def bbox_from_extent(model: LayeredAtlas, layer: str, extent_uv: tuple, resolution: int = 0,
+                     margin_texels: int = 2) -> AtlasBBox:
+    """:func:`make_bbox` from an already known uv extent (u0, v0, u1, v1)."""
+    u0, v0, u1, v1 = extent_uv
     native = model.cfg.long_side / model.cfg.uv_scale  # texels per uv unit for 1 texel ~ 1 frame pixel
     extent = max(u1 - u0, v1 - v0, 1e-6)
     long_side = int(resolution) if resolution and resolution > 0 else max(8, int(math.ceil(extent * native)))

@@ -124,7 +124,7 @@ def validate_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor]) -> None
 def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool, batch: int = 8192) -> int:
     """Rough peak bytes of a fit on CPU: frames fp16 + flow fp16 + masks + grids with Adam state + batch."""
     px = frames * height * width
-    b = px * 3 * 2 + px * 4 * 2 * 2 // 1 + px * 2 + px * 4  # frames, fwd/bwd flow fp16, ok masks, masks fp32
+    b = px * 3 * 2 + px * 2 * 2 * 2 + px * 2 + px * 4 + px * 3  # frames fp16, fwd+bwd flow fp16, ok masks, masks, u8 copy
     cfg = AtlasConfig(height, width, frames, has_foreground=has_fg)
     colour = sum((cfg.colour_min_res * 2 ** i) ** 2 * 3 for i in range(int(math.log2(cfg.resolved_colour_max_res() // cfg.colour_min_res)) + 1))
     alpha = sum(r * r * height / max(height, width) * min(frames, max(2, r // 2)) for r in cfg.resolved_alpha_res()) if has_fg else 0
@@ -279,16 +279,50 @@ def sampled_psnr(model: LayeredAtlas, frames16: torch.Tensor, idx: tuple, device
 
 
 @torch.no_grad()
-def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None) -> tuple:
-    """Reconstruct every frame (streamed). Returns (rgb [T,3,H,W], alpha [T,H,W], psnr vs ``frames`` or nan)."""
+def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None, extents: Optional[dict] = None,
+                      fg_alpha_threshold: float = 0.05, chunk: int = 65536) -> tuple:
+    """Reconstruct every frame (streamed). Returns (rgb [T,3,H,W], alpha [T,H,W], psnr vs ``frames`` or nan).
+
+    If ``extents`` is a dict it receives {layer: (u0, v0, u1, v1)}: the uv extent of every bg pixel and of
+    fg pixels with alpha >= ``fg_alpha_threshold`` (the same pass, for the atlas bounding boxes)."""
     cfg = model.cfg
-    rgb = torch.empty(cfg.frames, 3, cfg.height, cfg.width)
-    alpha = torch.empty(cfg.frames, cfg.height, cfg.width)
+    dev = next(model.parameters()).device
+    T, H, W = cfg.frames, cfg.height, cfg.width
+    rgb = torch.empty(T, 3, H, W)
+    alpha = torch.empty(T, H, W)
+    inf = torch.tensor([math.inf, math.inf])
+    lo = {layer: inf.clone() for layer in model.layers()}
+    hi = {layer: -inf.clone() for layer in model.layers()}
+    lo_any, hi_any = inf.clone(), -inf.clone()
+    xs, ys = frame_pixel_grid(H, W, dev)
     se = 0.0
-    for t in range(cfg.frames):
-        rgb[t], alpha[t] = reconstruct_frame(model, t)
+    for t in range(T):
+        fr = torch.empty(xs.shape[0], 3)
+        fa = torch.empty(xs.shape[0])
+        for s in range(0, xs.shape[0], chunk):
+            x, y = xs[s:s + chunk], ys[s:s + chunk]
+            out = model(x, y, torch.full_like(x, t, dtype=torch.long))
+            fr[s:s + chunk] = out["rgb"].clamp(0, 1).cpu()
+            fa[s:s + chunk] = out["alpha"].cpu()
+            for layer in model.layers():
+                uv = model.to_uv(layer, out[f"m_{layer}"]).cpu()
+                if layer == "fg":
+                    lo_any = torch.minimum(lo_any, uv.min(0).values)
+                    hi_any = torch.maximum(hi_any, uv.max(0).values)
+                    uv = uv[out["alpha"].cpu() >= fg_alpha_threshold]
+                    if uv.shape[0] == 0:
+                        continue
+                lo[layer] = torch.minimum(lo[layer], uv.min(0).values)
+                hi[layer] = torch.maximum(hi[layer], uv.max(0).values)
+        rgb[t] = fr.t().reshape(3, H, W)
+        alpha[t] = fa.reshape(H, W)
         if frames is not None:
             se += float(((rgb[t] - frames[t].float()) ** 2).sum())
+    if extents is not None:
+        for layer in model.layers():
+            if not torch.isfinite(lo[layer]).all():  # no fg pixel above the threshold: use all pixels
+                lo[layer], hi[layer] = lo_any, hi_any
+            extents[layer] = (float(lo[layer][0]), float(lo[layer][1]), float(hi[layer][0]), float(hi[layer][1]))
     p = L.psnr(se / rgb.numel()) if frames is not None else float("nan")
     return rgb, alpha, p
 
@@ -470,7 +504,8 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     hooks = hooks or Hooks()
     validate_inputs(frames, masks)
     with torch.inference_mode(False), torch.enable_grad():
-        return _fit(frames.detach().clone(), None if masks is None else masks.detach().clone().float(), cfg, hooks,
+        # frames are only read (an fp16 copy is made inside); masks are small enough to copy
+        return _fit(frames.detach(), None if masks is None else masks.detach().clone().float(), cfg, hooks,
                     resolve_device(device), checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path)
 
 
@@ -545,11 +580,12 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    rec_rgb, rec_alpha, p = reconstruct_video(model, frames)
+    extents: dict = {}
+    rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents)
     u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    from .atlas_render import make_bbox
+    from .atlas_render import bbox_from_extent
 
-    bboxes = {layer: make_bbox(model, layer, cfg.atlas_resolution) for layer in model.layers()}
+    bboxes = {layer: bbox_from_extent(model, layer, extents[layer], cfg.atlas_resolution) for layer in model.layers()}
     return FittedNLA(model=model, frames_u8=u8, fit_config=cfg.to_dict(), psnr=p, steps=step,
                      flow_estimator=flow.estimator, bboxes=bboxes,
                      reconstruction=(rec_rgb, rec_alpha))
