@@ -91,10 +91,15 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
                    bootstrap_targets: Optional[Sequence[torch.Tensor]] = None, bootstrap_weight: float = 0.0,
                    source_tokens: Optional[Sequence[Optional[torch.Tensor]]] = None,
                    augmenter: Optional[ViewAugmenter] = None, authors_bootstrap_bug: bool = False,
-                   cancel_point: Callable[[], None] = _noop) -> tuple[torch.Tensor, dict[str, float]]:
+                   cancel_point: Callable[[], None] = _noop,
+                   composites: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                   screens: Optional[Sequence[Optional[torch.Tensor]]] = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its weighted terms for examples ``inputs[e]`` ``[1,3,h,w]`` with generator outputs
     ``colors[e]`` ``[1,3,h,w]`` and ``alphas[e]`` ``[1,1,h,w]`` (all 0..1).
 
+    ``composites[e]`` / ``screens[e]`` ``[1,3,h,w]`` optionally replace the composite α·C + (1−α)·I and the
+    green-screen render of example e (video: maps rendered in the atlas and sampled into a frame); None
+    entries are computed as usual.
     ``bootstrap_targets[e]`` ``[1,h',w']`` maps in 0..1 (relevancy or user mask), used when
     ``bootstrap_weight`` > 0. ``source_tokens[e]`` optionally supplies cached structure targets.
     Returns ``(total, terms)``; ``terms`` holds each weighted term and ``total`` as floats.
@@ -103,7 +108,9 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     if not (len(colors) == len(alphas) == n) or n == 0:
         raise ValueError(f"edit_objective: {n} inputs, {len(colors)} colours, {len(alphas)} alphas")
     augmenter = augmenter or ViewAugmenter(views)
-    comps = [composite(c, a, x.to(c)) for x, c, a in zip(inputs, colors, alphas)]
+    given_comp = list(composites) if composites is not None else [None] * n
+    given_screen = list(screens) if screens is not None else [None] * n
+    comps = [g if g is not None else composite(c, a, x.to(c)) for g, x, c, a in zip(given_comp, inputs, colors, alphas)]
     use_comp = weights.composition > 0
     use_dir = use_comp and banks.source is not None
     use_screen = weights.screen > 0
@@ -120,7 +127,8 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     if use_comp:
         out_batches += [make_views(c, views, generator, augmenter) for c in comps]
     if use_screen:
-        out_batches += [make_views(on_green_screen(c, a), views, generator, augmenter) for c, a in zip(colors, alphas)]
+        out_batches += [make_views(g if g is not None else on_green_screen(c, a), views, generator, augmenter)
+                        for g, c, a in zip(given_screen, colors, alphas)]
     in_batches = [make_views(x, views, generator, augmenter) for x in inputs] if use_dir else []
 
     cancel_point()
