@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from workflow_format import iter_workflows, load_json, node_defs, output_nodes, set_widget, to_api
+from workflow_format import check_workflow, iter_workflows, load_json, node_defs, output_nodes, set_widget, to_api
 
 pytestmark = pytest.mark.e2e
 
@@ -327,6 +327,8 @@ def test_real_frontend_loads_each_workflow_and_converts_it_like_we_do(comfy, def
                       for k, v in theirs.items()}
             assert theirs == {k: (v["class_type"], v["inputs"]) for k, v in ours.items()}, path.name
             saved = comfy_frontend.serialized_workflow(page)
+            assert check_workflow(saved, defs) == [], path.name  # what a user re-saves still passes our check
+            assert to_api(saved, defs) == ours, path.name
             by_id = {n["id"]: n for n in saved["nodes"]}
             for n in ui["nodes"]:  # the frontend keeps our positional widget values as they are
                 assert by_id[n["id"]]["widgets_values"] == n["widgets_values"], (path.name, n["type"])

@@ -161,3 +161,19 @@ def test_widget_names_follow_our_input_order(defs, pack):
              if v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN") or isinstance(v[0], list)]
     ui = load_json(REPO / "workflows" / "image_edit.json")
     assert list(widget_inputs(_node(ui, "T2L_TrainEditLayer"), defs["T2L_TrainEditLayer"])) == names
+
+
+def test_frontend_resaved_form_is_accepted(defs):
+    """ComfyUI's frontend re-saves every widget as an input entry with 'widget' (and LoadImage's upload button);
+    such a file still passes and converts the same."""
+    ui = copy.deepcopy(load_json(REPO / "workflows" / "image_edit.json"))
+    before = to_api(ui, defs)
+    for n in ui["nodes"]:
+        d = defs.get(n["type"])
+        if d is None:
+            continue
+        n["inputs"] += [{"name": w.name, "type": w.type, "widget": {"name": w.name}, "link": None} for w in d.widgets]
+        if any(w.has_upload for w in d.widgets):
+            n["inputs"].append({"name": "upload", "type": "IMAGEUPLOAD", "widget": {"name": "upload"}, "link": None})
+    assert check_workflow(ui, defs) == []
+    assert to_api(ui, defs) == before

@@ -284,6 +284,8 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
         for slot, s in enumerate(n.get("inputs", [])):
             inp = d.input(s.get("name", ""))
             if inp is None:
+                if s.get("widget") and s.get("name") == "upload" and any(i.has_upload for i in d.inputs):
+                    continue  # the frontend lists the upload button of LoadImage/LoadVideo as a widget input
                 errors.append(f"{where}: input '{s.get('name')}' does not exist")
                 continue
             if inp.is_widget and not s.get("widget"):
