@@ -272,6 +272,20 @@ def build_tiny_clip(patch_size: int = 16, seed: int = 0, *, device: str | torch.
     return _wrap(model, cfg, f"tiny-vit-p{patch_size}", "random-tiny", None, device, precision)
 
 
+def build_random_clip(arch: str = "ViT-B-32-quickgelu", seed: int = 0, *, device: str | torch.device = "cpu",
+                      precision: str = "fp32") -> ClipModel:
+    """A full-size CLIP of architecture ``arch`` with random weights (NOT a real model): it costs exactly
+    what the real one costs, so benchmarks can run without downloading weights."""
+    cfg = architecture_config(arch)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = _build_model(cfg)
+    finally:
+        torch.random.set_rng_state(state)
+    return _wrap(model, cfg, arch, "random", None, device, precision)
+
+
 # ---------------------------------------------------------------------------------------------- search
 def default_search_dirs() -> list[Path]:
     """Folders searched outside ComfyUI: ``$T2L_MODELS_DIR`` and ``./models/text2live``."""

@@ -37,6 +37,9 @@ from .clip_views import IMAGE_FILL, ViewAugmenter, ViewConfig, structure_view
 from .compositing import composite
 from .edit_layer import EditLayer, LayerOutput
 from .edit_objective import LossWeights, TextBanks, edit_objective
+from .fast_clip import fast_clip
+from .fast_path import (AUTOCAST_MODES, autocast, autocast_dtype, channels_last, free_cuda_memory, maybe_compile,
+                        prepare_module, thread_scope)
 from .generator import GeneratorConfig, build_generator
 from .internal_dataset import DatasetConfig, InternalDataset, working_image
 from .losses import bootstrap_weight
@@ -45,6 +48,8 @@ from .seeding import make_generator
 from .templates import as_prompt_list
 
 CHECKPOINT_FORMAT = "t2l_edit_checkpoint/1"
+# settings that change only how a step is computed: a checkpoint made with one value resumes with another
+RUNTIME_FIELDS = ("fast", "autocast", "threads", "compile")
 
 
 @dataclass
@@ -92,6 +97,11 @@ class EditConfig:
     relevancy_on: str = "crop"  # "crop": relevancy of each augmented crop (authors); "once": of the whole image
     authors_bootstrap_bug: bool = False  # True: only the last example's bootstrap MSE counts (authors' code)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    # speed (how things are computed, never what; not part of the checkpoint fingerprint)
+    fast: bool = True  # channels-last generator, fused CLIP image kernels, autocast where it pays (fast_path.py)
+    autocast: str = "auto"  # with fast: auto = bf16 on CUDA, fp32 on CPU (bf16 measured slower without AMX); off|bf16|fp16
+    threads: int = 0  # CPU threads for this run; 0 = keep the current torch.set_num_threads setting
+    compile: bool = False  # torch.compile the generator (with fast; slow first steps, see bench/RESULTS.md)
 
     def dataset_config(self) -> DatasetConfig:
         return DatasetConfig(size=self.size, jitter_p=self.jitter_p, flip_p=self.flip_p, scale_min=self.scale_min,
@@ -130,6 +140,10 @@ class EditConfig:
             raise ValueError(f"relevancy_on must be 'crop' or 'once', got '{self.relevancy_on}'")
         if self.lr <= 0 or self.lr_min < 0:
             raise ValueError("lr must be > 0 and lr_min >= 0")
+        if self.autocast not in AUTOCAST_MODES:
+            raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got '{self.autocast}'")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (keep the current setting) or positive, got {self.threads}")
 
 
 @dataclass
@@ -156,6 +170,8 @@ def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[to
         h.update(mask.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     d = config.to_dict()
     d.pop("iters")
+    for name in RUNTIME_FIELDS:
+        d.pop(name, None)
     h.update(json.dumps(d, sort_keys=True, default=str).encode())
     h.update(__version__.encode())
     return h.hexdigest()
@@ -213,7 +229,9 @@ def _load_checkpoint(path: Path, generator: torch.nn.Module, optimizer: torch.op
     for k, v in tensors.items():
         if k.startswith("opt.") and k != "opt.k":
             _, i, name = k.split(".", 2)
-            optimizer.state[params[int(i)]][name] = v.to(dev)
+            q = params[int(i)]
+            # same memory format as the parameter (channels-last on the fast path): bit-identical resumes
+            optimizer.state[q][name] = torch.empty_like(q).copy_(v) if v.shape == q.shape else v.to(dev)
     if "opt.k" in tensors:
         optimizer.state["k"] = tensors["opt.k"].to(torch.long)
     optimizer.param_groups[0]["lr"] = float(meta["lr"])
@@ -264,99 +282,119 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
     """
     config.validate()
     hooks = hooks or Hooks()
-    with torch.inference_mode(False), torch.enable_grad():
-        image = _prepare_image(image)
-        mask = _prepare_mask(bootstrap_mask, image)
-        device = clip.device
-        fingerprint = input_fingerprint(image, config, mask)
-        ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-
-        work = working_image(image, config.size).to(device)
-        work_mask = None
-        if mask is not None:
-            work_mask = F.interpolate(mask.to(device), size=work.shape[-2:], mode="bilinear", align_corners=False,
-                                      antialias=True)
-        use_relevancy = mask is None and bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
-        if use_relevancy and config.relevancy_on == "once":
-            work_mask = _relevancy(clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
-        banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.source_prompt)
-        gen = build_generator(config.generator, device=device, seed=config.seed)
-        opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum,
-                              weight_decay=config.weight_decay)
-        rng = make_generator(config.seed)
-        start, history = 0, []
-        if resume and ckpt is not None and ckpt.is_file():
-            start, rng_state, history = _load_checkpoint(ckpt, gen, opt, fingerprint)
-            rng.set_state(rng_state)
-        dataset = InternalDataset(work, config.dataset_config(), mask=work_mask)
-        views, weights = config.view_config(), config.loss_weights()
-        augmenter = ViewAugmenter(views)
-        boot_steps = config.bootstrap_steps if config.bootstrap_steps is not None else config.iters
-        full_tokens: Optional[torch.Tensor] = None  # structure target of the whole working image (fixed)
-
-        def preview() -> torch.Tensor:
-            out = gen(work)
-            return composite(out[:, :3], out[:, 3:], work)[0].permute(1, 2, 0).cpu()
-
-        step = start
-        rng_state = rng.get_state()
+    with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.threads):
+        free_cuda_memory(clip.device)
         try:
-            for step in range(start, config.iters):
-                rng_state = rng.get_state()  # state at the start of the step: a resumed run repeats it exactly
-                hooks.cancel_point()
-                sample = dataset.sample(step, rng)
-                examples = sample.examples()
-                inputs = [x for x, _ in examples]
-                outs = [gen(x) for x in inputs]
-                bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
-                                      schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
-                targets = None
-                if bw > 0 and (work_mask is not None or use_relevancy):
-                    if work_mask is not None:
-                        targets = [m[:, 0] for _, m in examples]
-                    else:
-                        targets = [_relevancy(clip, x, config, (224, 224)) for x in inputs]
-                src_tokens = None
-                if config.lambda_structure > 0 and sample.full is not None:
-                    if full_tokens is None:
-                        with torch.no_grad():
-                            full_tokens = clip.image_tokens(structure_view(work, views))
-                    src_tokens = [None, full_tokens]
-                total, terms = edit_objective(
-                    clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks, views, weights, rng,
-                    bootstrap_targets=targets, bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
-                    authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point)
-                if not math.isfinite(terms["total"]):
-                    raise FloatingPointError(
-                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
-                        "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
-                    )
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                hooks.cancel_point()
-                opt.step()
-                opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
-                terms["lr"] = opt.param_groups[0]["lr"]
-                if targets is not None:
-                    terms["bootstrap_weight"] = bw
-                history.append(terms)
-                hooks.step(step + 1, config.iters, terms, preview)
-            step = config.iters
-            rng_state = rng.get_state()
-        except BaseException:
-            if ckpt is not None:
-                save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
-            raise
+            return _train(clip, image, config, hooks, bootstrap_mask, checkpoint_path, resume, output_size,
+                          memory_budget)
+        finally:
+            free_cuda_memory(clip.device)
+
+
+def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstrap_mask: Optional[torch.Tensor],
+           checkpoint_path: str | Path | None, resume: bool, output_size: Optional[int],
+           memory_budget: Optional[int]) -> EditResult:
+    image = _prepare_image(image)
+    mask = _prepare_mask(bootstrap_mask, image)
+    device = clip.device
+    fast = config.fast
+    amp = autocast_dtype(config.autocast, device) if fast else None
+    run_clip = fast_clip(clip, amp) if fast else clip  # same weights and text cache, faster image passes
+    fingerprint = input_fingerprint(image, config, mask)
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+
+    work = working_image(image, config.size).to(device)
+    work_mask = None
+    if mask is not None:
+        work_mask = F.interpolate(mask.to(device), size=work.shape[-2:], mode="bilinear", align_corners=False,
+                                  antialias=True)
+    use_relevancy = mask is None and bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
+    if use_relevancy and config.relevancy_on == "once":
+        work_mask = _relevancy(run_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
+    banks = TextBanks.build(run_clip, config.prompt, config.screen_prompt, config.source_prompt)
+    gen = prepare_module(build_generator(config.generator, device=device, seed=config.seed), fast)
+    gen_fn = maybe_compile(gen, fast and config.compile)
+
+    def generate(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device, amp):
+            return gen_fn(channels_last(x, fast)).float()
+
+    opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+    rng = make_generator(config.seed)
+    start, history = 0, []
+    if resume and ckpt is not None and ckpt.is_file():
+        start, rng_state, history = _load_checkpoint(ckpt, gen, opt, fingerprint)
+        rng.set_state(rng_state)
+    dataset = InternalDataset(work, config.dataset_config(), mask=work_mask)
+    views, weights = config.view_config(), config.loss_weights()
+    augmenter = ViewAugmenter(views)
+    boot_steps = config.bootstrap_steps if config.bootstrap_steps is not None else config.iters
+    full_tokens: Optional[torch.Tensor] = None  # structure target of the whole working image (fixed)
+
+    def preview() -> torch.Tensor:
+        out = generate(work)
+        return composite(out[:, :3], out[:, 3:], work)[0].permute(1, 2, 0).cpu()
+
+    step = start
+    rng_state = rng.get_state()
+    try:
+        for step in range(start, config.iters):
+            rng_state = rng.get_state()  # state at the start of the step: a resumed run repeats it exactly
+            hooks.cancel_point()
+            sample = dataset.sample(step, rng)
+            examples = sample.examples()
+            inputs = [x for x, _ in examples]
+            outs = [generate(x) for x in inputs]
+            bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
+                                  schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
+            targets = None
+            if bw > 0 and (work_mask is not None or use_relevancy):
+                if work_mask is not None:
+                    targets = [m[:, 0] for _, m in examples]
+                else:
+                    targets = [_relevancy(run_clip, x, config, (224, 224)) for x in inputs]
+            src_tokens = None
+            if config.lambda_structure > 0 and sample.full is not None:
+                if full_tokens is None:
+                    with torch.no_grad():
+                        full_tokens = run_clip.image_tokens(structure_view(work, views))
+                src_tokens = [None, full_tokens]
+            total, terms = edit_objective(
+                run_clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks, views, weights, rng,
+                bootstrap_targets=targets, bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
+                authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point)
+            if not math.isfinite(terms["total"]):
+                raise FloatingPointError(
+                    f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
+                    "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
+                )
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            hooks.cancel_point()
+            opt.step()
+            opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
+            terms["lr"] = opt.param_groups[0]["lr"]
+            if targets is not None:
+                terms["bootstrap_weight"] = bw
+            history.append(terms)
+            hooks.step(step + 1, config.iters, terms, preview)
+        step = config.iters
+        rng_state = rng.get_state()
+    except BaseException:
         if ckpt is not None:
             save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
+        raise
+    if ckpt is not None:
+        save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
 
-        info = {"prompt": as_prompt_list(config.prompt), "steps": step, "seed": config.seed, "size": config.size,
-                "working_size": list(work.shape[-2:]), "input_size": list(image.shape[-2:]),
-                "config": json.loads(json.dumps(config.to_dict(), default=str)), "version": __version__}
-        layer = EditLayer(gen.state_dict(), config.generator, info)
-        output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget)
-        output = LayerOutput(*(t.cpu() for t in (output.color, output.alpha, output.composite, output.greenscreen)))
-        return EditResult(layer=layer, output=output, history=history, steps=step, checkpoint_path=ckpt)
+    info = {"prompt": as_prompt_list(config.prompt), "steps": step, "seed": config.seed, "size": config.size,
+            "working_size": list(work.shape[-2:]), "input_size": list(image.shape[-2:]),
+            "config": json.loads(json.dumps(config.to_dict(), default=str)), "version": __version__}
+    layer = EditLayer(gen.state_dict(), config.generator, info)
+    output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget)
+    output = LayerOutput(*(t.cpu() for t in (output.color, output.alpha, output.composite, output.greenscreen)))
+    return EditResult(layer=layer, output=output, history=history, steps=step, checkpoint_path=ckpt)
 
 
 def _relevancy(clip, images: torch.Tensor, config: EditConfig, size: tuple[int, int]) -> torch.Tensor:

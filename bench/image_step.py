@@ -1,0 +1,181 @@
+"""Image edit: seconds per training step and peak memory at the paper's configuration, fast vs plain path.
+
+    python bench/image_step.py [--steps 3 --rounds 2 --size 512 --threads 0 --compile]
+
+Paper configuration (method notes 1, 7): shorter side 512 (skimage astronaut, 512x512), 16 CLIP views,
+directional loss on, relevancy bootstrapping on (linear schedule), the 3.1M-parameter generator and a
+CLIP of the ViT-B/32 architecture with random weights (it costs exactly what the real one costs).
+
+The paths run interleaved in ONE process (order alternating every round, same seeds) so machine-load
+drift hits both alike. Each run starts at step 0, which holds the crop AND the whole image (as every
+75th step does); later steps hold only the crop. Reported: median crop-step time, the full-image step,
+the amortised time per step (74 crop steps + 1 full-image step per 75), peak memory of each run (CPU peak
+RSS of the whole process incl. the 0.6 GiB CLIP, CUDA max allocated), FLOPs per step counted with
+torch.utils.flop_counter (matmuls, convolutions, attention), and the floor those FLOPs give at the
+machine's fp32 ceiling measured in the same run (bench/ceiling.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from ceiling import measure as measure_ceiling  # noqa: E402
+from memory import peak_gib, reset_peak  # noqa: E402
+from report import publish, table  # noqa: E402
+
+from t2l_core.clip_loading import build_random_clip  # noqa: E402
+from t2l_core.edit_objective import TextBanks  # noqa: E402
+from t2l_core.progress import Hooks  # noqa: E402
+from t2l_core.train_image import EditConfig, train_edit_layer  # noqa: E402
+
+PROMPTS = dict(prompt="golden astronaut", source_prompt="astronaut", roi_text="astronaut")
+
+
+def paper_image(size: int) -> torch.Tensor:
+    from skimage import data
+
+    img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    if img.shape[-1] != size:
+        img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear", antialias=True)
+    return img
+
+
+class StepTimer:
+    """Hooks that time every step: check_cancel's first call of a step marks its start."""
+
+    def __init__(self, flops: "torch.utils.flop_counter.FlopCounterMode | None" = None) -> None:
+        self.times: list[float] = []
+        self.flops: list[float] = []
+        self._start: float | None = None
+        self._flop0 = 0
+        self.counter = flops
+
+    def check(self) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+            self._flop0 = self.counter.get_total_flops() if self.counter else 0
+
+    def on_step(self, step, total, losses, preview) -> None:
+        self.times.append(time.perf_counter() - self._start)
+        if self.counter:
+            self.flops.append(self.counter.get_total_flops() - self._flop0)
+        self._start = None
+        print(f"    step {step}/{total}: {self.times[-1]:.2f}s total={losses['total']:.4f}", flush=True)
+
+    def hooks(self) -> Hooks:
+        return Hooks(on_step=self.on_step, check_cancel=self.check, preview_every=0)
+
+
+def run(clip, image, config: EditConfig, flops: bool = False) -> tuple[StepTimer, float]:
+    counter = None
+    if flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+    timer = StepTimer(counter)
+    reset_peak(clip.device)
+    if counter is not None:
+        with counter:
+            train_edit_layer(clip, image, config, hooks=timer.hooks())
+    else:
+        train_edit_layer(clip, image, config, hooks=timer.hooks())
+    return timer, peak_gib(clip.device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3, help="steps per run (step 0 = full-image step)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per path")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--views", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=0, help="0 = torch's default")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
+    ap.add_argument("--cpu-bf16", action="store_true", help="also time the fast path with bf16 autocast on CPU")
+    ap.add_argument("--ceiling-seconds", type=float, default=2.0)
+    ap.add_argument("--no-write", action="store_true", help="print only (smoke runs); RESULTS.md untouched")
+    a = ap.parse_args()
+    if a.no_write:
+        import report
+
+        report.RESULTS = Path(os.devnull)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    load0 = os.getloadavg()
+
+    clip = build_random_clip("ViT-B-32-quickgelu", seed=0, device=device)
+    image = paper_image(a.size)
+    TextBanks.build(clip, PROMPTS["prompt"], None, PROMPTS["source_prompt"])  # warm the text cache
+    base = dict(iters=a.steps, size=a.size, n_views=a.views, bootstrap_steps=1000, **PROMPTS)
+    paths = {"plain fp32": EditConfig(fast=False, **base), "fast": EditConfig(fast=True, **base)}
+    if a.compile:
+        paths["fast + torch.compile"] = EditConfig(fast=True, compile=True, **base)
+    if a.cpu_bf16:
+        paths["fast + bf16 autocast"] = EditConfig(fast=True, autocast="bf16", **base)
+
+    with torch.no_grad():
+        ceil = measure_ceiling(device, a.ceiling_seconds)
+    crop: dict[str, list[float]] = {k: [] for k in paths}
+    full: dict[str, list[float]] = {k: [] for k in paths}
+    peak: dict[str, float] = {k: 0.0 for k in paths}
+    names = list(paths)
+    for r in range(a.rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            print(f"round {r + 1}/{a.rounds}: {name}", flush=True)
+            cfg = EditConfig.from_dict({**paths[name].to_dict(), "seed": r})
+            timer, pk = run(clip, image, cfg)
+            full[name].append(timer.times[0])
+            crop[name] += timer.times[1:]
+            peak[name] = max(peak[name], pk)
+    with torch.no_grad():
+        ceil2 = measure_ceiling(device, a.ceiling_seconds)
+    ceil = {k: max(v, ceil2[k]) for k, v in ceil.items()}
+    load1 = os.getloadavg()
+
+    # FLOPs of a full-image step and of a crop step (plain path; the fast path does the same arithmetic)
+    print("counting FLOPs (plain path, 2 steps)", flush=True)
+    timer, _ = run(clip, image, EditConfig(fast=False, **{**base, "iters": 2}), flops=True)
+    full_flops, crop_flops = timer.flops[0], timer.flops[1]  # per-step counts
+    amort_flops = (74 * crop_flops + full_flops) / 75
+    fp32_ceiling = max(v for (op, prec), v in ceil.items() if prec == "fp32") * 1e9
+    floor = amort_flops / fp32_ceiling
+
+    rows = []
+    med = {k: statistics.median(v) if v else float("nan") for k, v in crop.items()}
+    fmed = {k: statistics.median(v) for k, v in full.items()}
+    amort = {k: (74 * med[k] + fmed[k]) / 75 for k in paths}
+    for name in paths:
+        rows.append([name, f"{med[name]:.2f}", f"{fmed[name]:.2f}", f"{amort[name]:.2f}",
+                     f"{amort[name] * 1000 / 60:.1f}", f"{amort['plain fp32'] / amort[name]:.2f}x",
+                     f"{amort[name] / floor:.2f}", f"{peak[name]:.2f}"])
+    mem_kind = "max allocated GiB" if device.type == "cuda" else "peak RSS GiB"
+    body = table(["path", "crop step s (median)", "full-image step s", "amortised s/step", "1000 steps min",
+                  "speed-up vs plain", "time / floor", mem_kind], rows)
+    body += "\n\n" + table(["", "GFLOP"], [["crop step", f"{crop_flops / 1e9:.0f}"],
+                                            ["full-image step", f"{full_flops / 1e9:.0f}"],
+                                            ["amortised step", f"{amort_flops / 1e9:.0f}"]])
+    body += "\n\n" + table(["ceiling (same run, best of before/after)", "precision", "GFLOP/s"],
+                           [[op, prec, f"{v:.1f}"] for (op, prec), v in ceil.items()])
+    notes = (f"Floor = amortised FLOPs / best fp32 ceiling = {floor:.2f} s/step. Load average (1/5/15 min) "
+             f"{load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at start, {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} "
+             f"at end on {os.cpu_count()} cores. {a.rounds} interleaved rounds x {a.steps} steps per path; "
+             f"crop-step samples per path: {len(crop['plain fp32'])}.")
+    publish(f"Image edit step at the paper's configuration ({a.size} px, {a.views} views, bootstrapping, "
+            f"random ViT-B/32)", body, notes)
+
+
+if __name__ == "__main__":
+    main()

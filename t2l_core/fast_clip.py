@@ -1,0 +1,131 @@
+"""A faster image side for a frozen ViT CLIP: the same mathematics as :class:`ClipModel`, fewer kernels.
+
+:func:`fast_clip` returns a view of a loaded :class:`~t2l_core.clip_model.ClipModel` (sharing its weights and
+text cache) whose image passes differ only in how they are computed:
+
+* patch embedding as one matrix product over the flattened 32×32 patches instead of a stride-32
+  convolution (whose input-gradient kernel is very slow on CPU), with the CLIP mean/std normalisation
+  folded into that matrix and a bias (``W·((x−m)/s) = (W/s)·x − W·(m/s)``);
+* attention written out as one QKV projection on ``[B·T, C]`` rows, ``scaled_dot_product_attention`` on
+  batch-first heads and the output projection, instead of ``nn.MultiheadAttention`` (which, with gradients
+  on, falls back to batched ``bmm`` projections and several layout copies);
+* optional autocast (bf16 on CUDA; on CPU only when asked: it is slower on CPUs without AMX).
+
+Every caller of ``encode_image`` / ``image_tokens`` / ``_embed_patches`` / ``_run_blocks`` (the edit
+objective, relevancy maps) gets the fast path through the view. Results equal the plain path up to float
+rounding (see tests/test_fast_path.py for the tolerance).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .clip_model import ClipModel
+
+
+def _attention_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One open_clip ``ResidualAttentionBlock`` (no mask, no cross-attention) on batch-first tokens."""
+    attn = blk.attn
+    h = blk.ln_1(x)
+    b, t, c = h.shape
+    heads = attn.num_heads
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, heads, c // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, T, hd]
+    out = F.scaled_dot_product_attention(q, k, v)
+    out = F.linear(out.transpose(1, 2).reshape(b, t, c), attn.out_proj.weight, attn.out_proj.bias)
+    x = x + blk.ls_1(out)
+    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+
+def _plain_block(blk: torch.nn.Module) -> bool:
+    """True when ``blk`` is a standard self-attention block this module can compute by hand."""
+    attn = getattr(blk, "attn", None)
+    return (isinstance(attn, torch.nn.MultiheadAttention) and attn._qkv_same_embed_dim
+            and attn.in_proj_weight is not None and not hasattr(blk, "ln_1_kv")
+            and hasattr(blk, "ln_1") and hasattr(blk, "ln_2") and hasattr(blk, "mlp"))
+
+
+class FastClipModel(ClipModel):
+    """A :class:`ClipModel` whose image passes use the fast kernels (create it with :func:`fast_clip`)."""
+
+    _patch_matrix: Optional[tuple[torch.Tensor, torch.Tensor]]
+    autocast_dtype: Optional[torch.dtype]
+
+    def _folded_patch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch-embedding matrix ``[3·p·p, width]`` with the normalisation folded in, and its bias."""
+        w = self.visual.conv1.weight  # [width, 3, p, p]
+        if self._patch_matrix is None or self._patch_matrix[0].device != w.device or self._patch_matrix[0].dtype != w.dtype:
+            w32 = w.detach().float()
+            mean = self._mean.view(1, 3, 1, 1).to(w32.device)
+            std = self._std.view(1, 3, 1, 1).to(w32.device)
+            bias = -(w32 * (mean / std)).sum(dim=(1, 2, 3))
+            if self.visual.conv1.bias is not None:
+                bias = bias + self.visual.conv1.bias.detach().float()
+            matrix = (w32 / std).reshape(w.shape[0], -1).t().contiguous()
+            self._patch_matrix = (matrix.to(w.dtype), bias.to(w.dtype))
+        return self._patch_matrix
+
+    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        self._check_images(images)
+        v = self.visual
+        p = self.patch_size
+        matrix, bias = self._folded_patch_weights()
+        b, _, h, w = images.shape
+        rows, cols = h // p, w // p
+        x = images[..., : rows * p, : cols * p].to(self.device, matrix.dtype)  # leftover pixels are dropped
+        x = x.reshape(b, 3, rows, p, cols, p).permute(0, 2, 4, 1, 3, 5).reshape(b, rows * cols, 3 * p * p)
+        x = torch.addmm(bias, x.reshape(-1, 3 * p * p), matrix).view(b, rows * cols, -1)
+        c = x.shape[-1]
+        cls = v.class_embedding.to(x.dtype).view(1, 1, c).expand(b, 1, c)
+        x = torch.cat([cls, x], dim=1) + self.position_embedding(rows, cols).to(x.dtype)
+        return v.ln_pre(x)
+
+    def _run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        tr = self.visual.transformer
+        if not getattr(tr, "batch_first", True):
+            return ClipModel._run_blocks(self, x, start, stop)
+        for blk in tr.resblocks[start:stop]:
+            x = _attention_block(blk, x) if _plain_block(blk) else blk(x)
+        return x
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def encode_image(self, images: torch.Tensor, *, tokens_block: int | None = None):
+        with self._autocast():
+            out = ClipModel.encode_image(self, images, tokens_block=tokens_block)
+        if isinstance(out, tuple):
+            return out[0].float(), out[1].float()
+        return out.float()
+
+    def image_tokens(self, images: torch.Tensor, block: int = -1) -> torch.Tensor:
+        with self._autocast():
+            return ClipModel.image_tokens(self, images, block).float()
+
+
+def fast_clip(clip: ClipModel, autocast_dtype: Optional[torch.dtype] = None) -> ClipModel:
+    """A fast view of ``clip`` (shared weights and text cache; ``clip`` itself is unchanged).
+
+    ``autocast_dtype``: run the image passes under autocast in this dtype (``None`` = the model's own dtype).
+    Returns ``clip`` itself when its vision tower is not a standard open_clip ViT.
+    """
+    if isinstance(clip, FastClipModel):
+        if clip.autocast_dtype == autocast_dtype:
+            return clip
+        clip = copy.copy(clip)
+        clip.autocast_dtype = autocast_dtype
+        return clip
+    blocks = getattr(getattr(clip.visual, "transformer", None), "resblocks", None)
+    if blocks is None or not hasattr(clip.visual.conv1, "weight") or clip.visual.conv1.stride[0] != clip.patch_size:
+        return clip
+    fast = copy.copy(clip)
+    fast.__class__ = FastClipModel
+    fast._patch_matrix = None
+    fast.autocast_dtype = autocast_dtype
+    return fast

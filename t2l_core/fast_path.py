@@ -1,0 +1,81 @@
+"""Run-time speed settings shared by the training loops: threads, autocast, memory format, CUDA memory.
+
+The fast path changes how things are computed, never what: channels-last convolutions, the fused CLIP
+image kernels of :mod:`t2l_core.fast_clip`, and autocast only where the hardware gains from it.
+
+Measured on the development CPU (Xeon with AVX-512 BF16 but no AMX exposed, bench/RESULTS.md): bf16
+matrix products and convolutions run *slower* than fp32 there, so ``autocast="auto"`` means bf16 on CUDA
+(when the GPU supports it) and fp32 on CPU. ``autocast="bf16"`` forces it on a CPU with AMX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from typing import Iterator, Optional
+
+import torch
+
+AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
+
+
+def autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``mode`` on ``device`` (None = no autocast)."""
+    if mode not in AUTOCAST_MODES:
+        raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got '{mode}'")
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if mode == "fp16":
+        if device.type != "cuda":
+            raise ValueError("autocast='fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` context for ``dtype``, or an explicitly disabled one when ``dtype`` is None."""
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def thread_scope(threads: int = 0) -> Iterator[None]:
+    """Use ``threads`` intra-op threads inside the block (0 = leave the user's/torch's setting alone)."""
+    if threads is None or threads <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def channels_last(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+    """``x`` in channels-last memory format (4-D tensors only; a no-op when disabled)."""
+    return x.contiguous(memory_format=torch.channels_last) if enabled and x.ndim == 4 else x
+
+
+def prepare_module(module: torch.nn.Module, fast: bool) -> torch.nn.Module:
+    """Put a convolutional module in channels-last format when ``fast`` (in place; returns it)."""
+    return module.to(memory_format=torch.channels_last) if fast else module
+
+
+def free_cuda_memory(device: torch.device) -> None:
+    """Release cached CUDA blocks (before and after a long run); a no-op on CPU."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """``torch.compile(module, dynamic=True)`` when ``enabled`` (crop sizes change every step)."""
+    if not enabled:
+        return module
+    return torch.compile(module, dynamic=True)

@@ -1,0 +1,109 @@
+"""The fast path computes the same thing as the plain fp32 path (issue 7).
+
+Tolerance (stated in bench/RESULTS.md): on the same inputs, weights and seed, every loss term agrees
+within 1e-4 relative (+1e-6 absolute), and the CLIP image side (embeddings, tokens, input gradients)
+within 1e-4 relative to the largest value; relevancy maps (0..1) within 1e-3. Differences come
+only from float summation order (fused patch matrix, hand-written attention, channels-last convolutions).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from _edit_helpers import one_thread, tiny_config  # noqa: F401  (fixture)
+from t2l_core.fast_clip import FastClipModel, fast_clip
+from t2l_core.fast_path import autocast_dtype, thread_scope
+from t2l_core.relevancy import relevancy_map
+from t2l_core.edit_objective import TextBanks, edit_objective
+from t2l_core.internal_dataset import working_image
+from t2l_core.seeding import make_generator
+from t2l_core.train_image import EditConfig, input_fingerprint, train_edit_layer
+
+REL_TOL = 1e-4
+ABS_TOL = 1e-6
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def test_fast_clip_matches_plain_clip_images_tokens_relevancy(tiny_clip):
+    fast = fast_clip(tiny_clip)
+    assert isinstance(fast, FastClipModel) and fast.model is tiny_clip.model  # shared weights
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 48, 72, generator=g)  # non-square, leftover pixels (72 = 4*16 + 8)
+    with torch.no_grad():
+        assert _close(fast.encode_image(x), tiny_clip.encode_image(x)) < REL_TOL
+        assert _close(fast.image_tokens(x), tiny_clip.image_tokens(x)) < REL_TOL
+    # gradients w.r.t. the image agree too
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    fast.encode_image(xa).square().sum().backward()
+    tiny_clip.encode_image(xb).square().sum().backward()
+    assert _close(xa.grad, xb.grad) < REL_TOL
+    ra = relevancy_map(fast, x, "astronaut", size=(24, 36))
+    rb = relevancy_map(tiny_clip, x, "astronaut", size=(24, 36))
+    assert (ra - rb).abs().max() < 1e-3  # min-max normalised maps in 0..1
+
+
+def test_first_step_losses_equal_between_fast_and_plain(tiny_clip, astronaut):
+    """Step 0 holds every term: crop + full image, relevancy bootstrap, structure, dir, screen, sparsity."""
+    cfg = dict(iters=1, roi_text="astronaut", bootstrap_steps=4)
+    plain = train_edit_layer(tiny_clip, astronaut, tiny_config(fast=False, **cfg)).history[0]
+    fast = train_edit_layer(tiny_clip, astronaut, tiny_config(fast=True, **cfg)).history[0]
+    assert set(plain) == set(fast) and "bootstrap" in plain and "structure" in plain
+    for name in plain:
+        assert math.isclose(fast[name], plain[name], rel_tol=REL_TOL, abs_tol=ABS_TOL), (name, fast[name], plain[name])
+
+
+def test_objective_equal_on_trained_weights(tiny_clip, astronaut):
+    """Away from the initialisation too: same trained weights, same crop, same seed -> same loss terms.
+
+    (Whole runs are not compared step by step: MADGRAD's first updates amplify 1e-7 rounding differences
+    of near-zero gradients, so two correct runs drift apart like two runs on different BLAS builds.)
+    """
+    config = tiny_config(fast=False, iters=3, roi_text="astronaut")
+    layer = train_edit_layer(tiny_clip, astronaut, config).layer
+    gen = layer.generator("cpu")
+    gen_fast = copy.deepcopy(gen).to(memory_format=torch.channels_last)
+    x = working_image(astronaut, config.size).flip(-1).contiguous()  # an input the layer was not trained on
+    banks = TextBanks.build(tiny_clip, config.prompt, None, config.source_prompt)
+    views = config.view_config()
+    results = []
+    for clip, g, fmt in ((tiny_clip, gen, torch.contiguous_format), (fast_clip(tiny_clip), gen_fast, torch.channels_last)):
+        out = g(x.contiguous(memory_format=fmt))
+        rel = relevancy_map(clip, x, "astronaut", size=(224, 224))
+        _, terms = edit_objective(clip, [x], [out[:, :3]], [out[:, 3:]], banks, views, config.loss_weights(),
+                                  make_generator(7), bootstrap_targets=[rel], bootstrap_weight=5.0)
+        results.append(terms)
+    plain, fast = results
+    for name in plain:
+        assert math.isclose(fast[name], plain[name], rel_tol=REL_TOL, abs_tol=ABS_TOL), (name, fast[name], plain[name])
+
+
+def test_speed_settings_do_not_change_the_checkpoint_key(astronaut):
+    a = EditConfig(prompt="x", fast=True, threads=0, compile=False, autocast="auto")
+    b = EditConfig(prompt="x", fast=False, threads=3, compile=True, autocast="off")
+    assert input_fingerprint(astronaut, a) == input_fingerprint(astronaut, b)
+    assert input_fingerprint(astronaut, a) != input_fingerprint(astronaut, EditConfig(prompt="y"))
+
+
+def test_threads_respect_the_users_setting_and_autocast_choice():
+    before = torch.get_num_threads()
+    with thread_scope(0):
+        assert torch.get_num_threads() == before  # 0 = leave the user's choice alone
+    with thread_scope(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None  # measured slower on CPUs without AMX
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert autocast_dtype("off", cpu) is None
+    try:
+        EditConfig(prompt="x", autocast="fp8").validate()
+    except ValueError as e:
+        assert "autocast" in str(e)
+    else:
+        raise AssertionError("a bad autocast mode must be refused")
