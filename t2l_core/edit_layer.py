@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .compositing import composite, on_green_screen
-from .generator import MIN_SIZE, GeneratorConfig, SkipGenerator
+from .generator import GeneratorConfig, SkipGenerator
 
 FORMAT = "t2l_edit_layer/1"
 # Measured peak of a no-grad fp32 forward on CPU is ~2.8 kB per input pixel; keep a margin.
@@ -111,10 +111,10 @@ class EditLayer:
         for i in range(images.shape[0]):
             x = images[i : i + 1].to(dev, torch.float32)
             target = size if size else min(h, w)
-            target = max(target, MIN_SIZE)
+            target = max(target, gen.min_size)
             if target != min(h, w):
                 s = target / min(h, w)
-                x = F.interpolate(x, size=(max(MIN_SIZE, round(h * s)), max(MIN_SIZE, round(w * s))),
+                x = F.interpolate(x, size=(max(gen.min_size, round(h * s)), max(gen.min_size, round(w * s))),
                                   mode="bilinear", align_corners=False, antialias=True)
             y = self._run(gen, x, budget, oversize)
             if tuple(y.shape[-2:]) != (h, w):
@@ -137,11 +137,11 @@ class EditLayer:
             return gen(x)
         s = math.sqrt(budget / estimate_bytes(h, w))
         sh, sw = int(h * s), int(w * s)
-        if oversize == "error" or min(sh, sw) < MIN_SIZE:
+        if oversize == "error" or min(sh, sw) < gen.min_size:
             raise MemoryError(
                 f"the {w}x{h} px image needs about {estimate_bytes(h, w) / 2**30:.1f} GiB for the edit layer but the "
                 f"memory budget is {budget / 2**30:.2f} GiB. Use a smaller output size (the 'size' option, e.g. "
-                f"{max(MIN_SIZE, int(min(h, w) * s))}), allow oversize='downscale', or free memory."
+                f"{max(gen.min_size, int(min(h, w) * s))}), allow oversize='downscale', or free memory."
             )
         msg = (f"edit layer: {w}x{h} px does not fit the memory budget ({budget / 2**30:.2f} GiB); generated at "
                f"{sw}x{sh} and upscaled to {w}x{h}")
