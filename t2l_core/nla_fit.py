@@ -133,6 +133,29 @@ def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool, batc
     return int(b)
 
 
+def available_ram_bytes() -> Optional[int]:
+    """MemAvailable from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fit_memory(frames: int, height: int, width: int, has_fg: bool, batch: int = 8192) -> int:
+    """Estimated bytes of a fit; raises a clear error when it exceeds the available RAM."""
+    need = estimate_fit_memory(frames, height, width, has_fg, batch)
+    avail = available_ram_bytes()
+    if avail is not None and need > 0.9 * avail:
+        raise MemoryError(
+            f"fitting {frames} frames of {width}x{height} needs about {need / 2**30:.1f} GiB but only "
+            f"{avail / 2**30:.1f} GiB RAM is available: use fewer frames or a smaller resolution.")
+    return need
+
+
 def _robust_median(v: torch.Tensor) -> torch.Tensor:
     return v.median() if v.numel() > 0 else torch.tensor(0.0)
 
@@ -503,6 +526,7 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     cfg = config or NLAFitConfig()
     hooks = hooks or Hooks()
     validate_inputs(frames, masks)
+    check_fit_memory(frames.shape[0], frames.shape[2], frames.shape[3], masks is not None, cfg.batch_pixels)
     with torch.inference_mode(False), torch.enable_grad():
         # frames are only read (an fp16 copy is made inside); masks are small enough to copy
         return _fit(frames.detach(), None if masks is None else masks.detach().clone().float(), cfg, hooks,

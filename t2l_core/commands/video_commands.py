@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="atlas.safetensors", help="output atlas file (.safetensors)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument("--resolution", type=int, default=0, help="long side of the atlas images (0 = native)")
+    p.add_argument("--target-psnr", type=float, default=0.0,
+                   help="stop early once the reconstruction PSNR (on a pixel sample) reaches this many dB (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8192, help="random pixels per step")
     p.add_argument("--flow", choices=["auto", "raft", "lk"], default="auto",
@@ -56,7 +58,7 @@ def run_nla(args) -> int:
             masks = torch.nn.functional.interpolate(masks[:, None], size=frames.shape[-2:], mode="bilinear",
                                                     align_corners=False)[:, 0]
     cfg = NLAFitConfig(iterations=args.iters, seed=args.seed, batch_pixels=args.batch, flow=args.flow,
-                       atlas_resolution=args.resolution)
+                       atlas_resolution=args.resolution, target_psnr=args.target_psnr)
     ckpt = args.out[: -len(".safetensors")] + ".checkpoint.safetensors"
     nla = fit_nla(frames, masks, cfg, hooks=Hooks(on_step=console_printer(max(1, args.iters // 20))),
                   device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir)
