@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 
-from ..t2l_core.compositing import composite, parse_hex_color, solid_background
+from ..t2l_core.compositing import composite, on_green_screen, parse_hex_color, solid_background
 from ..t2l_core.edit_layer import EditLayer
 from ..t2l_core.train_image import EditConfig, default_checkpoint_path, train_edit_layer
+from ..t2l_core.train_video import VideoEditConfig, default_video_checkpoint_path, train_video_edit_layer
 from . import comfy_bridge as cb
 
 _MASK_TIP = "Opacity (1 = edit visible). For JoinImageWithAlpha invert it first; ImageCompositeMasked takes it as is."
@@ -25,7 +26,11 @@ class TrainEditLayer:
         "over the image, matches the text (CLIP losses on the composite and on the layer over a green screen), keeps "
         "the image's structure and stays sparse. 1000 steps at 512 px is the paper's setting (minutes on a GPU, hours "
         "on a CPU). Returns the result at the image's own resolution and the trained layer, which Apply Edit Layer "
-        "can reuse on other images. Cancelling keeps a checkpoint; run again with resume on to continue."
+        "can reuse on other images. Cancelling keeps a checkpoint; run again with resume on to continue. "
+        "Video: connect a fitted atlas (nla) and pick the atlas layer: the generator is trained on atlas crops with "
+        "the losses on the frames they map to, so one atlas edit stays consistent over the whole video (paper "
+        "section 3.2; 3000 steps). Then the outputs are the edited video, the edited atlas (edit/opacity/"
+        "greenscreen) and the layer, which Atlas Render applies (fg_edit_layer / bg_edit_layer)."
     )
     RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE", "T2L_EDIT_LAYER")
     RETURN_NAMES = ("composite", "edit", "opacity", "greenscreen", "edit_layer")
@@ -82,12 +87,32 @@ class TrainEditLayer:
                            "Continue from the checkpoint a cancelled (or finished) run with the same inputs left."}),
                 "preview_every": ("INT", {"default": 25, "min": 1, "max": 10000, "tooltip":
                                   "Show a preview of the composite every N steps."}),
+                "nla": ("T2L_NLA", {"tooltip":
+                        "Video: a fitted atlas (Fit Layered Atlas / Load Atlas). When connected the layer is trained "
+                        "on that atlas (image = the video's frames, or anything else to use the frames stored with "
+                        "the atlas; 'size' is not used) and composite = the edited video."}),
+                "atlas_layer": (["foreground", "background"], {"default": "foreground", "tooltip":
+                                "Video: which atlas to edit. Train the other one in a second node and connect both "
+                                "layers to Atlas Render to combine them."}),
+                "video_defaults": ("BOOLEAN", {"default": True, "tooltip":
+                                   "Video: use the paper's video settings (6 views with black fill, structure 3, "
+                                   "sparsity 1e-3 L1 + 5e-4 L0, lr decay 0.999, constant bootstrap weight) instead "
+                                   "of the views / lambda_structure / sparsity widgets. Off = use the widgets."}),
             },
         }
 
     def train(self, clip, image, prompt, screen_prompt="", source_prompt="", iterations=1000, size=512, seed=0,
               roi_text="", bootstrap_mask=None, lambda_composition=1.0, lambda_screen=1.0, lambda_structure=2.0,
-              sparsity_l1=0.06, sparsity_l0=0.06, lambda_bootstrap=10.0, views=16, resume=True, preview_every=25):
+              sparsity_l1=0.06, sparsity_l0=0.06, lambda_bootstrap=10.0, views=16, resume=True, preview_every=25,
+              nla=None, atlas_layer="foreground", video_defaults=True):
+        if nla is not None:
+            return self._train_video(
+                clip, image, nla, atlas_layer, bool(video_defaults), preview_every, resume,
+                prompt=prompt, screen_prompt=screen_prompt or None, source_prompt=source_prompt or None,
+                roi_text=roi_text or None, bootstrap_mask=bootstrap_mask, iters=int(iterations), seed=int(seed),
+                lambda_composition=lambda_composition,
+                lambda_screen=lambda_screen, lambda_structure=lambda_structure, sparsity_l1=sparsity_l1,
+                sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views))
         if image.ndim == 4 and image.shape[0] != 1:
             raise ValueError(f"Train Edit Layer trains on one image but got a batch of {image.shape[0]}: pick one "
                              "(e.g. Image From Batch), then use Apply Edit Layer on the others.")
@@ -111,6 +136,34 @@ class TrainEditLayer:
             finally:
                 cb.soft_empty_cache()
         return _outputs(result.output) + (result.layer,)
+
+    @staticmethod
+    def _train_video(clip, image, nla, atlas_layer, video_defaults, preview_every, resume, **settings):
+        if settings.pop("bootstrap_mask", None) is not None:
+            raise ValueError("bootstrap_mask is for single images; with an atlas (nla) use roi_text to guide the "
+                             "edit region, or disconnect the mask")
+        layer = "fg" if atlas_layer == "foreground" else "bg"
+        if video_defaults:  # the VideoEditConfig defaults (paper's video settings) replace the image widgets
+            for name in ("lambda_structure", "sparsity_l1", "sparsity_l0", "n_views"):
+                settings.pop(name)
+        config = VideoEditConfig(layer=layer, **settings)
+        config.validate()
+        with cb.training_mode():
+            frames = None
+            x = cb.image_to_bchw(image)
+            if x.shape[0] == nla.num_frames and tuple(x.shape[-2:]) == nla.size:
+                frames = x  # the connected frames are the video: blend over them
+            ckpt = default_video_checkpoint_path(cb.output_dir() / "checkpoints", nla, config)
+            hooks = cb.make_hooks(preview_every=int(preview_every))
+            try:
+                r = train_video_edit_layer(clip, nla, config, frames=frames, hooks=hooks, checkpoint_path=ckpt,
+                                           resume=bool(resume))
+            finally:
+                cb.soft_empty_cache()
+        edit = r.atlas_edit
+        rgb, alpha = edit.rgb[None], edit.alpha[None, None]
+        return (cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
+                cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer)
 
 
 class ApplyEditLayer:

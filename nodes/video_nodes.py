@@ -154,6 +154,18 @@ def _edit_from_inputs(nla: FittedNLA, layer: str, image: Optional[torch.Tensor],
     return AtlasEdit(rgb=rgb, alpha=a, bbox=box)
 
 
+def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[AtlasEdit]) -> Optional[AtlasEdit]:
+    """A T2L_EDIT_LAYER -> AtlasEdit: the layer's generator run once on the atlas it was trained on (issue 5)."""
+    if edit_layer is None:
+        return painted
+    if painted is not None:
+        raise ValueError(f"connect either {layer}_atlas or {layer}_edit_layer, not both")
+    from ..t2l_core.train_video import atlas_edit_from_layer
+
+    with cb.training_mode():
+        return atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device())
+
+
 class AtlasRender:
     NODE_ID = "T2L_AtlasRender"
     DISPLAY_NAME = "Atlas Render (NLA edits -> video)"
@@ -185,12 +197,19 @@ class AtlasRender:
                 "bg_opacity": ("MASK", {"tooltip": "Opacity of the background edit, same size as bg_atlas (1 = visible)."}),
                 "frames": ("IMAGE", {"tooltip": "Original frames to blend over (default: the frames the atlas was "
                                      "fitted on). Must have the same size and count."}),
+                "fg_edit_layer": ("T2L_EDIT_LAYER", {"tooltip": "A layer from Train Edit Layer trained on this atlas's "
+                                  "foreground (or any edit layer, run on the foreground atlas). Instead of fg_atlas."}),
+                "bg_edit_layer": ("T2L_EDIT_LAYER", {"tooltip": "A layer from Train Edit Layer trained on this atlas's "
+                                  "background (or any edit layer, run on the background atlas). Instead of bg_atlas."}),
             },
         }
 
-    def render(self, nla, fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None, frames=None):
+    def render(self, nla, fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None, frames=None,
+               fg_edit_layer=None, bg_edit_layer=None):
         fg = _edit_from_inputs(nla, "fg", fg_atlas, fg_opacity)
         bg = _edit_from_inputs(nla, "bg", bg_atlas, bg_opacity)
+        fg = _edit_from_layer(nla, "fg", fg_edit_layer, fg)
+        bg = _edit_from_layer(nla, "bg", bg_edit_layer, bg)
         if frames is not None:
             base = cb.image_to_bchw(frames)
             nla.check_frames(base)

@@ -353,6 +353,8 @@ def _atlas_edit(gen: torch.nn.Module, atlas: torch.Tensor, bbox: AtlasBBox) -> A
 def layer_atlas_bbox(layer: EditLayer, nla: FittedNLA, which: Optional[str] = None) -> AtlasBBox:
     """The atlas framing an edit layer runs on: the one it was trained on (video layers), else the NLA's
     discretised atlas of ``which`` (an image-trained layer applied to an atlas: the paper's atlas baseline)."""
+    if not isinstance(layer, EditLayer):
+        raise ValueError("an edit layer must come from Train Edit Layer (Text2LIVE) or EditLayer.load")
     atlas_info = layer.info.get("atlas")
     if atlas_info:
         trained = atlas_info["layer"]

@@ -1,0 +1,78 @@
+"""TrainEditLayer with a T2L_NLA (video edit through the atlas) and AtlasRender applying the trained layer,
+as plain classes (ComfyUI runs them in inference mode); the `video` CLI."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from synthetic_video import make_synthetic_video  # noqa: E402
+
+from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def big_nla():
+    """6 frames of 144x132: the default (7-scale) generator needs 129 px on each side."""
+    v = make_synthetic_video(frames=6, height=132, width=144, bg_velocity=(2.0, 1.0), fg_velocity=(-2.0, 1.0))
+    return fit_nla(v.frames, v.masks, NLAFitConfig(iterations=20, batch_pixels=2048, seed=0, flow="lk"), device="cpu")
+
+
+@pytest.fixture()
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_new_inputs_are_appended_at_the_end(pack):
+    train = pack.NODE_CLASS_MAPPINGS["T2L_TrainEditLayer"].INPUT_TYPES()
+    assert list(train["optional"])[-3:] == ["nla", "atlas_layer", "video_defaults"]
+    assert list(train["optional"])[:2] == ["roi_text", "bootstrap_mask"]
+    render = pack.NODE_CLASS_MAPPINGS["T2L_AtlasRender"].INPUT_TYPES()
+    assert list(render["optional"]) == ["fg_atlas", "fg_opacity", "bg_atlas", "bg_opacity", "frames",
+                                        "fg_edit_layer", "bg_edit_layer"]
+    for spec in (train, render):
+        for section in spec.values():
+            assert all("tooltip" in entry[1] for entry in section.values())
+
+
+def test_train_on_atlas_then_render_the_layer(pack, tiny_clip, big_nla, in_tmp):
+    en = sys.modules[pack.__name__ + ".nodes.edit_nodes"]
+    vn = sys.modules[pack.__name__ + ".nodes.video_nodes"]
+    frames = big_nla.original_frames().permute(0, 2, 3, 1).contiguous()
+    with torch.inference_mode():  # like ComfyUI
+        video, edit, opacity, screen, layer = en.TrainEditLayer().train(
+            tiny_clip, frames.clone(), "golden astronaut", iterations=2, seed=0, nla=big_nla,
+            atlas_layer="background", video_defaults=True)
+    T, H, W = big_nla.num_frames, *big_nla.size
+    assert video.shape == (T, H, W, 3)
+    assert edit.shape[0] == 1 and edit.shape[-1] == 3 and opacity.shape == edit.shape[:3] and screen.shape == edit.shape
+    assert min(edit.shape[1:3]) >= 129
+    assert layer.info["atlas"]["layer"] == "bg" and layer.info["config"]["n_views"] == 6
+    assert list((in_tmp / "t2l_outputs" / "text2live" / "checkpoints").glob("video_edit_*.safetensors"))
+    with torch.inference_mode():
+        (rendered,) = vn.AtlasRender().render(big_nla, bg_edit_layer=layer)
+    assert torch.allclose(rendered, video, atol=1e-4)
+    # the edited atlas outputs chain into the painted-atlas inputs and give the same video
+    with torch.inference_mode():
+        (chained,) = vn.AtlasRender().render(big_nla, bg_atlas=edit, bg_opacity=opacity)
+    assert torch.allclose(chained, video, atol=1e-4)
+    with pytest.raises(ValueError, match="background"):
+        vn.AtlasRender().render(big_nla, fg_edit_layer=layer)
+    with pytest.raises(ValueError, match="either"):
+        vn.AtlasRender().render(big_nla, bg_atlas=edit, bg_edit_layer=layer)
+    with pytest.raises(ValueError, match="bootstrap_mask"):
+        en.TrainEditLayer().train(tiny_clip, frames, "x", iterations=1, nla=big_nla, bootstrap_mask=torch.ones(1, H, W))
