@@ -79,3 +79,42 @@ def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     if not enabled:
         return module
     return torch.compile(module, dynamic=True)
+
+
+class EditRuntime:
+    """How a training loop runs its CLIP and generator passes, from a config's speed fields.
+
+    Usage in a loop (image and video editing)::
+
+        rt = EditRuntime.from_config(clip, config)   # config.fast / autocast / compile
+        gen = rt.prepare(build_generator(...))       # channels-last in place when fast
+        generate = rt.wrap(gen)                      # x [B,3,h,w] -> [B,4,h,w] fp32
+        ... edit_objective(rt.clip, ...)             # fused image kernels when fast
+    """
+
+    def __init__(self, clip, fast: bool = True, autocast_mode: str = "auto", compile: bool = False) -> None:
+        from .fast_clip import fast_clip
+
+        self.device = clip.device
+        self.fast = bool(fast)
+        self.amp = autocast_dtype(autocast_mode, self.device) if self.fast else None
+        self.clip = fast_clip(clip, self.amp) if self.fast else clip
+        self.compile = self.fast and bool(compile)
+
+    @classmethod
+    def from_config(cls, clip, config) -> "EditRuntime":
+        return cls(clip, getattr(config, "fast", True), getattr(config, "autocast", "auto"),
+                   getattr(config, "compile", False))
+
+    def prepare(self, gen: torch.nn.Module) -> torch.nn.Module:
+        return prepare_module(gen, self.fast)
+
+    def wrap(self, gen: torch.nn.Module):
+        fn = maybe_compile(gen, self.compile)
+        device, amp, fast = self.device, self.amp, self.fast
+
+        def generate(x: torch.Tensor) -> torch.Tensor:
+            with autocast(device, amp):
+                return fn(channels_last(x, fast)).float()
+
+        return generate

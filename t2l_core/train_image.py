@@ -37,9 +37,7 @@ from .clip_views import IMAGE_FILL, ViewAugmenter, ViewConfig, structure_view
 from .compositing import composite
 from .edit_layer import EditLayer, LayerOutput
 from .edit_objective import LossWeights, TextBanks, edit_objective
-from .fast_clip import fast_clip
-from .fast_path import (AUTOCAST_MODES, autocast, autocast_dtype, channels_last, free_cuda_memory, maybe_compile,
-                        prepare_module, thread_scope)
+from .fast_path import AUTOCAST_MODES, EditRuntime, free_cuda_memory, thread_scope
 from .generator import GeneratorConfig, build_generator
 from .internal_dataset import DatasetConfig, InternalDataset, working_image
 from .losses import bootstrap_weight
@@ -297,9 +295,8 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     image = _prepare_image(image)
     mask = _prepare_mask(bootstrap_mask, image)
     device = clip.device
-    fast = config.fast
-    amp = autocast_dtype(config.autocast, device) if fast else None
-    run_clip = fast_clip(clip, amp) if fast else clip  # same weights and text cache, faster image passes
+    runtime = EditRuntime.from_config(clip, config)
+    run_clip = runtime.clip  # same weights and text cache; fused image kernels on the fast path
     fingerprint = input_fingerprint(image, config, mask)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
 
@@ -312,13 +309,8 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     if use_relevancy and config.relevancy_on == "once":
         work_mask = _relevancy(run_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
     banks = TextBanks.build(run_clip, config.prompt, config.screen_prompt, config.source_prompt)
-    gen = prepare_module(build_generator(config.generator, device=device, seed=config.seed), fast)
-    gen_fn = maybe_compile(gen, fast and config.compile)
-
-    def generate(x: torch.Tensor) -> torch.Tensor:
-        with autocast(device, amp):
-            return gen_fn(channels_last(x, fast)).float()
-
+    gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
+    generate = runtime.wrap(gen)  # channels-last input, autocast where it pays, fp32 output
     opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     rng = make_generator(config.seed)

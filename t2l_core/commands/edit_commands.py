@@ -40,6 +40,7 @@ def _train(args: argparse.Namespace) -> int:
         lambda_composition=args.lambda_composition, lambda_screen=args.lambda_screen,
         lambda_structure=args.lambda_structure, sparsity_l1=args.sparsity_l1, sparsity_l0=args.sparsity_l0,
         lambda_bootstrap=args.lambda_bootstrap, n_views=args.views,
+        fast=not args.no_fast, autocast=args.autocast, threads=args.threads, compile=args.compile,
     )
     config.validate()  # fail before loading CLIP
     out = Path(args.out)
@@ -95,6 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity-l1", type=float, default=0.06)
     p.add_argument("--sparsity-l0", type=float, default=0.06)
     p.add_argument("--lambda-bootstrap", type=float, default=10.0)
+    p.add_argument("--no-fast", action="store_true",
+                   help="use the plain fp32 path (the fast path is on by default and gives equal losses)")
+    p.add_argument("--autocast", default="auto", choices=["auto", "off", "bf16", "fp16"],
+                   help="fast-path autocast: auto = bf16 on CUDA, fp32 on CPU (default %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = keep torch's setting)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the generator (slow first steps)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file (default: OUT/checkpoints/edit_<hash>.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")

@@ -1,0 +1,116 @@
+"""Render and apply-layer throughput (frames per second) at the paper's video size.
+
+    python bench/render_bench.py [--frames 8 --height 432 --width 768 --rounds 2]
+
+* apply-layer: a trained-size edit layer (3.1M-parameter generator, random weights: same cost) applied to
+  frames with :meth:`EditLayer.render` (the Apply Edit Layer node / ``apply-layer`` CLI), and the same
+  generator run directly in channels-last format (the fast path's memory format), interleaved;
+* atlas render: :func:`render_edits` of a foreground and a background atlas edit into every frame of a
+  :class:`LayeredAtlas` (the NLA render node / ``render`` CLI).
+
+Peak memory is the process's peak RSS (CUDA: max allocated) during each measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from memory import peak_gib, reset_peak  # noqa: E402
+from report import publish, table  # noqa: E402
+
+from t2l_core.edit_layer import EditLayer  # noqa: E402
+from t2l_core.generator import GeneratorConfig, build_generator  # noqa: E402
+
+
+def _frames(n: int, h: int, w: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, h // 8, w // 8, generator=g)
+    frames = torch.nn.functional.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)
+    return (frames + 0.02 * torch.rand(n, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def _time(fn, n_frames: int, device: torch.device) -> tuple[float, float]:
+    reset_peak(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n_frames / (time.perf_counter() - t0), peak_gib(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--height", type=int, default=432)
+    ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-write", action="store_true", help="print only; RESULTS.md untouched")
+    a = ap.parse_args()
+    if a.no_write:
+        import report
+
+        report.RESULTS = Path(os.devnull)
+    device = torch.device(a.device)
+    frames = _frames(a.frames, a.height, a.width)
+    load0 = os.getloadavg()
+
+    layer = EditLayer(build_generator(GeneratorConfig(), seed=0).state_dict(), GeneratorConfig(), {})
+    gen_cl = build_generator(GeneratorConfig(), device=device, seed=0).requires_grad_(False)
+    gen_cl = gen_cl.to(memory_format=torch.channels_last)
+
+    def apply_layer():
+        layer.render(frames, device=device)
+
+    @torch.no_grad()
+    def apply_channels_last():
+        for t in range(frames.shape[0]):
+            x = frames[t : t + 1].to(device).contiguous(memory_format=torch.channels_last)
+            gen_cl(x).cpu()
+
+    from t2l_core.atlas import AtlasConfig, LayeredAtlas
+    from t2l_core.atlas_render import AtlasEdit, make_bbox, render_edits
+
+    atlas = LayeredAtlas(AtlasConfig(height=a.height, width=a.width, frames=a.frames)).to(device).requires_grad_(False)
+    edits = {}
+    for layer_name in ("fg", "bg"):
+        bbox = make_bbox(atlas, layer_name, resolution=1000)
+        edits[layer_name] = AtlasEdit(torch.rand(3, bbox.height, bbox.width), torch.rand(bbox.height, bbox.width), bbox)
+
+    def atlas_render():
+        render_edits(atlas, frames, edits["fg"], edits["bg"])
+
+    cases = {"apply-layer (EditLayer.render)": apply_layer, "apply-layer, channels-last generator": apply_channels_last,
+             "atlas render (fg + bg edits)": atlas_render}
+    fps: dict[str, list[float]] = {k: [] for k in cases}
+    peak: dict[str, float] = {k: 0.0 for k in cases}
+    with torch.no_grad():
+        apply_channels_last()  # warm-up
+        for r in range(a.rounds):
+            for name in (list(cases) if r % 2 == 0 else list(cases)[::-1]):
+                f, p = _time(cases[name], a.frames, device)
+                print(f"round {r + 1}: {name}: {f:.2f} frames/s, peak {p:.2f} GiB", flush=True)
+                fps[name].append(f)
+                peak[name] = max(peak[name], p)
+    load1 = os.getloadavg()
+    rows = [[name, f"{statistics.median(v):.2f}", f"{1 / statistics.median(v):.2f}", f"{peak[name]:.2f}"]
+            for name, v in fps.items()]
+    publish(f"Render and apply-layer throughput ({a.frames} frames, {a.width}x{a.height})",
+            table(["operation", "frames/s (median)", "s/frame", "peak memory GiB"], rows),
+            f"{a.rounds} interleaved rounds. Load average {load0[0]:.2f} at start, {load1[0]:.2f} at end on "
+            f"{os.cpu_count()} cores. Random weights (same cost as trained ones).")
+
+
+if __name__ == "__main__":
+    main()
