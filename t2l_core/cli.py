@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "t2l_core.commands.clip_commands",
     "t2l_core.commands.edit_commands",
     "t2l_core.commands.video_commands",
+    "t2l_core.commands.video_edit_commands",
 ]
 
 
