@@ -41,17 +41,15 @@ from .clip_views import VIDEO_FILL, ViewAugmenter, structure_view
 from .compositing import GREEN, on_green_screen, solid_background
 from .edit_layer import EditLayer
 from .edit_objective import TextBanks, edit_objective
+from .fast_path import EditRuntime, free_cuda_memory, thread_scope
 from .generator import build_generator
 from .losses import bootstrap_weight
 from .nla_fit import FittedNLA
 from .progress import Hooks
 from .seeding import make_generator
 from .templates import as_prompt_list
-from .train_image import EditConfig, _load_checkpoint, _relevancy, save_checkpoint
+from .train_image import RUNTIME_FIELDS, EditConfig, _load_checkpoint, _relevancy, save_checkpoint
 from .video_dataset import VideoAtlasDataset, VideoDatasetConfig, layer_key, training_bbox
-
-RUNTIME_FIELDS = ("fast", "autocast", "threads", "compile")  # how a step is computed, never what
-
 
 @dataclass
 class VideoEditConfig(EditConfig):
@@ -199,8 +197,12 @@ def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, fra
     """
     config.validate()
     hooks = hooks or Hooks()
-    with torch.inference_mode(False), torch.enable_grad():
-        return _train(clip, nla, config, frames, hooks, checkpoint_path, resume, render, other_edit)
+    with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.threads):
+        free_cuda_memory(clip.device)
+        try:
+            return _train(clip, nla, config, frames, hooks, checkpoint_path, resume, render, other_edit)
+        finally:
+            free_cuda_memory(clip.device)
 
 
 def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch.Tensor], hooks: Hooks,
@@ -210,12 +212,15 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
         raise ValueError(f"this atlas has no {'foreground' if layer == 'fg' else 'background'} layer"
                          + (" (it was fitted without masks): edit the background instead" if layer == "fg" else ""))
     device = clip.device
+    runtime = EditRuntime.from_config(clip, config)  # fast path (issue 7): same weights, faster passes
+    clip = runtime.clip
     u8 = _frames_u8(nla, frames)
     fingerprint = nla_fingerprint(nla, config)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     dataset = VideoAtlasDataset(nla.model, nla.bboxes[layer], u8, config.dataset_config(), device=device)
     banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.source_prompt)
-    gen = build_generator(config.generator, device=device, seed=config.seed)
+    gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
+    generate = runtime.wrap(gen)
     opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     rng = make_generator(config.seed)
     start, history = 0, []
@@ -242,20 +247,20 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
             hooks.cancel_point()
             sample = dataset.sample(step, rng)
             inputs, colors, alphas, comps, screens = [], [], [], [], []
-            out = gen(sample.atlas_crop)
+            out = generate(sample.atlas_crop)
             for x, c, a, cp, sc in atlas_examples(out, sample.atlas_crop, sample.frames, layer,
                                                   config.multiply_foreground_alpha, config.authors_fg_inputs):
                 inputs.append(x), colors.append(c), alphas.append(a), comps.append(cp), screens.append(sc)
             if config.direct_pass:
                 fc = sample.frames[sample.direct]
-                o = gen(fc.image)
+                o = generate(fc.image)
                 if layer == "fg" and config.multiply_foreground_alpha:
                     o = o * fc.nla_alpha
                 inputs.append(fc.image), colors.append(o[:, :3]), alphas.append(o[:, 3:])
                 comps.append(None), screens.append(None)
             src_tokens = None
             if sample.full is not None:
-                o = gen(sample.full)
+                o = generate(sample.full)
                 inputs.append(sample.full), colors.append(o[:, :3]), alphas.append(o[:, 3:])
                 comps.append(None), screens.append(None)
                 if config.lambda_structure > 0:
