@@ -22,6 +22,7 @@ is independent of the video length and nothing per-pixel is stored for the whole
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -57,10 +58,7 @@ class AtlasConfig:
             return int(self.colour_max_res)
         # the frame's long side spans uv_scale uv-units; the atlas square is 2 uv-units wide
         need = 2.0 * self.long_side / self.uv_scale
-        res = self.colour_min_res
-        while res < need:
-            res *= 2
-        return res
+        return max(self.colour_min_res, int(math.ceil(need / 8.0)) * 8)
 
     def resolved_alpha_res(self) -> tuple:
         if self.alpha_spatial_res:
@@ -136,13 +134,16 @@ class ColourPyramid(nn.Module):
     def __init__(self, min_res: int, max_res: int):
         super().__init__()
         self.levels = nn.ParameterList()
-        r = min_res
-        first = True
-        while r <= max_res:
-            init = torch.full((1, 3, r, r), 0.5) if first else torch.zeros(1, 3, r, r)
+        sizes = [min_res]
+        while sizes[-1] * 2 <= max_res:
+            sizes.append(sizes[-1] * 2)
+        if sizes[-1] != max_res:
+            sizes[-1] = max_res  # the finest level is exactly max_res (no power-of-two overshoot)
+        if len(sizes) > 1 and sizes[-1] <= sizes[-2]:
+            sizes.pop(-2)
+        for i, r in enumerate(sizes):
+            init = torch.full((1, 3, r, r), 0.5) if i == 0 else torch.zeros(1, 3, r, r)
             self.levels.append(nn.Parameter(init))
-            first = False
-            r *= 2
 
     def forward(self, uv: torch.Tensor) -> torch.Tensor:
         """uv [N,2] in [-1,1] (u horizontal) -> rgb [N,3] (unclamped, ~0..1)."""

@@ -126,7 +126,7 @@ def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool, batc
     px = frames * height * width
     b = px * 3 * 2 + px * 2 * 2 * 2 + px * 2 + px * 4 + px * 3  # frames fp16, fwd+bwd flow fp16, ok masks, masks, u8 copy
     cfg = AtlasConfig(height, width, frames, has_foreground=has_fg)
-    colour = sum((cfg.colour_min_res * 2 ** i) ** 2 * 3 for i in range(int(math.log2(cfg.resolved_colour_max_res() // cfg.colour_min_res)) + 1))
+    colour = int(cfg.resolved_colour_max_res() ** 2 * 3 * 4 / 3)  # pyramid ~ 4/3 of the finest level
     alpha = sum(r * r * height / max(height, width) * min(frames, max(2, r // 2)) for r in cfg.resolved_alpha_res()) if has_fg else 0
     b += int((colour + alpha) * 4 * 5)  # param, grad, 2 Adam moments, slack
     b += batch * 64 * 4 * 40  # activations of one step
@@ -558,7 +558,7 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     if ck is not None:
         tensors, start, acfg = ck
     model = LayeredAtlas(acfg).to(device)
-    opt = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
+    opt = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99), fused=True)
     if ck is None:
         if masks is not None:
             init_alpha_from_masks(model, masks)
