@@ -155,11 +155,13 @@ CHAIN_NOTE = (
     "back into every frame.\n\n"
     "Provide:\n"
     "1. A video (Load Video; about 2-5 s).\n"
-    "2. An overlay image with transparency (Load Image), e.g. a logo or painted strokes; it is pasted on the "
-    "atlas at x, y by Image Composite Masked. Load Image's MASK is 1 - alpha, hence Invert Mask.\n\n"
+    "2. An overlay image with transparency (Load Image), e.g. a logo or painted strokes. Image Composite Masked "
+    "pastes it on the atlas at x, y; Mask Composite puts its opacity at the same x, y (keep both equal), so Atlas "
+    "Render changes only that region of every frame. Load Image's MASK is 1 - alpha, hence Invert Mask.\n\n"
     "Diffusion img2img: the muted red group is the place for it. It needs an SD checkpoint in "
     "models/checkpoints. Un-mute the group (select, Ctrl+M), then connect VAE Decode's IMAGE to Atlas Render's "
-    "bg_atlas instead of the composite. Keep the denoise low (0.3-0.5) so the atlas keeps its layout."
+    "bg_atlas instead of the composite and disconnect bg_opacity (the whole atlas is then applied). Keep the "
+    "denoise low (0.3-0.5) so the atlas keeps its layout."
 )
 
 
@@ -245,40 +247,47 @@ def video_edit(defs) -> dict:
 
 def atlas_chaining(defs) -> dict:
     g = Graph(defs)
-    g.add("Note", (-420, 40), {"text": CHAIN_NOTE}, size=(380, 520), title="Read me: files and chaining")
+    g.add("Note", (-420, 40), {"text": CHAIN_NOTE}, size=(380, 560), title="Read me: files and chaining")
     frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
     fit = g.add("T2L_NLAFit", (600, 40), {"iterations": 2000, "atlas_resolution": 0, "seed": 7}, size=(340, 300))
     save_atlas = g.add("SaveImage", (600, 400), {"filename_prefix": "text2live/bg_atlas"}, size=(300, 280),
                        title="Save background atlas")
-    overlay = g.add("LoadImage", (1000, 380), {"image": "overlay.png"}, size=(280, 330), title="Load Image (overlay, RGBA)")
-    inv = g.add("InvertMask", (1320, 600), size=(200, 30))
+    overlay = g.add("LoadImage", (1000, 300), {"image": "overlay.png"}, size=(280, 330), title="Load Image (overlay, RGBA)")
+    inv = g.add("InvertMask", (1000, 660), size=(200, 30), title="Invert Mask (alpha = 1 - MASK)")
     paste = g.add("ImageCompositeMasked", (1320, 40), {"x": 64, "y": 32, "resize_source": False}, size=(300, 160),
                   title="Paste overlay on the atlas")
-    blur = g.add("ImageSharpen", (1320, 250), {"sharpen_radius": 1, "sigma": 1.0, "alpha": 0.5}, size=(300, 110))
-    edited = g.add("PreviewImage", (1680, 380), size=(300, 260), title="Edited background atlas")
+    to_mask = g.add("ImageToMask", (1000, 40), {"channel": "red"}, size=(260, 60))
+    zeros = g.add("ThresholdMask", (1000, 140), {"value": 1.0}, size=(260, 60), title="Empty mask of atlas size")
+    where = g.add("MaskComposite", (1320, 260), {"x": 64, "y": 32, "operation": "add"}, size=(300, 160),
+                  title="Where the overlay is (same x, y)")
+    edited = g.add("PreviewImage", (1320, 470), size=(300, 260), title="Edited background atlas")
     render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 170))
     anim = g.add("SaveAnimatedWEBP", (2020, 40), {"filename_prefix": "text2live/atlas_chaining", "fps": 12.0,
                                                   "lossless": False, "quality": 90}, size=(320, 380))
     # the diffusion img2img group: muted (mode 2) because it needs a checkpoint
-    ck = g.add("CheckpointLoaderSimple", (600, 820), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
+    ck = g.add("CheckpointLoaderSimple", (600, 840), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
                size=(320, 100), mode=2)
-    pos = g.add("CLIPTextEncode", (960, 820), {"text": "the same scene in watercolour"}, size=(320, 100), mode=2)
-    neg = g.add("CLIPTextEncode", (960, 960), {"text": "blurry, distorted"}, size=(320, 100), mode=2)
-    enc = g.add("VAEEncode", (1320, 820), size=(200, 50), mode=2)
-    ks = g.add("KSampler", (1560, 820), {"seed": 1234, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
+    pos = g.add("CLIPTextEncode", (960, 840), {"text": "the same scene in watercolour"}, size=(320, 100), mode=2)
+    neg = g.add("CLIPTextEncode", (960, 980), {"text": "blurry, distorted"}, size=(320, 100), mode=2)
+    enc = g.add("VAEEncode", (1320, 840), size=(200, 50), mode=2)
+    ks = g.add("KSampler", (1560, 840), {"seed": 1234, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
                                          "scheduler": "normal", "denoise": 0.4}, size=(300, 270), mode=2)
-    dec = g.add("VAEDecode", (1900, 820), size=(200, 50), mode=2)
-    prev = g.add("PreviewImage", (1900, 900), size=(260, 240), mode=2, title="img2img atlas (connect to bg_atlas)")
+    dec = g.add("VAEDecode", (1900, 840), size=(200, 50), mode=2)
+    prev = g.add("PreviewImage", (1900, 920), size=(260, 240), mode=2, title="img2img atlas (connect to bg_atlas)")
     g.link(frames, 0, fit, "frames")
     g.link(fit, "bg_atlas", save_atlas, "images")
-    g.link(fit, "bg_atlas", blur, "image")
-    g.link(blur, 0, paste, "destination")
+    g.link(fit, "bg_atlas", paste, "destination")
     g.link(overlay, 0, paste, "source")
     g.link(overlay, 1, inv, "mask")
     g.link(inv, 0, paste, "mask")
+    g.link(fit, "bg_atlas", to_mask, "image")
+    g.link(to_mask, 0, zeros, "mask")
+    g.link(zeros, 0, where, "destination")
+    g.link(inv, 0, where, "source")
     g.link(paste, 0, edited, "images")
     g.link(fit, "nla", render, "nla")
     g.link(paste, 0, render, "bg_atlas")
+    g.link(where, 0, render, "bg_opacity")
     g.link(render, 0, anim, "images")
     g.link(ck, 1, pos, "clip")
     g.link(ck, 1, neg, "clip")
@@ -292,7 +301,7 @@ def atlas_chaining(defs) -> dict:
     g.link(ck, 2, dec, "vae")
     g.link(dec, 0, prev, "images")
     g.group("Edit the atlas with ordinary image nodes", (980, -30, 660, 760), "blue")
-    g.group("Diffusion img2img on the atlas (muted: needs a checkpoint)", (580, 750, 1600, 420), "red")
+    g.group("Diffusion img2img on the atlas (muted: needs a checkpoint)", (580, 770, 1600, 420), "red")
     return g.to_ui()
 
 
