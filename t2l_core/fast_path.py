@@ -63,8 +63,18 @@ def channels_last(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
 
 
 def prepare_module(module: torch.nn.Module, fast: bool) -> torch.nn.Module:
-    """Put a convolutional module in channels-last format when ``fast`` (in place; returns it)."""
-    return module.to(memory_format=torch.channels_last) if fast else module
+    """When ``fast``: channels-last memory format and in-place LeakyReLUs (in place; returns the module).
+
+    In-place activations are safe in the generator: each LeakyReLU follows a BatchNorm or a convolution,
+    whose backward passes do not need their outputs (autograd's version check would raise otherwise);
+    it saves one full-resolution activation per LeakyReLU.
+    """
+    if not fast:
+        return module
+    for m in module.modules():
+        if isinstance(m, torch.nn.LeakyReLU):
+            m.inplace = True
+    return module.to(memory_format=torch.channels_last)
 
 
 def free_cuda_memory(device: torch.device) -> None:
