@@ -122,9 +122,12 @@ def validate_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor]) -> None
 
 
 def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool, batch: int = 8192) -> int:
-    """Rough peak bytes of a fit on CPU: frames fp16 + flow fp16 + masks + grids with Adam state + batch."""
+    """Rough peak bytes of a fit on CPU: input + fp16 frames, fp16 flow, masks, reconstruction outputs,
+    grids with gradients and Adam state, one batch of activations."""
     px = frames * height * width
-    b = px * 3 * 2 + px * 2 * 2 * 2 + px * 2 + px * 4 + px * 3  # frames fp16, fwd+bwd flow fp16, ok masks, masks, u8 copy
+    # per pixel: input fp32 (12) + fp16 copy (6) + fwd/bwd flow fp16 (8) + ok masks (2) + masks (8) + uint8
+    # originals (3) + reconstruction rgb/alpha fp32 (16)
+    b = px * 55
     cfg = AtlasConfig(height, width, frames, has_foreground=has_fg)
     colour = int(cfg.resolved_colour_max_res() ** 2 * 3 * 4 / 3)  # pyramid ~ 4/3 of the finest level
     alpha = sum(r * r * height / max(height, width) * min(frames, max(2, r // 2)) for r in cfg.resolved_alpha_res()) if has_fg else 0
