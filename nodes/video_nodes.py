@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from ..t2l_core.atlas_render import AtlasEdit, render_edits
+from ..t2l_core.atlas_render import AtlasEdit, frame_edit_to_atlas, render_edits
 from ..t2l_core.nla_fit import FittedNLA, NLAFitConfig, estimate_fit_memory, fit_key, fit_nla
 from ..t2l_core.nla_io import load_nla, read_nla_header, save_nla
 from ..t2l_core.optical_flow import frames_fingerprint
@@ -123,15 +123,12 @@ class NLAFit:
 def _edit_from_inputs(nla: FittedNLA, layer: str, image: Optional[torch.Tensor], opacity: Optional[torch.Tensor]) -> Optional[AtlasEdit]:
     """IMAGE (+ optional opacity MASK) painted on a layer's atlas image -> AtlasEdit over that layer's bbox.
 
-    Extension point (issue 5): a T2L_EDIT_LAYER trained on an atlas will be turned into an AtlasEdit here as
-    well (its RGBA output over the same bbox) and passed to render_edits exactly like a painted atlas.
+    None when nothing is connected or the edit is fully transparent (an exact no-op).
     """
     if image is None:
         if opacity is not None:
             raise ValueError(f"{layer}_opacity was given without {layer}_atlas: connect the edited atlas image too.")
         return None
-    if layer not in nla.bboxes:
-        raise ValueError(f"a {layer} atlas edit was given, but this atlas has no {layer} layer (fit it with masks).")
     if image.ndim == 4 and image.shape[0] != 1:
         raise ValueError(f"{layer}_atlas must be a single image, got a batch of {image.shape[0]}")
     img = image if image.ndim == 4 else image[None]
@@ -145,6 +142,10 @@ def _edit_from_inputs(nla: FittedNLA, layer: str, image: Optional[torch.Tensor],
         a = img[0, ..., 3].float().clone()
     else:
         a = torch.ones(rgb.shape[-2:])
+    if not bool((a > 0).any()):
+        return None  # fully transparent: blending it would return the original frames exactly
+    if layer not in nla.bboxes:
+        raise ValueError(f"a {layer} atlas edit was given, but this atlas has no {layer} layer (fit it with masks).")
     box = nla.bboxes[layer]
     aspect_img = rgb.shape[2] / rgb.shape[1]
     aspect_box = box.width / box.height
@@ -300,4 +301,52 @@ class LoadNLA:
             return (load_nla(self._resolve(file, path), device=cb.torch_device()),)
 
 
-NODE_CLASSES = [NLAFit, AtlasRender, SaveNLA, LoadNLA]
+class FrameEditToAtlas:
+    NODE_ID = "T2L_FrameEditToAtlas"
+    DISPLAY_NAME = "Frame Edit To Atlas (NLA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Paint (or img2img) one frame, then push that edit into the atlases: connect the outputs to Atlas Render "
+        "and the painted keyframe propagates to the whole video, following its motion. Pixels of the foreground "
+        "object go to the foreground atlas, the rest to the background atlas (by the fitted opacity)."
+    )
+    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "MASK")
+    RETURN_NAMES = ("fg_atlas", "fg_opacity", "bg_atlas", "bg_opacity")
+    OUTPUT_TOOLTIPS = (
+        "The edit in foreground-atlas space (connect to Atlas Render's fg_atlas). Empty (fully transparent) when "
+        "the atlas has no foreground layer or the edit does not touch the object.",
+        "Opacity of the foreground edit (connect to Atlas Render's fg_opacity).",
+        "The edit in background-atlas space (connect to Atlas Render's bg_atlas).",
+        "Opacity of the background edit (connect to Atlas Render's bg_opacity).",
+    )
+    FUNCTION = "push"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "nla": ("T2L_NLA", {"tooltip": "A fitted atlas from Fit Layered Atlas or Load Atlas."}),
+                "edited_frame": ("IMAGE", {"tooltip": "The painted frame, same size as the video's frames. "
+                                           "A batch of frames uses its first image."}),
+                "opacity": ("MASK", {"tooltip": "Where the edit is (1 = edited, 0 = keep the original). From "
+                                     "LoadImage's alpha, use InvertMask first."}),
+                "frame_index": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip":
+                                "Which frame (0-based) the edit was painted on."}),
+            },
+        }
+
+    def push(self, nla, edited_frame, opacity, frame_index=0):
+        rgb = cb.image_to_bchw(edited_frame)[0]
+        a = cb.mask_to_bhw(opacity)[0]
+        edits = frame_edit_to_atlas(nla, int(frame_index), rgb, a)
+        outs = []
+        for layer in ("fg", "bg"):
+            e = edits.get(layer)
+            if e is None:
+                outs += [torch.zeros(1, 64, 64, 3), torch.zeros(1, 64, 64)]
+            else:
+                outs += [cb.bchw_to_image(e.rgb[None].cpu()), cb.to_output(e.alpha[None])]
+        return tuple(cb.to_output(o) for o in outs)
+
+
+NODE_CLASSES = [NLAFit, AtlasRender, SaveNLA, LoadNLA, FrameEditToAtlas]

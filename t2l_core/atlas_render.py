@@ -288,3 +288,20 @@ def push_frame_edit(model: LayeredAtlas, t: int, rgb: torch.Tensor, opacity: tor
         col = torch.where(acc[3][None] > 1e-6, acc[:3] / acc[3].clamp_min(1e-6)[None], torch.zeros_like(acc[:3])).clamp(0, 1)
         out[layer] = AtlasEdit(rgb=col, alpha=op, bbox=bbox)
     return out
+
+
+def frame_edit_to_atlas(nla, t: int, rgb: torch.Tensor, opacity: torch.Tensor) -> dict:
+    """A painted keyframe -> atlas edits for every layer of a fitted atlas (see :func:`push_frame_edit`).
+
+    ``nla`` is a FittedNLA; ``rgb`` [3,H,W] 0..1 and ``opacity`` [H,W] (1 = edit visible) are painted over frame
+    ``t`` (0-based). Checks the frame index and size and says what to change.
+    """
+    n = nla.num_frames
+    if not 0 <= t < n:
+        raise ValueError(f"frame index {t} is outside the video: this atlas has {n} frames (use 0..{n - 1})")
+    h, w = nla.size
+    if tuple(rgb.shape[-2:]) != (h, w) or tuple(opacity.shape[-2:]) != (h, w):
+        raise ValueError(f"the edited frame is {rgb.shape[-1]}x{rgb.shape[-2]} (opacity {opacity.shape[-1]}x"
+                         f"{opacity.shape[-2]}) but the atlas was fitted on {w}x{h} frames: paint on a frame of that size")
+    with torch.no_grad():
+        return push_frame_edit(nla.model, t, rgb.to(_device(nla.model)), opacity.to(_device(nla.model)), nla.bboxes)

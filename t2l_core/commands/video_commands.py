@@ -34,6 +34,10 @@ def register(subparsers) -> None:
     r.add_argument("atlas", metavar="FILE.safetensors")
     r.add_argument("--fg-edit", default=None, help="RGBA PNG painted on the foreground atlas image")
     r.add_argument("--bg-edit", default=None, help="RGBA PNG painted on the background atlas image")
+    r.add_argument("--frame-edit", default=None,
+                   help="RGBA PNG painted over one frame (alpha = edit opacity): pushed into the atlases, so the "
+                        "painted keyframe propagates to the whole video")
+    r.add_argument("--frame-index", type=int, default=0, help="which frame --frame-edit was painted on (0-based)")
     r.add_argument("--frames", default=None, help="original frames (directory/video) to blend over instead of the stored ones")
     r.add_argument("--out", required=True, help="output directory for the edited frames (PNG)")
     r.add_argument("--device", default="cpu")
@@ -75,20 +79,26 @@ def run_nla(args) -> int:
 
 
 def run_render(args) -> int:
-    from ..atlas_render import AtlasEdit, render_edits
+    from ..atlas_render import AtlasEdit, frame_edit_to_atlas, render_edits
     from ..nla_io import load_nla
     from ..video_io import read_frames, read_rgba, write_frames
 
     frames = read_frames(args.frames) if args.frames else None
     nla = load_nla(args.atlas, device=args.device, frames=frames)
     edits = {}
+    if args.frame_edit:
+        if args.fg_edit or args.bg_edit:
+            raise ValueError("give either --frame-edit or --fg-edit/--bg-edit, not both")
+        rgb, alpha = read_rgba(args.frame_edit)
+        edits = frame_edit_to_atlas(nla, args.frame_index, rgb, alpha)
     for layer, path in (("fg", args.fg_edit), ("bg", args.bg_edit)):
         if path:
             if layer not in nla.bboxes:
                 raise ValueError(f"--{layer}-edit given but the atlas has no {layer} layer (it was fitted without masks)")
             rgb, alpha = read_rgba(path)
             edits[layer] = AtlasEdit(rgb=rgb, alpha=alpha, bbox=nla.bboxes[layer])
-    out = render_edits(nla.model, nla.original_frames(), edits.get("fg"), edits.get("bg"))
+    base = frames if frames is not None else nla.original_frames()
+    out = render_edits(nla.model, base, edits.get("fg"), edits.get("bg"))
     paths = write_frames(out, args.out)
     print(f"wrote {len(paths)} frames to {args.out}")
     return 0
