@@ -18,11 +18,3 @@ def tiny_config(**overrides) -> EditConfig:
     base.update(overrides)
     return EditConfig(**base)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """This shared 2-core machine is oversubscribed; a single intra-op thread is ~10-30x faster here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)

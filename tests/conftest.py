@@ -13,6 +13,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Every test works on tiny tensors: a single intra-op thread avoids oversubscribing the cores (pytest,
+    subprocesses and other jobs share them) and is faster at these sizes."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip():
     """A tiny randomly initialised ViT CLIP (patch 16, native 64 px). NOT a real model."""

@@ -6,7 +6,7 @@ import torch
 from t2l_core.edit_layer import BYTES_PER_PIXEL, EditLayer
 from t2l_core.generator import build_generator
 
-from _edit_helpers import SMALL_GENERATOR, one_thread  # noqa: F401
+from _edit_helpers import SMALL_GENERATOR
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from _edit_helpers import one_thread  # noqa: F401
 
 NODE_KW = dict(prompt="golden astronaut", screen_prompt="", source_prompt="astronaut", iterations=3, size=129,
                seed=1, views=2)

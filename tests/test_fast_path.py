@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from _edit_helpers import one_thread, tiny_config  # noqa: F401  (fixture)
+from _edit_helpers import tiny_config
 from t2l_core.fast_clip import FastClipModel, fast_clip
 from t2l_core.fast_path import autocast_dtype, thread_scope
 from t2l_core.relevancy import relevancy_map

@@ -13,13 +13,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from synthetic_video import make_synthetic_video  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def fitted(pack, tmp_path_factory):

@@ -6,7 +6,7 @@ import torch
 from t2l_core.generator import (DECORRELATION_MATRIX, MIN_SIZE, GeneratorConfig, SkipGenerator, build_generator,
                                 count_parameters)
 
-from _edit_helpers import SMALL_GENERATOR, one_thread  # noqa: F401
+from _edit_helpers import SMALL_GENERATOR
 
 
 def test_default_parameter_count():

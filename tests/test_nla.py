@@ -26,14 +26,6 @@ from t2l_core.progress import Cancelled, Hooks  # noqa: E402
 FIT_ITERS = 200
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is much faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def video():

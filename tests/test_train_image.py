@@ -9,7 +9,7 @@ from t2l_core.edit_layer import EditLayer
 from t2l_core.progress import Cancelled, Hooks
 from t2l_core.train_image import EditConfig, train_edit_layer
 
-from _edit_helpers import one_thread, tiny_config  # noqa: F401
+from _edit_helpers import tiny_config
 
 
 def _run(clip, image, **kw):

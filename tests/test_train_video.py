@@ -28,13 +28,6 @@ from t2l_core.video_dataset import VideoAtlasDataset, VideoDatasetConfig, mask_b
 GEN = GeneratorConfig(num_scales=5, channels_down=16, channels_up=16)  # min input 33 px
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def video():

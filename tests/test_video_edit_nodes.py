@@ -16,13 +16,6 @@ from synthetic_video import make_synthetic_video  # noqa: E402
 from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def big_nla():
