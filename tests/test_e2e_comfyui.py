@@ -42,7 +42,7 @@ if not COMFY_DIR:
 
 COMFY_PYTHON = os.environ.get("T2L_COMFYUI_PYTHON", sys.executable)
 WORKFLOWS = list(iter_workflows(REPO / "workflows"))
-FRAMES, HEIGHT, WIDTH = 8, 48, 64  # tiny video
+FRAMES, HEIGHT, WIDTH = 8, 144, 176  # small video: the video edit generator needs >= 129 px frames
 
 
 # ---------------------------------------------------------------------------------------------- HTTP + WS
@@ -216,7 +216,6 @@ def small(ui: dict, defs: dict, **train) -> dict:
             ("T2L_TrainEditLayer", "iterations", 2), ("T2L_TrainEditLayer", "size", 129),
             ("T2L_TrainEditLayer", "views", 2), ("T2L_TrainEditLayer", "preview_every", 1),
             ("T2L_NLAFit", "iterations", 20), ("T2L_NLAFit", "batch_pixels", 512),
-            ("T2L_NLAFit", "atlas_resolution", 96),  # the tiny video's foreground atlas is ~28 px at native size
             ("ImageScale", "width", WIDTH), ("ImageScale", "height", HEIGHT)]
     sets += [("T2L_TrainEditLayer", k, v) for k, v in train.items()]
     for node_type, name, value in sets:

@@ -143,10 +143,12 @@ VIDEO_NOTE = (
     "e.g. from any segmentation node. Without masks, disconnect 'masks': only a background atlas is fitted.\n"
     "3. CLIP weights as in the image workflow: ViT-B-32:openai (models/text2live/ViT-B-32.pt offline).\n\n"
     "Fit Layered Atlas unwraps the video into a foreground and a background atlas (check 'info' for the "
-    "reconstruction PSNR; ~30 dB is good). Train Edit Layer then edits the foreground atlas image as an "
-    "image, and Atlas Render maps the edit (colour + opacity) back into every frame, so it follows the "
-    "motion. Optical flow: torchvision RAFT weights in models/text2live are used when present, otherwise "
-    "a built-in estimator (no download)."
+    "reconstruction PSNR; ~30 dB is good). Train Edit Layer, given the atlas (nla), trains the edit on the "
+    "foreground atlas with its losses on the frames the atlas maps to (the paper's video method; 3000 "
+    "iterations, video settings), and Atlas Render maps the trained layer back into every frame, so the edit "
+    "follows the motion. For the background, set atlas_layer to background (a second Train Edit Layer node "
+    "can edit the other layer; connect both to Atlas Render). Optical flow: torchvision RAFT weights in "
+    "models/text2live are used when present, otherwise a built-in estimator (no download)."
 )
 
 CHAIN_NOTE = (
@@ -213,35 +215,35 @@ def _video_input(g: Graph, file: str, pos: tuple, title: str, width: int, height
 
 def video_edit(defs) -> dict:
     g = Graph(defs)
-    g.add("Note", (-420, 40), {"text": VIDEO_NOTE}, size=(380, 560), title="Read me: files and weights")
+    g.add("Note", (-420, 40), {"text": VIDEO_NOTE}, size=(380, 600), title="Read me: files and weights")
     frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
     masks_img = _video_input(g, "input_video_masks.mp4", (0, 420), "Load Video (foreground masks)", 768, 432)
     to_mask = g.add("ImageToMask", (600, 530), {"channel": "red"}, size=(220, 60))
     fit = g.add("T2L_NLAFit", (880, 40), {"iterations": 2000, "atlas_resolution": 0, "seed": 7}, size=(340, 300))
-    info = g.add("SaveImage", (880, 400), {"filename_prefix": "text2live/reconstruction"}, size=(300, 280),
-                 title="Save reconstruction")
-    clip = g.add("T2L_LoadCLIP", (1260, 460), {"model": "ViT-B-32:openai"}, size=(300, 130))
+    recon = g.add("SaveImage", (880, 400), {"filename_prefix": "text2live/reconstruction"}, size=(300, 280),
+                  title="Save reconstruction")
+    clip = g.add("T2L_LoadCLIP", (1260, 700), {"model": "ViT-B-32:openai"}, size=(300, 130))
     train = g.add("T2L_TrainEditLayer", (1260, 40), {
         "prompt": "a giraffe with zebra stripes", "screen_prompt": "zebra stripes", "source_prompt": "a giraffe",
-        "iterations": 1000, "size": 512, "seed": 42, "views": 16}, size=(360, 400),
-        title="Train Edit Layer (on the foreground atlas)")
-    atlas_prev = g.add("PreviewImage", (1680, 460), size=(300, 260), title="Edited foreground atlas")
-    render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 170))
+        "roi_text": "giraffe", "iterations": 3000, "seed": 42, "atlas_layer": "foreground", "video_defaults": True},
+        size=(360, 480), title="Train Edit Layer (on the foreground atlas)")
+    atlas_prev = g.add("PreviewImage", (1680, 300), size=(300, 260), title="Edited foreground atlas")
+    render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 210))
     anim = g.add("SaveAnimatedWEBP", (2020, 40), {"filename_prefix": "text2live/video_edit", "fps": 12.0,
                                                   "lossless": False, "quality": 90}, size=(320, 380))
     g.link(frames, 0, fit, "frames")
     g.link(masks_img, 0, to_mask, "image")
     g.link(to_mask, 0, fit, "masks")
-    g.link(fit, "reconstruction", info, "images")
+    g.link(fit, "reconstruction", recon, "images")
     g.link(clip, 0, train, "clip")
-    g.link(fit, "fg_atlas", train, "image")
-    g.link(train, "composite", atlas_prev, "images")
+    g.link(frames, 0, train, "image")
+    g.link(fit, "nla", train, "nla")
+    g.link(train, "edit", atlas_prev, "images")
     g.link(fit, "nla", render, "nla")
-    g.link(train, "edit", render, "fg_atlas")
-    g.link(train, "opacity", render, "fg_opacity")
+    g.link(train, "edit_layer", render, "fg_edit_layer")
     g.link(render, 0, anim, "images")
     g.group("1. Video and masks as IMAGE/MASK batches (core nodes)", (-20, -30, 860, 820), "grey")
-    g.group("2. Text-driven edit of the atlas", (1240, -30, 400, 660), "blue")
+    g.group("2. Text-driven edit trained on the atlas", (1240, -30, 400, 900), "blue")
     return g.to_ui()
 
 
