@@ -66,7 +66,7 @@ class NLAFit:
                 "atlas_resolution": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip":
                                      "Long side in pixels of the atlas images. 0 = native (about one atlas pixel "
                                      "per video pixel)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": "fixed",
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
                          "tooltip": "Seed of the random pixel batches (same seed and inputs = same atlas)."}),
             },
             "optional": {
