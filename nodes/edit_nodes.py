@@ -123,6 +123,7 @@ class TrainEditLayer:
             sparsity_l1=sparsity_l1, sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views),
         )
         config.validate()
+        cb.free_memory(_training_bytes(config.size), cb.torch_device())
         with cb.training_mode():
             x = cb.image_to_bchw(image)
             mask = cb.mask_to_bhw(bootstrap_mask) if bootstrap_mask is not None else None
@@ -148,6 +149,7 @@ class TrainEditLayer:
                 settings.pop(name)
         config = VideoEditConfig(layer=layer, **settings)
         config.validate()
+        cb.free_memory(_training_bytes(max(nla.size)), cb.torch_device())
         with cb.training_mode():
             frames = None
             x = cb.image_to_bchw(image)
@@ -164,6 +166,12 @@ class TrainEditLayer:
         rgb, alpha = edit.rgb[None], edit.alpha[None, None]
         return (cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
                 cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer)
+
+
+def _training_bytes(working_size: int) -> int:
+    """Rough peak memory of one training step at ``working_size`` px (about 4 GiB at 512, bench/RESULTS.md),
+    so ComfyUI can evict its own models first."""
+    return int(4 * 2**30 * max(1.0, (working_size / 512) ** 2))
 
 
 class ApplyEditLayer:
@@ -200,8 +208,11 @@ class ApplyEditLayer:
         x = cb.image_to_bchw(image)
         device = cb.torch_device()
 
+        hooks = cb.make_hooks()
+
         def progress(i: int, n: int) -> None:
-            cb.check_interrupt()
+            hooks.cancel_point()
+            hooks.step(i, n, {})
 
         with cb.training_mode():
             out = edit_layer.render(x, device=device, size=int(size) or None, on_image=progress)
