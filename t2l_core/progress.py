@@ -6,8 +6,9 @@ The core never imports ComfyUI: a node passes ``on_step`` (bound to a ComfyUI Pr
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -52,3 +53,36 @@ def console_printer(every: int = 50) -> StepCallback:
             print(f"[{step}/{total}] {text}", flush=True)
 
     return _print
+
+
+@contextlib.contextmanager
+def cancel_inside(check_cancel: Optional[CancelCheck], *modules: torch.nn.Module) -> Iterator[None]:
+    """Check for cancellation inside long forward and backward passes, not only between steps.
+
+    ``check_cancel`` runs after every leaf module of ``modules`` (e.g. each convolution of the generator and
+    each CLIP block) in the forward pass, and again when the gradient of that module's output is computed in
+    the backward pass, so a cancel takes effect within one layer's work instead of one whole training step.
+    Hooks are removed on exit.
+    """
+    if check_cancel is None:
+        yield
+        return
+
+    def on_grad(grad: torch.Tensor) -> None:
+        check_cancel()
+
+    def after_forward(module, args, output) -> None:
+        check_cancel()
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(on_grad)
+
+    handles = []
+    for root in modules:
+        for sub in root.modules():
+            if next(sub.children(), None) is None:  # leaf modules only
+                handles.append(sub.register_forward_hook(after_forward))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
