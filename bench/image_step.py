@@ -130,6 +130,7 @@ def main() -> None:
     crop: dict[str, list[float]] = {k: [] for k in paths}
     full: dict[str, list[float]] = {k: [] for k in paths}
     peak: dict[str, float] = {k: 0.0 for k in paths}
+    per_round: dict[str, list[float]] = {k: [] for k in paths}  # mean crop-step time of each round
     names = list(paths)
     for r in range(a.rounds):
         order = names if r % 2 == 0 else names[::-1]
@@ -139,6 +140,8 @@ def main() -> None:
             timer, pk = run(clip, image, cfg)
             full[name].append(timer.times[0])
             crop[name] += timer.times[1:]
+            if timer.times[1:]:
+                per_round[name].append(statistics.mean(timer.times[1:]))
             peak[name] = max(peak[name], pk)
     with torch.no_grad():
         ceil2 = measure_ceiling(device, a.ceiling_seconds)
@@ -169,6 +172,10 @@ def main() -> None:
                                             ["amortised step", f"{amort_flops / 1e9:.0f}"]])
     body += "\n\n" + table(["ceiling (same run, best of before/after)", "precision", "GFLOP/s"],
                            [[op, prec, f"{v:.1f}"] for (op, prec), v in ceil.items()])
+    paired = {k: statistics.geometric_mean([p / f for p, f in zip(per_round["plain fp32"], per_round[k])])
+              for k in paths if per_round[k]}
+    body += "\n\nPaired per-round crop-step speed-up vs plain (geometric mean over rounds, each round runs every " \
+            "path back to back): " + ", ".join(f"{k} {v:.2f}x" for k, v in paired.items())
     notes = (f"Floor = amortised FLOPs / best fp32 ceiling = {floor:.2f} s/step. Load average (1/5/15 min) "
              f"{load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at start, {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} "
              f"at end on {os.cpu_count()} cores. {a.rounds} interleaved rounds x {a.steps} steps per path; "

@@ -9,7 +9,6 @@ text cache) whose image passes differ only in how they are computed:
 * attention written out as one QKV projection on ``[B·T, C]`` rows, ``scaled_dot_product_attention`` on
   batch-first heads and the output projection, instead of ``nn.MultiheadAttention`` (which, with gradients
   on, falls back to batched ``bmm`` projections and several layout copies);
-* QuickGELU that keeps only its input for the backward pass (less memory per view);
 * optional autocast (bf16 on CUDA; on CPU only when asked: it is slower on CPUs without AMX).
 
 Every caller of ``encode_image`` / ``image_tokens`` / ``_embed_patches`` / ``_run_blocks`` (the edit
@@ -28,29 +27,6 @@ import torch.nn.functional as F
 from .clip_model import ClipModel
 
 
-class _QuickGELU(torch.autograd.Function):
-    """x·sigmoid(1.702x) that keeps only x for the backward pass (the plain module also keeps the sigmoid:
-    a [tokens, 3072] tensor per block and view)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x * torch.sigmoid(1.702 * x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(1.702 * x)
-        return grad * (s + 1.702 * x * s * (1 - s))
-
-
-def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    act = getattr(mlp, "gelu", None)
-    if type(act).__name__ != "QuickGELU" or not hasattr(mlp, "c_fc") or not hasattr(mlp, "c_proj"):
-        return mlp(x)
-    return mlp.c_proj(_QuickGELU.apply(mlp.c_fc(x)))
-
-
 def _attention_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One open_clip ``ResidualAttentionBlock`` (no mask, no cross-attention) on batch-first tokens."""
     attn = blk.attn
@@ -62,7 +38,7 @@ def _attention_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = F.scaled_dot_product_attention(q, k, v)
     out = F.linear(out.transpose(1, 2).reshape(b, t, c), attn.out_proj.weight, attn.out_proj.bias)
     x = x + blk.ls_1(out)
-    return x + blk.ls_2(_mlp(blk.mlp, blk.ln_2(x)))
+    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
 
 def _plain_block(blk: torch.nn.Module) -> bool:

@@ -125,6 +125,7 @@ class EditRuntime:
 
         def generate(x: torch.Tensor) -> torch.Tensor:
             with autocast(device, amp):
-                return fn(channels_last(x, fast)).float()
+                # back to the standard layout: the loss side (crops, resizes, warps, CLIP) is faster on it
+                return fn(channels_last(x, fast)).float().contiguous()
 
         return generate

@@ -99,7 +99,7 @@ class EditConfig:
     fast: bool = True  # channels-last generator, fused CLIP image kernels, autocast where it pays (fast_path.py)
     autocast: str = "auto"  # with fast: auto = bf16 on CUDA, fp32 on CPU (bf16 measured slower without AMX); off|bf16|fp16
     threads: int = 0  # CPU threads for this run; 0 = keep the current torch.set_num_threads setting
-    compile: bool = False  # torch.compile the generator (with fast; slow first steps, see bench/RESULTS.md)
+    compile: bool = False  # experimental: torch.compile the generator (with fast); compiling is very slow on small CPUs
 
     def dataset_config(self) -> DatasetConfig:
         return DatasetConfig(size=self.size, jitter_p=self.jitter_p, flip_p=self.flip_p, scale_min=self.scale_min,
