@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--autocast", default="auto", choices=["auto", "off", "bf16", "fp16"],
                    help="fast-path autocast: auto = bf16 on CUDA, fp32 on CPU (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = keep torch's setting)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the generator (slow first steps)")
+    p.add_argument("--compile", action="store_true", help="experimental: torch.compile the generator (compiling is slow)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file (default: OUT/checkpoints/edit_<hash>.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
