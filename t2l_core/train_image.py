@@ -41,7 +41,7 @@ from .fast_path import AUTOCAST_MODES, EditRuntime, free_cuda_memory, thread_sco
 from .generator import GeneratorConfig, build_generator
 from .internal_dataset import DatasetConfig, InternalDataset, working_image
 from .losses import bootstrap_weight
-from .progress import Hooks
+from .progress import Hooks, cancel_inside
 from .seeding import make_generator
 from .templates import as_prompt_list
 
@@ -331,46 +331,47 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     step = start
     rng_state = rng.get_state()
     try:
-        for step in range(start, config.iters):
-            rng_state = rng.get_state()  # state at the start of the step: a resumed run repeats it exactly
-            hooks.cancel_point()
-            sample = dataset.sample(step, rng)
-            examples = sample.examples()
-            inputs = [x for x, _ in examples]
-            outs = [generate(x) for x in inputs]
-            bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
-                                  schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
-            targets = None
-            if bw > 0 and (work_mask is not None or use_relevancy):
-                if work_mask is not None:
-                    targets = [m[:, 0] for _, m in examples]
-                else:
-                    targets = [_relevancy(run_clip, x, config, (224, 224)) for x in inputs]
-            src_tokens = None
-            if config.lambda_structure > 0 and sample.full is not None:
-                if full_tokens is None:
-                    with torch.no_grad():
-                        full_tokens = run_clip.image_tokens(structure_view(work, views))
-                src_tokens = [None, full_tokens]
-            total, terms = edit_objective(
-                run_clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks, views, weights, rng,
-                bootstrap_targets=targets, bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
-                authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point)
-            if not math.isfinite(terms["total"]):
-                raise FloatingPointError(
-                    f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
-                    "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
-                )
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            hooks.cancel_point()
-            opt.step()
-            opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
-            terms["lr"] = opt.param_groups[0]["lr"]
-            if targets is not None:
-                terms["bootstrap_weight"] = bw
-            history.append(terms)
-            hooks.step(step + 1, config.iters, terms, preview)
+        with cancel_inside(hooks.check_cancel, gen, run_clip.visual):  # cancel within a layer, not a step
+            for step in range(start, config.iters):
+                rng_state = rng.get_state()  # state at the start of the step: a resumed run repeats it exactly
+                hooks.cancel_point()
+                sample = dataset.sample(step, rng)
+                examples = sample.examples()
+                inputs = [x for x, _ in examples]
+                outs = [generate(x) for x in inputs]
+                bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
+                                      schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
+                targets = None
+                if bw > 0 and (work_mask is not None or use_relevancy):
+                    if work_mask is not None:
+                        targets = [m[:, 0] for _, m in examples]
+                    else:
+                        targets = [_relevancy(run_clip, x, config, (224, 224)) for x in inputs]
+                src_tokens = None
+                if config.lambda_structure > 0 and sample.full is not None:
+                    if full_tokens is None:
+                        with torch.no_grad():
+                            full_tokens = run_clip.image_tokens(structure_view(work, views))
+                    src_tokens = [None, full_tokens]
+                total, terms = edit_objective(
+                    run_clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks, views, weights, rng,
+                    bootstrap_targets=targets, bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
+                    authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point)
+                if not math.isfinite(terms["total"]):
+                    raise FloatingPointError(
+                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
+                        "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
+                    )
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                hooks.cancel_point()
+                opt.step()
+                opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
+                terms["lr"] = opt.param_groups[0]["lr"]
+                if targets is not None:
+                    terms["bootstrap_weight"] = bw
+                history.append(terms)
+                hooks.step(step + 1, config.iters, terms, preview)
         step = config.iters
         rng_state = rng.get_state()
     except BaseException:

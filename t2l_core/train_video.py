@@ -45,7 +45,7 @@ from .fast_path import EditRuntime, free_cuda_memory, thread_scope
 from .generator import build_generator
 from .losses import bootstrap_weight
 from .nla_fit import FittedNLA
-from .progress import Hooks
+from .progress import Hooks, cancel_inside
 from .seeding import make_generator
 from .templates import as_prompt_list
 from .train_image import RUNTIME_FIELDS, EditConfig, _load_checkpoint, _relevancy, save_checkpoint
@@ -243,56 +243,57 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     done = start  # finished steps; rng_state = the RNG at the start of step ``done`` (what a resume repeats)
     rng_state = rng.get_state()
     try:
-        for step in range(start, config.iters):
-            hooks.cancel_point()
-            sample = dataset.sample(step, rng)
-            inputs, colors, alphas, comps, screens = [], [], [], [], []
-            out = generate(sample.atlas_crop)
-            for x, c, a, cp, sc in atlas_examples(out, sample.atlas_crop, sample.frames, layer,
-                                                  config.multiply_foreground_alpha, config.authors_fg_inputs):
-                inputs.append(x), colors.append(c), alphas.append(a), comps.append(cp), screens.append(sc)
-            if config.direct_pass:
-                fc = sample.frames[sample.direct]
-                o = generate(fc.image)
-                if layer == "fg" and config.multiply_foreground_alpha:
-                    o = o * fc.nla_alpha
-                inputs.append(fc.image), colors.append(o[:, :3]), alphas.append(o[:, 3:])
-                comps.append(None), screens.append(None)
-            src_tokens = None
-            if sample.full is not None:
-                o = generate(sample.full)
-                inputs.append(sample.full), colors.append(o[:, :3]), alphas.append(o[:, 3:])
-                comps.append(None), screens.append(None)
-                if config.lambda_structure > 0:
-                    if full_tokens is None:
-                        with torch.no_grad():
-                            full_tokens = clip.image_tokens(structure_view(sample.full, views))
-                    src_tokens = [None] * (len(inputs) - 1) + [full_tokens]
-            bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
-                                  schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
-            targets = None
-            if use_relevancy and bw > 0:
-                targets = [_relevancy(clip, x, config, (224, 224)) for x in inputs]
-            total, terms = edit_objective(
-                clip, inputs, colors, alphas, banks, views, weights, rng, bootstrap_targets=targets,
-                bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
-                authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point,
-                composites=comps, screens=screens)
-            if not math.isfinite(terms["total"]):
-                raise FloatingPointError(
-                    f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last good "
-                    "state. Lower the learning rate or the loss weights.")
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            hooks.cancel_point()
-            opt.step()
-            opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
-            terms["lr"] = opt.param_groups[0]["lr"]
-            if targets is not None:
-                terms["bootstrap_weight"] = bw
-            history.append(terms)
-            done, rng_state = step + 1, rng.get_state()
-            hooks.step(step + 1, config.iters, terms, preview)
+        with cancel_inside(hooks.check_cancel, gen, clip.visual):  # cancel within a layer, not a step
+            for step in range(start, config.iters):
+                hooks.cancel_point()
+                sample = dataset.sample(step, rng)
+                inputs, colors, alphas, comps, screens = [], [], [], [], []
+                out = generate(sample.atlas_crop)
+                for x, c, a, cp, sc in atlas_examples(out, sample.atlas_crop, sample.frames, layer,
+                                                      config.multiply_foreground_alpha, config.authors_fg_inputs):
+                    inputs.append(x), colors.append(c), alphas.append(a), comps.append(cp), screens.append(sc)
+                if config.direct_pass:
+                    fc = sample.frames[sample.direct]
+                    o = generate(fc.image)
+                    if layer == "fg" and config.multiply_foreground_alpha:
+                        o = o * fc.nla_alpha
+                    inputs.append(fc.image), colors.append(o[:, :3]), alphas.append(o[:, 3:])
+                    comps.append(None), screens.append(None)
+                src_tokens = None
+                if sample.full is not None:
+                    o = generate(sample.full)
+                    inputs.append(sample.full), colors.append(o[:, :3]), alphas.append(o[:, 3:])
+                    comps.append(None), screens.append(None)
+                    if config.lambda_structure > 0:
+                        if full_tokens is None:
+                            with torch.no_grad():
+                                full_tokens = clip.image_tokens(structure_view(sample.full, views))
+                        src_tokens = [None] * (len(inputs) - 1) + [full_tokens]
+                bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
+                                      schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
+                targets = None
+                if use_relevancy and bw > 0:
+                    targets = [_relevancy(clip, x, config, (224, 224)) for x in inputs]
+                total, terms = edit_objective(
+                    clip, inputs, colors, alphas, banks, views, weights, rng, bootstrap_targets=targets,
+                    bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
+                    authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point,
+                    composites=comps, screens=screens)
+                if not math.isfinite(terms["total"]):
+                    raise FloatingPointError(
+                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last good "
+                        "state. Lower the learning rate or the loss weights.")
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                hooks.cancel_point()
+                opt.step()
+                opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
+                terms["lr"] = opt.param_groups[0]["lr"]
+                if targets is not None:
+                    terms["bootstrap_weight"] = bw
+                history.append(terms)
+                done, rng_state = step + 1, rng.get_state()
+                hooks.step(step + 1, config.iters, terms, preview)
     except BaseException:
         if ckpt is not None:
             save_checkpoint(ckpt, gen, opt, done, rng_state, config, fingerprint, history[:done])

@@ -58,21 +58,26 @@ def test_cancel_leaves_checkpoint_that_resumes_to_the_same_result(tiny_clip, ast
     ckpt = tmp_path / "ckpt.safetensors"
     full = _run(tiny_clip, astronaut, iters=6)
 
-    calls = {"n": 0}
+    calls = {"armed": False, "n": 0}
+
+    def after_step(step, total, losses, preview):
+        calls["armed"] = step == 3  # the user presses cancel while step 4 runs
 
     def cancel_in_step_4():
-        calls["n"] += 1
-        if calls["n"] > 3 * 5 + 1:  # several cancel points per step: stop partway through step 4
-            raise Cancelled("user pressed cancel")
+        if calls["armed"]:
+            calls["n"] += 1
+            if calls["n"] == 5:  # cancel points sit inside the passes (every layer), not only between stages
+                raise Cancelled("user pressed cancel")
 
     with pytest.raises(Cancelled):
-        _run(tiny_clip, astronaut, iters=6, hooks=Hooks(check_cancel=cancel_in_step_4), checkpoint_path=ckpt)
+        _run(tiny_clip, astronaut, iters=6, hooks=Hooks(on_step=after_step, check_cancel=cancel_in_step_4),
+             checkpoint_path=ckpt)
     assert ckpt.is_file()
     from safetensors import safe_open
 
     with safe_open(str(ckpt), framework="pt") as f:
         done = int(f.metadata()["step"])
-    assert 1 <= done < 6
+    assert done == 3
     resumed = _run(tiny_clip, astronaut, iters=6, checkpoint_path=ckpt, resume=True)
     assert resumed.steps == 6 and len(resumed.history) == 6
     assert resumed.history == full.history
