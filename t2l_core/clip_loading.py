@@ -263,13 +263,7 @@ def build_tiny_clip(patch_size: int = 16, seed: int = 0, *, device: str | torch.
                     precision: str = "fp32", **cfg_kwargs) -> ClipModel:
     """A tiny randomly initialised CLIP (NOT a real model) for tests, CI and offline pipeline checks."""
     cfg = tiny_clip_config(patch_size=patch_size, **cfg_kwargs)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = _build_model(cfg)
-    finally:
-        torch.random.set_rng_state(state)
-    return _wrap(model, cfg, f"tiny-vit-p{patch_size}", "random-tiny", None, device, precision)
+    return _wrap(_seeded_model(cfg, seed), cfg, f"tiny-vit-p{patch_size}", "random-tiny", None, device, precision)
 
 
 def build_random_clip(arch: str = "ViT-B-32-quickgelu", seed: int = 0, *, device: str | torch.device = "cpu",
@@ -277,13 +271,17 @@ def build_random_clip(arch: str = "ViT-B-32-quickgelu", seed: int = 0, *, device
     """A full-size CLIP of architecture ``arch`` with random weights (NOT a real model): it costs exactly
     what the real one costs, so benchmarks can run without downloading weights."""
     cfg = architecture_config(arch)
+    return _wrap(_seeded_model(cfg, seed), cfg, arch, "random", None, device, precision)
+
+
+def _seeded_model(cfg: dict, seed: int) -> torch.nn.Module:
+    """A randomly initialised model from ``cfg``, reproducible by ``seed``; the global RNG is left as it was."""
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = _build_model(cfg)
+        return _build_model(cfg)
     finally:
         torch.random.set_rng_state(state)
-    return _wrap(model, cfg, arch, "random", None, device, precision)
 
 
 # ---------------------------------------------------------------------------------------------- search

@@ -76,16 +76,20 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_prompt_arguments(p, roi_help: str) -> None:
+    """``--screen-prompt/--src-prompt/--roi-prompt`` and the CLIP options, shared by the image and video edits."""
+    p.add_argument("--screen-prompt", default=None, help="green-screen text (default: the prompt)")
+    p.add_argument("--src-prompt", "--source-prompt", dest="src_prompt", default=None,
+                   help="text describing the input, e.g. 'cake' (enables the directional loss)")
+    p.add_argument("--roi-prompt", "--roi-text", dest="roi_prompt", default=None, help=roi_help)
+    add_clip_arguments(p)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("image", aliases=["edit"], help="train a text-driven edit layer on one image (Text2LIVE)")
     p.add_argument("image", help="input image file (any PIL format; gray/RGBA are converted to RGB)")
     p.add_argument("--prompt", required=True, help="target text, e.g. 'oreo cake' (several: separate with |)")
-    p.add_argument("--screen-prompt", default=None, help="green-screen text (default: the prompt)")
-    p.add_argument("--src-prompt", "--source-prompt", dest="src_prompt", default=None,
-                   help="text describing the input, e.g. 'cake' (enables the directional loss)")
-    p.add_argument("--roi-prompt", "--roi-text", dest="roi_prompt", default=None,
-                   help="text of the region to edit; its relevancy map bootstraps the opacity")
-    add_clip_arguments(p)
+    add_prompt_arguments(p, roi_help="text of the region to edit; its relevancy map bootstraps the opacity")
     p.add_argument("--iters", type=int, default=1000, help="training steps (default %(default)s)")
     p.add_argument("--size", type=int, default=512, help="working size, shorter side in px (>=129; default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")

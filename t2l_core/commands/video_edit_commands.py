@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .clip_commands import add_clip_arguments, clip_from_args
+from .clip_commands import clip_from_args
+from .edit_commands import add_prompt_arguments
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,12 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", required=True, help="target text (several: separate with |)")
     p.add_argument("--layer", required=True, choices=["fg", "bg", "foreground", "background"],
                    help="which atlas to edit")
-    p.add_argument("--screen-prompt", default=None, help="green-screen text (default: the prompt)")
-    p.add_argument("--src-prompt", "--source-prompt", dest="src_prompt", default=None,
-                   help="text describing the input (enables the directional loss)")
-    p.add_argument("--roi-prompt", "--roi-text", dest="roi_prompt", default=None,
-                   help="bootstrap text: its relevancy map guides the opacity (constant weight, as in the paper)")
-    add_clip_arguments(p)
+    add_prompt_arguments(p, roi_help="bootstrap text: its relevancy map guides the opacity (constant weight, as in "
+                                     "the paper)")
     p.add_argument("--iters", type=int, default=3000, help="training steps (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=6, help="CLIP views per example (default %(default)s)")
