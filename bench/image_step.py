@@ -1,6 +1,6 @@
 """Image edit: seconds per training step and peak memory at the paper's configuration, fast vs plain path.
 
-    python bench/image_step.py [--steps 3 --rounds 2 --size 512 --threads 0 --compile]
+    python bench/image_step.py [--steps 3 --rounds 2 --size 512 --threads 0 --compile --save-memory]
 
 Paper configuration (method notes 1, 7): shorter side 512 (skimage astronaut, 512x512), 16 CLIP views,
 directional loss on, relevancy bootstrapping on (linear schedule), the 3.1M-parameter generator and a
@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="0 = torch's default")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
+    ap.add_argument("--save-memory", action="store_true",
+                    help="also time the fast path with activation checkpointing (EditConfig.save_memory)")
     ap.add_argument("--cpu-bf16", action="store_true", help="also time the fast path with bf16 autocast on CPU")
     ap.add_argument("--ceiling-seconds", type=float, default=2.0)
     ap.add_argument("--no-write", action="store_true", help="print only (smoke runs); RESULTS.md untouched")
@@ -119,7 +121,9 @@ def main() -> None:
     image = paper_image(a.size)
     TextBanks.build(clip, PROMPTS["prompt"], None, PROMPTS["source_prompt"])  # warm the text cache
     base = dict(iters=a.steps, size=a.size, n_views=a.views, bootstrap_steps=1000, **PROMPTS)
-    paths = {"plain fp32": EditConfig(fast=False, **base), "fast": EditConfig(fast=True, **base)}
+    paths = {"plain fp32": EditConfig(fast=False, **base), "fast": EditConfig(fast=True, save_memory=False, **base)}
+    if a.save_memory:
+        paths["fast + save_memory"] = EditConfig(fast=True, save_memory=True, **base)
     if a.compile:
         paths["fast + torch.compile"] = EditConfig(fast=True, compile=True, **base)
     if a.cpu_bf16:

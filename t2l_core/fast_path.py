@@ -102,21 +102,27 @@ class EditRuntime:
         ... edit_objective(rt.clip, ...)             # fused image kernels when fast
     """
 
-    def __init__(self, clip, fast: bool = True, autocast_mode: str = "auto", compile: bool = False) -> None:
+    def __init__(self, clip, fast: bool = True, autocast_mode: str = "auto", compile: bool = False,
+                 save_memory: bool = False) -> None:
         from .fast_clip import fast_clip
 
         self.device = clip.device
         self.fast = bool(fast)
         self.amp = autocast_dtype(autocast_mode, self.device) if self.fast else None
-        self.clip = fast_clip(clip, self.amp) if self.fast else clip
+        # save_memory (fast path only): recompute CLIP block and full-resolution generator activations in the
+        # backward pass instead of keeping them (activation checkpointing; same values, more forward work)
+        self.save_memory = self.fast and bool(save_memory)
+        self.clip = fast_clip(clip, self.amp, checkpoint_blocks=self.save_memory) if self.fast else clip
         self.compile = self.fast and bool(compile)
 
     @classmethod
     def from_config(cls, clip, config) -> "EditRuntime":
         return cls(clip, getattr(config, "fast", True), getattr(config, "autocast", "auto"),
-                   getattr(config, "compile", False))
+                   getattr(config, "compile", False), getattr(config, "save_memory", False))
 
     def prepare(self, gen: torch.nn.Module) -> torch.nn.Module:
+        if hasattr(gen, "recompute_top"):
+            gen.recompute_top = self.save_memory
         return prepare_module(gen, self.fast)
 
     def wrap(self, gen: torch.nn.Module):

@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 # Smallest side the generator accepts: 7 stride-2 levels reduce 129 px to 2 px (128 px would reach 1×1,
 # where a batch-1 BatchNorm has a single value per channel and reflection padding is impossible).
@@ -127,6 +128,9 @@ class SkipGenerator(nn.Module):
         self.body = deeper
         self.head = nn.Conv2d(config.channels_up, config.out_channels, 1, bias=True)
         self.register_buffer("decorrelation", torch.tensor(DECORRELATION_MATRIX), persistent=False)
+        # Recompute the full-resolution part (top level's post-concat convs, head, colours, sigmoid) in the
+        # backward pass instead of keeping its activations (more than half of the saved memory); same values.
+        self.recompute_top = False
 
     @property
     def min_size(self) -> int:
@@ -146,7 +150,16 @@ class SkipGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        y = self.head(self.body(x))
+        top = self.body
+        deeper = top.deeper[:-1](x)  # everything below the top level, before the final 2x upsampling
+        if self.recompute_top and torch.is_grad_enabled():
+            return checkpoint(self._top_output, top.skip(x), deeper, use_reentrant=False)
+        return self._top_output(top.skip(x), deeper)
+
+    def _top_output(self, skip: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
+        """Top level: skip ‖ upsample(deeper half-resolution features) -> RGBA in 0..1 (full resolution)."""
+        up = self.body.deeper[-1](deeper)
+        y = self.head(self.body.post(center_crop_concat(skip, up)))
         if self.config.decorrelate_rgb and self.config.out_channels >= 3:
             rgb = torch.einsum("ck,bkhw->bchw", self.decorrelation.to(y.dtype), y[:, :3])
             y = torch.cat([rgb, y[:, 3:]], dim=1)

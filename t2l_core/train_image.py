@@ -47,7 +47,7 @@ from .templates import as_prompt_list
 
 CHECKPOINT_FORMAT = "t2l_edit_checkpoint/1"
 # settings that change only how a step is computed: a checkpoint made with one value resumes with another
-RUNTIME_FIELDS = ("fast", "autocast", "threads", "compile")
+RUNTIME_FIELDS = ("fast", "autocast", "threads", "compile", "save_memory")
 
 
 @dataclass
@@ -100,6 +100,7 @@ class EditConfig:
     autocast: str = "auto"  # with fast: auto = bf16 on CUDA, fp32 on CPU (bf16 measured slower without AMX); off|bf16|fp16
     threads: int = 0  # CPU threads for this run; 0 = keep the current torch.set_num_threads setting
     compile: bool = False  # experimental: torch.compile the generator (with fast); compiling is very slow on small CPUs
+    save_memory: bool = False  # with fast: recompute CLIP-block and full-res generator activations in backward: less memory, slower steps (bench/RESULTS.md)
 
     def dataset_config(self) -> DatasetConfig:
         return DatasetConfig(size=self.size, jitter_p=self.jitter_p, flip_p=self.flip_p, scale_min=self.scale_min,

@@ -41,6 +41,7 @@ def _train(args: argparse.Namespace) -> int:
         lambda_structure=args.lambda_structure, sparsity_l1=args.sparsity_l1, sparsity_l0=args.sparsity_l0,
         lambda_bootstrap=args.lambda_bootstrap, n_views=args.views,
         fast=not args.no_fast, autocast=args.autocast, threads=args.threads, compile=args.compile,
+        save_memory=args.save_memory,
     )
     config.validate()  # fail before loading CLIP
     out = Path(args.out)
@@ -106,6 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fast-path autocast: auto = bf16 on CUDA, fp32 on CPU (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = keep torch's setting)")
     p.add_argument("--compile", action="store_true", help="experimental: torch.compile the generator (compiling is slow)")
+    p.add_argument("--save-memory", action="store_true",
+                   help="fast path: recompute activations in the backward pass (less memory, slower steps)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file (default: OUT/checkpoints/edit_<hash>.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
