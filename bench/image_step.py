@@ -32,6 +32,7 @@ sys.path.insert(0, HERE)
 
 from ceiling import measure as measure_ceiling  # noqa: E402
 from memory import peak_gib, reset_peak  # noqa: E402
+import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
 from t2l_core.clip_loading import build_random_clip  # noqa: E402
@@ -106,12 +107,9 @@ def main() -> None:
                     help="also time the fast path with activation checkpointing (EditConfig.save_memory)")
     ap.add_argument("--cpu-bf16", action="store_true", help="also time the fast path with bf16 autocast on CPU")
     ap.add_argument("--ceiling-seconds", type=float, default=2.0)
-    ap.add_argument("--no-write", action="store_true", help="print only (smoke runs); RESULTS.md untouched")
+    report.add_no_write_option(ap)
     a = ap.parse_args()
-    if a.no_write:
-        import report
-
-        report.RESULTS = Path(os.devnull)
+    report.apply_no_write(a)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)

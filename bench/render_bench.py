@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from memory import peak_gib, reset_peak  # noqa: E402
+import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
 from t2l_core.edit_layer import EditLayer  # noqa: E402
@@ -56,12 +57,9 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--no-write", action="store_true", help="print only; RESULTS.md untouched")
+    report.add_no_write_option(ap)
     a = ap.parse_args()
-    if a.no_write:
-        import report
-
-        report.RESULTS = Path(os.devnull)
+    report.apply_no_write(a)
     device = torch.device(a.device)
     frames = _frames(a.frames, a.height, a.width)
     load0 = os.getloadavg()

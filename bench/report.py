@@ -46,3 +46,16 @@ def publish(title: str, body: str, notes: str = "") -> None:
     print(section)
     with RESULTS.open("a") as f:
         f.write(section)
+
+
+def add_no_write_option(ap) -> None:
+    """``--no-write``: print the tables only (smoke runs); RESULTS.md stays untouched."""
+    ap.add_argument("--no-write", action="store_true", help="print only (smoke runs); RESULTS.md untouched")
+
+
+def apply_no_write(args) -> None:
+    global RESULTS
+    if getattr(args, "no_write", False):
+        import os
+
+        RESULTS = Path(os.devnull)

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from image_step import StepTimer  # noqa: E402
 from memory import peak_gib, reset_peak  # noqa: E402
+import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
 from t2l_core.clip_loading import build_random_clip  # noqa: E402
@@ -59,12 +60,9 @@ def main() -> None:
     ap.add_argument("--fit-iters", type=int, default=300)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--no-write", action="store_true", help="print only; RESULTS.md untouched")
+    report.add_no_write_option(ap)
     a = ap.parse_args()
-    if a.no_write:
-        import report
-
-        report.RESULTS = Path(os.devnull)
+    report.apply_no_write(a)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     try:
