@@ -24,6 +24,7 @@ except Exception:  # ImportError, or a partially importable ComfyUI
     _mm = _cutils = _folder_paths = None
     HAVE_COMFY = False
 
+from ..t2l_core.clip_loading import WEIGHT_SUFFIXES
 from ..t2l_core.progress import Hooks
 
 MODEL_FOLDER_KEY = "text2live"
@@ -69,7 +70,7 @@ def list_model_files() -> list[str]:
         root = Path(d)
         if root.is_dir():
             for p in root.rglob("*"):
-                if p.is_file() and p.suffix.lower() in {".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".sft"}:
+                if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES:
                     names.add(p.relative_to(root).as_posix())
     return sorted(names)
 

@@ -342,11 +342,11 @@ class FrameEditToAtlas:
         outs = []
         for layer in ("fg", "bg"):
             e = edits.get(layer)
-            if e is None:
-                outs += [torch.zeros(1, 64, 64, 3), torch.zeros(1, 64, 64)]
+            if e is None:  # no such layer: a fully transparent edit, which Atlas Render skips
+                outs += [cb.to_output(torch.zeros(1, 64, 64, 3)), cb.to_output(torch.zeros(1, 64, 64))]
             else:
-                outs += [cb.bchw_to_image(e.rgb[None].cpu()), cb.to_output(e.alpha[None])]
-        return tuple(cb.to_output(o) for o in outs)
+                outs += [cb.bchw_to_image(e.rgb[None]), cb.to_output(e.alpha[None])]
+        return tuple(outs)
 
 
 NODE_CLASSES = [NLAFit, AtlasRender, SaveNLA, LoadNLA, FrameEditToAtlas]
