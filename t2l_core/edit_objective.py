@@ -93,7 +93,8 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
                    augmenter: Optional[ViewAugmenter] = None, authors_bootstrap_bug: bool = False,
                    cancel_point: Callable[[], None] = _noop,
                    composites: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                   screens: Optional[Sequence[Optional[torch.Tensor]]] = None) -> tuple[torch.Tensor, dict[str, float]]:
+                   screens: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                   staged_backward: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its weighted terms for examples ``inputs[e]`` ``[1,3,h,w]`` with generator outputs
     ``colors[e]`` ``[1,3,h,w]`` and ``alphas[e]`` ``[1,1,h,w]`` (all 0..1).
 
@@ -102,8 +103,47 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     entries are computed as usual.
     ``bootstrap_targets[e]`` ``[1,h',w']`` maps in 0..1 (relevancy or user mask), used when
     ``bootstrap_weight`` > 0. ``source_tokens[e]`` optionally supplies cached structure targets.
+
+    ``staged_backward``: back-propagate here, CLIP pass by CLIP pass (see :func:`_staged_backward`): the
+    gradients that ``total.backward()`` would give reach the same tensors (up to float summation order),
+    while only one CLIP pass keeps activations at a time. The returned ``total`` is then detached and the
+    caller must not call ``backward`` on it.
     Returns ``(total, terms)``; ``terms`` holds each weighted term and ``total`` as floats.
     """
+    plan = _plan(clip, inputs, colors, alphas, banks, views, weights, generator, source_tokens=source_tokens,
+                 augmenter=augmenter, cancel_point=cancel_point, composites=composites, screens=screens)
+    rest = _opacity_terms(alphas, weights, bootstrap_targets, bootstrap_weight, authors_bootstrap_bug)
+    if staged_backward:
+        terms = _staged_backward(clip, plan, rest, cancel_point)
+    else:
+        terms = _clip_terms(clip, plan, cancel_point)
+        terms.update(rest)
+    total = sum(terms.values(), alphas[0].new_zeros(()))
+    report = {name: float(v.detach()) for name, v in terms.items()}
+    report["total"] = float(total.detach())
+    return (total.detach() if staged_backward else total), report
+
+
+@dataclass
+class _Plan:
+    """One step's CLIP work, randomness already drawn: view batches (with graph) and their loss targets."""
+
+    n: int
+    comps: list[torch.Tensor]
+    comp_views: list[torch.Tensor]  # per example [V,3,h,w], empty when the composition loss is off
+    screen_views: list[torch.Tensor]
+    in_emb: list[torch.Tensor]  # per example [V,D] (no grad), empty when the directional loss is off
+    src_tok: list[torch.Tensor]  # per example structure targets, empty when the structure loss is off
+    comp_text: Optional[torch.Tensor]
+    dir_text: Optional[tuple[torch.Tensor, torch.Tensor]]
+    screen_text: Optional[torch.Tensor]
+    weights: LossWeights
+    views: ViewConfig
+
+
+def _plan(clip, inputs, colors, alphas, banks: TextBanks, views: ViewConfig, weights: LossWeights,
+          generator: torch.Generator, *, source_tokens, augmenter, cancel_point, composites, screens) -> _Plan:
+    """Draw the step's randomness in a fixed order and build every view; encode the no-grad inputs."""
     n = len(inputs)
     if not (len(colors) == len(alphas) == n) or n == 0:
         raise ValueError(f"edit_objective: {n} inputs, {len(colors)} colours, {len(alphas)} alphas")
@@ -115,7 +155,6 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     use_dir = use_comp and banks.source is not None
     use_screen = weights.screen > 0
     use_struct = weights.structure > 0
-    use_boot = bootstrap_weight > 0 and bootstrap_targets is not None
 
     # Text sampling first, in a fixed order (reproducibility).
     comp_text = sample_targets(banks.composition, generator) if use_comp else None
@@ -123,12 +162,9 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     screen_text = sample_targets(banks.screen, generator) if use_screen else None
 
     # Views of every output (with grad) and of every input (no grad).
-    out_batches: list[torch.Tensor] = []
-    if use_comp:
-        out_batches += [make_views(c, views, generator, augmenter) for c in comps]
-    if use_screen:
-        out_batches += [make_views(g if g is not None else on_green_screen(c, a), views, generator, augmenter)
-                        for g, c, a in zip(given_screen, colors, alphas)]
+    comp_views = [make_views(c, views, generator, augmenter) for c in comps] if use_comp else []
+    screen_views = ([make_views(g if g is not None else on_green_screen(c, a), views, generator, augmenter)
+                     for g, c, a in zip(given_screen, colors, alphas)] if use_screen else [])
     in_batches = [make_views(x, views, generator, augmenter) for x in inputs] if use_dir else []
 
     cancel_point()
@@ -143,33 +179,101 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
                 cached[i] = t
             src_tok = cached  # type: ignore[assignment]
     cancel_point()
-    out_emb = encode_grouped(clip.encode_image, out_batches) if out_batches else []
-    cancel_point()
-    out_tok = encode_grouped(clip.image_tokens, [structure_view(c, views) for c in comps]) if use_struct else []
-    cancel_point()
+    return _Plan(n, comps, comp_views, screen_views, in_emb, src_tok, comp_text, dir_text, screen_text, weights,
+                 views)
 
-    ref = alphas[0]
-    zero = ref.new_zeros(())
-    terms: dict[str, torch.Tensor] = {}
-    k = 0
-    if use_comp:
-        comp_emb = torch.stack(out_emb[:n]).float()
-        k = n
-        terms["composition"] = L.composition_loss(comp_emb, comp_text.float(), weight=weights.composition)
-        if use_dir:
-            terms["directional"] = L.directional_loss(comp_emb, torch.stack(in_emb).float(), dir_text[0].float(),
-                                                      dir_text[1].float(), weight=weights.composition)
-    if use_screen:
-        terms["screen"] = L.green_screen_loss(torch.stack(out_emb[k:k + n]).float(), screen_text.float(),
-                                              weight=weights.screen)
-    if use_struct:
-        terms["structure"] = L.structure_loss([t.float() for t in out_tok], [t.float() for t in src_tok],
-                                              weight=weights.structure)
-    terms["sparsity"] = L.sparsity_loss(list(alphas), l1_weight=weights.sparsity_l1, l0_weight=weights.sparsity_l0)
-    if use_boot:
+
+def _opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_weight: float,
+                   authors_bootstrap_bug: bool) -> dict[str, torch.Tensor]:
+    """The terms computed on α alone: sparsity, and bootstrapping when its weight is positive."""
+    terms = {"sparsity": L.sparsity_loss(list(alphas), l1_weight=weights.sparsity_l1, l0_weight=weights.sparsity_l0)}
+    if bootstrap_weight > 0 and bootstrap_targets is not None:
         terms["bootstrap"] = L.bootstrap_loss(list(alphas), list(bootstrap_targets), weight=bootstrap_weight,
                                               authors_last_only=authors_bootstrap_bug)
-    total = sum(terms.values(), zero)
-    report = {name: float(v.detach()) for name, v in terms.items()}
-    report["total"] = float(total.detach())
-    return total, report
+    return terms
+
+
+def _clip_terms(clip, plan: _Plan, cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
+    """The CLIP terms with one graph: every output view of a size in one ``encode_image`` call."""
+    n, w = plan.n, plan.weights
+    out_emb = encode_grouped(clip.encode_image, plan.comp_views + plan.screen_views)
+    cancel_point()
+    out_tok = encode_grouped(clip.image_tokens, [structure_view(c, plan.views) for c in plan.comps]) if plan.src_tok else []
+    cancel_point()
+    terms: dict[str, torch.Tensor] = {}
+    k = 0
+    if plan.comp_views:
+        comp_emb = torch.stack(out_emb[:n]).float()
+        k = n
+        terms["composition"] = L.composition_loss(comp_emb, plan.comp_text.float(), weight=w.composition)
+        if plan.dir_text is not None:
+            terms["directional"] = L.directional_loss(comp_emb, torch.stack(plan.in_emb).float(),
+                                                      plan.dir_text[0].float(), plan.dir_text[1].float(),
+                                                      weight=w.composition)
+    if plan.screen_views:
+        terms["screen"] = L.green_screen_loss(torch.stack(out_emb[k:k + n]).float(), plan.screen_text.float(),
+                                              weight=w.screen)
+    if plan.src_tok:
+        terms["structure"] = L.structure_loss([t.float() for t in out_tok], [t.float() for t in plan.src_tok],
+                                              weight=w.structure)
+    return terms
+
+
+def _staged_backward(clip, plan: _Plan, rest: dict[str, torch.Tensor],
+                     cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
+    """Back-propagate the objective one CLIP pass at a time; returns the (detached) weighted terms.
+
+    Every CLIP term is a mean over examples of a per-example term, so example e's share is its own term
+    divided by n. Each share (16 composites' views, 16 green-screen views, 1 structure view) is encoded
+    from a detached copy of its views and back-propagated to that copy at once, which frees the pass's
+    activations before the next one starts. One final backward then carries the view gradients and the
+    opacity terms through the augmentations and composites into the caller's graph (the generator).
+    """
+    n, w = plan.n, plan.weights
+    sums: dict[str, torch.Tensor] = {}
+    roots: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+
+    def run(batch: torch.Tensor, encode, loss_fn) -> None:
+        cancel_point()
+        leaf = batch.detach().requires_grad_(batch.requires_grad)
+        parts = loss_fn(encode(leaf))
+        share = sum(parts.values()) / n
+        if leaf.requires_grad:
+            share.backward()
+            roots.append(batch)
+            grads.append(leaf.grad)
+        for name, v in parts.items():
+            sums[name] = sums.get(name, 0.0) + v.detach() / n
+
+    for e in range(n):
+        if plan.comp_views:
+            def comp_terms(emb: torch.Tensor, e: int = e) -> dict[str, torch.Tensor]:
+                emb = emb.float().unsqueeze(0)
+                parts = {"composition": L.composition_loss(emb, plan.comp_text.float(), weight=w.composition)}
+                if plan.dir_text is not None:
+                    parts["directional"] = L.directional_loss(emb, plan.in_emb[e].float().unsqueeze(0),
+                                                              plan.dir_text[0].float(), plan.dir_text[1].float(),
+                                                              weight=w.composition)
+                return parts
+
+            run(plan.comp_views[e], clip.encode_image, comp_terms)
+        if plan.screen_views:
+            run(plan.screen_views[e], clip.encode_image,
+                lambda emb: {"screen": L.green_screen_loss(emb.float().unsqueeze(0), plan.screen_text.float(),
+                                                            weight=w.screen)})
+        if plan.src_tok:
+            run(structure_view(plan.comps[e], plan.views), clip.image_tokens,
+                lambda tok, e=e: {"structure": L.structure_loss([tok.float()], [plan.src_tok[e].float()],
+                                                                 weight=w.structure)})
+    cancel_point()
+    rest_total = sum(rest.values())
+    if rest_total.requires_grad:
+        roots.append(rest_total)
+        grads.append(torch.ones_like(rest_total))
+    if roots:
+        torch.autograd.backward(roots, grads)
+    order = ("composition", "directional", "screen", "structure")
+    terms = {name: sums[name] for name in order if name in sums}
+    terms.update({name: v.detach() for name, v in rest.items()})
+    return terms

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -114,6 +114,9 @@ class EditRuntime:
         self.save_memory = self.fast and bool(save_memory)
         self.clip = fast_clip(clip, self.amp, checkpoint_blocks=self.save_memory) if self.fast else clip
         self.compile = self.fast and bool(compile)
+        # staged backward (fast path): the objective back-propagates one CLIP pass at a time and extra examples
+        # are re-generated for their backward pass, so activations of one pass/example are alive at a time
+        self.staged_backward = self.fast
 
     @classmethod
     def from_config(cls, clip, config) -> "EditRuntime":
@@ -135,3 +138,27 @@ class EditRuntime:
                 return fn(channels_last(x, fast)).float().contiguous()
 
         return generate
+
+
+def deferred_output(generate: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``generate(x)`` computed without a graph, as a leaf that collects the loss gradient in ``.grad``.
+
+    Pair with :func:`backward_deferred`, which regenerates it with a graph and back-propagates that gradient
+    (one more forward pass of the example, none of its activations kept meanwhile).
+    """
+    with torch.no_grad():
+        out = generate(x)
+    return out.requires_grad_(True)
+
+
+def backward_deferred(generate: Callable[[torch.Tensor], torch.Tensor], inputs: Sequence[torch.Tensor],
+                      outputs: Sequence[torch.Tensor], cancel_point: Callable[[], None] = lambda: None) -> None:
+    """Back-propagate each :func:`deferred_output` leaf's ``.grad`` through a fresh ``generate(x)``, one at a time.
+
+    The generator is deterministic for a given input (BatchNorm uses the input's own statistics), so the
+    regenerated output equals the leaf and the parameter gradients equal those of a single backward pass.
+    """
+    for x, leaf in zip(inputs, outputs):
+        cancel_point()
+        if leaf.grad is not None:
+            generate(x).backward(leaf.grad)

@@ -37,7 +37,8 @@ from .clip_views import IMAGE_FILL, ViewAugmenter, ViewConfig, structure_view
 from .compositing import composite
 from .edit_layer import EditLayer, LayerOutput
 from .edit_objective import LossWeights, TextBanks, edit_objective
-from .fast_path import AUTOCAST_MODES, EditRuntime, free_cuda_memory, thread_scope
+from .fast_path import (AUTOCAST_MODES, EditRuntime, backward_deferred, deferred_output, free_cuda_memory,
+                        thread_scope)
 from .generator import GeneratorConfig, build_generator
 from .internal_dataset import DatasetConfig, InternalDataset, working_image
 from .losses import bootstrap_weight
@@ -312,6 +313,7 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     banks = TextBanks.build(run_clip, config.prompt, config.screen_prompt, config.source_prompt)
     gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
     generate = runtime.wrap(gen)  # channels-last input, autocast where it pays, fp32 output
+    staged = runtime.staged_backward  # fast path: back-propagate pass by pass (less memory, same gradients)
     opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     rng = make_generator(config.seed)
@@ -339,32 +341,39 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
                 sample = dataset.sample(step, rng)
                 examples = sample.examples()
                 inputs = [x for x, _ in examples]
-                outs = [generate(x) for x in inputs]
                 bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
                                       schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
                 targets = None
                 if bw > 0 and (work_mask is not None or use_relevancy):
                     if work_mask is not None:
                         targets = [m[:, 0] for _, m in examples]
-                    else:
+                    else:  # before the generator runs: the relevancy pass and its activations come and go first
                         targets = [_relevancy(run_clip, x, config, (224, 224)) for x in inputs]
+                # fast path: the whole image (2nd example) is generated without a graph here and again with one
+                # after the objective's staged backward, so one example's activations are kept at a time
+                outs = [generate(x) if i == 0 or not staged else deferred_output(generate, x)
+                        for i, x in enumerate(inputs)]
                 src_tokens = None
                 if config.lambda_structure > 0 and sample.full is not None:
                     if full_tokens is None:
                         with torch.no_grad():
                             full_tokens = run_clip.image_tokens(structure_view(work, views))
                     src_tokens = [None, full_tokens]
+                opt.zero_grad(set_to_none=True)
                 total, terms = edit_objective(
                     run_clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks, views, weights, rng,
                     bootstrap_targets=targets, bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
-                    authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point)
+                    authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point,
+                    staged_backward=staged)
                 if not math.isfinite(terms["total"]):
                     raise FloatingPointError(
                         f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
                         "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
                     )
-                opt.zero_grad(set_to_none=True)
-                total.backward()
+                if staged:
+                    backward_deferred(generate, inputs[1:], outs[1:], hooks.cancel_point)
+                else:
+                    total.backward()
                 hooks.cancel_point()
                 opt.step()
                 opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])

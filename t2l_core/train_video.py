@@ -41,7 +41,7 @@ from .clip_views import VIDEO_FILL, ViewAugmenter, structure_view
 from .compositing import GREEN, on_green_screen, solid_background
 from .edit_layer import EditLayer
 from .edit_objective import TextBanks, edit_objective
-from .fast_path import EditRuntime, free_cuda_memory, thread_scope
+from .fast_path import EditRuntime, backward_deferred, deferred_output, free_cuda_memory, thread_scope
 from .generator import build_generator
 from .losses import bootstrap_weight
 from .nla_fit import FittedNLA
@@ -221,6 +221,7 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.source_prompt)
     gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
     generate = runtime.wrap(gen)
+    staged = runtime.staged_backward  # back-propagate pass by pass (less memory, same gradients)
     opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     rng = make_generator(config.seed)
     start, history = 0, []
@@ -260,8 +261,10 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
                     inputs.append(fc.image), colors.append(o[:, :3]), alphas.append(o[:, 3:])
                     comps.append(None), screens.append(None)
                 src_tokens = None
+                deferred: list[torch.Tensor] = []  # fast path: the whole atlas is regenerated for its backward
                 if sample.full is not None:
-                    o = generate(sample.full)
+                    o = deferred_output(generate, sample.full) if staged else generate(sample.full)
+                    deferred = [o] if staged else []
                     inputs.append(sample.full), colors.append(o[:, :3]), alphas.append(o[:, 3:])
                     comps.append(None), screens.append(None)
                     if config.lambda_structure > 0:
@@ -274,17 +277,20 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
                 targets = None
                 if use_relevancy and bw > 0:
                     targets = [_relevancy(clip, x, config, (224, 224)) for x in inputs]
+                opt.zero_grad(set_to_none=True)
                 total, terms = edit_objective(
                     clip, inputs, colors, alphas, banks, views, weights, rng, bootstrap_targets=targets,
                     bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
                     authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point,
-                    composites=comps, screens=screens)
+                    composites=comps, screens=screens, staged_backward=staged)
                 if not math.isfinite(terms["total"]):
                     raise FloatingPointError(
                         f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last good "
                         "state. Lower the learning rate or the loss weights.")
-                opt.zero_grad(set_to_none=True)
-                total.backward()
+                if staged:
+                    backward_deferred(generate, [sample.full] * len(deferred), deferred, hooks.cancel_point)
+                else:
+                    total.backward()
                 hooks.cancel_point()
                 opt.step()
                 opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
