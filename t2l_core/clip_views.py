@@ -18,6 +18,7 @@ import kornia.augmentation as K
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .seeding import forked_rng, uniform, randint
 
@@ -65,9 +66,12 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class ViewAugmenter(nn.Module):
     """Per-view random augmentations with a constant fill for pixels warped in from outside."""
 
-    def __init__(self, cfg: ViewConfig) -> None:
+    def __init__(self, cfg: ViewConfig, recompute: bool = False) -> None:
         super().__init__()
         self.fill = cfg.fill
+        # recompute: keep only the input views for the backward pass and redo the augmentations there (same
+        # random parameters: checkpointing restores the RNG state), instead of keeping every intermediate
+        self.recompute = bool(recompute)
         self.geometric = K.AugmentationSequential(
             K.RandomHorizontalFlip(p=cfg.flip_p),
             K.RandomAffine(cfg.affine_degrees, translate=(cfg.affine_translate, cfg.affine_translate), p=cfg.affine_p),
@@ -79,6 +83,11 @@ class ViewAugmenter(nn.Module):
         )
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
+        if self.recompute and torch.is_grad_enabled() and views.requires_grad:
+            return checkpoint(self._augment, views, use_reentrant=False)
+        return self._augment(views)
+
+    def _augment(self, views: torch.Tensor) -> torch.Tensor:
         # Warps sample bilinearly with zero padding; warping (x - fill) and adding fill back is exactly
         # bilinear sampling with a constant ``fill`` border, for any fill value.
         warped = self.geometric(views - self.fill) + self.fill

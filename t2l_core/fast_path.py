@@ -16,6 +16,8 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
+from .clip_views import ViewAugmenter, ViewConfig
+
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
 
 
@@ -126,7 +128,13 @@ class EditRuntime:
     def prepare(self, gen: torch.nn.Module) -> torch.nn.Module:
         if hasattr(gen, "recompute_top"):
             gen.recompute_top = self.save_memory
+        if hasattr(gen, "recompute_tails"):  # fast path: cheap recomputation after each 3×3 convolution
+            gen.recompute_tails = self.fast
         return prepare_module(gen, self.fast)
+
+    def augmenter(self, views: ViewConfig) -> ViewAugmenter:
+        """The CLIP-view augmenter; on the fast path it recomputes its intermediates in the backward pass."""
+        return ViewAugmenter(views, recompute=self.fast)
 
     def wrap(self, gen: torch.nn.Module):
         fn = maybe_compile(gen, self.compile)

@@ -19,7 +19,7 @@ mode, keeps no running buffers, and inference never mutates the module. Process 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -110,9 +110,27 @@ class _Level(nn.Module):
             post.append(BatchStatNorm2d(u))
         post.append(act())
         self.post = nn.Sequential(*post)
+        self.recompute_tail = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post(center_crop_concat(self.skip(x), self.deeper(x)))
+        return self.post_forward(center_crop_concat(self.skip(x), self.deeper(x)))
+
+    def post_forward(self, cat: torch.Tensor, tail: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """The post-concat layers on ``cat``, then ``tail`` (the generator's head, for the top level).
+
+        With ``recompute_tail`` and gradients on, everything after the 3×3 convolution (BatchNorm, activations,
+        1×1 convolution, ``tail``) is recomputed in the backward pass from the convolution's output, which its
+        BatchNorm keeps anyway: two or three feature maps fewer are saved, for one more 1×1 convolution.
+        """
+        h = self.post[1](self.post[0](cat))  # BatchNorm, reflection pad + 3×3 convolution
+
+        def rest(t: torch.Tensor) -> torch.Tensor:
+            y = self.post[2:](t)
+            return tail(y) if tail is not None else y
+
+        if self.recompute_tail and torch.is_grad_enabled() and h.requires_grad:
+            return checkpoint(rest, h, use_reentrant=False)
+        return rest(h)
 
 
 class SkipGenerator(nn.Module):
@@ -156,10 +174,29 @@ class SkipGenerator(nn.Module):
             return checkpoint(self._top_output, top.skip(x), deeper, use_reentrant=False)
         return self._top_output(top.skip(x), deeper)
 
+    @property
+    def recompute_tails(self) -> bool:
+        """Recompute each level's layers after its 3×3 convolution in the backward pass (less memory)."""
+        return all(level.recompute_tail for level in self.levels())
+
+    @recompute_tails.setter
+    def recompute_tails(self, on: bool) -> None:
+        for level in self.levels():
+            level.recompute_tail = bool(on)
+
+    def levels(self) -> list["_Level"]:
+        return [m for m in self.modules() if isinstance(m, _Level)]
+
     def _top_output(self, skip: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
         """Top level: skip ‖ upsample(deeper half-resolution features) -> RGBA in 0..1 (full resolution)."""
         up = self.body.deeper[-1](deeper)
-        y = self.head(self.body.post(center_crop_concat(skip, up)))
+        cat = center_crop_concat(skip, up)
+        del up  # a full-resolution map: free it before the layers after the concatenation allocate theirs
+        return self.body.post_forward(cat, tail=self._rgba)
+
+    def _rgba(self, features: torch.Tensor) -> torch.Tensor:
+        """Head: top-level features -> RGBA in 0..1 (1×1 convolution, colour decorrelation, sigmoid)."""
+        y = self.head(features)
         if self.config.decorrelate_rgb and self.config.out_channels >= 3:
             rgb = torch.einsum("ck,bkhw->bchw", self.decorrelation.to(y.dtype), y[:, :3])
             y = torch.cat([rgb, y[:, 3:]], dim=1)

@@ -33,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .clip_views import IMAGE_FILL, ViewAugmenter, ViewConfig, structure_view
+from .clip_views import IMAGE_FILL, ViewConfig, structure_view
 from .compositing import composite
 from .edit_layer import EditLayer, LayerOutput
 from .edit_objective import LossWeights, TextBanks, edit_objective
@@ -323,7 +323,7 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
         rng.set_state(rng_state)
     dataset = InternalDataset(work, config.dataset_config(), mask=work_mask)
     views, weights = config.view_config(), config.loss_weights()
-    augmenter = ViewAugmenter(views)
+    augmenter = runtime.augmenter(views)
     boot_steps = config.bootstrap_steps if config.bootstrap_steps is not None else config.iters
     full_tokens: Optional[torch.Tensor] = None  # structure target of the whole working image (fixed)
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .atlas_render import AtlasBBox, AtlasEdit, discretise_atlas, frame_alpha, render_frame
-from .clip_views import VIDEO_FILL, ViewAugmenter, structure_view
+from .clip_views import VIDEO_FILL, structure_view
 from .compositing import GREEN, on_green_screen, solid_background
 from .edit_layer import EditLayer
 from .edit_objective import TextBanks, edit_objective
@@ -229,7 +229,7 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
         start, rng_state, history = _load_checkpoint(ckpt, gen, opt, fingerprint)
         rng.set_state(rng_state)
     views, weights = config.view_config(), config.loss_weights()
-    augmenter = ViewAugmenter(views)
+    augmenter = runtime.augmenter(views)
     use_relevancy = bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
     boot_steps = config.bootstrap_steps if config.bootstrap_steps is not None else config.iters
     full_tokens: Optional[torch.Tensor] = None

@@ -71,3 +71,49 @@ def test_no_recomputation_without_gradients_or_on_the_plain_path(tiny_clip):
 def test_save_memory_is_not_part_of_the_checkpoint_key(astronaut):
     a, b = tiny_config(save_memory=True), tiny_config(save_memory=False)
     assert input_fingerprint(astronaut, a) == input_fingerprint(astronaut, b)
+
+
+def _output_and_grads(gen, x):
+    out = gen(x)
+    out.square().mean().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in gen.named_parameters()}
+
+
+def test_recomputed_tails_give_the_same_output_and_gradients():
+    """Fast path default: the layers after each 3×3 convolution are recomputed in the backward pass."""
+    x = torch.rand(1, 3, 131, 150, generator=torch.Generator().manual_seed(4))
+    plain = build_generator(SMALL_GENERATOR, seed=2)
+    lean = build_generator(SMALL_GENERATOR, seed=2)
+    lean.recompute_tails = True
+    assert lean.recompute_tails and not plain.recompute_tails and len(lean.levels()) == SMALL_GENERATOR.num_scales
+    ref, ref_grads = _output_and_grads(plain, x)
+    out, grads = _output_and_grads(lean, x)
+    assert torch.equal(out, ref)
+    for name, g in ref_grads.items():
+        assert torch.allclose(grads[name], g, rtol=1e-5, atol=1e-9), name
+
+
+def test_fast_runtime_recomputes_tails_and_view_augmentations(tiny_clip):
+    fast, plain = EditRuntime(tiny_clip, fast=True), EditRuntime(tiny_clip, fast=False)
+    views = tiny_config().view_config()
+    assert fast.augmenter(views).recompute and not plain.augmenter(views).recompute
+    assert fast.prepare(build_generator(SMALL_GENERATOR, seed=0)).recompute_tails
+    assert not plain.prepare(build_generator(SMALL_GENERATOR, seed=0)).recompute_tails
+
+
+def test_recomputed_view_augmentations_draw_the_same_views_and_gradients():
+    """The augmentations are redone in the backward pass with the same random parameters (RNG restored)."""
+    from t2l_core.clip_views import ViewAugmenter, make_views
+
+    cfg = tiny_config().view_config()
+    image = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(6))
+    weight = torch.rand(cfg.n_views, 3, *make_views(image, cfg, make_generator(0)).shape[-2:])
+    results = []
+    for recompute in (False, True):
+        x = image.clone().requires_grad_(True)
+        v = make_views(x, cfg, make_generator(9), ViewAugmenter(cfg, recompute=recompute))
+        (v * weight).sum().backward()
+        results.append((v.detach(), x.grad))
+    (v0, g0), (v1, g1) = results
+    assert torch.equal(v0, v1)
+    assert float(g0.abs().max()) > 0 and torch.allclose(g0, g1, rtol=1e-5, atol=1e-7)
