@@ -7,12 +7,13 @@ measured in one process each get their own peak.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import resource
 from pathlib import Path
 
 import torch
+
+from t2l_core.fast_path import release_freed_heap
 
 GIB = 2.0**30
 
@@ -34,10 +35,7 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    release_freed_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

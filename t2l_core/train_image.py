@@ -101,7 +101,7 @@ class EditConfig:
     autocast: str = "auto"  # with fast: auto = bf16 on CUDA, fp32 on CPU (bf16 measured slower without AMX); off|bf16|fp16
     threads: int = 0  # CPU threads for this run; 0 = keep the current torch.set_num_threads setting
     compile: bool = False  # experimental: torch.compile the generator (with fast); compiling is very slow on small CPUs
-    save_memory: bool = False  # with fast: recompute CLIP-block and full-res generator activations in backward: less memory, slower steps (bench/RESULTS.md)
+    save_memory: bool = False  # with fast: also recompute CLIP blocks, the generator's top level and the view augmentations in backward: less memory, slower steps (bench/RESULTS.md)
 
     def dataset_config(self) -> DatasetConfig:
         return DatasetConfig(size=self.size, jitter_p=self.jitter_p, flip_p=self.flip_p, scale_min=self.scale_min,
@@ -381,6 +381,7 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
                 if targets is not None:
                     terms["bootstrap_weight"] = bw
                 history.append(terms)
+                runtime.end_step()
                 hooks.step(step + 1, config.iters, terms, preview)
         step = config.iters
         rng_state = rng.get_state()

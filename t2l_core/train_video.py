@@ -298,6 +298,7 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
                 if targets is not None:
                     terms["bootstrap_weight"] = bw
                 history.append(terms)
+                runtime.end_step()
                 done, rng_state = step + 1, rng.get_state()
                 hooks.step(step + 1, config.iters, terms, preview)
     except BaseException:

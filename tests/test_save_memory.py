@@ -93,11 +93,15 @@ def test_recomputed_tails_give_the_same_output_and_gradients():
         assert torch.allclose(grads[name], g, rtol=1e-5, atol=1e-9), name
 
 
-def test_fast_runtime_recomputes_tails_and_view_augmentations(tiny_clip):
+def test_which_path_recomputes_what(tiny_clip):
+    """Fast: generator tails. save_memory: also the view augmentations. Plain: nothing."""
     fast, plain = EditRuntime(tiny_clip, fast=True), EditRuntime(tiny_clip, fast=False)
+    lean = EditRuntime(tiny_clip, fast=True, save_memory=True)
     views = tiny_config().view_config()
-    assert fast.augmenter(views).recompute and not plain.augmenter(views).recompute
+    assert lean.augmenter(views).recompute
+    assert not fast.augmenter(views).recompute and not plain.augmenter(views).recompute
     assert fast.prepare(build_generator(SMALL_GENERATOR, seed=0)).recompute_tails
+    assert lean.prepare(build_generator(SMALL_GENERATOR, seed=0)).recompute_tails
     assert not plain.prepare(build_generator(SMALL_GENERATOR, seed=0)).recompute_tails
 
 
