@@ -9,8 +9,10 @@ CLIP of the ViT-B/32 architecture with random weights (it costs exactly what the
 The paths run interleaved in ONE process (order alternating every round, same seeds) so machine-load
 drift hits both alike. Each run starts at step 0, which holds the crop AND the whole image (as every
 75th step does); later steps hold only the crop. Reported: median crop-step time, the full-image step,
-the amortised time per step (74 crop steps + 1 full-image step per 75), peak memory of each run (CPU peak
-RSS of the whole process incl. the 0.6 GiB CLIP, CUDA max allocated), FLOPs per step counted with
+the amortised time per step (74 crop steps + 1 full-image step per 75), peak memory (CPU peak RSS of the
+whole process incl. the 0.6 GiB CLIP, CUDA max allocated) of each path run alone in a fresh process, as a
+user's run starts, and of the timed runs (there the C heap a path inherits from the other path's runs
+changes its peak RSS by up to ~1.5 GiB: bench/RESULTS.md), FLOPs per step counted with
 torch.utils.flop_counter (matmuls, convolutions, attention) for each path, and the floor those FLOPs give
 at the machine's fp32 ceiling measured in the same run (bench/ceiling.py).
 """
@@ -18,11 +20,12 @@ at the machine's fp32 ceiling measured in the same run (bench/ceiling.py).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -94,8 +97,27 @@ def run(clip, image, config: EditConfig, flops: bool = False) -> tuple[StepTimer
     return timer, peak_gib(clip.device)
 
 
+def fresh_process_peak(config: EditConfig, size: int, threads: int, device: str) -> float:
+    """Peak memory of one training run with ``config`` in a new Python process (GiB; see ``--child``)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(config.to_dict()), "--size", str(size),
+           "--threads", str(threads), "--device", device]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("PEAK ")))
+
+
+def child(config_json: str, size: int, device: torch.device) -> None:
+    """``--child``: build the random CLIP, train with the given config, print ``PEAK <GiB>`` of the run."""
+    clip = build_random_clip("ViT-B-32-quickgelu", seed=0, device=device)
+    config = EditConfig.from_dict(json.loads(config_json))
+    _, pk = run(clip, paper_image(size), config)
+    print(f"PEAK {pk:.4f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--memory-steps", type=int, default=6,
+                    help="steps of the fresh-process memory run of each path (step 0 = full-image step)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=3, help="steps per run (step 0 = full-image step)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per path")
     ap.add_argument("--size", type=int, default=512)
@@ -113,6 +135,9 @@ def main() -> None:
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    if a.child is not None:
+        child(a.child, a.size, device)
+        return
     load0 = os.getloadavg()
 
     clip = build_random_clip("ViT-B-32-quickgelu", seed=0, device=device)
@@ -145,6 +170,11 @@ def main() -> None:
             if timer.times[1:]:
                 per_round[name].append(statistics.mean(timer.times[1:]))
             peak[name] = max(peak[name], pk)
+    fresh: dict[str, float] = {}
+    for name in paths:  # each path alone in a new process, as a user's run starts (no other path's heap)
+        print(f"peak memory in a fresh process ({name}, {a.memory_steps} steps)", flush=True)
+        cfg = EditConfig.from_dict({**paths[name].to_dict(), "iters": a.memory_steps})
+        fresh[name] = fresh_process_peak(cfg, a.size, a.threads, a.device)
     with torch.no_grad():
         ceil2 = measure_ceiling(device, a.ceiling_seconds)
     ceil = {k: max(v, ceil2[k]) for k, v in ceil.items()}
@@ -180,10 +210,11 @@ def main() -> None:
     for name in paths:
         rows.append([name, f"{med[name]:.2f}", f"{fmed[name]:.2f}", f"{amort[name]:.2f}",
                      f"{amort[name] * 1000 / 60:.1f}", f"{amort['plain fp32'] / amort[name]:.2f}x",
-                     f"{amort[name] / floor[name]:.2f}", f"{peak[name]:.2f}"])
+                     f"{amort[name] / floor[name]:.2f}", f"{fresh[name]:.2f}", f"{peak[name]:.2f}"])
     mem_kind = "max allocated GiB" if device.type == "cuda" else "peak RSS GiB"
     body = table(["path", "crop step s (median)", "full-image step s", "amortised s/step", "1000 steps min",
-                  "speed-up vs plain", "time / floor", mem_kind], rows)
+                  "speed-up vs plain", "time / floor", f"{mem_kind}, own process ({a.memory_steps} steps)",
+                  f"{mem_kind}, timed runs (one process)"], rows)
     body += "\n\n" + table(["path", "crop step GFLOP", "full-image step GFLOP", "amortised GFLOP",
                             "floor s/step (fp32 ceiling)"], flop_rows)
     body += "\n\n" + table(["ceiling (same run, best of before/after)", "precision", "GFLOP/s"],

@@ -11,15 +11,13 @@ matrix products and convolutions run *slower* than fp32 there, so ``autocast="au
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import functools
 import gc
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
 from .clip_views import ViewAugmenter, ViewConfig
+from .cpu_heap import mmap_threshold_scope, release_freed_heap
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -80,27 +78,6 @@ def prepare_module(module: torch.nn.Module, fast: bool) -> torch.nn.Module:
         if isinstance(m, torch.nn.LeakyReLU):
             m.inplace = True
     return module.to(memory_format=torch.channels_last)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    """glibc's ``malloc_trim`` (None on other C libraries and systems)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-def release_freed_heap() -> bool:
-    """Return free heap pages to the OS (glibc ``malloc_trim(0)``); False where that is not available."""
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 def free_cuda_memory(device: torch.device) -> None:
@@ -165,12 +142,14 @@ class EditRuntime:
         """
         return ViewAugmenter(views, recompute=self.save_memory)
 
-    def end_step(self) -> None:
-        """After each training step (fast path, CPU): give the heap pages freed during the step back to the OS.
+    def heap_scope(self):
+        """Context for the training loop (fast path, CPU): large freed blocks go straight back to the OS
+        (:func:`t2l_core.cpu_heap.mmap_threshold_scope`); a no-op elsewhere."""
+        return mmap_threshold_scope(enabled=self.fast and self.device.type == "cpu")
 
-        Crops change size every step, so glibc's heap fragments and keeps freed pages resident: without this
-        the process's peak RSS grows ~2 GiB above the tensors alive (bench/RESULTS.md). No-op elsewhere.
-        """
+    def end_step(self) -> None:
+        """After each training step (fast path, CPU): give the heap pages freed during the step back to the OS
+        (:func:`t2l_core.cpu_heap.release_freed_heap`); a no-op elsewhere."""
         if self.fast and self.device.type == "cpu":
             release_freed_heap()
 

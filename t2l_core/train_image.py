@@ -334,7 +334,8 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     step = start
     rng_state = rng.get_state()
     try:
-        with cancel_inside(hooks.check_cancel, gen, run_clip.visual):  # cancel within a layer, not a step
+        # cancel within a layer, not a step; on the fast path freed activations go back to the OS at once
+        with cancel_inside(hooks.check_cancel, gen, run_clip.visual), runtime.heap_scope():
             for step in range(start, config.iters):
                 rng_state = rng.get_state()  # state at the start of the step: a resumed run repeats it exactly
                 hooks.cancel_point()

@@ -244,7 +244,8 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     done = start  # finished steps; rng_state = the RNG at the start of step ``done`` (what a resume repeats)
     rng_state = rng.get_state()
     try:
-        with cancel_inside(hooks.check_cancel, gen, clip.visual):  # cancel within a layer, not a step
+        # cancel within a layer, not a step; on the fast path freed activations go back to the OS at once
+        with cancel_inside(hooks.check_cancel, gen, clip.visual), runtime.heap_scope():
             for step in range(start, config.iters):
                 hooks.cancel_point()
                 sample = dataset.sample(step, rng)

@@ -122,7 +122,8 @@ def test_end_of_step_returns_freed_heap_pages_to_the_os(tiny_clip):
     """The fast path trims glibc's heap after each step: freed pages between live tensors stop counting."""
     import pytest
 
-    from t2l_core.fast_path import EditRuntime, release_freed_heap
+    from t2l_core.cpu_heap import release_freed_heap
+    from t2l_core.fast_path import EditRuntime
 
     if not release_freed_heap():
         pytest.skip("not glibc")
