@@ -135,3 +135,50 @@ def test_end_of_step_returns_freed_heap_pages_to_the_os(tiny_clip):
     after = _rss_mib()
     assert before - after > 80, (before, after)  # ~140 MiB freed between live tensors
     assert float(sum(t.sum() for t in held)) == 1500 * 24 * 1024  # the live tensors are intact
+
+
+_HEAP_SCOPE_CHECK = """
+import sys
+import torch
+from t2l_core.cpu_heap import mmap_threshold_scope
+
+del_me = torch.ones(5 << 20)  # a freed 20 MiB mmapped block raises glibc's dynamic threshold to 20 MiB
+del del_me
+
+def rss():
+    return next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+
+with mmap_threshold_scope(enabled=sys.argv[1] == "on") as active:
+    keep, big = [], []
+    for _ in range(40):  # small live tensors between the big ones: the heap top cannot simply shrink
+        big.append(torch.ones(5 << 18))  # 5 MiB
+        keep.append(torch.ones(1 << 12))
+    before = rss()
+    del big
+    after = rss()
+print(active, before - after, float(sum(t.sum() for t in keep)))
+"""
+
+
+def test_training_heap_scope_gives_freed_blocks_back_at_once():
+    """Inside the scope, blocks of 4 MiB and more are mmapped: freeing them lowers RSS without a trim.
+
+    Run in a fresh interpreter: glibc serves even large requests from free heap space left by earlier
+    work (that is why the training loop also trims after every step), which other tests leave behind.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    def check(mode: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", _HEAP_SCOPE_CHECK, mode], capture_output=True, text=True,
+                              check=True, cwd=str(Path(__file__).resolve().parents[1])).stdout.split()
+
+    on, off = check("on"), check("off")
+    if on[0] != "True":
+        pytest.skip("not glibc")
+    assert float(on[1]) > 150, on  # 200 MiB of mmapped blocks unmapped on free
+    assert float(off[1]) < 50, off  # without the scope they sit in the heap and stay resident
+    assert float(on[2]) == float(off[2]) == 40 * 4096

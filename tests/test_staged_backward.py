@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
