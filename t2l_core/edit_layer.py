@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .compositing import composite, on_green_screen
+from .fast_path import channels_last, prepare_module
 from .generator import GeneratorConfig, SkipGenerator
 
 FORMAT = "t2l_edit_layer/1"
@@ -81,8 +82,13 @@ class EditLayer:
             with torch.inference_mode(False):
                 g = SkipGenerator(self.generator_config)
                 g.load_state_dict(self.state_dict)
-                self._cache[key] = g.to(device).requires_grad_(False)
+                # the fast path's layout: channels-last convolutions, in-place activations (same values up to
+                # float summation order; ~1.4x faster frames, bench/RESULTS.md)
+                self._cache[key] = prepare_module(g.to(device).requires_grad_(False), fast=True)
         return self._cache[key]
+
+    def _generate(self, gen: SkipGenerator, x: torch.Tensor) -> torch.Tensor:
+        return gen(channels_last(x)).contiguous()
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -134,7 +140,7 @@ class EditLayer:
     def _run(self, gen: SkipGenerator, x: torch.Tensor, budget: int, oversize: str) -> torch.Tensor:
         h, w = x.shape[-2:]
         if estimate_bytes(h, w) <= budget:
-            return gen(x)
+            return self._generate(gen, x)
         s = math.sqrt(budget / estimate_bytes(h, w))
         sh, sw = int(h * s), int(w * s)
         if oversize == "error" or min(sh, sw) < gen.min_size:
@@ -148,7 +154,7 @@ class EditLayer:
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
         self.notes.append(msg)
         small = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=True)
-        return F.interpolate(gen(small), size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+        return F.interpolate(self._generate(gen, small), size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

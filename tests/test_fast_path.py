@@ -18,6 +18,7 @@ from t2l_core.fast_clip import FastClipModel, fast_clip
 from t2l_core.fast_path import autocast_dtype, thread_scope
 from t2l_core.relevancy import relevancy_map
 from t2l_core.edit_objective import TextBanks, edit_objective
+from t2l_core.generator import build_generator
 from t2l_core.internal_dataset import working_image
 from t2l_core.seeding import make_generator
 from t2l_core.train_image import EditConfig, input_fingerprint, train_edit_layer
@@ -66,7 +67,8 @@ def test_objective_equal_on_trained_weights(tiny_clip, astronaut):
     """
     config = tiny_config(fast=False, iters=3, roi_text="astronaut")
     layer = train_edit_layer(tiny_clip, astronaut, config).layer
-    gen = layer.generator("cpu")
+    gen = build_generator(config.generator)  # the plain layout (EditLayer.generator is channels-last)
+    gen.load_state_dict(layer.state_dict)
     gen_fast = copy.deepcopy(gen).to(memory_format=torch.channels_last)
     x = working_image(astronaut, config.size).flip(-1).contiguous()  # an input the layer was not trained on
     banks = TextBanks.build(tiny_clip, config.prompt, None, config.source_prompt)
