@@ -1,7 +1,10 @@
-"""Run-time speed settings shared by the training loops: threads, autocast, memory format, CUDA memory.
+"""Run-time speed and memory settings shared by the training loops: threads, autocast, memory format,
+the staged backward, recomputation, CUDA memory and the CPU heap.
 
 The fast path changes how things are computed, never what: channels-last convolutions, the fused CLIP
-image kernels of :mod:`t2l_core.fast_clip`, and autocast only where the hardware gains from it.
+image kernels of :mod:`t2l_core.fast_clip`, autocast only where the hardware gains from it, a staged
+backward (:func:`t2l_core.edit_objective.edit_objective`, :func:`deferred_output`), the generator's cheap
+layers recomputed in the backward pass, and freed CPU memory handed back at once (:mod:`t2l_core.cpu_heap`).
 
 Measured on the development CPU (Xeon with AVX-512 BF16 but no AMX exposed, bench/RESULTS.md): bf16
 matrix products and convolutions run *slower* than fp32 there, so ``autocast="auto"`` means bf16 on CUDA
@@ -120,6 +123,7 @@ class EditRuntime:
         # staged backward (fast path): the objective back-propagates one CLIP pass at a time and extra examples
         # are re-generated for their backward pass, so activations of one pass/example are alive at a time
         self.staged_backward = self.fast
+        self.manage_heap = self.fast and self.device.type == "cpu"  # see t2l_core.cpu_heap
 
     @classmethod
     def from_config(cls, clip, config) -> "EditRuntime":
@@ -145,12 +149,12 @@ class EditRuntime:
     def heap_scope(self):
         """Context for the training loop (fast path, CPU): large freed blocks go straight back to the OS
         (:func:`t2l_core.cpu_heap.mmap_threshold_scope`); a no-op elsewhere."""
-        return mmap_threshold_scope(enabled=self.fast and self.device.type == "cpu")
+        return mmap_threshold_scope(enabled=self.manage_heap)
 
     def end_step(self) -> None:
         """After each training step (fast path, CPU): give the heap pages freed during the step back to the OS
         (:func:`t2l_core.cpu_heap.release_freed_heap`); a no-op elsewhere."""
-        if self.fast and self.device.type == "cpu":
+        if self.manage_heap:
             release_freed_heap()
 
     def wrap(self, gen: torch.nn.Module):
