@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
 
 from t2l_core.generator import GeneratorConfig
 from t2l_core.train_image import EditConfig

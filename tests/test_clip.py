@@ -12,7 +12,7 @@ import torch
 
 from t2l_core.clip_loading import (ClipWeightsNotFound, build_tiny_clip, load_clip, load_clip_file, read_state_dict,
                                    save_clip)
-from t2l_core.clip_model import interpolate_pos_grid
+from t2l_core.clip_model import ClipModel, interpolate_pos_grid
 from t2l_core.templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, expand
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]

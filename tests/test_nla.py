@@ -206,7 +206,6 @@ def test_painted_keyframe_propagates(fitted, video):
     frame t shows it moved by the camera pan."""
     T, _, H, W = video.frames.shape
     model = fitted.model
-    frame0 = fitted.original_frames()[0]
     opacity = torch.zeros(H, W)
     top, left, s = 34, 52, 8  # away from the foreground in frame 0 and in the last frame
     opacity[top:top + s, left:left + s] = 1.0
