@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from . import losses as L
+from .progress import losses_to_floats
 from .clip_views import ViewAugmenter, ViewConfig, make_views, structure_view
 from .compositing import composite, on_green_screen
 from .templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, as_prompt_list
@@ -94,7 +95,8 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
                    cancel_point: Callable[[], None] = _noop,
                    composites: Optional[Sequence[Optional[torch.Tensor]]] = None,
                    screens: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                   staged_backward: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+                   staged_backward: bool = False,
+                   defer_report: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its weighted terms for examples ``inputs[e]`` ``[1,3,h,w]`` with generator outputs
     ``colors[e]`` ``[1,3,h,w]`` and ``alphas[e]`` ``[1,1,h,w]`` (all 0..1).
 
@@ -108,7 +110,9 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     gradients that ``total.backward()`` would give reach the same tensors (up to float summation order),
     while only one CLIP pass keeps activations at a time. The returned ``total`` is then detached and the
     caller must not call ``backward`` on it.
-    Returns ``(total, terms)``; ``terms`` holds each weighted term and ``total`` as floats.
+    Returns ``(total, terms)``; ``terms`` holds each weighted term and ``total`` as floats. With
+    ``defer_report`` they stay detached 0-dim tensors on the device, for the caller to convert with
+    :func:`t2l_core.progress.losses_to_floats` after the backward pass (no host-device wait inside the step).
     """
     plan = _plan(clip, inputs, colors, alphas, banks, views, weights, generator, source_tokens=source_tokens,
                  augmenter=augmenter, cancel_point=cancel_point, composites=composites, screens=screens)
@@ -119,9 +123,9 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
         terms = _clip_terms(clip, plan, cancel_point)
         terms.update(rest)
     total = sum(terms.values(), alphas[0].new_zeros(()))
-    report = {name: float(v.detach()) for name, v in terms.items()}
-    report["total"] = float(total.detach())
-    return (total.detach() if staged_backward else total), report
+    report = {name: v.detach() for name, v in terms.items()}
+    report["total"] = total.detach()
+    return (total.detach() if staged_backward else total), (report if defer_report else losses_to_floats(report))
 
 
 @dataclass

@@ -22,7 +22,7 @@ from . import nla_losses as L
 from .atlas import AtlasConfig, LayeredAtlas, frame_pixel_grid
 from .device import resolve_device
 from .optical_flow import VideoFlow, compute_video_flow, frames_fingerprint, load_flow, make_flow_estimator, save_flow
-from .progress import Hooks
+from .progress import Hooks, losses_to_floats
 
 CODE_VERSION = "nla-1"
 
@@ -429,8 +429,10 @@ def _gather_rgb(frames16: torch.Tensor, t: torch.Tensor, y: torch.Tensor, x: tor
 
 
 def training_step(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[torch.Tensor], flow: VideoFlow,
-                  step: int, total: int, cfg: NLAFitConfig, gen: torch.Generator, device: torch.device) -> tuple:
-    """One loss evaluation on a random pixel batch. Returns (total loss, dict of float terms)."""
+                  step: int, total: int, cfg: NLAFitConfig, gen: torch.Generator, device: torch.device,
+                  defer_logs: bool = False) -> tuple:
+    """One loss evaluation on a random pixel batch. Returns (total loss, dict of float terms); with
+    ``defer_logs`` the terms stay detached device tensors for :func:`step_logs` after the backward pass."""
     T, _, H, W = frames16.shape
     w = cfg.weights
     N = cfg.batch_pixels
@@ -510,9 +512,15 @@ def training_step(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[t
                "alpha_flow": w.alpha_flow, "sparsity": w.sparsity, "bootstrap": w.bootstrap,
                "warmup_fg": w.warmup, "warmup_bg": w.warmup}
     total_loss = L.weighted_total(terms, weights)
-    logs = {k: float(v.detach()) for k, v in terms.items()}
+    pending = {k: v.detach() for k, v in terms.items()}
+    return total_loss, (pending if defer_logs else step_logs(pending))
+
+
+def step_logs(terms: dict) -> dict:
+    """A step's detached loss terms -> floats (one device-to-host transfer) plus the batch PSNR."""
+    logs = losses_to_floats(terms)
     logs["psnr_batch"] = L.psnr(logs["rgb"] / 3.0)
-    return total_loss, logs
+    return logs
 
 
 def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: Optional[NLAFitConfig] = None,
@@ -587,9 +595,10 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
             for g, base in zip(opt.param_groups, base_lrs):  # stateless decay to lr_final_ratio (resume-safe)
                 g["lr"] = base * cfg.lr_final_ratio ** (step / max(total, 1))
             opt.zero_grad(set_to_none=True)
-            loss, logs = training_step(model, frames16, masks, flow, step, total, cfg, gen, device)
+            loss, pending = training_step(model, frames16, masks, flow, step, total, cfg, gen, device, defer_logs=True)
             loss.backward()
             opt.step()
+            logs = step_logs(pending)  # after the step: the host never waits for the device inside it
             step += 1
             if cfg.checkpoint_every and checkpoint_path and step % cfg.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, model, opt, step, gen, key, cfg)

@@ -148,6 +148,9 @@ def find_raft_weights(search_dirs: Sequence[str] = ()) -> Optional[str]:
     return None
 
 
+RAFT_MIN_SIDE = 128
+
+
 class RaftFlow:
     """torchvision RAFT from a local weights file (never downloads)."""
 
@@ -170,7 +173,8 @@ class RaftFlow:
     @torch.no_grad()
     def __call__(self, img_a: torch.Tensor, img_b: torch.Tensor) -> torch.Tensor:
         H, W = img_a.shape[-2:]
-        ph, pw = (-H) % 8, (-W) % 8
+        # RAFT needs sides divisible by 8 and at least 128 px (its correlation pyramid): replicate-pad up to that
+        ph, pw = max(RAFT_MIN_SIDE - H, (-H) % 8), max(RAFT_MIN_SIDE - W, (-W) % 8)
         pad = (0, pw, 0, ph)
         a = F.pad(img_a[None].float().to(self.device) * 2 - 1, pad, mode="replicate")
         b = F.pad(img_b[None].float().to(self.device) * 2 - 1, pad, mode="replicate")

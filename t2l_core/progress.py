@@ -17,6 +17,20 @@ StepCallback = Callable[[int, int, dict, Optional[torch.Tensor]], None]
 CancelCheck = Callable[[], None]
 
 
+def losses_to_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Detached scalar loss tensors -> Python floats with ONE device-to-host transfer (same key order).
+
+    Training loops call it once per step, after the backward pass: converting term by term before it
+    (``float(t)`` each) would make the host wait for the device several times inside the step. The values
+    are exactly ``float(t)`` of each tensor (float32 -> float64 is exact).
+    """
+    if not terms:
+        return {}
+    names = list(terms)
+    values = torch.stack([terms[n].detach().reshape(()).to(torch.float64) for n in names]).tolist()
+    return dict(zip(names, values))
+
+
 class Cancelled(RuntimeError):
     """Raised by a ``check_cancel`` hook to stop a loop; the loop saves its checkpoint first."""
 

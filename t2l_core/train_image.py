@@ -42,7 +42,7 @@ from .fast_path import (AUTOCAST_MODES, EditRuntime, backward_deferred, deferred
 from .generator import GeneratorConfig, build_generator
 from .internal_dataset import DatasetConfig, InternalDataset, working_image
 from .losses import bootstrap_weight
-from .progress import Hooks, cancel_inside
+from .progress import Hooks, cancel_inside, losses_to_floats
 from .seeding import make_generator
 from .templates import as_prompt_list
 
@@ -365,16 +365,17 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
                     run_clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks, views, weights, rng,
                     bootstrap_targets=targets, bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
                     authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point,
-                    staged_backward=staged)
-                if not math.isfinite(terms["total"]):
-                    raise FloatingPointError(
-                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
-                        "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
-                    )
+                    staged_backward=staged, defer_report=True)
                 if staged:
                     backward_deferred(generate, inputs[1:], outs[1:], hooks.cancel_point)
                 else:
                     total.backward()
+                terms = losses_to_floats(terms)  # the step's one device-to-host transfer, after its backward
+                if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
+                    raise FloatingPointError(
+                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
+                        "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
+                    )
                 hooks.cancel_point()
                 opt.step()
                 opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])

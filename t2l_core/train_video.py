@@ -45,7 +45,7 @@ from .fast_path import EditRuntime, backward_deferred, deferred_output, free_cud
 from .generator import build_generator
 from .losses import bootstrap_weight
 from .nla_fit import FittedNLA
-from .progress import Hooks, cancel_inside
+from .progress import Hooks, cancel_inside, losses_to_floats
 from .seeding import make_generator
 from .templates import as_prompt_list
 from .train_image import RUNTIME_FIELDS, EditConfig, _load_checkpoint, _relevancy, save_checkpoint
@@ -283,15 +283,16 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
                     clip, inputs, colors, alphas, banks, views, weights, rng, bootstrap_targets=targets,
                     bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
                     authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point,
-                    composites=comps, screens=screens, staged_backward=staged)
-                if not math.isfinite(terms["total"]):
-                    raise FloatingPointError(
-                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last good "
-                        "state. Lower the learning rate or the loss weights.")
+                    composites=comps, screens=screens, staged_backward=staged, defer_report=True)
                 if staged:
                     backward_deferred(generate, [sample.full] * len(deferred), deferred, hooks.cancel_point)
                 else:
                     total.backward()
+                terms = losses_to_floats(terms)  # the step's one device-to-host transfer, after its backward
+                if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
+                    raise FloatingPointError(
+                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last good "
+                        "state. Lower the learning rate or the loss weights.")
                 hooks.cancel_point()
                 opt.step()
                 opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])

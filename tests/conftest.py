@@ -13,6 +13,28 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", choices=["cpu", "cuda"],
+                     help="device of the tests marked 'device' (default cpu); "
+                          "`pytest -m device --device cuda` runs them on the GPU")
+
+
+def pytest_configure(config):
+    if config.getoption("--device") == "cuda":
+        if not torch.cuda.is_available():
+            raise pytest.UsageError("--device cuda was given but CUDA is not available on this machine; "
+                                    "run without --device (CPU) on this machine")
+        # the device tests compare against fp32 references: plain fp32 arithmetic, no TF32 matrix units
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+@pytest.fixture(scope="session")
+def device(request) -> torch.device:
+    """The device of the tests marked ``device``: ``--device`` (cpu by default, cuda on a GPU machine)."""
+    return torch.device(request.config.getoption("--device"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Every test works on tiny tensors: a single intra-op thread avoids oversubscribing the cores (pytest,
@@ -29,6 +51,16 @@ def tiny_clip():
     from t2l_core.clip_loading import build_tiny_clip
 
     return build_tiny_clip(patch_size=16, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def device_clip(device, tiny_clip):
+    """:func:`tiny_clip` on the test device (the very same object on CPU)."""
+    if device.type == "cpu":
+        return tiny_clip
+    from t2l_core.clip_loading import build_tiny_clip
+
+    return build_tiny_clip(patch_size=16, seed=0, device=device)
 
 
 @pytest.fixture(scope="session")

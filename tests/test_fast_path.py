@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 
 from _edit_helpers import tiny_config
@@ -31,11 +32,13 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-def test_fast_clip_matches_plain_clip_images_tokens_relevancy(tiny_clip):
+@pytest.mark.device
+def test_fast_clip_matches_plain_clip_images_tokens_relevancy(device_clip, device):
+    tiny_clip = device_clip
     fast = fast_clip(tiny_clip)
     assert isinstance(fast, FastClipModel) and fast.model is tiny_clip.model  # shared weights
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(3, 3, 48, 72, generator=g)  # non-square, leftover pixels (72 = 4*16 + 8)
+    x = torch.rand(3, 3, 48, 72, generator=g).to(device)  # non-square, leftover pixels (72 = 4*16 + 8)
     with torch.no_grad():
         assert _close(fast.encode_image(x), tiny_clip.encode_image(x)) < REL_TOL
         assert _close(fast.image_tokens(x), tiny_clip.image_tokens(x)) < REL_TOL
@@ -49,9 +52,12 @@ def test_fast_clip_matches_plain_clip_images_tokens_relevancy(tiny_clip):
     assert (ra - rb).abs().max() < 1e-3  # min-max normalised maps in 0..1
 
 
-def test_first_step_losses_equal_between_fast_and_plain(tiny_clip, astronaut):
-    """Step 0 holds every term: crop + full image, relevancy bootstrap, structure, dir, screen, sparsity."""
-    cfg = dict(iters=1, roi_text="astronaut", bootstrap_steps=4)
+@pytest.mark.device
+def test_first_step_losses_equal_between_fast_and_plain(device_clip, astronaut):
+    """Step 0 holds every term: crop + full image, relevancy bootstrap, structure, dir, screen, sparsity.
+    fp32 on both paths (autocast off; on a CPU that is what ``auto`` gives)."""
+    tiny_clip = device_clip
+    cfg = dict(iters=1, roi_text="astronaut", bootstrap_steps=4, autocast="off")
     plain = train_edit_layer(tiny_clip, astronaut, tiny_config(fast=False, **cfg)).history[0]
     fast = train_edit_layer(tiny_clip, astronaut, tiny_config(fast=True, **cfg)).history[0]
     assert set(plain) == set(fast) and "bootstrap" in plain and "structure" in plain
@@ -59,18 +65,20 @@ def test_first_step_losses_equal_between_fast_and_plain(tiny_clip, astronaut):
         assert math.isclose(fast[name], plain[name], rel_tol=REL_TOL, abs_tol=ABS_TOL), (name, fast[name], plain[name])
 
 
-def test_objective_equal_on_trained_weights(tiny_clip, astronaut):
+@pytest.mark.device
+def test_objective_equal_on_trained_weights(device_clip, device, astronaut):
     """Away from the initialisation too: same trained weights, same crop, same seed -> same loss terms.
 
     (Whole runs are not compared step by step: MADGRAD's first updates amplify 1e-7 rounding differences
     of near-zero gradients, so two correct runs drift apart like two runs on different BLAS builds.)
     """
+    tiny_clip = device_clip
     config = tiny_config(fast=False, iters=3, roi_text="astronaut")
     layer = train_edit_layer(tiny_clip, astronaut, config).layer
-    gen = build_generator(config.generator)  # the plain layout (EditLayer.generator is channels-last)
+    gen = build_generator(config.generator, device=device)  # the plain layout (EditLayer.generator is channels-last)
     gen.load_state_dict(layer.state_dict)
     gen_fast = copy.deepcopy(gen).to(memory_format=torch.channels_last)
-    x = working_image(astronaut, config.size).flip(-1).contiguous()  # an input the layer was not trained on
+    x = working_image(astronaut, config.size).flip(-1).contiguous().to(device)  # an input the layer was not trained on
     banks = TextBanks.build(tiny_clip, config.prompt, None, config.source_prompt)
     views = config.view_config()
     results = []
