@@ -30,6 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "device", None) is not None:  # every command that computes takes --device
+        from .device import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except (ValueError, RuntimeError) as exc:
+            print(f"error: --device {args.device}: {exc}", file=sys.stderr)
+            return 2
     try:
         result = args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -8,14 +8,24 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return a torch.device; ``"auto"``/None picks CUDA when available, else CPU."""
-    if device is None or (isinstance(device, str) and device == "auto"):
+    """Return a torch.device; ``"auto"``/None picks CUDA when available, else CPU.
+
+    Raises ValueError for a name torch does not know as a device, and RuntimeError when CUDA
+    (or CUDA device N) is asked for on a machine without it.
+    """
+    if device is None or (isinstance(device, str) and device.strip() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (or 'cuda:N'), got '{device}'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device '{device}' was requested but CUDA is not available on this machine; use 'cpu' or 'auto'."
         )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device '{device}' was requested but this machine has {torch.cuda.device_count()} "
+                           f"CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 

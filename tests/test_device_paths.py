@@ -102,7 +102,7 @@ def test_video_edit_trains_on_a_device_atlas(device_clip, device_nla, device):
 
 
 def test_atlas_fit_on_the_device_reconstructs_the_video(device_nla, video):
-    assert device_nla.psnr > 24.0  # 150 steps of 4096 pixels (the CPU reaches ~27 dB)
+    assert device_nla.psnr > 35.0  # 150 steps of 4096 pixels (the CPU reaches 45.9 dB)
     assert device_nla.reconstruction[0].device.type == "cpu"
 
 
@@ -144,3 +144,37 @@ def test_raft_runs_on_the_device_from_local_weights(tmp_path, device):
     a, b = torch.rand(3, 64, 96, generator=g), torch.rand(3, 64, 96, generator=g)
     flow = est(a, b)
     assert flow.shape == (2, 64, 96) and flow.device.type == "cpu" and bool(torch.isfinite(flow).all())
+
+
+# ------------------------------------------------------------------------------ --device on the command line
+
+COMMANDS_WITH_DEVICE = [
+    ["image", "x.png", "--prompt", "p", "--out", "o"],
+    ["edit", "x.png", "--prompt", "p", "--out", "o"],
+    ["apply-layer", "l.safetensors", "x.png", "--out", "o"],
+    ["relevancy", "x.png", "--text", "t", "--out", "o"],
+    ["nla", "frames/"],
+    ["render", "a.safetensors", "--out", "o"],
+    ["video", "a.safetensors", "--prompt", "p", "--layer", "bg", "--out", "o"],
+]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize("argv", COMMANDS_WITH_DEVICE, ids=lambda a: a[0])
+def test_cli_device_cuda_without_cuda_names_the_flag(argv, capsys):
+    from t2l_core.cli import main
+
+    assert main(argv + ["--device", "cuda"]) == 2  # before any file is read
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "CUDA is not available" in err and "'cpu'" in err
+
+
+def test_cli_device_names_are_checked(capsys):
+    from t2l_core.cli import main
+
+    assert main(["apply-layer", "l.safetensors", "x.png", "--out", "o", "--device", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--device gpu" in err and "'cuda'" in err
+    if not torch.cuda.is_available():
+        assert main(["nla", "frames/", "--device", "cuda:1"]) == 2
+        assert "--device cuda:1" in capsys.readouterr().err
