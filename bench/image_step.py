@@ -71,6 +71,8 @@ class StepTimer:
             self._flop0 = self.counter.get_total_flops() if self.counter else 0
 
     def on_step(self, step, total, losses, preview) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the step's device work is done before the clock is read
         self.times.append(time.perf_counter() - self._start)
         if self.counter:
             self.flops.append(self.counter.get_total_flops() - self._flop0)

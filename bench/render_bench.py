@@ -62,37 +62,11 @@ def main() -> None:
     device = torch.device(a.device)
     frames = _frames(a.frames, a.height, a.width)
     load0 = os.getloadavg()
-
-    layer = EditLayer(build_generator(GeneratorConfig(), seed=0).state_dict(), GeneratorConfig(), {})
-    gen_plain = build_generator(GeneratorConfig(), device=device, seed=0).requires_grad_(False)
-
-    def apply_layer():
-        layer.render(frames, device=device)
-
-    @torch.no_grad()
-    def apply_plain_layout():  # the generator as trained on the plain path: standard layout, no in-place ops
-        for t in range(frames.shape[0]):
-            gen_plain(frames[t : t + 1].to(device)).cpu()
-
-    from t2l_core.atlas import AtlasConfig, LayeredAtlas
-    from t2l_core.atlas_render import AtlasEdit, make_bbox, render_edits
-
-    atlas = LayeredAtlas(AtlasConfig(height=a.height, width=a.width, frames=a.frames)).to(device).requires_grad_(False)
-    edits = {}
-    for layer_name in ("fg", "bg"):
-        bbox = make_bbox(atlas, layer_name, resolution=1000)
-        edits[layer_name] = AtlasEdit(torch.rand(3, bbox.height, bbox.width), torch.rand(bbox.height, bbox.width), bbox)
-
-    def atlas_render():
-        render_edits(atlas, frames, edits["fg"], edits["bg"])
-
-    cases = {"apply-layer (EditLayer.render: channels-last, in-place activations)": apply_layer,
-             "generator passes in the standard layout (reference)": apply_plain_layout,
-             "atlas render (fg + bg edits)": atlas_render}
+    cases = render_cases(frames, device)
     fps: dict[str, list[float]] = {k: [] for k in cases}
     peak: dict[str, float] = {k: 0.0 for k in cases}
     with torch.no_grad():
-        apply_layer()  # warm-up
+        cases[APPLY]()  # warm-up
         for r in range(a.rounds):
             for name in (list(cases) if r % 2 == 0 else list(cases)[::-1]):
                 f, p = _time(cases[name], a.frames, device)
@@ -106,6 +80,43 @@ def main() -> None:
             table(["operation", "frames/s (median)", "s/frame", "peak memory GiB"], rows),
             f"{a.rounds} interleaved rounds. Load average {load0[0]:.2f} at start, {load1[0]:.2f} at end on "
             f"{os.cpu_count()} cores. Random weights (same cost as trained ones).")
+
+
+APPLY = "apply-layer (EditLayer.render: channels-last, in-place activations)"
+PLAIN_LAYOUT = "generator passes in the standard layout (reference)"
+ATLAS_RENDER = "atlas render (fg + bg edits)"
+
+
+def render_cases(frames: torch.Tensor, device: torch.device,
+                 generator: GeneratorConfig | None = None) -> dict:
+    """The measured operations on ``frames`` [T,3,H,W] (CPU, 0..1), each a no-argument callable: the
+    apply-layer path, the same generator in the standard layout, and the atlas render of fg + bg edits."""
+    gcfg = generator or GeneratorConfig()
+    layer = EditLayer(build_generator(gcfg, seed=0).state_dict(), gcfg, {})
+    gen_plain = build_generator(gcfg, device=device, seed=0).requires_grad_(False)
+
+    def apply_layer():
+        layer.render(frames, device=device)
+
+    @torch.no_grad()
+    def apply_plain_layout():  # the generator as trained on the plain path: standard layout, no in-place ops
+        for t in range(frames.shape[0]):
+            gen_plain(frames[t : t + 1].to(device)).cpu()
+
+    from t2l_core.atlas import AtlasConfig, LayeredAtlas
+    from t2l_core.atlas_render import AtlasEdit, make_bbox, render_edits
+
+    T, _, height, width = frames.shape
+    atlas = LayeredAtlas(AtlasConfig(height=height, width=width, frames=T)).to(device).requires_grad_(False)
+    edits = {}
+    for layer_name in ("fg", "bg"):
+        bbox = make_bbox(atlas, layer_name, resolution=1000)
+        edits[layer_name] = AtlasEdit(torch.rand(3, bbox.height, bbox.width), torch.rand(bbox.height, bbox.width), bbox)
+
+    def atlas_render():
+        render_edits(atlas, frames, edits["fg"], edits["bg"])
+
+    return {APPLY: apply_layer, PLAIN_LAYOUT: apply_plain_layout, ATLAS_RENDER: atlas_render}
 
 
 if __name__ == "__main__":

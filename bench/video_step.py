@@ -34,8 +34,8 @@ from report import publish, table  # noqa: E402
 from t2l_core.clip_loading import build_random_clip  # noqa: E402
 
 
-def fitted_atlas(frames: int, height: int, width: int, iters: int):
-    """A FittedNLA of the synthetic video (ground-truth flow, ``iters`` fitting steps)."""
+def fitted_atlas(frames: int, height: int, width: int, iters: int, device: str | torch.device = "auto"):
+    """A FittedNLA of the synthetic video (ground-truth flow, ``iters`` fitting steps on ``device``)."""
     from synthetic_video import make_synthetic_video
 
     from t2l_core.nla_fit import NLAFitConfig, fit_nla
@@ -45,7 +45,7 @@ def fitted_atlas(frames: int, height: int, width: int, iters: int):
     fwd = torch.stack([v.true_flow(t) for t in range(frames - 1)]).half()
     ok = torch.ones(frames - 1, height, width, dtype=torch.bool)
     flow = VideoFlow(fwd, -fwd.clone(), ok, ok.clone(), estimator="ground truth")
-    return fit_nla(v.frames, v.masks, NLAFitConfig(iterations=iters), flow=flow)
+    return fit_nla(v.frames, v.masks, NLAFitConfig(iterations=iters), flow=flow, device=device)
 
 
 def main() -> None:
