@@ -87,7 +87,7 @@ class Plan:
     raft_pairs: int = 3
     render_sizes: tuple = (("768x432", 432, 768, 8), ("4K 3840x2160", 2160, 3840, 2))
     render_generator: Optional[dict] = None
-    ceiling_seconds: float = 1.0
+    ceiling_seconds: float = 0.5
     ceiling_size: Optional[int] = None
     compile_steps: int = 6
 
@@ -98,7 +98,7 @@ class Plan:
 
 def make_plan(smoke: bool, device: str, budget: float) -> Plan:
     if not smoke:
-        soft = {"tests": 75, "ceiling": 12, "image": 90, "video": 70, "nla": 50, "render": 35, "compile": 50}
+        soft = {"tests": 60, "ceiling": 10, "image": 80, "video": 65, "nla": 45, "render": 30, "compile": 60}
         hard = {"tests": 110, "ceiling": 60, "image": 150, "video": 130, "nla": 100, "render": 80, "compile": 100}
         scale = min(1.0, budget / 420.0)
         return Plan(False, device, {k: v * scale for k, v in soft.items()}, hard)
