@@ -432,7 +432,9 @@ def training_step(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[t
                   step: int, total: int, cfg: NLAFitConfig, gen: torch.Generator, device: torch.device,
                   defer_logs: bool = False) -> tuple:
     """One loss evaluation on a random pixel batch. Returns (total loss, dict of float terms); with
-    ``defer_logs`` the terms stay detached device tensors for :func:`step_logs` after the backward pass."""
+    ``defer_logs`` the terms stay detached device tensors for :func:`step_logs` after the backward pass.
+    The pixel batch is drawn and gathered on the CPU; its copies to a GPU are queued without waiting for
+    the device (``non_blocking``: pageable memory is staged at once), so a step has no host-device wait."""
     T, _, H, W = frames16.shape
     w = cfg.weights
     N = cfg.batch_pixels
@@ -441,18 +443,18 @@ def training_step(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[t
     x = torch.randint(0, W, (N,), generator=gen)
     pixel_scale = (max(H, W) / 2.0) / model.cfg.uv_scale
 
-    xf, yf = x.float().to(device), y.float().to(device)
-    td = t.to(device)
+    xf, yf = x.float().to(device, non_blocking=True), y.float().to(device, non_blocking=True)
+    td = t.to(device, non_blocking=True)
     # the pixel, its right neighbour and its lower neighbour in one pass
     out = model(torch.cat([xf, xf + 1, xf]), torch.cat([yf, yf, yf + 1]), torch.cat([td, td, td]))
     rgb, rgb_x, rgb_y = out["rgb"].split(N)
-    target = _gather_rgb(frames16, t, y, x).to(device)
+    target = _gather_rgb(frames16, t, y, x).to(device, non_blocking=True)
     x1 = (x + 1).clamp(max=W - 1)
     y1 = (y + 1).clamp(max=H - 1)
-    gt_dx = _gather_rgb(frames16, t, y, x1).to(device) - target
-    gt_dy = _gather_rgb(frames16, t, y1, x).to(device) - target
-    in_x = (x < W - 1).to(device)[:, None].float()
-    in_y = (y < H - 1).to(device)[:, None].float()
+    gt_dx = _gather_rgb(frames16, t, y, x1).to(device, non_blocking=True) - target
+    gt_dy = _gather_rgb(frames16, t, y1, x).to(device, non_blocking=True) - target
+    in_x = (x < W - 1).to(device, non_blocking=True)[:, None].float()
+    in_y = (y < H - 1).to(device, non_blocking=True)[:, None].float()
 
     terms: dict = {}
     terms["rgb"] = L.rgb_loss(rgb, target)
@@ -471,11 +473,11 @@ def training_step(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[t
     tb = (t - 1).clamp(min=0)
     ff = flow.fwd[tf, :, y, x].float()
     fb = flow.bwd[tb, :, y, x].float()
-    ok_f = (flow.fwd_ok[tf, y, x] & has_f).to(device)
-    ok_b = (flow.bwd_ok[tb, y, x] & has_b).to(device)
-    xm = torch.cat([xf + ff[:, 0].to(device), xf + fb[:, 0].to(device)])
-    ym = torch.cat([yf + ff[:, 1].to(device), yf + fb[:, 1].to(device)])
-    tm = torch.cat([(t + 1).clamp(max=T - 1), (t - 1).clamp(min=0)]).to(device)
+    ok_f = (flow.fwd_ok[tf, y, x] & has_f).to(device, non_blocking=True)
+    ok_b = (flow.bwd_ok[tb, y, x] & has_b).to(device, non_blocking=True)
+    xm = torch.cat([xf + ff[:, 0].to(device, non_blocking=True), xf + fb[:, 0].to(device, non_blocking=True)])
+    ym = torch.cat([yf + ff[:, 1].to(device, non_blocking=True), yf + fb[:, 1].to(device, non_blocking=True)])
+    tm = torch.cat([(t + 1).clamp(max=T - 1), (t - 1).clamp(min=0)]).to(device, non_blocking=True)
 
     terms["rigidity"] = torch.zeros((), device=device)
     terms["flow"] = torch.zeros((), device=device)
@@ -506,7 +508,7 @@ def training_step(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[t
         terms["alpha_flow"] = 0.5 * (L.alpha_flow_loss(alpha, af, ok_f) + L.alpha_flow_loss(alpha, ab, ok_b))
         terms["sparsity"] = L.sparsity_loss(out["rgb_fg"][:N], alpha)
         if masks is not None and step < w.steps("bootstrap", total):
-            terms["bootstrap"] = L.alpha_bootstrap_loss(alpha, masks[t, y, x].float().to(device))
+            terms["bootstrap"] = L.alpha_bootstrap_loss(alpha, masks[t, y, x].float().to(device, non_blocking=True))
 
     weights = {"rgb": w.rgb, "gradient": w.gradient, "rigidity": w.rigidity, "global_rigidity": 1.0, "flow": w.flow,
                "alpha_flow": w.alpha_flow, "sparsity": w.sparsity, "bootstrap": w.bootstrap,
