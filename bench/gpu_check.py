@@ -34,7 +34,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -678,7 +677,7 @@ def _versions() -> str:
     return ", ".join(out)
 
 
-def header(plan: Plan, total_s: float) -> str:
+def header(plan: Plan, total_s: float, argv: list[str]) -> str:
     from report import machine_line
 
     dev = torch.device(plan.device)
@@ -691,7 +690,7 @@ def header(plan: Plan, total_s: float) -> str:
         devline = "CPU"
     mode = ("SMOKE RUN (tiny sizes, a couple of steps: checks that every section runs; NOT a measurement)"
             if plan.smoke else "measurement at the paper's configuration")
-    return (f"# GPU check: {mode}\n\n`python bench/gpu_check.py {' '.join(sys.argv[1:])}` "
+    return (f"# GPU check: {mode}\n\n`python bench/gpu_check.py {' '.join(argv)}` "
             f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine_line()}; python "
             f"{platform.python_version()}; {_versions()})\n\nDevice: {devline}. Total {total_s:.0f} s.\n")
 
@@ -760,7 +759,7 @@ def main(argv: Optional[list[str]] = None) -> str:
         rows += got
         ceiling.update(extra.get("ceiling", {}))
     total = time.monotonic() - t_start
-    text = header(plan, total) + "\n" + render_table(rows, ceiling) + "\n\n" + (
+    text = header(plan, total, sys.argv[1:] if argv is None else argv) + "\n" + render_table(rows, ceiling) + "\n\n" + (
         "Speed-up = plain fp32 time / this time on the same device and run. Useful GFLOP = the plain path's "
         "counted FLOPs (torch.utils.flop_counter: matmuls, convolutions, attention) per step / frame; the ceiling "
         "fractions divide the achieved rate by the matmul ceilings measured above. Image steps are amortised "
