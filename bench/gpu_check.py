@@ -667,13 +667,14 @@ def render_table(rows: list[Row], ceiling: dict) -> str:
 
 
 def _versions() -> str:
+    from importlib import metadata
+
     out = []
-    for mod in ("open_clip", "kornia", "madgrad", "torchvision"):
+    for dist in ("open_clip_torch", "kornia", "madgrad", "torchvision"):
         try:
-            m = __import__(mod)
-            out.append(f"{mod} {getattr(m, '__version__', '?')}")
-        except Exception as exc:
-            out.append(f"{mod} missing ({type(exc).__name__})")
+            out.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{dist} missing")
     return ", ".join(out)
 
 
