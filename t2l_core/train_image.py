@@ -460,5 +460,5 @@ def _relevancy(clip, images: torch.Tensor, config: EditConfig, size: tuple[int, 
     from .relevancy import relevancy_map  # the lead's module; imported lazily
 
     r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.relevancy_layers,
-                      size=size)
+                      size=size, check_size=False)
     return r.detach()

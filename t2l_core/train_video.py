@@ -116,16 +116,17 @@ class VideoEditResult:
     resumed_from: int = 0  # steps taken from a checkpoint
 
 
-def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames_u8: Optional[torch.Tensor] = None) -> str:
+def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: Optional[torch.Tensor] = None) -> str:
     """Hash of everything that determines an atlas edit's result (a checkpoint key): the atlas model and its
-    framing, the frames the foreground inputs come from (``frames_u8``, default the stored ones), every
+    framing, the frames the foreground inputs come from (``frames`` [T,3,H,W] 0..1 or uint8 as given to
+    :func:`train_video_edit_layer`, default the stored ones), every
     setting including ``iters``, and with ``clip`` its identity and the autocast dtype (as
     :func:`~t2l_core.train_image.input_fingerprint`)."""
     h = hashlib.sha256()
     for k, v in sorted(nla.model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    h.update((nla.frames_u8 if frames_u8 is None else frames_u8).contiguous().numpy().tobytes())
+    h.update(_frames_u8(nla, frames).contiguous().numpy().tobytes())
     h.update(json.dumps({k: b.to_dict() for k, b in sorted(nla.bboxes.items())}, sort_keys=True).encode())
     d = result_settings(config, clip)
     d["layer"] = layer_key(d["layer"])
@@ -135,8 +136,8 @@ def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames_u
 
 
 def default_video_checkpoint_path(folder: str | Path, nla: FittedNLA, config: VideoEditConfig, clip=None,
-                                  frames_u8: Optional[torch.Tensor] = None) -> Path:
-    return Path(folder) / f"video_edit_{nla_fingerprint(nla, config, clip, frames_u8)[:16]}.safetensors"
+                                  frames: Optional[torch.Tensor] = None) -> Path:
+    return Path(folder) / f"video_edit_{nla_fingerprint(nla, config, clip, frames)[:16]}.safetensors"
 
 
 def _frames_u8(nla: FittedNLA, frames: Optional[torch.Tensor]) -> torch.Tensor:
