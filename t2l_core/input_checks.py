@@ -25,7 +25,7 @@ def require_finite(tensor: torch.Tensor, name: str, fix: str = "") -> None:
     kinds = [k for k, m in (("NaN", torch.isnan(tensor.detach())), ("infinite", torch.isinf(tensor.detach())))
              if bool(m.any())]
     raise ValueError(
-        f"{name} contains {' and '.join(kinds)} values ({n_bad:,} of {n:,}{where}). "
+        f"{' and '.join(kinds)} values in {name} ({n_bad:,} of {n:,}{where}). "
         + (fix or "Replace them where they are produced (for example a VAE decode in fp16, or a division by "
                   "zero in an earlier step): every value must be a finite number, images and masks in 0..1.")
     )

@@ -55,7 +55,7 @@ def test_train_on_atlas_then_render_the_layer(pack, tiny_clip, big_nla, in_tmp):
     assert edit.shape[0] == 1 and edit.shape[-1] == 3 and opacity.shape == edit.shape[:3] and screen.shape == edit.shape
     assert min(edit.shape[1:3]) >= 129
     assert layer.info["atlas"]["layer"] == "bg" and layer.info["config"]["n_views"] == 6
-    assert list((in_tmp / "t2l_outputs" / "text2live" / "checkpoints").glob("video_edit_*.safetensors"))
+    assert not list((in_tmp / "t2l_outputs" / "text2live" / "checkpoints").glob("*"))  # a finished run leaves none
     with torch.inference_mode():
         (rendered,) = vn.AtlasRender().render(big_nla, bg_edit_layer=layer)
     assert torch.allclose(rendered, video, atol=1e-4)
