@@ -43,8 +43,8 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list:
 
 def stale_note(path: str | Path) -> str:
     return (f"the checkpoint {path} was made by a run with other inputs or settings (image/frames, masks, "
-            "prompts, iterations, seed, CLIP weights or precision); it was not used: trained from the start, "
-            "and it is replaced")
+            "prompts, iterations, seed, CLIP weights or precision); it was not used: this run trains from the "
+            "start and takes its place")
 
 
 def resumed_note(path: str | Path, step: int, total: int) -> str:
