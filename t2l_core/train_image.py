@@ -34,6 +34,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from .checkpoint_files import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
+                               resumed_note, stale_note)
 from .clip_views import IMAGE_FILL, ViewConfig, structure_view
 from .compositing import composite
 from .edit_layer import EditLayer, LayerOutput
@@ -43,8 +45,6 @@ from .fast_path import (AUTOCAST_MODES, EditRuntime, autocast_dtype, backward_de
 from .generator import GeneratorConfig, build_generator
 from .internal_dataset import DatasetConfig, InternalDataset, working_image
 from .losses import bootstrap_weight
-from .checkpoint_files import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
-                               resumed_note, stale_note)
 from .input_checks import require_finite
 from .progress import Hooks, cancel_inside
 from .seeding import make_generator

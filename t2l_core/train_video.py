@@ -37,16 +37,16 @@ import torch.nn.functional as F
 
 from . import __version__
 from .atlas_render import AtlasBBox, AtlasEdit, discretise_atlas, frame_alpha, render_frame
+from .checkpoint_files import NonFiniteLoss, nonfinite_message, remove_run_file
 from .clip_views import VIDEO_FILL, structure_view
 from .compositing import GREEN, on_green_screen, solid_background
 from .edit_layer import EditLayer
 from .edit_objective import TextBanks, edit_objective
 from .fast_path import EditRuntime, backward_deferred, deferred_output, free_cuda_memory, thread_scope
 from .generator import build_generator
+from .input_checks import require_finite
 from .losses import bootstrap_weight
 from .nla_fit import FittedNLA
-from .checkpoint_files import NonFiniteLoss, nonfinite_message, remove_run_file
-from .input_checks import require_finite
 from .progress import Hooks, cancel_inside
 from .seeding import make_generator
 from .templates import as_prompt_list
