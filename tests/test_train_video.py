@@ -220,3 +220,26 @@ def test_bad_input_gives_clear_errors(tiny_clip, nla):
         train_video_edit_layer(tiny_clip, nla, video_config(iters=1, generator=GeneratorConfig()))
     box = training_bbox(AtlasBBox("bg", -1, -1, 0, -0.5, 40, 20), 1.0, 33)
     assert (box.width, box.height) == (66, 33)  # scaled up so both sides reach the generator minimum
+
+
+def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, nla, tmp_path, monkeypatch):
+    import t2l_core.train_video as train_video
+    from t2l_core.checkpoint_files import NonFiniteLoss
+
+    ckpt = tmp_path / "video.safetensors"
+    cfg = video_config(layer="bg", iters=3, full_image_every=2)
+    full = train_video_edit_layer(tiny_clip, nla, cfg, render=False)
+    real, calls = train_video.edit_objective, {"n": 0}
+
+    def nan_at_second_step(*args, **kwargs):
+        total, terms = real(*args, **kwargs)
+        calls["n"] += 1
+        return total, ({**terms, "total": float("inf")} if calls["n"] == 2 else terms)
+
+    monkeypatch.setattr(train_video, "edit_objective", nan_at_second_step)
+    with pytest.raises(NonFiniteLoss, match="non-finite at step 2.*last good state \\(step 1\\)"):
+        train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, render=False)
+    monkeypatch.setattr(train_video, "edit_objective", real)
+    resumed = train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, resume=True, render=False)
+    assert resumed.resumed_from == 1 and resumed.history == full.history
+    assert torch.equal(resumed.atlas_edit.rgb, full.atlas_edit.rgb)
