@@ -157,3 +157,20 @@ def test_finished_fit_node_leaves_no_files(pack, video, in_tmp):
     node.fit(frames, iterations=10, atlas_resolution=0, seed=0, batch_pixels=512, flow="lk", keep_checkpoint=True)
     names = sorted(p.name for p in nla_dir.iterdir())
     assert len(names) == 2 and names[0].startswith("checkpoint_") and names[1].startswith("flow_")
+
+
+def test_notes_reach_the_executing_node_in_a_server(pack, monkeypatch):
+    """Inside ComfyUI the notes are sent as the text under the executing node (PromptServer.send_progress_text)."""
+    import types
+
+    bridge = pack.nodes.comfy_bridge
+    sent = []
+    server = types.SimpleNamespace(last_node_id="12", send_progress_text=lambda text, node: sent.append((node, text)))
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=server)))
+    monkeypatch.setattr(bridge, "HAVE_COMFY", True)
+    bridge.tell_user("Apply Edit Layer", ["first", "", "second"])
+    assert sent == [("12", "first\nsecond")]
+    bridge.tell_user("Apply Edit Layer", [])
+    assert len(sent) == 1
+    assert bridge.with_notes((1, 2), []) == (1, 2)
+    assert bridge.with_notes((1, 2), ["x"]) == {"ui": {"text": ["x"]}, "result": (1, 2)}
