@@ -7,7 +7,7 @@ import os
 import torch
 
 from ..t2l_core import clip_loading
-from ..t2l_core.relevancy import heatmap, relevancy_map
+from ..t2l_core.relevancy import heatmap, min_relevancy_side, relevancy_map
 from . import comfy_bridge as cb
 
 DEFAULT_MODEL = "ViT-B-32:openai"
@@ -130,7 +130,11 @@ class RelevancyMap:
         if layers > clip.num_blocks:
             raise ValueError(f"Relevancy Map: layers={layers} but this CLIP has {clip.num_blocks} blocks; "
                              f"use 1..{clip.num_blocks}.")
-        x = cb.image_to_bchw(image)
+        x = cb.image_to_bchw(image, "image")
+        least = min_relevancy_side(clip)
+        if min(x.shape[-2:]) < least:
+            raise ValueError(f"Relevancy Map: the image is {x.shape[-1]}x{x.shape[-2]} px; it needs at least {least} px "
+                             "on the shorter side. Upscale it first (e.g. Upscale Image).")
         maps = []
         for i in range(x.shape[0]):  # one image at a time bounds memory for big batches
             cb.check_interrupt()

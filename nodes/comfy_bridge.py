@@ -8,9 +8,10 @@ memory management, its ProgressBar with previews, and its interrupt check.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -25,7 +26,10 @@ except Exception:  # ImportError, or a partially importable ComfyUI
     HAVE_COMFY = False
 
 from ..t2l_core.clip_loading import WEIGHT_SUFFIXES
+from ..t2l_core.input_checks import require_finite
 from ..t2l_core.progress import Hooks
+
+log = logging.getLogger("text2live")
 
 MODEL_FOLDER_KEY = "text2live"
 _registered = False
@@ -171,8 +175,10 @@ def training_mode() -> Iterator[None]:
         yield
 
 
-def image_to_bchw(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE [B,H,W,C] (0..1) -> a fresh (non-inference) [B,3,H,W] float32 tensor (alpha dropped)."""
+def image_to_bchw(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """ComfyUI IMAGE [B,H,W,C] (0..1) -> a fresh (non-inference) [B,3,H,W] float32 tensor (alpha dropped).
+    ``name``: the node input, for the message when the IMAGE holds NaN or infinite values."""
+    require_finite(image, f"the {name} input")
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
@@ -186,10 +192,38 @@ def bchw_to_image(x: torch.Tensor) -> torch.Tensor:
     return to_output(x.permute(0, 2, 3, 1))
 
 
-def mask_to_bhw(mask: torch.Tensor) -> torch.Tensor:
-    """ComfyUI MASK ([B,H,W] or [H,W]) -> a fresh [B,H,W] float32 tensor."""
+def mask_to_bhw(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """ComfyUI MASK ([B,H,W] or [H,W]) -> a fresh [B,H,W] float32 tensor. ``name``: the node input, for the
+    message when the MASK holds NaN or infinite values."""
+    require_finite(mask, f"the {name} input")
     if mask.ndim == 2:
         mask = mask.unsqueeze(0)
     if mask.ndim != 3:
         raise ValueError(f"expected a MASK of shape [B,H,W] or [H,W], got {tuple(mask.shape)}")
     return mask.float().clone()
+
+
+def tell_user(node: str, notes: Sequence[str]) -> None:
+    """Show ``notes`` (a fallback taken, a checkpoint not used) where the user looks: the log and, inside a
+    running ComfyUI, the text under the executing node."""
+    notes = [n for n in notes if n]
+    for n in notes:
+        log.warning("Text2LIVE %s: %s", node, n)
+    if not (HAVE_COMFY and notes):
+        return
+    try:
+        from server import PromptServer
+
+        server = PromptServer.instance
+        node_id = getattr(server, "last_node_id", None)
+        if node_id is not None and hasattr(server, "send_progress_text"):
+            server.send_progress_text("\n".join(notes), node_id)
+    except Exception:  # an older server without node text: the log and the node's ui output remain
+        pass
+
+
+def with_notes(result: tuple, notes: Sequence[str]):
+    """A node's return value: ``result`` as is, or with ``notes`` as its UI text (kept in /history and sent
+    with the 'executed' message) when there is something to tell."""
+    notes = [n for n in notes if n]
+    return {"ui": {"text": notes}, "result": result} if notes else result

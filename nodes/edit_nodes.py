@@ -26,7 +26,8 @@ class TrainEditLayer:
         "over the image, matches the text (CLIP losses on the composite and on the layer over a green screen), keeps "
         "the image's structure and stays sparse. 1000 steps at 512 px is the paper's setting (minutes on a GPU, hours "
         "on a CPU). Returns the result at the image's own resolution and the trained layer, which Apply Edit Layer "
-        "can reuse on other images. Cancelling keeps a checkpoint; run again with resume on to continue. "
+        "can reuse on other images. Cancelling keeps a checkpoint; run again with resume on to continue (a "
+        "finished run removes it unless keep_checkpoint is on). "
         "Video: connect a fitted atlas (nla) and pick the atlas layer: the generator is trained on atlas crops with "
         "the losses on the frames they map to, so one atlas edit stays consistent over the whole video (paper "
         "section 3.2; 3000 steps). Then the outputs are the edited video, the edited atlas (edit/opacity/"
@@ -84,7 +85,8 @@ class TrainEditLayer:
                 "views": ("INT", {"default": 16, "min": 1, "max": 64, "tooltip":
                           "Augmented CLIP views per image and step (paper: 16). Fewer = faster, noisier."}),
                 "resume": ("BOOLEAN", {"default": True, "tooltip":
-                           "Continue from the checkpoint a cancelled (or finished) run with the same inputs left."}),
+                           "Continue from the checkpoint a cancelled run left, if it had the same inputs, settings, "
+                           "iterations and CLIP. A checkpoint of another run is not used (trained from the start)."}),
                 "preview_every": ("INT", {"default": 25, "min": 1, "max": 10000, "tooltip":
                                   "Show a preview of the composite every N steps."}),
                 "nla": ("T2L_NLA", {"tooltip":
@@ -98,16 +100,20 @@ class TrainEditLayer:
                                    "Video: use the paper's video settings (6 views with black fill, structure 3, "
                                    "sparsity 1e-3 L1 + 5e-4 L0, lr decay 0.999, constant bootstrap weight) instead "
                                    "of the views / lambda_structure / sparsity widgets. Off = use the widgets."}),
+                "keep_checkpoint": ("BOOLEAN", {"default": False, "tooltip":
+                                    "Keep the checkpoint (tens of MB in output/text2live/checkpoints) when the run "
+                                    "finishes, so the same graph returns the result without training after a "
+                                    "restart. Off: only a cancelled or failed run leaves one."}),
             },
         }
 
     def train(self, clip, image, prompt, screen_prompt="", source_prompt="", iterations=1000, size=512, seed=0,
               roi_text="", bootstrap_mask=None, lambda_composition=1.0, lambda_screen=1.0, lambda_structure=2.0,
               sparsity_l1=0.06, sparsity_l0=0.06, lambda_bootstrap=10.0, views=16, resume=True, preview_every=25,
-              nla=None, atlas_layer="foreground", video_defaults=True):
+              nla=None, atlas_layer="foreground", video_defaults=True, keep_checkpoint=False):
         if nla is not None:
             return self._train_video(
-                clip, image, nla, atlas_layer, bool(video_defaults), preview_every, resume,
+                clip, image, nla, atlas_layer, bool(video_defaults), preview_every, resume, bool(keep_checkpoint),
                 prompt=prompt, screen_prompt=screen_prompt or None, source_prompt=source_prompt or None,
                 roi_text=roi_text or None, bootstrap_mask=bootstrap_mask, iters=int(iterations), seed=int(seed),
                 lambda_composition=lambda_composition,
@@ -125,21 +131,23 @@ class TrainEditLayer:
         config.validate()
         cb.free_memory(_training_bytes(config.size), cb.torch_device())
         with cb.training_mode():
-            x = cb.image_to_bchw(image)
-            mask = cb.mask_to_bhw(bootstrap_mask) if bootstrap_mask is not None else None
+            x = cb.image_to_bchw(image, "image")
+            mask = cb.mask_to_bhw(bootstrap_mask, "bootstrap_mask") if bootstrap_mask is not None else None
             if mask is not None and mask.shape[0] != 1:
                 raise ValueError(f"bootstrap_mask has {mask.shape[0]} masks; give one mask for the one image")
-            ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask)
+            ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip)
             hooks = cb.make_hooks(preview_every=int(preview_every))
             try:
                 result = train_edit_layer(clip, x, config, hooks=hooks, bootstrap_mask=mask, checkpoint_path=ckpt,
-                                          resume=bool(resume))
+                                          resume=bool(resume), keep_checkpoint=bool(keep_checkpoint))
             finally:
                 cb.soft_empty_cache()
-        return _outputs(result.output) + (result.layer,)
+        cb.tell_user("Train Edit Layer", result.notes)
+        return cb.with_notes(_outputs(result.output) + (result.layer,), result.notes)
 
     @staticmethod
-    def _train_video(clip, image, nla, atlas_layer, video_defaults, preview_every, resume, **settings):
+    def _train_video(clip, image, nla, atlas_layer, video_defaults, preview_every, resume, keep_checkpoint,
+                     **settings):
         if settings.pop("bootstrap_mask", None) is not None:
             raise ValueError("bootstrap_mask is for single images; with an atlas (nla) use roi_text to guide the "
                              "edit region, or disconnect the mask")
@@ -152,20 +160,21 @@ class TrainEditLayer:
         cb.free_memory(_training_bytes(max(nla.size)), cb.torch_device())
         with cb.training_mode():
             frames = None
-            x = cb.image_to_bchw(image)
+            x = cb.image_to_bchw(image, "image")
             if x.shape[0] == nla.num_frames and tuple(x.shape[-2:]) == nla.size:
                 frames = x  # the connected frames are the video: blend over them
-            ckpt = default_video_checkpoint_path(cb.output_dir() / "checkpoints", nla, config)
+            ckpt = default_video_checkpoint_path(cb.output_dir() / "checkpoints", nla, config, clip, frames)
             hooks = cb.make_hooks(preview_every=int(preview_every))
             try:
                 r = train_video_edit_layer(clip, nla, config, frames=frames, hooks=hooks, checkpoint_path=ckpt,
-                                           resume=bool(resume))
+                                           resume=bool(resume), keep_checkpoint=keep_checkpoint)
             finally:
                 cb.soft_empty_cache()
         edit = r.atlas_edit
         rgb, alpha = edit.rgb[None], edit.alpha[None, None]
-        return (cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
-                cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer)
+        cb.tell_user("Train Edit Layer", r.notes)
+        return cb.with_notes((cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
+                              cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), r.notes)
 
 
 def _training_bytes(working_size: int) -> int:
@@ -205,7 +214,7 @@ class ApplyEditLayer:
     def apply(self, edit_layer, image, size=0):
         if not isinstance(edit_layer, EditLayer):
             raise ValueError("edit_layer must come from Train Edit Layer (Text2LIVE)")
-        x = cb.image_to_bchw(image)
+        x = cb.image_to_bchw(image, "image")
         device = cb.torch_device()
 
         hooks = cb.make_hooks()
@@ -214,9 +223,12 @@ class ApplyEditLayer:
             hooks.cancel_point()
             hooks.step(i, n, {})
 
+        seen = len(edit_layer.notes)
         with cb.training_mode():
             out = edit_layer.render(x, device=device, size=int(size) or None, on_image=progress)
-        return _outputs(out)
+        notes = edit_layer.notes[seen:]  # e.g. an image generated below its resolution for lack of memory
+        cb.tell_user("Apply Edit Layer", notes)
+        return cb.with_notes(_outputs(out), notes)
 
 
 class Composite:
@@ -248,10 +260,10 @@ class Composite:
         }
 
     def composite(self, color, opacity, background=None, fill_color="#00B140"):
-        c = cb.image_to_bchw(color)
-        a = cb.mask_to_bhw(opacity).unsqueeze(1)
+        c = cb.image_to_bchw(color, "color")
+        a = cb.mask_to_bhw(opacity, "opacity").unsqueeze(1)
         if background is not None:
-            bg = cb.image_to_bchw(background)
+            bg = cb.image_to_bchw(background, "background")
         else:
             bg = solid_background(c, parse_hex_color(fill_color))
         if a.shape[-2:] != c.shape[-2:] or bg.shape[-2:] != c.shape[-2:]:

@@ -41,7 +41,8 @@ class NLAFit:
         "foreground opacity. Edit the atlas images with any node (painting, img2img) and map them back with "
         "Atlas Render: the edit follows the video's motion. Optical flow comes from torchvision RAFT when its "
         "weights are in models/text2live or torch's cache, otherwise from a built-in estimator (no download). "
-        "Cancelling keeps a checkpoint; running again with the same inputs resumes it."
+        "Cancelling keeps a checkpoint (and the optical flow); running again with the same inputs resumes it. A "
+        "finished fit removes both unless keep_checkpoint is on."
     )
     RETURN_TYPES = ("T2L_NLA", "IMAGE", "IMAGE", "IMAGE", "MASK", "STRING")
     RETURN_NAMES = ("nla", "reconstruction", "fg_atlas", "bg_atlas", "fg_opacity", "info")
@@ -79,16 +80,22 @@ class NLAFit:
                          "Optical flow: auto = RAFT if its weights are local, else the built-in estimator; "
                          "lk = always the built-in one; raft = require RAFT weights."}),
                 "resume": ("BOOLEAN", {"default": True, "tooltip":
-                           "Continue from the checkpoint a cancelled run with the same inputs left behind."}),
+                           "Continue from the checkpoint a cancelled run with the same inputs and settings left "
+                           "behind. A checkpoint of another run is not used (fitted from the start)."}),
+                "keep_checkpoint": ("BOOLEAN", {"default": False, "tooltip":
+                                    "Keep the checkpoint and the optical flow (output/text2live/nla) when the fit "
+                                    "finishes, e.g. to fit the same video again without recomputing the flow. "
+                                    "Off: only a cancelled or failed fit leaves them."}),
             },
         }
 
-    def fit(self, frames, iterations, atlas_resolution, seed, masks=None, batch_pixels=8192, flow="auto", resume=True):
+    def fit(self, frames, iterations, atlas_resolution, seed, masks=None, batch_pixels=8192, flow="auto", resume=True,
+            keep_checkpoint=False):
         with cb.training_mode():
-            x = cb.image_to_bchw(frames)
+            x = cb.image_to_bchw(frames, "frames")
             m = None
             if masks is not None:
-                m = cb.mask_to_bhw(masks)
+                m = cb.mask_to_bhw(masks, "masks")
                 if m.shape[0] != x.shape[0] or tuple(m.shape[-2:]) != tuple(x.shape[-2:]):
                     raise ValueError(
                         f"masks are {m.shape[0]} x {m.shape[2]}x{m.shape[1]} but the frames are {x.shape[0]} x "
@@ -100,11 +107,11 @@ class NLAFit:
             cb.free_memory(need, device)
             key = fit_key(x, m, cfg)
             ckpt = str(_nla_dir() / f"checkpoint_{key}.safetensors")
-            flow_cache = str(_nla_dir() / f"flow_{frames_fingerprint(x)}.safetensors")
+            flow_cache = str(_nla_dir() / f"flow_{frames_fingerprint(x)}_{flow}.safetensors")
             try:
                 nla = fit_nla(x, m, cfg, hooks=cb.make_hooks(preview_every=50), device=device,
                               checkpoint_path=ckpt, resume=bool(resume), flow_search_dirs=cb.model_folders(),
-                              flow_cache_path=flow_cache)
+                              flow_cache_path=flow_cache, keep_checkpoint=bool(keep_checkpoint))
             finally:
                 cb.soft_empty_cache()
             rec, alpha = nla.reconstruction
@@ -115,6 +122,9 @@ class NLAFit:
             sizes = ", ".join(f"{k} atlas {v.shape[2]}x{v.shape[1]}" for k, v in atlases.items())
             info = (f"reconstruction PSNR {nla.psnr:.2f} dB after {nla.steps} steps on {x.shape[0]} frames "
                     f"{x.shape[3]}x{x.shape[2]}; flow: {nla.flow_estimator}; {sizes}")
+            if nla.notes:
+                info += "\n" + "\n".join(nla.notes)
+                cb.tell_user("Fit Layered Atlas", nla.notes)
             log.info("Text2LIVE NLAFit: %s", info)
             return {"ui": {"text": [info]},
                     "result": (nla, cb.bchw_to_image(rec), cb.to_output(fg), cb.to_output(bg), cb.to_output(alpha), info)}
@@ -132,9 +142,9 @@ def _edit_from_inputs(nla: FittedNLA, layer: str, image: Optional[torch.Tensor],
     if image.ndim == 4 and image.shape[0] != 1:
         raise ValueError(f"{layer}_atlas must be a single image, got a batch of {image.shape[0]}")
     img = image if image.ndim == 4 else image[None]
-    rgb = cb.image_to_bchw(img)[0]
+    rgb = cb.image_to_bchw(img, f"{layer}_atlas")[0]
     if opacity is not None:
-        a = cb.mask_to_bhw(opacity)[0]
+        a = cb.mask_to_bhw(opacity, f"{layer}_opacity")[0]
         if tuple(a.shape) != tuple(rgb.shape[-2:]):
             raise ValueError(f"{layer}_opacity is {a.shape[1]}x{a.shape[0]} but {layer}_atlas is "
                              f"{rgb.shape[2]}x{rgb.shape[1]}: they must have the same size.")
@@ -155,16 +165,22 @@ def _edit_from_inputs(nla: FittedNLA, layer: str, image: Optional[torch.Tensor],
     return AtlasEdit(rgb=rgb, alpha=a, bbox=box)
 
 
-def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[AtlasEdit]) -> Optional[AtlasEdit]:
-    """A T2L_EDIT_LAYER -> AtlasEdit: the layer's generator run once on the atlas it was trained on (issue 5)."""
+def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[AtlasEdit],
+                     notes: Optional[list] = None) -> Optional[AtlasEdit]:
+    """A T2L_EDIT_LAYER -> AtlasEdit: the layer's generator run once on the atlas it was trained on.
+    Fallbacks the layer took (generated below the atlas's resolution for lack of memory) go to ``notes``."""
     if edit_layer is None:
         return painted
     if painted is not None:
         raise ValueError(f"connect either {layer}_atlas or {layer}_edit_layer, not both")
     from ..t2l_core.train_video import atlas_edit_from_layer
 
+    seen = len(edit_layer.notes)
     with cb.training_mode():
-        return atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device())
+        edit = atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device())
+    if notes is not None:
+        notes += [f"{layer}_edit_layer: {n}" for n in edit_layer.notes[seen:]]
+    return edit
 
 
 class AtlasRender:
@@ -207,15 +223,16 @@ class AtlasRender:
 
     def render(self, nla, fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None, frames=None,
                fg_edit_layer=None, bg_edit_layer=None):
-        fg = _edit_from_inputs(nla, "fg", fg_atlas, fg_opacity)
-        bg = _edit_from_inputs(nla, "bg", bg_atlas, bg_opacity)
-        fg = _edit_from_layer(nla, "fg", fg_edit_layer, fg)
-        bg = _edit_from_layer(nla, "bg", bg_edit_layer, bg)
-        if frames is not None:
-            base = cb.image_to_bchw(frames)
+        if frames is not None:  # checked before any work
+            base = cb.image_to_bchw(frames, "frames")
             nla.check_frames(base)
         else:
             base = nla.original_frames()
+        fg = _edit_from_inputs(nla, "fg", fg_atlas, fg_opacity)
+        bg = _edit_from_inputs(nla, "bg", bg_atlas, bg_opacity)
+        notes: list = []
+        fg = _edit_from_layer(nla, "fg", fg_edit_layer, fg, notes)
+        bg = _edit_from_layer(nla, "bg", bg_edit_layer, bg, notes)
         hooks = cb.make_hooks()
 
         def on_frame(t, total):
@@ -223,7 +240,8 @@ class AtlasRender:
             hooks.step(t, total, {})
 
         out = render_edits(nla.model, base, fg, bg, on_frame=on_frame)
-        return (cb.bchw_to_image(out),)
+        cb.tell_user("Atlas Render", notes)
+        return cb.with_notes((cb.bchw_to_image(out),), notes)
 
 
 class SaveNLA:
@@ -336,8 +354,8 @@ class FrameEditToAtlas:
         }
 
     def push(self, nla, edited_frame, opacity, frame_index=0):
-        rgb = cb.image_to_bchw(edited_frame)[0]
-        a = cb.mask_to_bhw(opacity)[0]
+        rgb = cb.image_to_bchw(edited_frame, "edited_frame")[0]
+        a = cb.mask_to_bhw(opacity, "opacity")[0]
         edits = frame_edit_to_atlas(nla, int(frame_index), rgb, a)
         outs = []
         for layer in ("fg", "bg"):

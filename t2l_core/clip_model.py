@@ -13,6 +13,7 @@ and the correct mapping is the default. ``pos_grid="t2l-compat"`` reproduces it 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 import torch
@@ -85,6 +86,28 @@ class ClipModel:
         self._mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device, dtype=torch.float32).view(1, 3, 1, 1)
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._weights_digest: str | None = None
+
+    # ------------------------------------------------------------------ identity
+    def weights_digest(self) -> str:
+        """SHA-256 of the loaded weights (names, dtypes, shapes, values as held on the device), computed on the
+        first call and kept on this object; with :meth:`identity` it keys resumable checkpoints."""
+        if getattr(self, "_weights_digest", None) is None:
+            h = hashlib.sha256()
+            for k, v in sorted(self.model.state_dict().items()):
+                t = v.detach().to("cpu").contiguous()
+                h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            self._weights_digest = h.hexdigest()
+        return self._weights_digest
+
+    def identity(self) -> dict:
+        """Everything about this CLIP that changes what a training run computes: the weights' digest, the
+        weight dtype, the device class (CPU and CUDA kernels round differently), the open_clip config
+        (e.g. QuickGELU), the normalisation and the position-grid mode."""
+        return {"weights": self.weights_digest(), "dtype": str(self.dtype), "device": self.device.type,
+                "config": self.config, "mean": self._mean.flatten().tolist(), "std": self._std.flatten().tolist(),
+                "pos_grid": self.pos_grid}
 
     # ------------------------------------------------------------------ image side
     @property

@@ -3,7 +3,9 @@
 Entry point: :func:`fit_nla`. Frames are kept once in fp16 ([T,3,H,W], 2 bytes per value), flow in fp16
 (:mod:`t2l_core.optical_flow`); each step gathers only the sampled pixels, so memory does not grow with
 per-pixel features. Cancellation (``hooks.check_cancel`` raising) or an error saves a resumable safetensors
-checkpoint first and re-raises; ``resume=True`` continues from it.
+checkpoint first and re-raises; ``resume=True`` continues from it when it belongs to the same run. A
+non-finite loss stops the fit before its backward pass, with the last good state saved. A finished fit
+removes its checkpoint and flow cache unless ``keep_checkpoint`` (:mod:`t2l_core.checkpoint_files`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from . import nla_losses as L
 from .atlas import AtlasConfig, LayeredAtlas, frame_pixel_grid
 from .device import resolve_device
 from .optical_flow import VideoFlow, compute_video_flow, frames_fingerprint, load_flow, make_flow_estimator, save_flow
+from .checkpoint_files import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
+                               resumed_note, stale_note)
+from .input_checks import require_finite
 from .progress import Hooks, losses_to_floats
 
 CODE_VERSION = "nla-1"
@@ -72,6 +77,7 @@ class FittedNLA:
     bboxes: dict = field(default_factory=dict)   # {layer: AtlasBBox} of the discretised atlas images
     # transient (never saved): (rgb [T,3,H,W], alpha [T,H,W]) computed for the PSNR right after fitting
     reconstruction: Optional[tuple] = field(default=None, repr=False)
+    notes: list = field(default_factory=list, repr=False)  # transient: what the fit wants the user to know
 
     @property
     def cfg(self) -> AtlasConfig:
@@ -111,6 +117,9 @@ def validate_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor]) -> None
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be [T,3,H,W] (RGB), got {tuple(frames.shape)}")
     T, _, H, W = frames.shape
+    require_finite(frames, "the frames")
+    if masks is not None:
+        require_finite(masks, "the masks")
     if T < 2:
         raise ValueError("fitting an atlas needs a video of at least 2 frames; got 1 frame")
     if min(H, W) < 16:
@@ -262,6 +271,8 @@ def init_colour_from_frames(model: LayeredAtlas, frames16: torch.Tensor, masks: 
 
 
 def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:
+    """Key of the fit's inputs and settings (every frame and mask value, every setting but
+    ``checkpoint_every``); names the checkpoint file."""
     h = hashlib.sha1(CODE_VERSION.encode())
     h.update(frames_fingerprint(frames).encode())
     if masks is not None:
@@ -270,6 +281,13 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
     d.pop("checkpoint_every", None)
     h.update(json.dumps(d, sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def resume_key(key: str, flow_estimator: str, device: torch.device) -> str:
+    """What a checkpoint must match to be resumed: :func:`fit_key`, the flow estimator actually used (``auto``
+    picks RAFT or the built-in one by what is installed) and the device class (CPU and CUDA round
+    differently)."""
+    return hashlib.sha1(f"{key}|{flow_estimator}|{torch.device(device).type}".encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -375,7 +393,8 @@ def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict) -> None:
             pre = f"opt.{i}.{j}."
             if pre + "exp_avg" in tensors:
                 opt.state[p] = {
-                    "step": torch.tensor(float(tensors[pre + "step"][0])),
+                    # the fused Adam keeps its step count on the parameter's device
+                    "step": torch.tensor(float(tensors[pre + "step"][0]), device=p.device),
                     "exp_avg": tensors[pre + "exp_avg"].to(p.device),
                     "exp_avg_sq": tensors[pre + "exp_avg_sq"].to(p.device),
                 }
@@ -528,13 +547,17 @@ def step_logs(terms: dict) -> dict:
 def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: Optional[NLAFitConfig] = None,
             hooks: Optional[Hooks] = None, device: str | torch.device = "auto",
             checkpoint_path: Optional[str] = None, resume: bool = True, flow: Optional[VideoFlow] = None,
-            flow_search_dirs: Sequence[str] = (), flow_cache_path: Optional[str] = None) -> FittedNLA:
+            flow_search_dirs: Sequence[str] = (), flow_cache_path: Optional[str] = None,
+            keep_checkpoint: bool = False) -> FittedNLA:
     """Fit a layered atlas to ``frames`` [T,3,H,W] (0..1) with optional ``masks`` [T,H,W] (1 = foreground).
 
     Without masks the atlas has only a background layer. ``checkpoint_path``: where a resumable checkpoint
     is written on cancel/error (and every ``config.checkpoint_every`` steps); with ``resume`` an existing
-    checkpoint of the same inputs and config is continued. Flow is computed once (or taken from ``flow`` /
-    ``flow_cache_path``). Returns a :class:`FittedNLA` with the reconstruction PSNR.
+    checkpoint of the same inputs, config, flow estimator and device class is continued (another one is not
+    used and is replaced; ``notes`` of the result say so). Flow is computed once (or taken from ``flow`` /
+    ``flow_cache_path``, where it is kept while the fit may be resumed). A finished fit removes the
+    checkpoint and the flow cache unless ``keep_checkpoint``. Returns a :class:`FittedNLA` with the
+    reconstruction PSNR.
     """
     cfg = config or NLAFitConfig()
     hooks = hooks or Hooks()
@@ -543,14 +566,15 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     with torch.inference_mode(False), torch.enable_grad():
         # frames are only read (an fp16 copy is made inside); masks are small enough to copy
         return _fit(frames.detach(), None if masks is None else masks.detach().clone().float(), cfg, hooks,
-                    resolve_device(device), checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path)
+                    resolve_device(device), checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path,
+                    keep_checkpoint)
 
 
-def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path):
+def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path,
+         keep_checkpoint=False):
     T, _, H, W = frames.shape
     frames16 = frames.to(torch.float16)
-    key = fit_key(frames, masks, cfg)
-    fp = frames_fingerprint(frames)
+    fp = f"{frames_fingerprint(frames)}:{cfg.flow}"
     if flow is None and flow_cache_path:
         flow = load_flow(flow_cache_path, key=fp)
     if flow is None:
@@ -561,6 +585,10 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
             save_flow(flow, flow_cache_path, key=fp)
     if flow.frames != T or tuple(flow.fwd.shape[-2:]) != (H, W):
         raise ValueError("the given optical flow does not match the frames (count or size); recompute it")
+    require_finite(flow.fwd, "the optical flow", "Check the frames, or use the built-in estimator (flow 'lk').")
+    require_finite(flow.bwd, "the optical flow", "Check the frames, or use the built-in estimator (flow 'lk').")
+    key = resume_key(fit_key(frames, masks, cfg), flow.estimator, device)
+    notes: list = []
 
     bg_init, fg_init, scale = motion_init(flow, masks, H, W)
     acfg = AtlasConfig(height=H, width=W, frames=T, has_foreground=masks is not None, uv_scale=scale,
@@ -570,6 +598,10 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     ck = load_checkpoint(checkpoint_path, key) if (resume and checkpoint_path) else None
     if ck is not None:
         tensors, start, acfg = ck
+        if start > 0:
+            notes.append(resumed_note(checkpoint_path, start, cfg.iterations))
+    elif resume and checkpoint_path and os.path.isfile(checkpoint_path):
+        notes.append(stale_note(checkpoint_path))
     model = LayeredAtlas(acfg).to(device)
     opt = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99), fused=True)
     if ck is None:
@@ -597,7 +629,18 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
             for g, base in zip(opt.param_groups, base_lrs):  # stateless decay to lr_final_ratio (resume-safe)
                 g["lr"] = base * cfg.lr_final_ratio ** (step / max(total, 1))
             opt.zero_grad(set_to_none=True)
+            gen_state = gen.get_state()  # the RNG at the start of this step, for the last-good-state checkpoint
             loss, pending = training_step(model, frames16, masks, flow, step, total, cfg, gen, device, defer_logs=True)
+            if not bool(torch.isfinite(loss.detach())):  # before backward: NaN sample positions must not get there
+                saved = None
+                if checkpoint_path and all_finite(model.parameters(), optimizer_tensors(opt)):
+                    at_start = torch.Generator()
+                    at_start.set_state(gen_state)
+                    save_checkpoint(checkpoint_path, model, opt, step, at_start, key, cfg)
+                    saved = checkpoint_path
+                raise NonFiniteLoss(nonfinite_message(
+                    step + 1, {k: round(v, 6) for k, v in step_logs(pending).items()}, saved,
+                    "Lower the learning rates, or check the frames and masks."))
             loss.backward()
             opt.step()
             logs = step_logs(pending)  # after the step: the host never waits for the device inside it
@@ -609,12 +652,18 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
                 if logs["psnr_sampled"] >= cfg.target_psnr:
                     total = step  # reached the target: this is the last step
             hooks.step(step, total, logs, lambda: reconstruct_frame(model, (step // max(hooks.preview_every, 1)) % T)[0].permute(1, 2, 0))
+    except NonFiniteLoss:
+        raise
     except BaseException:
         if checkpoint_path:
             save_checkpoint(checkpoint_path, model, opt, step, gen, key, cfg)
         raise
-    if checkpoint_path and os.path.isfile(checkpoint_path):
-        os.remove(checkpoint_path)
+    if checkpoint_path and keep_checkpoint:
+        save_checkpoint(checkpoint_path, model, opt, step, gen, key, cfg)
+    elif checkpoint_path:
+        remove_run_file(checkpoint_path)
+    if flow_cache_path and not keep_checkpoint:
+        remove_run_file(flow_cache_path)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -626,4 +675,4 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     bboxes = {layer: bbox_from_extent(model, layer, extents[layer], cfg.atlas_resolution) for layer in model.layers()}
     return FittedNLA(model=model, frames_u8=u8, fit_config=cfg.to_dict(), psnr=p, steps=step,
                      flow_estimator=flow.estimator, bboxes=bboxes,
-                     reconstruction=(rec_rgb, rec_alpha))
+                     reconstruction=(rec_rgb, rec_alpha), notes=notes)

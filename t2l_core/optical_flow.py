@@ -225,11 +225,11 @@ def compute_video_flow(get_frame: Callable[[int], torch.Tensor], frames: int, es
 
 
 def frames_fingerprint(frames: torch.Tensor) -> str:
-    """Short hash of a frame stack (shape + a strided subsample of values), for cache keys."""
-    h = hashlib.sha1(str(tuple(frames.shape)).encode())
-    flat = frames.reshape(-1)
-    step = max(1, flat.numel() // 200_000)
-    h.update((flat[::step].float() * 255).round().to(torch.uint8).cpu().numpy().tobytes())
+    """Short content hash of a frame stack: its shape, dtype and every value (cache and checkpoint keys; two
+    stacks that differ anywhere get different keys)."""
+    t = frames.detach().to("cpu").contiguous()
+    h = hashlib.sha256(f"{tuple(t.shape)}:{t.dtype}".encode())
+    h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()[:16]
 
 

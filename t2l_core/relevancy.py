@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip_model import ClipModel
+from .input_checks import require_finite
 from .templates import as_prompt_list
 
 
@@ -35,8 +36,17 @@ def _block_with_attention(blk: torch.nn.Module, x: torch.Tensor) -> tuple[torch.
     return x, probs
 
 
+def min_relevancy_side(clip: ClipModel) -> int:
+    """The shortest image side a relevancy map is computed for: the one Train Edit Layer accepts
+    (:data:`~t2l_core.internal_dataset.MIN_INPUT_SIDE`), and at least one CLIP patch."""
+    from .internal_dataset import MIN_INPUT_SIDE
+
+    return max(MIN_INPUT_SIDE, clip.patch_size)
+
+
 def relevancy_map(clip: ClipModel, images: torch.Tensor, text: str | Sequence[str], *, num_layers: int = 1,
-                  size: tuple[int, int] | None = None, input_size: int | tuple[int, int] | None = None) -> torch.Tensor:
+                  size: tuple[int, int] | None = None, input_size: int | tuple[int, int] | None = None,
+                  check_size: bool = True) -> torch.Tensor:
     """Relevancy of each pixel to ``text``.
 
     Args:
@@ -47,11 +57,19 @@ def relevancy_map(clip: ClipModel, images: torch.Tensor, text: str | Sequence[st
         size: output (H', W'); defaults to the images' own size.
         input_size: the square (or (h, w)) size the images are resized to for CLIP; defaults to the model's
             native size (224 for ViT-B/32), as the authors do.
+        check_size: refuse images below :func:`min_relevancy_side` (user input); training passes its own
+            crops with False.
     Returns:
         [B, H', W'] in 0..1 (each map min-max normalised).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"relevancy expects images [B,3,H,W], got {tuple(images.shape)}")
+    require_finite(images, "the image")
+    least = min_relevancy_side(clip)
+    if check_size and min(images.shape[-2:]) < least:
+        raise ValueError(f"the image is {images.shape[-1]}x{images.shape[-2]} px; a relevancy map needs at least "
+                         f"{least} px on the shorter side (it is resized to CLIP's {clip.native_size} px input). "
+                         "Use a larger image.")
     texts = as_prompt_list(text, "relevancy text") if isinstance(text, str) else [t.strip() for t in text]
     if isinstance(text, str):
         texts = [" ".join(texts)] if len(texts) > 1 else texts

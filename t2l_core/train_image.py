@@ -13,7 +13,8 @@ Each step: sample the internal dataset (an augmented crop, plus the whole workin
 run the generator once per example (batch size 1), compute :func:`edit_objective`, MADGRAD step, then
 lr ← max(lr_min, lr_decay·lr). All randomness comes from a local generator seeded with ``seed``.
 Cancellation (``hooks.check_cancel`` raising, also between the stages of a step) or an error saves a
-resumable safetensors checkpoint, then re-raises.
+resumable safetensors checkpoint, then re-raises; a non-finite loss stops the run with the last good state
+saved. A finished run removes its checkpoint (``keep_checkpoint`` keeps it); see :mod:`.checkpoint_files`.
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from .checkpoint_files import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
+                               resumed_note, stale_note)
 from .clip_views import IMAGE_FILL, ViewConfig, structure_view
 from .compositing import composite
 from .edit_layer import EditLayer, LayerOutput
 from .edit_objective import LossWeights, TextBanks, edit_objective
-from .fast_path import (AUTOCAST_MODES, EditRuntime, backward_deferred, deferred_output, free_cuda_memory,
-                        thread_scope)
+from .fast_path import (AUTOCAST_MODES, EditRuntime, autocast_dtype, backward_deferred, deferred_output,
+                        free_cuda_memory, thread_scope)
 from .generator import GeneratorConfig, build_generator
 from .internal_dataset import DatasetConfig, InternalDataset, working_image
 from .losses import bootstrap_weight
+from .input_checks import require_finite
 from .progress import Hooks, cancel_inside, losses_to_floats
 from .seeding import make_generator
 from .templates import as_prompt_list
@@ -154,7 +158,9 @@ class EditResult:
     output: LayerOutput  # rendered at the input's own resolution
     history: list[dict]
     steps: int
-    checkpoint_path: Optional[Path] = None
+    checkpoint_path: Optional[Path] = None  # the kept checkpoint (keep_checkpoint), else None
+    notes: list[str] = field(default_factory=list)  # what the user should know: resume, fallbacks taken
+    resumed_from: int = 0  # steps taken from a checkpoint
 
 
 def lr_at(step: int, lr: float = 2.5e-3, decay: float = 0.99, lr_min: float = 1e-5) -> float:
@@ -162,24 +168,38 @@ def lr_at(step: int, lr: float = 2.5e-3, decay: float = 0.99, lr_min: float = 1e
     return max(lr_min, lr * decay**step)
 
 
-def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[torch.Tensor] = None) -> str:
-    """Hash of the image, optional mask and every setting except ``iters`` (a checkpoint key)."""
+def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[torch.Tensor] = None,
+                      clip=None) -> str:
+    """Hash of everything that determines a run's result (a checkpoint key): the image, the optional mask,
+    every setting including ``iters`` (a run resumes only from a run with the same target), the seed and
+    the generator settings, the CLIP's identity (weights, dtype, device class, config; see
+    :meth:`ClipModel.identity`) and the autocast dtype the run uses. Speed settings that leave the
+    computed values unchanged (``RUNTIME_FIELDS``) are left out."""
     h = hashlib.sha256()
     h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     if mask is not None:
         h.update(mask.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    d = config.to_dict()
-    d.pop("iters")
-    for name in RUNTIME_FIELDS:
-        d.pop(name, None)
-    h.update(json.dumps(d, sort_keys=True, default=str).encode())
+    h.update(json.dumps(result_settings(config, clip), sort_keys=True, default=str).encode())
     h.update(__version__.encode())
     return h.hexdigest()
 
 
+def result_settings(config: EditConfig, clip=None) -> dict:
+    """The settings that change a run's result: the config without ``RUNTIME_FIELDS``, plus the CLIP identity
+    and the effective autocast dtype when ``clip`` is given."""
+    d = config.to_dict()
+    for name in RUNTIME_FIELDS:
+        d.pop(name, None)
+    if clip is not None:
+        d["clip"] = clip.identity()
+        amp = autocast_dtype(config.autocast, clip.device) if config.fast else None
+        d["autocast_dtype"] = str(amp)
+    return d
+
+
 def default_checkpoint_path(folder: str | Path, image: torch.Tensor, config: EditConfig,
-                            mask: Optional[torch.Tensor] = None) -> Path:
-    return Path(folder) / f"edit_{input_fingerprint(image, config, mask)[:16]}.safetensors"
+                            mask: Optional[torch.Tensor] = None, clip=None) -> Path:
+    return Path(folder) / f"edit_{input_fingerprint(image, config, mask, clip)[:16]}.safetensors"
 
 
 # -- checkpoints --------------------------------------------------------------------------------------
@@ -212,16 +232,15 @@ def save_checkpoint(path: str | Path, generator: torch.nn.Module, optimizer: tor
 
 
 def _load_checkpoint(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     fingerprint: str) -> tuple[int, torch.Tensor, list[dict]]:
+                     fingerprint: str) -> Optional[tuple[int, torch.Tensor, list[dict]]]:
+    """Restore generator, MADGRAD state and lr from ``path``; returns (step, rng state, history), or None when
+    the checkpoint was made for other inputs or settings (it is then not used)."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a Text2LIVE edit checkpoint; delete it or turn resume off")
         if meta.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"checkpoint {path} was made for another image or other settings; turn resume off (or delete "
-                "the file) to start over, or use the same image and settings (only iterations may change)"
-            )
+            return None
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     dev = next(generator.parameters()).device
     generator.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
@@ -249,6 +268,7 @@ def _prepare_image(image: torch.Tensor) -> torch.Tensor:
             f"expected one image [1,C,H,W] (or [C,H,W]) with C in 1, 3 or 4, got {tuple(image.shape)}; "
             "a batch must be edited one image at a time"
         )
+    require_finite(image, "the image")
     image = image.detach().clone().float()
     if image.shape[1] == 1:
         image = image.expand(1, 3, *image.shape[-2:]).clone()
@@ -258,6 +278,7 @@ def _prepare_image(image: torch.Tensor) -> torch.Tensor:
 def _prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional[torch.Tensor]:
     if mask is None:
         return None
+    require_finite(mask, "the bootstrap mask")
     m = mask.detach().clone().float()
     while m.ndim < 4:
         m = m.unsqueeze(0)
@@ -272,13 +293,16 @@ def _prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional
 def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Optional[Hooks] = None,
                      bootstrap_mask: Optional[torch.Tensor] = None, checkpoint_path: str | Path | None = None,
                      resume: bool = False, output_size: Optional[int] = None,
-                     memory_budget: Optional[int] = None) -> EditResult:
+                     memory_budget: Optional[int] = None, keep_checkpoint: bool = False) -> EditResult:
     """Train an edit layer for ``image`` ``[1,3,H,W]`` (or ``[3,H,W]``; gray/RGBA handled) in 0..1.
 
     ``bootstrap_mask`` ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` in 0..1 (1 = region to edit) replaces the relevancy
-    map as bootstrap target. ``checkpoint_path``: where cancellation/errors (and completion) leave a
-    resumable checkpoint; ``resume`` continues from it. The final layer is rendered at the input's own
-    resolution (``output_size`` = shorter side to render at instead), within ``memory_budget`` bytes.
+    map as bootstrap target. ``checkpoint_path``: where a cancel or an error leaves a resumable checkpoint;
+    ``resume`` continues from it when it was made with the same inputs, settings, target ``iters`` and CLIP
+    (another one is not used: the run starts over and replaces it; ``result.notes`` says so). A finished run
+    removes it unless ``keep_checkpoint``. The final layer is rendered at the input's own resolution
+    (``output_size`` = shorter side to render at instead), within ``memory_budget`` bytes; fallbacks taken
+    there are in ``result.notes`` too.
     """
     config.validate()
     hooks = hooks or Hooks()
@@ -286,21 +310,22 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
         free_cuda_memory(clip.device)
         try:
             return _train(clip, image, config, hooks, bootstrap_mask, checkpoint_path, resume, output_size,
-                          memory_budget)
+                          memory_budget, keep_checkpoint)
         finally:
             free_cuda_memory(clip.device)
 
 
 def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstrap_mask: Optional[torch.Tensor],
            checkpoint_path: str | Path | None, resume: bool, output_size: Optional[int],
-           memory_budget: Optional[int]) -> EditResult:
+           memory_budget: Optional[int], keep_checkpoint: bool = False) -> EditResult:
     image = _prepare_image(image)
     mask = _prepare_mask(bootstrap_mask, image)
     device = clip.device
     runtime = EditRuntime.from_config(clip, config)
     run_clip = runtime.clip  # same weights and text cache; fused image kernels on the fast path
-    fingerprint = input_fingerprint(image, config, mask)
+    fingerprint = input_fingerprint(image, config, mask, clip)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    notes: list[str] = []
 
     work = working_image(image, config.size).to(device)
     work_mask = None
@@ -317,10 +342,7 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     rng = make_generator(config.seed)
-    start, history = 0, []
-    if resume and ckpt is not None and ckpt.is_file():
-        start, rng_state, history = _load_checkpoint(ckpt, gen, opt, fingerprint)
-        rng.set_state(rng_state)
+    start, history = _resume(ckpt, resume, gen, opt, rng, fingerprint, config.iters, notes)
     dataset = InternalDataset(work, config.dataset_config(), mask=work_mask)
     views, weights = config.view_config(), config.loss_weights()
     augmenter = runtime.augmenter(views)
@@ -331,13 +353,12 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
         out = generate(work)
         return composite(out[:, :3], out[:, 3:], work)[0].permute(1, 2, 0).cpu()
 
-    step = start
+    done = start  # finished steps; rng_state = the RNG at the start of step ``done`` (what a resume repeats)
     rng_state = rng.get_state()
     try:
         # cancel within a layer, not a step; on the fast path freed activations go back to the OS at once
         with cancel_inside(hooks.check_cancel, gen, run_clip.visual), runtime.heap_scope():
             for step in range(start, config.iters):
-                rng_state = rng.get_state()  # state at the start of the step: a resumed run repeats it exactly
                 hooks.cancel_point()
                 sample = dataset.sample(step, rng)
                 examples = sample.examples()
@@ -372,10 +393,9 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
                     total.backward()
                 terms = losses_to_floats(terms)  # the step's one device-to-host transfer, after its backward
                 if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
-                    raise FloatingPointError(
-                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last "
-                        "good state. Lower the learning rate or the loss weights, or check the image for NaNs."
-                    )
+                    saved = _save_if_finite(ckpt, gen, opt, done, rng_state, config, fingerprint, history[:done])
+                    raise NonFiniteLoss(nonfinite_message(
+                        step + 1, terms, saved, "Lower the learning rate or the loss weights."))
                 hooks.cancel_point()
                 opt.step()
                 opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
@@ -384,15 +404,20 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
                     terms["bootstrap_weight"] = bw
                 history.append(terms)
                 runtime.end_step()
+                # a cancel raised by the progress callback (ComfyUI checks it there) comes after this step's update
+                done, rng_state = step + 1, rng.get_state()
                 hooks.step(step + 1, config.iters, terms, preview)
-        step = config.iters
-        rng_state = rng.get_state()
+    except NonFiniteLoss:
+        raise
     except BaseException:
         if ckpt is not None:
-            save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
+            save_checkpoint(ckpt, gen, opt, done, rng_state, config, fingerprint, history[:done])
         raise
-    if ckpt is not None:
+    step = done
+    if ckpt is not None and keep_checkpoint:
         save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
+    else:
+        remove_run_file(ckpt)
 
     info = {"prompt": as_prompt_list(config.prompt), "steps": step, "seed": config.seed, "size": config.size,
             "working_size": list(work.shape[-2:]), "input_size": list(image.shape[-2:]),
@@ -400,7 +425,35 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     layer = EditLayer(gen.state_dict(), config.generator, info)
     output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget)
     output = LayerOutput(*(t.cpu() for t in (output.color, output.alpha, output.composite, output.greenscreen)))
-    return EditResult(layer=layer, output=output, history=history, steps=step, checkpoint_path=ckpt)
+    notes += layer.notes
+    return EditResult(layer=layer, output=output, history=history, steps=step,
+                      checkpoint_path=ckpt if keep_checkpoint else None, notes=notes, resumed_from=start)
+
+
+def _resume(ckpt: Optional[Path], resume: bool, gen: torch.nn.Module, opt: torch.optim.Optimizer,
+            rng: torch.Generator, fingerprint: str, iters: int, notes: list[str]) -> tuple[int, list[dict]]:
+    """(first step, history) from the checkpoint when it belongs to this run; (0, []) otherwise (with a note
+    when a checkpoint of another run was found there)."""
+    if not (resume and ckpt is not None and ckpt.is_file()):
+        return 0, []
+    loaded = _load_checkpoint(ckpt, gen, opt, fingerprint)
+    if loaded is None:
+        notes.append(stale_note(ckpt))
+        return 0, []
+    start, rng_state, history = loaded
+    rng.set_state(rng_state)
+    if start > 0:
+        notes.append(resumed_note(ckpt, start, iters))
+    return start, history
+
+
+def _save_if_finite(ckpt: Optional[Path], gen: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+                    rng_state: torch.Tensor, config: EditConfig, fingerprint: str,
+                    history: Sequence[dict]) -> Optional[Path]:
+    """Save the state at the start of ``step`` when it is finite (the last good state); None otherwise."""
+    if ckpt is None or not all_finite(gen.parameters(), gen.buffers(), optimizer_tensors(opt)):
+        return None
+    return save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
 
 
 def _relevancy(clip, images: torch.Tensor, config: EditConfig, size: tuple[int, int]) -> torch.Tensor:
@@ -408,5 +461,5 @@ def _relevancy(clip, images: torch.Tensor, config: EditConfig, size: tuple[int, 
     from .relevancy import relevancy_map  # the lead's module; imported lazily
 
     r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.relevancy_layers,
-                      size=size)
+                      size=size, check_size=False)
     return r.detach()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -37,18 +37,20 @@ import torch.nn.functional as F
 
 from . import __version__
 from .atlas_render import AtlasBBox, AtlasEdit, discretise_atlas, frame_alpha, render_frame
+from .checkpoint_files import NonFiniteLoss, nonfinite_message, remove_run_file
 from .clip_views import VIDEO_FILL, structure_view
 from .compositing import GREEN, on_green_screen, solid_background
 from .edit_layer import EditLayer
 from .edit_objective import TextBanks, edit_objective
 from .fast_path import EditRuntime, backward_deferred, deferred_output, free_cuda_memory, thread_scope
 from .generator import build_generator
+from .input_checks import require_finite
 from .losses import bootstrap_weight
 from .nla_fit import FittedNLA
 from .progress import Hooks, cancel_inside, losses_to_floats
 from .seeding import make_generator
 from .templates import as_prompt_list
-from .train_image import RUNTIME_FIELDS, EditConfig, _load_checkpoint, _relevancy, save_checkpoint
+from .train_image import EditConfig, _relevancy, _resume, _save_if_finite, result_settings, save_checkpoint
 from .video_dataset import VideoAtlasDataset, VideoDatasetConfig, layer_key, training_bbox
 
 @dataclass
@@ -109,28 +111,33 @@ class VideoEditResult:
     frames: Optional[torch.Tensor]      # [T,3,H,W] edited video (None with render=False)
     history: list
     steps: int
-    checkpoint_path: Optional[Path] = None
+    checkpoint_path: Optional[Path] = None  # the kept checkpoint (keep_checkpoint), else None
+    notes: list = field(default_factory=list)  # what the user should know (resume)
+    resumed_from: int = 0  # steps taken from a checkpoint
 
 
-def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig) -> str:
-    """Hash of the atlas model, the frames and every setting except ``iters`` (a checkpoint key)."""
+def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: Optional[torch.Tensor] = None) -> str:
+    """Hash of everything that determines an atlas edit's result (a checkpoint key): the atlas model and its
+    framing, the frames the foreground inputs come from (``frames`` [T,3,H,W] 0..1 or uint8 as given to
+    :func:`train_video_edit_layer`, default the stored ones), every
+    setting including ``iters``, and with ``clip`` its identity and the autocast dtype (as
+    :func:`~t2l_core.train_image.input_fingerprint`)."""
     h = hashlib.sha256()
     for k, v in sorted(nla.model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    h.update(nla.frames_u8.contiguous().numpy().tobytes())
-    d = config.to_dict()
-    d.pop("iters")
-    for name in RUNTIME_FIELDS:
-        d.pop(name, None)
+    h.update(_frames_u8(nla, frames).contiguous().numpy().tobytes())
+    h.update(json.dumps({k: b.to_dict() for k, b in sorted(nla.bboxes.items())}, sort_keys=True).encode())
+    d = result_settings(config, clip)
     d["layer"] = layer_key(d["layer"])
     h.update(json.dumps(d, sort_keys=True, default=str).encode())
     h.update(__version__.encode())
     return h.hexdigest()
 
 
-def default_video_checkpoint_path(folder: str | Path, nla: FittedNLA, config: VideoEditConfig) -> Path:
-    return Path(folder) / f"video_edit_{nla_fingerprint(nla, config)[:16]}.safetensors"
+def default_video_checkpoint_path(folder: str | Path, nla: FittedNLA, config: VideoEditConfig, clip=None,
+                                  frames: Optional[torch.Tensor] = None) -> Path:
+    return Path(folder) / f"video_edit_{nla_fingerprint(nla, config, clip, frames)[:16]}.safetensors"
 
 
 def _frames_u8(nla: FittedNLA, frames: Optional[torch.Tensor]) -> torch.Tensor:
@@ -139,6 +146,7 @@ def _frames_u8(nla: FittedNLA, frames: Optional[torch.Tensor]) -> torch.Tensor:
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be [T,3,H,W], got {tuple(frames.shape)}")
     nla.check_frames(frames)
+    require_finite(frames, "the frames")
     if frames.dtype == torch.uint8:
         return frames.cpu()
     return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
@@ -187,36 +195,41 @@ def atlas_examples(out: torch.Tensor, atlas_crop: torch.Tensor, frames: list, la
 def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, frames: Optional[torch.Tensor] = None,
                            hooks: Optional[Hooks] = None, checkpoint_path: str | Path | None = None,
                            resume: bool = False, render: bool = True,
-                           other_edit: Optional[AtlasEdit] = None) -> VideoEditResult:
+                           other_edit: Optional[AtlasEdit] = None, keep_checkpoint: bool = False) -> VideoEditResult:
     """Train an edit layer on ``config.layer``'s atlas of ``nla``.
 
     ``frames`` [T,3,H,W] (0..1 or uint8): the original video (default: the frames stored with the atlas);
     used for the foreground inputs and as the base the edit is blended over. ``render``: also return the
     edited video (streamed, one frame at a time). ``other_edit``: an AtlasEdit of the other layer to
     combine in the rendered video (foreground and background trained one after the other).
+    Checkpoints follow the image rule (:func:`~t2l_core.train_image.train_edit_layer`): resumed only for the
+    same atlas, frames, settings, ``iters`` and CLIP, removed when the run finishes unless ``keep_checkpoint``.
     """
     config.validate()
     hooks = hooks or Hooks()
     with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.threads):
         free_cuda_memory(clip.device)
         try:
-            return _train(clip, nla, config, frames, hooks, checkpoint_path, resume, render, other_edit)
+            return _train(clip, nla, config, frames, hooks, checkpoint_path, resume, render, other_edit,
+                          keep_checkpoint)
         finally:
             free_cuda_memory(clip.device)
 
 
 def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch.Tensor], hooks: Hooks,
-           checkpoint_path, resume: bool, render: bool, other_edit: Optional[AtlasEdit]) -> VideoEditResult:
+           checkpoint_path, resume: bool, render: bool, other_edit: Optional[AtlasEdit],
+           keep_checkpoint: bool = False) -> VideoEditResult:
     layer = layer_key(config.layer)
     if layer not in nla.bboxes:
         raise ValueError(f"this atlas has no {'foreground' if layer == 'fg' else 'background'} layer"
                          + (" (it was fitted without masks): edit the background instead" if layer == "fg" else ""))
     device = clip.device
-    runtime = EditRuntime.from_config(clip, config)  # fast path (issue 7): same weights, faster passes
-    clip = runtime.clip
     u8 = _frames_u8(nla, frames)
-    fingerprint = nla_fingerprint(nla, config)
+    fingerprint = nla_fingerprint(nla, config, clip, u8)
+    runtime = EditRuntime.from_config(clip, config)  # fast path: same weights, faster passes
+    clip = runtime.clip
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    notes: list[str] = []
     dataset = VideoAtlasDataset(nla.model, nla.bboxes[layer], u8, config.dataset_config(), device=device)
     banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.source_prompt)
     gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
@@ -224,10 +237,7 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     staged = runtime.staged_backward  # back-propagate pass by pass (less memory, same gradients)
     opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     rng = make_generator(config.seed)
-    start, history = 0, []
-    if resume and ckpt is not None and ckpt.is_file():
-        start, rng_state, history = _load_checkpoint(ckpt, gen, opt, fingerprint)
-        rng.set_state(rng_state)
+    start, history = _resume(ckpt, resume, gen, opt, rng, fingerprint, config.iters, notes)
     views, weights = config.view_config(), config.loss_weights()
     augmenter = runtime.augmenter(views)
     use_relevancy = bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
@@ -290,9 +300,9 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
                     total.backward()
                 terms = losses_to_floats(terms)  # the step's one device-to-host transfer, after its backward
                 if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
-                    raise FloatingPointError(
-                        f"the loss became non-finite at step {step + 1} ({terms}); the checkpoint holds the last good "
-                        "state. Lower the learning rate or the loss weights.")
+                    saved = _save_if_finite(ckpt, gen, opt, done, rng_state, config, fingerprint, history[:done])
+                    raise NonFiniteLoss(nonfinite_message(
+                        step + 1, terms, saved, "Lower the learning rate or the loss weights."))
                 hooks.cancel_point()
                 opt.step()
                 opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
@@ -303,12 +313,16 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
                 runtime.end_step()
                 done, rng_state = step + 1, rng.get_state()
                 hooks.step(step + 1, config.iters, terms, preview)
+    except NonFiniteLoss:
+        raise
     except BaseException:
         if ckpt is not None:
             save_checkpoint(ckpt, gen, opt, done, rng_state, config, fingerprint, history[:done])
         raise
-    if ckpt is not None:
+    if ckpt is not None and keep_checkpoint:
         save_checkpoint(ckpt, gen, opt, done, rng_state, config, fingerprint, history)
+    else:
+        remove_run_file(ckpt)
     step = done
 
     info = {"prompt": as_prompt_list(config.prompt), "steps": step, "seed": config.seed,
@@ -321,7 +335,8 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     if render:
         fg, bg = (edit, other_edit) if layer == "fg" else (other_edit, edit)
         video = render_video(nla, u8, fg, bg)
-    return VideoEditResult(edit_layer, edit, dataset.atlas[0].cpu(), video, history, step, ckpt)
+    return VideoEditResult(edit_layer, edit, dataset.atlas[0].cpu(), video, history, step,
+                           ckpt if keep_checkpoint else None, notes, start)
 
 
 @torch.no_grad()

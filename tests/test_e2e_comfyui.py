@@ -7,7 +7,9 @@ Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whos
 symlink to this repository and whose ``models/text2live`` holds a tiny random CLIP; waits for our node ids in
 ``/object_info``; runs every shipped workflow (converted to the API format, at tiny sizes) through
 ``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view``; then interrupts a
-long training run and checks it stops within seconds, leaves a checkpoint, and the server keeps serving.
+long training run and checks it stops within seconds, leaves a checkpoint, and the server keeps serving; sends
+NaN frames (from a test-only node pack installed next to ours) into Fit Layered Atlas and checks for a clear
+error and a server that answers the next prompt.
 With Playwright and Chromium present it also loads each workflow in the real frontend and compares the
 frontend's own API conversion with ours.
 """
@@ -129,6 +131,36 @@ class WebSocket:
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
+TEST_NODES = '''"""Test-only nodes for the end-to-end tests of comfyui-text2live (never shipped)."""
+import torch
+
+
+class T2LTestFrames:
+    """A smooth moving pattern as an IMAGE batch; with nan=True one frame holds a block of NaN values."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"frames": ("INT", {"default": 4, "min": 2, "max": 64}),
+                             "height": ("INT", {"default": 32, "min": 16, "max": 1024}),
+                             "width": ("INT", {"default": 40, "min": 16, "max": 1024}),
+                             "nan": ("BOOLEAN", {"default": False})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, frames, height, width, nan):
+        ys = torch.linspace(0, 1, height)[:, None]
+        xs = torch.linspace(0, 1, width)[None, :]
+        out = torch.stack([torch.stack([0.5 + 0.4 * torch.sin(6.28 * (2 * xs + ys) + 0.3 * t + c)
+                                        for c in (0.0, 1.0, 2.0)], -1) for t in range(frames)])
+        if nan:
+            out[1, 4:8, 4:8, :] = float("nan")
+        return (out.float().contiguous(),)
+
+
+NODE_CLASS_MAPPINGS = {"T2LTest_Frames": T2LTestFrames}
+'''
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,6 +203,8 @@ def comfy(tmp_path_factory, pack):
     for d in ("custom_nodes", "models/text2live", "input", "output", "temp", "user"):
         (base / d).mkdir(parents=True, exist_ok=True)
     (base / "custom_nodes" / "comfyui-text2live").symlink_to(REPO, target_is_directory=True)
+    (base / "custom_nodes" / "t2l_e2e_test_nodes").mkdir()
+    (base / "custom_nodes" / "t2l_e2e_test_nodes" / "__init__.py").write_text(TEST_NODES)
     save_clip(build_tiny_clip(patch_size=16, seed=0, device="cpu"), base / "models/text2live/tiny-clip.safetensors",
               note=TINY_NOTE)
     _write_inputs(base / "input")
@@ -305,6 +339,29 @@ def test_interrupt_during_training_stops_quickly_and_server_keeps_serving(comfy,
     assert "T2L_TrainEditLayer" in comfy.get("/object_info/T2L_TrainEditLayer")
     pid = comfy.queue(to_api(small(load_json(REPO / "workflows" / "image_edit.json"), defs, seed=778), defs))
     assert comfy.wait_history(pid, timeout=300)["status"]["status_str"] == "success"
+
+
+def test_nan_frames_into_fit_layered_atlas_give_an_error_and_the_server_keeps_serving(comfy):
+    def fit_prompt(nan: bool) -> dict:
+        return {"1": {"class_type": "T2LTest_Frames", "inputs": {"frames": 4, "height": 32, "width": 40, "nan": nan}},
+                "2": {"class_type": "T2L_NLAFit", "inputs": {"frames": ["1", 0], "iterations": 10, "atlas_resolution": 0,
+                                                             "seed": 0, "batch_pixels": 512, "flow": "lk"}},
+                "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}}}
+
+    assert "T2LTest_Frames" in comfy.get("/object_info/T2LTest_Frames"), "the test node pack did not load"
+    entry = comfy.wait_history(comfy.queue(fit_prompt(True)), timeout=120)
+    assert entry["status"]["status_str"] == "error"
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and errors[0]["node_type"] == "T2L_NLAFit", entry["status"]["messages"]
+    message = errors[0]["exception_message"]
+    print(f"\nNaN frames into Fit Layered Atlas: {errors[0]['exception_type']}: {message}")
+    assert "NaN values in the frames input" in message and "item 1 of 4" in message
+    assert comfy.proc.poll() is None, "ComfyUI exited:\n" + comfy.log.read_text()[-3000:]
+    # the server answers the next prompt: the same fit with finite frames succeeds, and leaves no files behind
+    entry = comfy.wait_history(comfy.queue(fit_prompt(False)), timeout=300)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"]["messages"], indent=1)[-3000:]
+    nla_dir = comfy.base / "output" / "text2live" / "nla"
+    assert not list(nla_dir.glob("checkpoint_*")) and not list(nla_dir.glob("flow_*"))
 
 
 def test_real_frontend_loads_each_workflow_and_converts_it_like_we_do(comfy, defs):

@@ -34,7 +34,8 @@ def test_train_node_outputs_in_inference_mode(pack, tiny_clip, astronaut, in_tmp
         assert t.dtype == torch.float32 and 0 <= t.min() and t.max() <= 1
     assert torch.allclose(comp, opacity[..., None] * edit + (1 - opacity[..., None]) * image, atol=1e-5)
     assert layer.info["steps"] == 3
-    assert list((in_tmp / "t2l_outputs" / "text2live" / "checkpoints").glob("edit_*.safetensors"))
+    # a finished run leaves no checkpoint behind (ComfyUI's cache keeps the result)
+    assert not list((in_tmp / "t2l_outputs" / "text2live" / "checkpoints").glob("*"))
 
     # apply the layer to another image (a batch of 2, each at its own resolution)
     other = torch.rand(2, 140, 150, 3)

@@ -94,6 +94,11 @@ def test_cli_nla_and_render(small_video, tmp_path):
                  "--batch", "1024", "--flow", "lk"]) == 0
     head = read_nla_header(str(out))
     assert (head["frames"], head["height"], head["width"]) == ("4", "32", "40")
+    assert not (tmp_path / "atlas.checkpoint.safetensors").exists()  # a finished fit leaves no checkpoint
+    kept = tmp_path / "kept.safetensors"
+    assert main(["nla", str(frames_dir), "--iters", "10", "--out", str(kept), "--batch", "512", "--flow", "lk",
+                 "--keep-checkpoint"]) == 0
+    assert (tmp_path / "kept.checkpoint.safetensors").is_file()
     import json
 
     box = json.loads(head["bboxes"])["bg"]

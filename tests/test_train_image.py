@@ -14,7 +14,7 @@ from _edit_helpers import tiny_config
 
 def _run(clip, image, **kw):
     hooks = kw.pop("hooks", None)
-    extra = {k: kw.pop(k) for k in ("checkpoint_path", "resume", "bootstrap_mask") if k in kw}
+    extra = {k: kw.pop(k) for k in ("checkpoint_path", "resume", "bootstrap_mask", "keep_checkpoint") if k in kw}
     return train_edit_layer(clip, image, tiny_config(**kw), hooks=hooks, **extra)
 
 
@@ -82,13 +82,19 @@ def test_cancel_leaves_checkpoint_that_resumes_to_the_same_result(tiny_clip, ast
     assert resumed.steps == 6 and len(resumed.history) == 6
     assert resumed.history == full.history
     assert torch.equal(resumed.output.composite, full.output.composite)
-    # a finished checkpoint resumes to the same result without training
-    again = _run(tiny_clip, astronaut, iters=6, checkpoint_path=ckpt, resume=True,
+    assert not ckpt.exists()  # the finished run removed its checkpoint
+    # kept on request: the same run then comes back from it without training
+    kept = _run(tiny_clip, astronaut, iters=6, checkpoint_path=ckpt, keep_checkpoint=True)
+    assert ckpt.is_file() and kept.checkpoint_path == ckpt
+    again = _run(tiny_clip, astronaut, iters=6, checkpoint_path=ckpt, resume=True, keep_checkpoint=True,
                  hooks=Hooks(check_cancel=lambda: (_ for _ in ()).throw(AssertionError("trained again"))))
-    assert torch.equal(again.output.composite, full.output.composite)
-    # a checkpoint of other settings is refused clearly
-    with pytest.raises(ValueError, match="another image or other settings"):
-        _run(tiny_clip, astronaut, iters=6, seed=99, checkpoint_path=ckpt, resume=True)
+    assert torch.equal(again.output.composite, full.output.composite) and again.resumed_from == 6
+    # a checkpoint of other settings is not used: trained from the start, said in the notes, then replaced
+    other = _run(tiny_clip, astronaut, iters=6, seed=99, checkpoint_path=ckpt, resume=True)
+    fresh = _run(tiny_clip, astronaut, iters=6, seed=99)
+    assert other.resumed_from == 0 and any("not used" in n for n in other.notes)
+    assert torch.equal(other.output.composite, fresh.output.composite)
+    assert not ckpt.exists()
 
 
 def test_default_generator_runs_and_bootstrap_mask(tiny_clip, astronaut):
@@ -121,11 +127,16 @@ def test_bad_inputs_fail_clearly_and_write_nothing(tiny_clip, astronaut, tmp_pat
     with pytest.raises(ValueError, match="size >= 129"):
         _run(tiny_clip, astronaut, size=64)
     ckpt = tmp_path / "nan.safetensors"
-    bad = astronaut.clone()
-    bad[..., 10, 10] = float("nan")
-    with pytest.raises(FloatingPointError, match="non-finite"):
-        _run(tiny_clip, bad, iters=3, checkpoint_path=ckpt)
-    assert ckpt.is_file()  # the last good state is kept
+    for value in (float("nan"), float("inf")):
+        bad = astronaut.clone()
+        bad[..., 10, 10] = value
+        with pytest.raises(ValueError, match="(NaN|infinite) values in the image"):
+            _run(tiny_clip, bad, iters=3, checkpoint_path=ckpt)
+        mask = torch.ones(96, 128)
+        mask[3, 4] = value
+        with pytest.raises(ValueError, match="values in the bootstrap mask"):
+            _run(tiny_clip, astronaut, iters=3, checkpoint_path=ckpt, bootstrap_mask=mask)
+    assert not ckpt.exists()  # refused before any work
 
 
 def test_config_roundtrip():

@@ -197,18 +197,49 @@ def test_cancel_leaves_a_checkpoint_that_resumes_to_the_same_result(tiny_clip, n
         train_video_edit_layer(tiny_clip, nla, cfg, hooks=Hooks(on_step=cancel_at_3), checkpoint_path=ckpt, resume=True)
     assert ckpt.is_file()
     resumed = train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, resume=True, render=False)
-    assert [h["total"] for h in resumed.history] == pytest.approx([h["total"] for h in full.history], rel=1e-5)
-    assert torch.allclose(resumed.atlas_edit.rgb, full.atlas_edit.rgb, atol=1e-5)
-    # another layer / settings do not silently reuse it
-    with pytest.raises(ValueError, match="another"):
-        train_video_edit_layer(tiny_clip, nla, video_config(layer="bg", iters=4, seed=3), checkpoint_path=ckpt,
-                               resume=True, render=False)
+    assert resumed.resumed_from == 2
+    assert resumed.history == full.history  # bit for bit
+    assert torch.equal(resumed.atlas_edit.rgb, full.atlas_edit.rgb) and torch.equal(resumed.atlas_edit.alpha,
+                                                                                    full.atlas_edit.alpha)
+    assert not ckpt.exists()  # a finished run removes its checkpoint
+    # a checkpoint of other settings (or another CLIP, or other iterations) is not used: trained from the start
+    train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, render=False, keep_checkpoint=True)
+    other = train_video_edit_layer(tiny_clip, nla, video_config(layer="bg", iters=3, full_image_every=3),
+                                   checkpoint_path=ckpt, resume=True, render=False)
+    assert other.resumed_from == 0 and any("not used" in n for n in other.notes)
 
 
 def test_bad_input_gives_clear_errors(tiny_clip, nla):
     with pytest.raises(ValueError, match="frames"):
         train_video_edit_layer(tiny_clip, nla, video_config(iters=1), frames=torch.rand(3, 3, 48, 64))
+    bad = nla.original_frames()
+    bad[4, 0, 5, 6] = float("nan")
+    with pytest.raises(ValueError, match="NaN values in the frames"):
+        train_video_edit_layer(tiny_clip, nla, video_config(iters=1), frames=bad)
     with pytest.raises(ValueError, match="at least 129"):
         train_video_edit_layer(tiny_clip, nla, video_config(iters=1, generator=GeneratorConfig()))
     box = training_bbox(AtlasBBox("bg", -1, -1, 0, -0.5, 40, 20), 1.0, 33)
     assert (box.width, box.height) == (66, 33)  # scaled up so both sides reach the generator minimum
+
+
+def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, nla, tmp_path, monkeypatch):
+    import t2l_core.train_video as train_video
+    from t2l_core.checkpoint_files import NonFiniteLoss
+
+    ckpt = tmp_path / "video.safetensors"
+    cfg = video_config(layer="bg", iters=3, full_image_every=2)
+    full = train_video_edit_layer(tiny_clip, nla, cfg, render=False)
+    real, calls = train_video.edit_objective, {"n": 0}
+
+    def nan_at_second_step(*args, **kwargs):
+        total, terms = real(*args, **kwargs)
+        calls["n"] += 1
+        return total, ({**terms, "total": float("inf")} if calls["n"] == 2 else terms)
+
+    monkeypatch.setattr(train_video, "edit_objective", nan_at_second_step)
+    with pytest.raises(NonFiniteLoss, match="non-finite at step 2.*last good state \\(step 1\\)"):
+        train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, render=False)
+    monkeypatch.setattr(train_video, "edit_objective", real)
+    resumed = train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, resume=True, render=False)
+    assert resumed.resumed_from == 1 and resumed.history == full.history
+    assert torch.equal(resumed.atlas_edit.rgb, full.atlas_edit.rgb)

@@ -46,12 +46,14 @@ def _train(args: argparse.Namespace) -> int:
     config.validate()  # fail before loading CLIP
     out = Path(args.out)
     clip = clip_from_args(args)
-    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_path(out / "checkpoints", image, config)
+    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_path(out / "checkpoints", image, config,
+                                                                                  clip=clip)
     hooks = Hooks(on_step=console_printer(args.log_every) if not args.quiet else None)
-    result = train_edit_layer(clip, image, config, hooks=hooks, checkpoint_path=ckpt, resume=args.resume)
+    result = train_edit_layer(clip, image, config, hooks=hooks, checkpoint_path=ckpt, resume=args.resume,
+                              keep_checkpoint=args.keep_checkpoint)
     written = _write_outputs(result.output, out)
     written.append(result.layer.save(out / "edit_layer.safetensors"))
-    for note in result.layer.notes:
+    for note in result.notes:
         print(f"note: {note}")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -111,7 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fast path: recompute activations in the backward pass (less memory, slower steps)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file (default: OUT/checkpoints/edit_<hash>.safetensors)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint if a cancelled run with the same image, settings, --iters and "
+                        "CLIP left it (another run's checkpoint is not used: training starts over)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the checkpoint when the run finishes (default: only a cancelled or failed run leaves one)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", required=True, help="output folder for composite/edit/alpha/greenscreen PNGs and the layer")

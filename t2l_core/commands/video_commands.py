@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--models-dir", action="append", default=[], help="extra folder to look for RAFT weights")
     p.add_argument("--device", default="auto")
     p.add_argument("--save-atlases", default=None, help="also write the atlas images as PNGs to this directory")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep OUT.checkpoint.safetensors when the fit finishes (default: only a cancelled or failed "
+                        "fit leaves it; the next run with the same inputs and settings resumes it)")
     p.set_defaults(func=run_nla)
 
     r = subparsers.add_parser("render", help="render atlas edits (RGBA PNGs in atlas space) into the video")
@@ -65,7 +68,10 @@ def run_nla(args) -> int:
                        atlas_resolution=args.resolution, target_psnr=args.target_psnr)
     ckpt = args.out[: -len(".safetensors")] + ".checkpoint.safetensors"
     nla = fit_nla(frames, masks, cfg, hooks=Hooks(on_step=console_printer(max(1, args.iters // 20))),
-                  device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir)
+                  device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir,
+                  keep_checkpoint=args.keep_checkpoint)
+    for note in nla.notes:
+        print(f"note: {note}")
     save_nla(nla, args.out)
     print(f"fitted {frames.shape[0]} frames {frames.shape[3]}x{frames.shape[2]}: reconstruction PSNR "
           f"{nla.psnr:.2f} dB ({nla.steps} steps, flow: {nla.flow_estimator}) -> {args.out}")

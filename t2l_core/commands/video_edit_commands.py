@@ -49,10 +49,13 @@ def _run(args: argparse.Namespace) -> int:
         other = atlas_edit_from_layer(other_layer, nla, other_key)
     out = Path(args.out)
     clip = clip_from_args(args)
-    ckpt = Path(args.checkpoint) if args.checkpoint else default_video_checkpoint_path(out / "checkpoints", nla, config)
+    ckpt = Path(args.checkpoint) if args.checkpoint else default_video_checkpoint_path(
+        out / "checkpoints", nla, config, clip, frames)
     hooks = Hooks(on_step=console_printer(args.log_every) if not args.quiet else None)
     result = train_video_edit_layer(clip, nla, config, frames=frames, hooks=hooks, checkpoint_path=ckpt,
-                                    resume=args.resume, other_edit=other)
+                                    resume=args.resume, other_edit=other, keep_checkpoint=args.keep_checkpoint)
+    for note in result.notes:
+        print(f"note: {note}")
     written = write_frames(result.frames, str(out / "frames"))
     atlas_png = write_rgba(str(out / f"{layer}_atlas_edit.png"), result.atlas_edit.rgb, result.atlas_edit.alpha)
     layer_file = result.layer.save(out / f"edit_layer_{layer}.safetensors")
@@ -86,7 +89,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--other-layer", default=None,
                    help="edit layer trained on the OTHER atlas (an earlier run): combined in the rendered video")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: OUT/checkpoints/video_edit_<hash>)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint if a cancelled run with the same atlas, frames, settings, "
+                        "--iters and CLIP left it (another run's checkpoint is not used: training starts over)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the checkpoint when the run finishes (default: only a cancelled or failed run leaves one)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", required=True, help="output folder")

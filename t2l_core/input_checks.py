@@ -1,0 +1,31 @@
+"""Checks every entry point runs on incoming tensors before any work (nodes, CLI and Python API alike)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def require_finite(tensor: torch.Tensor, name: str, fix: str = "") -> None:
+    """Raise ValueError if ``tensor`` holds NaN or infinite values.
+
+    ``name`` is the input as the user sees it (a node input such as ``frames``, a CLI file, an argument);
+    ``fix`` says what to change (default: replace the values at their source). The message gives how many
+    values are bad and the first batch item (index 0 of the first dimension) that holds one.
+    """
+    if not torch.is_tensor(tensor) or not tensor.is_floating_point():
+        return
+    bad = ~torch.isfinite(tensor.detach())
+    if not bool(bad.any()):
+        return
+    n_bad, n = int(bad.sum()), tensor.numel()
+    where = ""
+    if tensor.ndim >= 3:
+        first = int(bad.reshape(tensor.shape[0], -1).any(dim=1).nonzero()[0, 0])
+        where = f", first in item {first} of {tensor.shape[0]}"
+    kinds = [k for k, m in (("NaN", torch.isnan(tensor.detach())), ("infinite", torch.isinf(tensor.detach())))
+             if bool(m.any())]
+    raise ValueError(
+        f"{' and '.join(kinds)} values in {name} ({n_bad:,} of {n:,}{where}). "
+        + (fix or "Replace them where they are produced (for example a VAE decode in fp16, or a division by "
+                  "zero in an earlier step): every value must be a finite number, images and masks in 0..1.")
+    )
