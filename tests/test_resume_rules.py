@@ -108,7 +108,7 @@ def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, astronaut, tm
         total, terms = real(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 3:
-            terms = {**terms, "total": float("nan")}
+            terms = {**terms, "total": terms["total"] * float("nan")}
         return total, terms
 
     monkeypatch.setattr(train_image, "edit_objective", nan_at_third_step)
@@ -151,8 +151,8 @@ def test_fit_resumes_only_its_own_checkpoint_and_stops_on_a_non_finite_loss(clip
 
     real = nla_fit.training_step
 
-    def nan_at_step_7(model, frames16, masks, flow_, step, *args):
-        loss, logs = real(model, frames16, masks, flow_, step, *args)
+    def nan_at_step_7(model, frames16, masks, flow_, step, *args, **kwargs):
+        loss, logs = real(model, frames16, masks, flow_, step, *args, **kwargs)
         return (loss * float("nan"), logs) if step == 6 else (loss, logs)
 
     monkeypatch.setattr(nla_fit, "training_step", nan_at_step_7)

@@ -234,7 +234,7 @@ def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, nla, tmp_path
     def nan_at_second_step(*args, **kwargs):
         total, terms = real(*args, **kwargs)
         calls["n"] += 1
-        return total, ({**terms, "total": float("inf")} if calls["n"] == 2 else terms)
+        return total, ({**terms, "total": terms["total"] * float("inf")} if calls["n"] == 2 else terms)
 
     monkeypatch.setattr(train_video, "edit_objective", nan_at_second_step)
     with pytest.raises(NonFiniteLoss, match="non-finite at step 2.*last good state \\(step 1\\)"):
