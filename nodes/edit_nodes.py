@@ -98,16 +98,21 @@ class TrainEditLayer:
                                    "Video: use the paper's video settings (6 views with black fill, structure 3, "
                                    "sparsity 1e-3 L1 + 5e-4 L0, lr decay 0.999, constant bootstrap weight) instead "
                                    "of the views / lambda_structure / sparsity widgets. Off = use the widgets."}),
+                "save_memory": ("BOOLEAN", {"default": False, "tooltip":
+                                "Lower peak memory for slower steps: every memory-saving measure on and activations "
+                                "recomputed in the backward pass. Same result. Off = the fastest way this machine "
+                                "trains within the pack's memory target (about 4 GiB at 512 px on a CPU)."}),
             },
         }
 
     def train(self, clip, image, prompt, screen_prompt="", source_prompt="", iterations=1000, size=512, seed=0,
               roi_text="", bootstrap_mask=None, lambda_composition=1.0, lambda_screen=1.0, lambda_structure=2.0,
               sparsity_l1=0.06, sparsity_l0=0.06, lambda_bootstrap=10.0, views=16, resume=True, preview_every=25,
-              nla=None, atlas_layer="foreground", video_defaults=True):
+              nla=None, atlas_layer="foreground", video_defaults=True, save_memory=False):
         if nla is not None:
             return self._train_video(
                 clip, image, nla, atlas_layer, bool(video_defaults), preview_every, resume,
+                save_memory=bool(save_memory),
                 prompt=prompt, screen_prompt=screen_prompt or None, source_prompt=source_prompt or None,
                 roi_text=roi_text or None, bootstrap_mask=bootstrap_mask, iters=int(iterations), seed=int(seed),
                 lambda_composition=lambda_composition,
@@ -121,6 +126,7 @@ class TrainEditLayer:
             roi_text=roi_text or None, iters=int(iterations), size=int(size), seed=int(seed),
             lambda_composition=lambda_composition, lambda_screen=lambda_screen, lambda_structure=lambda_structure,
             sparsity_l1=sparsity_l1, sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views),
+            save_memory=bool(save_memory),
         )
         config.validate()
         cb.free_memory(_training_bytes(config.size), cb.torch_device())

@@ -14,7 +14,9 @@ matrix products and convolutions run *slower* than fp32 there, so ``autocast="au
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
@@ -97,33 +99,93 @@ def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     return torch.compile(module, dynamic=True)
 
 
+@dataclass(frozen=True)
+class FastMeasures:
+    """Which measures of the fast path are on. Each changes how a step is computed, never what.
+
+    ``channels_last``: the generator in channels-last layout with in-place LeakyReLUs.
+    ``fused_clip``: the CLIP image side through :func:`t2l_core.fast_clip.fast_clip`.
+    ``staged_backward``: back-propagate CLIP pass by CLIP pass; extra examples regenerated for their backward.
+    ``recompute_tails``: the generator's layers after each 3x3 convolution recomputed in the backward pass.
+    ``mmap_large_blocks``: on CPU, blocks of 4 MiB and more mmapped while training, so freeing one gives its
+    pages straight back (:func:`t2l_core.cpu_heap.mmap_threshold_scope`).
+    ``trim_heap``: on CPU, the heap's free pages returned to the OS after each step
+    (:func:`t2l_core.cpu_heap.release_freed_heap`).
+    """
+
+    channels_last: bool = True
+    fused_clip: bool = True
+    staged_backward: bool = True
+    recompute_tails: bool = True
+    mmap_large_blocks: bool = True
+    trim_heap: bool = True
+
+    @classmethod
+    def none(cls) -> "FastMeasures":
+        return cls(**{f.name: False for f in fields(cls)})
+
+    def without(self, *names: str) -> "FastMeasures":
+        """A copy with the named measures off (e.g. ``without("heap_release")``)."""
+        return replace(self, **{n: False for n in names})
+
+
+_FORCED_MEASURES: contextvars.ContextVar[Optional[FastMeasures]] = contextvars.ContextVar("forced_measures",
+                                                                                        default=None)
+
+
+@contextlib.contextmanager
+def forced_measures(measures: FastMeasures) -> Iterator[None]:
+    """Inside the block, fast-path runtimes use exactly ``measures`` (for benchmarks that ablate them)."""
+    token = _FORCED_MEASURES.set(measures)
+    try:
+        yield
+    finally:
+        _FORCED_MEASURES.reset(token)
+
+
+def default_measures(device: torch.device, save_memory: bool = False) -> FastMeasures:
+    """The fast path's measures on ``device``: every one (placeholder, decided below from measurements)."""
+    return FastMeasures()
+
+
 class EditRuntime:
     """How a training loop runs its CLIP and generator passes, from a config's speed fields.
 
     Usage in a loop (image and video editing)::
 
-        rt = EditRuntime.from_config(clip, config)   # config.fast / autocast / compile
+        rt = EditRuntime.from_config(clip, config)   # config.fast / autocast / compile / save_memory
         gen = rt.prepare(build_generator(...))       # channels-last in place when fast
         generate = rt.wrap(gen)                      # x [B,3,h,w] -> [B,4,h,w] fp32
         ... edit_objective(rt.clip, ...)             # fused image kernels when fast
+
+    ``measures`` picks the fast path's measures one by one (benchmarks); None = :func:`default_measures`
+    for the device and ``save_memory``.
     """
 
     def __init__(self, clip, fast: bool = True, autocast_mode: str = "auto", compile: bool = False,
-                 save_memory: bool = False) -> None:
+                 save_memory: bool = False, measures: Optional[FastMeasures] = None) -> None:
         from .fast_clip import fast_clip
 
         self.device = clip.device
         self.fast = bool(fast)
-        self.amp = autocast_dtype(autocast_mode, self.device) if self.fast else None
-        # save_memory (fast path only): recompute CLIP block and full-resolution generator activations in the
-        # backward pass instead of keeping them (activation checkpointing; same values, more forward work)
+        # save_memory (fast path only): every memory measure on, and CLIP block and full-resolution generator
+        # activations recomputed in the backward pass (activation checkpointing; same values, more work)
         self.save_memory = self.fast and bool(save_memory)
-        self.clip = fast_clip(clip, self.amp, checkpoint_blocks=self.save_memory) if self.fast else clip
+        if not self.fast:
+            measures = FastMeasures.none()
+        elif measures is None:
+            measures = _FORCED_MEASURES.get() or default_measures(self.device, self.save_memory)
+        self.measures = measures
+        self.amp = autocast_dtype(autocast_mode, self.device) if self.fast else None
+        use_fused = measures.fused_clip or self.amp is not None or self.save_memory
+        self.clip = fast_clip(clip, self.amp, checkpoint_blocks=self.save_memory) if use_fused else clip
         self.compile = self.fast and bool(compile)
-        # staged backward (fast path): the objective back-propagates one CLIP pass at a time and extra examples
-        # are re-generated for their backward pass, so activations of one pass/example are alive at a time
-        self.staged_backward = self.fast
-        self.manage_heap = self.fast and self.device.type == "cpu"  # see t2l_core.cpu_heap
+        # staged backward: the objective back-propagates one CLIP pass at a time and extra examples are
+        # re-generated for their backward pass, so activations of one pass/example are alive at a time
+        self.staged_backward = measures.staged_backward
+        on_cpu = self.device.type == "cpu"  # see t2l_core.cpu_heap
+        self.mmap_large_blocks = measures.mmap_large_blocks and on_cpu
+        self.trim_heap = measures.trim_heap and on_cpu
 
     @classmethod
     def from_config(cls, clip, config) -> "EditRuntime":
@@ -133,9 +195,9 @@ class EditRuntime:
     def prepare(self, gen: torch.nn.Module) -> torch.nn.Module:
         if hasattr(gen, "recompute_top"):
             gen.recompute_top = self.save_memory
-        if hasattr(gen, "recompute_tails"):  # fast path: cheap recomputation after each 3×3 convolution
-            gen.recompute_tails = self.fast
-        return prepare_module(gen, self.fast)
+        if hasattr(gen, "recompute_tails"):  # cheap recomputation after each 3×3 convolution
+            gen.recompute_tails = self.measures.recompute_tails
+        return prepare_module(gen, self.measures.channels_last)
 
     def augmenter(self, views: ViewConfig) -> ViewAugmenter:
         """The CLIP-view augmenter; with ``save_memory`` it recomputes its intermediates in the backward pass.
@@ -149,17 +211,17 @@ class EditRuntime:
     def heap_scope(self):
         """Context for the training loop (fast path, CPU): large freed blocks go straight back to the OS
         (:func:`t2l_core.cpu_heap.mmap_threshold_scope`); a no-op elsewhere."""
-        return mmap_threshold_scope(enabled=self.manage_heap)
+        return mmap_threshold_scope(enabled=self.mmap_large_blocks)
 
     def end_step(self) -> None:
         """After each training step (fast path, CPU): give the heap pages freed during the step back to the OS
         (:func:`t2l_core.cpu_heap.release_freed_heap`); a no-op elsewhere."""
-        if self.manage_heap:
+        if self.trim_heap:
             release_freed_heap()
 
     def wrap(self, gen: torch.nn.Module):
         fn = maybe_compile(gen, self.compile)
-        device, amp, fast = self.device, self.amp, self.fast
+        device, amp, fast = self.device, self.amp, self.measures.channels_last
 
         def generate(x: torch.Tensor) -> torch.Tensor:
             with autocast(device, amp):
