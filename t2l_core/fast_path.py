@@ -70,19 +70,21 @@ def channels_last(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.ndim == 4 else x
 
 
-def prepare_module(module: torch.nn.Module, fast: bool) -> torch.nn.Module:
-    """When ``fast``: channels-last memory format and in-place LeakyReLUs (in place; returns the module).
+def prepare_module(module: torch.nn.Module, channels_last_layout: bool,
+                   inplace_activations: Optional[bool] = None) -> torch.nn.Module:
+    """Channels-last memory format and/or in-place LeakyReLUs (changes ``module`` in place and returns it).
 
     In-place activations are safe in the generator: each LeakyReLU follows a BatchNorm or a convolution,
     whose backward passes do not need their outputs (autograd's version check would raise otherwise);
-    it saves one full-resolution activation per LeakyReLU.
+    it saves one full-resolution activation per LeakyReLU. ``inplace_activations`` None = as the layout.
     """
-    if not fast:
-        return module
-    for m in module.modules():
-        if isinstance(m, torch.nn.LeakyReLU):
-            m.inplace = True
-    return module.to(memory_format=torch.channels_last)
+    if inplace_activations is None:
+        inplace_activations = channels_last_layout
+    if inplace_activations:
+        for m in module.modules():
+            if isinstance(m, torch.nn.LeakyReLU):
+                m.inplace = True
+    return module.to(memory_format=torch.channels_last) if channels_last_layout else module
 
 
 def free_cuda_memory(device: torch.device) -> None:
@@ -103,7 +105,8 @@ def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
 class FastMeasures:
     """Which measures of the fast path are on. Each changes how a step is computed, never what.
 
-    ``channels_last``: the generator in channels-last layout with in-place LeakyReLUs.
+    ``channels_last``: the generator in channels-last layout.
+    ``inplace_activations``: the generator's LeakyReLUs in place (one feature map fewer kept per activation).
     ``fused_clip``: the CLIP image side through :func:`t2l_core.fast_clip.fast_clip`.
     ``staged_backward``: back-propagate CLIP pass by CLIP pass; extra examples regenerated for their backward.
     ``recompute_tails``: the generator's layers after each 3x3 convolution recomputed in the backward pass.
@@ -114,6 +117,7 @@ class FastMeasures:
     """
 
     channels_last: bool = True
+    inplace_activations: bool = True
     fused_clip: bool = True
     staged_backward: bool = True
     recompute_tails: bool = True
@@ -143,9 +147,38 @@ def forced_measures(measures: FastMeasures) -> Iterator[None]:
         _FORCED_MEASURES.reset(token)
 
 
+def channels_last_pays(device: torch.device | str = "cpu") -> bool:
+    """Whether the generator runs faster in channels-last layout on ``device``.
+
+    On CUDA, yes (cuDNN's NHWC kernels). On a CPU only where PyTorch dispatches AVX-512 kernels: there the
+    layout is as fast or faster (bench/RESULTS.md), while on AVX2-only CPUs oneDNN's channels-last
+    convolution backward made a 512 px step ~1.25x slower than the standard layout.
+    """
+    if torch.device(device).type != "cpu":
+        return True
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
 def default_measures(device: torch.device, save_memory: bool = False) -> FastMeasures:
-    """The fast path's measures on ``device``: every one (placeholder, decided below from measurements)."""
-    return FastMeasures()
+    """The fast path's measures on ``device``: the fastest set that keeps the memory target.
+
+    Measured one at a time at 512 px on AVX-512 and AVX2 CPUs (bench/fast_measures.py, bench/RESULTS.md):
+
+    * the fused CLIP kernels, the staged backward and in-place activations pay everywhere (faster or free);
+    * blocks of 4 MiB and more mmapped and the generator's recomputed tails cost ~5% each and keep the
+      peak under 4 GiB at 512 px (without them it is ~4.5 and ~3.9 GiB);
+    * trimming the heap after every step costs ~8% and saves nothing once large blocks are mmapped:
+      only ``save_memory`` turns it on;
+    * the channels-last layout is faster on some CPUs and much slower on others (AVX2 without AVX-512):
+      on CPU it follows :func:`channels_last_pays`, from the CPU's vector instructions.
+
+    ``save_memory`` turns every measure on (and the runtime adds activation checkpointing).
+    """
+    if save_memory:
+        return FastMeasures()
+    if device.type != "cpu":
+        return FastMeasures(trim_heap=False, mmap_large_blocks=False)
+    return FastMeasures(trim_heap=False, channels_last=channels_last_pays())
 
 
 class EditRuntime:
@@ -197,7 +230,7 @@ class EditRuntime:
             gen.recompute_top = self.save_memory
         if hasattr(gen, "recompute_tails"):  # cheap recomputation after each 3×3 convolution
             gen.recompute_tails = self.measures.recompute_tails
-        return prepare_module(gen, self.measures.channels_last)
+        return prepare_module(gen, self.measures.channels_last, self.measures.inplace_activations)
 
     def augmenter(self, views: ViewConfig) -> ViewAugmenter:
         """The CLIP-view augmenter; with ``save_memory`` it recomputes its intermediates in the backward pass.
