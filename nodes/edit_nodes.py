@@ -104,16 +104,21 @@ class TrainEditLayer:
                                     "Keep the checkpoint (tens of MB in output/text2live/checkpoints) when the run "
                                     "finishes, so the same graph returns the result without training after a "
                                     "restart. Off: only a cancelled or failed run leaves one."}),
+                "save_memory": ("BOOLEAN", {"default": False, "tooltip":
+                                "Lower peak memory for slower steps: every memory-saving measure on and activations "
+                                "recomputed in the backward pass. Same result. Off = the fastest way this machine "
+                                "trains within the pack's memory target (about 4 GiB at 512 px on a CPU)."}),
             },
         }
 
     def train(self, clip, image, prompt, screen_prompt="", source_prompt="", iterations=1000, size=512, seed=0,
               roi_text="", bootstrap_mask=None, lambda_composition=1.0, lambda_screen=1.0, lambda_structure=2.0,
               sparsity_l1=0.06, sparsity_l0=0.06, lambda_bootstrap=10.0, views=16, resume=True, preview_every=25,
-              nla=None, atlas_layer="foreground", video_defaults=True, keep_checkpoint=False):
+              nla=None, atlas_layer="foreground", video_defaults=True, keep_checkpoint=False, save_memory=False):
         if nla is not None:
             return self._train_video(
                 clip, image, nla, atlas_layer, bool(video_defaults), preview_every, resume, bool(keep_checkpoint),
+                save_memory=bool(save_memory),
                 prompt=prompt, screen_prompt=screen_prompt or None, source_prompt=source_prompt or None,
                 roi_text=roi_text or None, bootstrap_mask=bootstrap_mask, iters=int(iterations), seed=int(seed),
                 lambda_composition=lambda_composition,
@@ -127,6 +132,7 @@ class TrainEditLayer:
             roi_text=roi_text or None, iters=int(iterations), size=int(size), seed=int(seed),
             lambda_composition=lambda_composition, lambda_screen=lambda_screen, lambda_structure=lambda_structure,
             sparsity_l1=sparsity_l1, sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views),
+            save_memory=bool(save_memory),
         )
         config.validate()
         cb.free_memory(_training_bytes(config.size), cb.torch_device())

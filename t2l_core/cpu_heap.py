@@ -54,8 +54,15 @@ def set_mmap_threshold(nbytes: int) -> bool:
 
 @contextlib.contextmanager
 def mmap_threshold_scope(nbytes: int = TRAINING_MMAP_THRESHOLD, enabled: bool = True) -> Iterator[bool]:
-    """Inside the block, mmap every allocation of ``nbytes`` or more; yields whether that took effect."""
+    """Inside the block, mmap every allocation of ``nbytes`` or more; yields whether that took effect.
+
+    On entry the free pages that earlier work left in the heap are returned first (once: a long-running
+    process such as ComfyUI starts a run with them), since glibc serves even large requests from free heap
+    space before it mmaps.
+    """
     active = enabled and set_mmap_threshold(nbytes)
+    if active:
+        release_freed_heap()
     try:
         yield active
     finally:

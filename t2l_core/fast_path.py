@@ -14,7 +14,9 @@ matrix products and convolutions run *slower* than fp32 there, so ``autocast="au
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
@@ -68,19 +70,21 @@ def channels_last(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.ndim == 4 else x
 
 
-def prepare_module(module: torch.nn.Module, fast: bool) -> torch.nn.Module:
-    """When ``fast``: channels-last memory format and in-place LeakyReLUs (in place; returns the module).
+def prepare_module(module: torch.nn.Module, channels_last_layout: bool,
+                   inplace_activations: Optional[bool] = None) -> torch.nn.Module:
+    """Channels-last memory format and/or in-place LeakyReLUs (changes ``module`` in place and returns it).
 
     In-place activations are safe in the generator: each LeakyReLU follows a BatchNorm or a convolution,
     whose backward passes do not need their outputs (autograd's version check would raise otherwise);
-    it saves one full-resolution activation per LeakyReLU.
+    it saves one full-resolution activation per LeakyReLU. ``inplace_activations`` None = as the layout.
     """
-    if not fast:
-        return module
-    for m in module.modules():
-        if isinstance(m, torch.nn.LeakyReLU):
-            m.inplace = True
-    return module.to(memory_format=torch.channels_last)
+    if inplace_activations is None:
+        inplace_activations = channels_last_layout
+    if inplace_activations:
+        for m in module.modules():
+            if isinstance(m, torch.nn.LeakyReLU):
+                m.inplace = True
+    return module.to(memory_format=torch.channels_last) if channels_last_layout else module
 
 
 def free_cuda_memory(device: torch.device) -> None:
@@ -97,33 +101,124 @@ def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     return torch.compile(module, dynamic=True)
 
 
+@dataclass(frozen=True)
+class FastMeasures:
+    """Which measures of the fast path are on. Each changes how a step is computed, never what.
+
+    ``channels_last``: the generator in channels-last layout.
+    ``inplace_activations``: the generator's LeakyReLUs in place (one feature map fewer kept per activation).
+    ``fused_clip``: the CLIP image side through :func:`t2l_core.fast_clip.fast_clip`.
+    ``staged_backward``: back-propagate CLIP pass by CLIP pass; extra examples regenerated for their backward.
+    ``recompute_tails``: the generator's layers after each 3x3 convolution recomputed in the backward pass.
+    ``mmap_large_blocks``: on CPU, blocks of 4 MiB and more mmapped while training, so freeing one gives its
+    pages straight back (:func:`t2l_core.cpu_heap.mmap_threshold_scope`).
+    ``trim_heap``: on CPU, the heap's free pages returned to the OS after each step
+    (:func:`t2l_core.cpu_heap.release_freed_heap`).
+    """
+
+    channels_last: bool = True
+    inplace_activations: bool = True
+    fused_clip: bool = True
+    staged_backward: bool = True
+    recompute_tails: bool = True
+    mmap_large_blocks: bool = True
+    trim_heap: bool = True
+
+    @classmethod
+    def none(cls) -> "FastMeasures":
+        return cls(**{f.name: False for f in fields(cls)})
+
+    def without(self, *names: str) -> "FastMeasures":
+        """A copy with the named measures off (e.g. ``without("heap_release")``)."""
+        return replace(self, **{n: False for n in names})
+
+
+_FORCED_MEASURES: contextvars.ContextVar[Optional[FastMeasures]] = contextvars.ContextVar("forced_measures",
+                                                                                        default=None)
+
+
+@contextlib.contextmanager
+def forced_measures(measures: FastMeasures) -> Iterator[None]:
+    """Inside the block, fast-path runtimes use exactly ``measures`` (for benchmarks that ablate them)."""
+    token = _FORCED_MEASURES.set(measures)
+    try:
+        yield
+    finally:
+        _FORCED_MEASURES.reset(token)
+
+
+def channels_last_pays(device: torch.device | str = "cpu") -> bool:
+    """Whether the generator runs faster in channels-last layout on ``device``.
+
+    On CUDA, yes (cuDNN's NHWC kernels). On a CPU only where PyTorch dispatches AVX-512 kernels: there the
+    layout is as fast or faster (bench/RESULTS.md), while on AVX2-only CPUs oneDNN's channels-last
+    convolution backward made a 512 px step ~1.25x slower than the standard layout.
+    """
+    if torch.device(device).type != "cpu":
+        return True
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
+def default_measures(device: torch.device, save_memory: bool = False) -> FastMeasures:
+    """The fast path's measures on ``device``: the fastest set that keeps the memory target.
+
+    Measured one at a time at 512 px on AVX-512 and AVX2 CPUs (bench/fast_measures.py, bench/RESULTS.md):
+
+    * the fused CLIP kernels, the staged backward and in-place activations pay everywhere (faster or free);
+    * blocks of 4 MiB and more mmapped and the generator's recomputed tails cost ~5% each and keep the
+      peak under 4 GiB at 512 px (without them it is ~4.5 and ~3.9 GiB);
+    * trimming the heap after every step costs ~8% and saves nothing once large blocks are mmapped:
+      only ``save_memory`` turns it on;
+    * the channels-last layout is faster on some CPUs and much slower on others (AVX2 without AVX-512):
+      on CPU it follows :func:`channels_last_pays`, from the CPU's vector instructions.
+
+    ``save_memory`` turns every measure on (and the runtime adds activation checkpointing).
+    """
+    if save_memory:
+        return FastMeasures()
+    if device.type != "cpu":
+        return FastMeasures(trim_heap=False, mmap_large_blocks=False)
+    return FastMeasures(trim_heap=False, channels_last=channels_last_pays())
+
+
 class EditRuntime:
     """How a training loop runs its CLIP and generator passes, from a config's speed fields.
 
     Usage in a loop (image and video editing)::
 
-        rt = EditRuntime.from_config(clip, config)   # config.fast / autocast / compile
+        rt = EditRuntime.from_config(clip, config)   # config.fast / autocast / compile / save_memory
         gen = rt.prepare(build_generator(...))       # channels-last in place when fast
         generate = rt.wrap(gen)                      # x [B,3,h,w] -> [B,4,h,w] fp32
         ... edit_objective(rt.clip, ...)             # fused image kernels when fast
+
+    ``measures`` picks the fast path's measures one by one (benchmarks); None = :func:`default_measures`
+    for the device and ``save_memory``.
     """
 
     def __init__(self, clip, fast: bool = True, autocast_mode: str = "auto", compile: bool = False,
-                 save_memory: bool = False) -> None:
+                 save_memory: bool = False, measures: Optional[FastMeasures] = None) -> None:
         from .fast_clip import fast_clip
 
         self.device = clip.device
         self.fast = bool(fast)
-        self.amp = autocast_dtype(autocast_mode, self.device) if self.fast else None
-        # save_memory (fast path only): recompute CLIP block and full-resolution generator activations in the
-        # backward pass instead of keeping them (activation checkpointing; same values, more forward work)
+        # save_memory (fast path only): every memory measure on, and CLIP block and full-resolution generator
+        # activations recomputed in the backward pass (activation checkpointing; same values, more work)
         self.save_memory = self.fast and bool(save_memory)
-        self.clip = fast_clip(clip, self.amp, checkpoint_blocks=self.save_memory) if self.fast else clip
+        if not self.fast:
+            measures = FastMeasures.none()
+        elif measures is None:
+            measures = _FORCED_MEASURES.get() or default_measures(self.device, self.save_memory)
+        self.measures = measures
+        self.amp = autocast_dtype(autocast_mode, self.device) if self.fast else None
+        use_fused = measures.fused_clip or self.amp is not None or self.save_memory
+        self.clip = fast_clip(clip, self.amp, checkpoint_blocks=self.save_memory) if use_fused else clip
         self.compile = self.fast and bool(compile)
-        # staged backward (fast path): the objective back-propagates one CLIP pass at a time and extra examples
-        # are re-generated for their backward pass, so activations of one pass/example are alive at a time
-        self.staged_backward = self.fast
-        self.manage_heap = self.fast and self.device.type == "cpu"  # see t2l_core.cpu_heap
+        # staged backward: the objective back-propagates one CLIP pass at a time and extra examples are
+        # re-generated for their backward pass, so activations of one pass/example are alive at a time
+        self.staged_backward = measures.staged_backward
+        on_cpu = self.device.type == "cpu"  # see t2l_core.cpu_heap
+        self.mmap_large_blocks = measures.mmap_large_blocks and on_cpu
+        self.trim_heap = measures.trim_heap and on_cpu
 
     @classmethod
     def from_config(cls, clip, config) -> "EditRuntime":
@@ -133,9 +228,9 @@ class EditRuntime:
     def prepare(self, gen: torch.nn.Module) -> torch.nn.Module:
         if hasattr(gen, "recompute_top"):
             gen.recompute_top = self.save_memory
-        if hasattr(gen, "recompute_tails"):  # fast path: cheap recomputation after each 3×3 convolution
-            gen.recompute_tails = self.fast
-        return prepare_module(gen, self.fast)
+        if hasattr(gen, "recompute_tails"):  # cheap recomputation after each 3×3 convolution
+            gen.recompute_tails = self.measures.recompute_tails
+        return prepare_module(gen, self.measures.channels_last, self.measures.inplace_activations)
 
     def augmenter(self, views: ViewConfig) -> ViewAugmenter:
         """The CLIP-view augmenter; with ``save_memory`` it recomputes its intermediates in the backward pass.
@@ -149,17 +244,17 @@ class EditRuntime:
     def heap_scope(self):
         """Context for the training loop (fast path, CPU): large freed blocks go straight back to the OS
         (:func:`t2l_core.cpu_heap.mmap_threshold_scope`); a no-op elsewhere."""
-        return mmap_threshold_scope(enabled=self.manage_heap)
+        return mmap_threshold_scope(enabled=self.mmap_large_blocks)
 
     def end_step(self) -> None:
         """After each training step (fast path, CPU): give the heap pages freed during the step back to the OS
         (:func:`t2l_core.cpu_heap.release_freed_heap`); a no-op elsewhere."""
-        if self.manage_heap:
+        if self.trim_heap:
             release_freed_heap()
 
     def wrap(self, gen: torch.nn.Module):
         fn = maybe_compile(gen, self.compile)
-        device, amp, fast = self.device, self.amp, self.fast
+        device, amp, fast = self.device, self.amp, self.measures.channels_last
 
         def generate(x: torch.Tensor) -> torch.Tensor:
             with autocast(device, amp):

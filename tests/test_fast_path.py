@@ -129,7 +129,8 @@ def _rss_mib() -> float:
 
 
 def test_end_of_step_returns_freed_heap_pages_to_the_os(tiny_clip):
-    """The fast path trims glibc's heap after each step: freed pages between live tensors stop counting."""
+    """With save_memory the fast path trims glibc's heap after each step: freed pages between live tensors stop
+    counting."""
     import pytest
 
     from t2l_core.cpu_heap import release_freed_heap
@@ -141,7 +142,7 @@ def test_end_of_step_returns_freed_heap_pages_to_the_os(tiny_clip):
     held = [torch.ones(24 * 1024) for _ in range(3000)]
     del held[::2]
     before = _rss_mib()
-    EditRuntime(tiny_clip, fast=True).end_step()
+    EditRuntime(tiny_clip, fast=True, save_memory=True).end_step()
     after = _rss_mib()
     assert before - after > 80, (before, after)  # ~140 MiB freed between live tensors
     assert float(sum(t.sum() for t in held)) == 1500 * 24 * 1024  # the live tensors are intact

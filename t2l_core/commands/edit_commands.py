@@ -110,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = keep torch's setting)")
     p.add_argument("--compile", action="store_true", help="experimental: torch.compile the generator (compiling is slow)")
     p.add_argument("--save-memory", action="store_true",
-                   help="fast path: recompute activations in the backward pass (less memory, slower steps)")
+                   help="lower peak memory for slower steps (every memory measure on, activations recomputed)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file (default: OUT/checkpoints/edit_<hash>.safetensors)")
     p.add_argument("--resume", action="store_true",

@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         lambda_composition=args.lambda_composition, lambda_screen=args.lambda_screen,
         lambda_structure=args.lambda_structure, sparsity_l1=args.sparsity_l1, sparsity_l0=args.sparsity_l0,
         lambda_bootstrap=args.lambda_bootstrap, lr_decay=args.lr_decay, atlas_scale=args.atlas_scale,
-        full_image_every=args.full_atlas_every)
+        full_image_every=args.full_atlas_every, save_memory=args.save_memory)
     config.validate()  # fail before loading anything large
     nla = load_nla(args.nla_file)
     frames = None
@@ -88,6 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full-atlas-every", type=int, default=75, help="add the whole atlas every N steps")
     p.add_argument("--other-layer", default=None,
                    help="edit layer trained on the OTHER atlas (an earlier run): combined in the rendered video")
+    p.add_argument("--save-memory", action="store_true",
+                   help="lower peak memory for slower steps (every memory measure on, activations recomputed)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: OUT/checkpoints/video_edit_<hash>)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint if a cancelled run with the same atlas, frames, settings, "
