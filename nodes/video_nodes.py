@@ -101,15 +101,16 @@ class NLAFit:
             key = fit_key(x, m, cfg)
             ckpt = str(_nla_dir() / f"checkpoint_{key}.safetensors")
             flow_cache = str(_nla_dir() / f"flow_{frames_fingerprint(x)}.safetensors")
+            hooks = cb.make_hooks(preview_every=50)
             try:
-                nla = fit_nla(x, m, cfg, hooks=cb.make_hooks(preview_every=50), device=device,
+                nla = fit_nla(x, m, cfg, hooks=hooks, device=device,
                               checkpoint_path=ckpt, resume=bool(resume), flow_search_dirs=cb.model_folders(),
                               flow_cache_path=flow_cache)
             finally:
                 cb.soft_empty_cache()
             rec, alpha = nla.reconstruction
             nla.reconstruction = None  # keep the cached T2L_NLA small
-            atlases = nla.atlas_images()
+            atlases = nla.atlas_images(on_progress=hooks.phase_callback("atlas images (texel chunks)"))
             fg = _hwc(atlases["fg"]) if "fg" in atlases else torch.zeros(1, 64, 64, 3)
             bg = _hwc(atlases["bg"])
             sizes = ", ".join(f"{k} atlas {v.shape[2]}x{v.shape[1]}" for k, v in atlases.items())
@@ -163,8 +164,10 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
         raise ValueError(f"connect either {layer}_atlas or {layer}_edit_layer, not both")
     from ..t2l_core.train_video import atlas_edit_from_layer
 
+    hooks = cb.make_hooks()
     with cb.training_mode():
-        return atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device())
+        return atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device(),
+                                     on_progress=hooks.phase_callback(f"{layer} atlas for the edit layer (texel chunks)"))
 
 
 class AtlasRender:
@@ -217,12 +220,7 @@ class AtlasRender:
         else:
             base = nla.original_frames()
         hooks = cb.make_hooks()
-
-        def on_frame(t, total):
-            hooks.cancel_point()
-            hooks.step(t, total, {})
-
-        out = render_edits(nla.model, base, fg, bg, on_frame=on_frame)
+        out = render_edits(nla.model, base, fg, bg, on_frame=hooks.phase_callback("rendering (frames)"))
         return (cb.bchw_to_image(out),)
 
 

@@ -20,7 +20,7 @@ from .edit_commands import add_prompt_arguments
 def _run(args: argparse.Namespace) -> int:
     from ..edit_layer import EditLayer
     from ..nla_io import load_nla
-    from ..progress import Hooks, console_printer
+    from ..progress import Hooks, console_phase_printer, console_printer
     from ..train_video import (VideoEditConfig, atlas_edit_from_layer, default_video_checkpoint_path,
                                train_video_edit_layer)
     from ..video_dataset import layer_key
@@ -50,7 +50,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     clip = clip_from_args(args)
     ckpt = Path(args.checkpoint) if args.checkpoint else default_video_checkpoint_path(out / "checkpoints", nla, config)
-    hooks = Hooks(on_step=console_printer(args.log_every) if not args.quiet else None)
+    hooks = Hooks(on_step=console_printer(args.log_every) if not args.quiet else None,
+                  on_phase=console_phase_printer() if not args.quiet else None)
     result = train_video_edit_layer(clip, nla, config, frames=frames, hooks=hooks, checkpoint_path=ckpt,
                                     resume=args.resume, other_edit=other)
     written = write_frames(result.frames, str(out / "frames"))
