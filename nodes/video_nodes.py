@@ -278,14 +278,19 @@ class LoadNLA:
     def _resolve(cls, file, path="") -> str:
         return path.strip() if path and path.strip() else str(_nla_dir() / file)
 
+    # Only 'file' is validated here (ComfyUI repeats a message once per argument of VALIDATE_INPUTS); a
+    # 'path' is checked when the node runs, with the same messages.
     @classmethod
-    def VALIDATE_INPUTS(cls, file, path=""):
-        p = cls._resolve(file, path)
+    def VALIDATE_INPUTS(cls, file):
+        if file == "(none saved yet)":
+            return True  # only 'path' can name an atlas then; load() says what to do when it is empty
+        p = cls._resolve(file)
         if not os.path.isfile(p):
-            return f"atlas file not found: {p}. Save one with Save Atlas, or give a full path."
+            return (f"atlas file '{file}' not found in output/text2live/nla ({_nla_dir()}): save one with Save "
+                    "Atlas and press R to refresh the list, or give a full path in 'path'.")
         try:
             read_nla_header(p)
-        except ValueError as exc:
+        except (ValueError, FileNotFoundError) as exc:
             return str(exc)
         return True
 
@@ -295,6 +300,9 @@ class LoadNLA:
         return os.path.getmtime(p) if os.path.isfile(p) else float("nan")
 
     def load(self, file, path=""):
+        if file == "(none saved yet)" and not (path and path.strip()):
+            raise ValueError("Load Atlas: no atlas in output/text2live/nla yet: save one with Save Atlas and press R "
+                             "to refresh the list, or give a full path in 'path'.")
         with cb.training_mode():
             return (load_nla(self._resolve(file, path), device=cb.torch_device()),)
 

@@ -144,7 +144,7 @@ def _write_inputs(input_dir: Path) -> None:
 
     from synthetic_video import make_synthetic_video
 
-    Image.fromarray(data.chelsea()).resize((192, 128), Image.LANCZOS).save(input_dir / "chelsea.png")
+    Image.fromarray(data.chelsea()).resize((192, 128), Image.LANCZOS).save(input_dir / "chelsea.jpg", quality=95)
     vid = make_synthetic_video(frames=FRAMES, height=HEIGHT, width=WIDTH)
     for name, clip in (("input_video.mp4", vid.frames), ("input_video_masks.mp4", vid.masks[:, None].expand(-1, 3, -1, -1))):
         with av.open(str(input_dir / name), "w") as out:

@@ -42,7 +42,8 @@ def _run(args: argparse.Namespace) -> int:
         nla.check_frames(frames)
     other = None
     if args.other_layer:
-        other_layer = EditLayer.load(args.other_layer)
+        other_layer = EditLayer.load(args.other_layer, remedy="Give --other-layer an edit_layer_<fg|bg>.safetensors "
+                                                              "written by an earlier video command.")
         other_key = (other_layer.info.get("atlas") or {}).get("layer") or ("bg" if layer == "fg" else "fg")
         if other_key == layer:
             raise ValueError(f"--other-layer was trained on the same ({layer}) atlas; give a layer of the other atlas")
