@@ -261,8 +261,9 @@ def test_workflow_runs(comfy, defs, path):
     for nid in output_nodes(prompt, defs):
         assert nid in outs, f"output node {nid} ({prompt[nid]['class_type']}) produced nothing"
         if prompt[nid]["class_type"] == "T2L_SaveEditLayer":
-            (path,) = outs[nid]["text"]
-            assert Path(path).is_file() and Path(comfy.base, "output", "text2live", "layers") in Path(path).parents
+            (layer_file,) = outs[nid]["text"]
+            assert Path(layer_file).is_file()
+            assert Path(comfy.base, "output", "text2live", "layers") in Path(layer_file).parents
             continue
         files = outs[nid].get("images", [])
         assert files, outs[nid]
@@ -272,7 +273,9 @@ def test_workflow_runs(comfy, defs, path):
             if prompt[nid]["class_type"] == "SaveAnimatedWEBP":  # frame rate taken from the video
                 from PIL import Image
 
-                assert Image.open(io.BytesIO(body)).info["duration"] == 1000 // FPS
+                anim = Image.open(io.BytesIO(body))
+                anim.load()  # the frame duration is read with the first frame
+                assert anim.n_frames == FRAMES and anim.info["duration"] == 1000 // FPS
 
 
 def _view(comfy: "Comfy", f: dict) -> bytes:

@@ -60,14 +60,17 @@ def test_cli_apply_layer_reads_the_node_file(pack, trained, in_tmp):
     from t2l_core.cli import main
     from t2l_core.image_io import save_png
 
-    image, (composite, *_rest, layer) = trained
+    from t2l_core.image_io import load_image
+
+    image, (*_outputs, layer) = trained
     (path,) = _nodes(pack).SaveEditLayer().save(layer, "edit_layer")["result"]
     save_png(image[0].permute(2, 0, 1), in_tmp / "photo.png")
     assert main(["apply-layer", path, str(in_tmp / "photo.png"), "--device", "cpu", "--out", str(in_tmp / "out")]) == 0
-    from t2l_core.image_io import load_image
-
     cli = load_image(in_tmp / "out" / "composite.png")  # [1,3,H,W], 8-bit PNG
-    assert float((cli[0].permute(1, 2, 0) - composite[0]).abs().max()) <= 1 / 255 + 1e-6
+    photo = load_image(in_tmp / "photo.png").permute(0, 2, 3, 1)  # the same 8-bit input, as an IMAGE
+    with torch.inference_mode():
+        (node, *_rest) = pack.NODE_CLASS_MAPPINGS["T2L_ApplyEditLayer"]().apply(layer, photo)
+    assert float((cli[0].permute(1, 2, 0) - node[0]).abs().max()) <= 1 / 255 + 1e-6
 
 
 def test_files_that_are_not_layers_are_refused_naming_the_file(pack, tiny_clip, in_tmp):
