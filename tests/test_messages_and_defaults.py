@@ -184,3 +184,17 @@ console.log(JSON.stringify([ours, fit, core].map((n) => n.widgets.map((w) => w.v
     r = subprocess.run(["node", str(script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [[5, "fixed"], [5, "fixed"], [5, "randomize"]]
+
+
+def test_damaged_flow_cache_is_computed_again(tmp_path):
+    from t2l_core.optical_flow import VideoFlow, load_flow, save_flow
+
+    flow = VideoFlow(torch.randn(1, 2, 4, 5).half(), torch.randn(1, 2, 4, 5).half(), torch.rand(1, 4, 5) > 0.5,
+                     torch.rand(1, 4, 5) > 0.5, estimator="lk")
+    path = tmp_path / "flow.safetensors"
+    save_flow(flow, str(path), key="k")
+    back = load_flow(str(path), key="k")
+    assert torch.equal(back.fwd, flow.fwd) and torch.equal(back.bwd_ok, flow.bwd_ok)
+    assert not (tmp_path / "flow.safetensors.part").exists()
+    path.write_bytes(path.read_bytes()[:50])
+    assert load_flow(str(path), key="k") is None
