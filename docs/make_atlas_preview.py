@@ -2,14 +2,20 @@
 
 Edited-atlas preview with opacity, as the atlas_chaining workflow shows it (RGBA from Join Image with
 Alpha), drawn over a checkerboard so the transparency is visible in a JPEG."""
+
 import sys
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO)); sys.path.insert(0, str(REPO / "tests"))
-import numpy as np, torch
+from pathlib import Path
+
+import numpy as np
+import torch
 from PIL import Image, ImageDraw
-from synthetic_video import make_synthetic_video
-from t2l_core.nla_fit import NLAFitConfig, fit_nla
-from t2l_core.atlas_render import AtlasEdit, render_edits
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from synthetic_video import make_synthetic_video  # noqa: E402
+from t2l_core.atlas_render import AtlasEdit, render_edits  # noqa: E402
+from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
 
 torch.manual_seed(0)
 vid = make_synthetic_video(frames=8, height=144, width=176)
@@ -33,7 +39,7 @@ def checker(h, w, s=8):
 over_ck = rgba[..., :3] * rgba[..., 3:] + checker(Ha, Wa) * (1 - rgba[..., 3:])
 frames = render_edits(nla.model, nla.original_frames(), None, AtlasEdit(rgb=rgb, alpha=alpha, bbox=nla.bboxes["bg"]))
 f0 = frames[3].permute(1, 2, 0).numpy()
-def up(img, h):  # nearest-neighbour enlargement for a readable picture
+def up(img, h):  # enlarged for a readable picture
     im = Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
     return im.resize((round(im.width * h / im.height), h), Image.LANCZOS)
 H = 240
