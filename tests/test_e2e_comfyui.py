@@ -5,9 +5,12 @@
 
 Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whose ``custom_nodes`` holds a
 symlink to this repository and whose ``models/text2live`` holds a tiny random CLIP; waits for our node ids in
-``/object_info``; runs every shipped workflow (converted to the API format, at tiny sizes) through
-``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view``; then interrupts a
-long training run and checks it stops within seconds, leaves a checkpoint, and the server keeps serving.
+``/object_info``; asks the template route for each workflow and its thumbnail (what the frontend's template
+browser opens); runs every shipped workflow (converted to the API format, at tiny sizes) through
+``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view`` (the animations at the
+input video's frame rate); saves, loads and applies an edit layer (the trained composite within 1/255); checks
+that a missing CLIP refuses the whole video prompt with one message; then interrupts a long training run and
+checks it stops within seconds, leaves a checkpoint, and the server keeps serving.
 With Playwright and Chromium present it also loads each workflow in the real frontend and compares the
 frontend's own API conversion with ours.
 """
