@@ -397,6 +397,9 @@ def test_real_frontend_loads_each_workflow_and_converts_it_like_we_do(comfy, def
     if not comfy_frontend.available():
         pytest.skip("Playwright and /usr/bin/chromium are needed for the frontend check")
     with comfy_frontend.comfy_page(comfy.url) as page:
+        # our frontend extension: new training/fitting nodes start "fixed", core nodes keep "randomize"
+        assert comfy_frontend.new_node_controls(page, ["T2L_TrainEditLayer", "T2L_NLAFit", "KSampler"]) == \
+            ["fixed", "fixed", "randomize"]
         for path in WORKFLOWS:
             ui = load_json(path)
             comfy_frontend.load_workflow(page, ui)
