@@ -199,9 +199,9 @@ def image_edit(defs) -> dict:
                  title="Save composite")
     edit = g.add("SaveImage", (1140, 420), {"filename_prefix": "text2live/edit_layer"}, size=(300, 300),
                  title="Save edit (colour + opacity, RGBA)")
-    inv = g.add("InvertMask", (1140, 340), size=(200, 30), title="Invert Mask (alpha = 1 - mask)")
-    rgba = g.add("JoinImageWithAlpha", (1340, 340), size=(200, 50))
-    keep = g.add("T2L_SaveEditLayer", (720, 600), {"filename_prefix": "edit_layer"}, size=(360, 90))
+    inv = g.add("InvertMask", (1140, 220), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
+    rgba = g.add("JoinImageWithAlpha", (1140, 300), size=(260, 50))
+    keep = g.add("T2L_SaveEditLayer", (720, 720), {"filename_prefix": "edit_layer"}, size=(360, 90))
     m2i = g.add("MaskToImage", (1500, 420), size=(220, 30))
     opac = g.add("PreviewImage", (1500, 500), size=(300, 260), title="Opacity")
     green = g.add("PreviewImage", (1140, 780), size=(300, 260), title="Green screen")
@@ -250,10 +250,10 @@ def video_edit(defs) -> dict:
         "prompt": "a giraffe with zebra stripes", "screen_prompt": "zebra stripes", "source_prompt": "a giraffe",
         "roi_text": "giraffe", "iterations": 3000, "seed": 42, "atlas_layer": "foreground", "video_defaults": True},
         size=(360, 480), title="Train Edit Layer (on the foreground atlas)")
-    inv = g.add("InvertMask", (1680, 300), size=(200, 30), title="Invert Mask (alpha = 1 - mask)")
-    rgba = g.add("JoinImageWithAlpha", (1680, 360), size=(200, 50))
+    inv = g.add("InvertMask", (1680, 300), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
+    rgba = g.add("JoinImageWithAlpha", (1680, 360), size=(260, 50))
     atlas_prev = g.add("PreviewImage", (1680, 440), size=(300, 260), title="Edited foreground atlas (with opacity)")
-    keep = g.add("T2L_SaveEditLayer", (1260, 560), {"filename_prefix": "video_edit_layer"}, size=(360, 90))
+    keep = g.add("T2L_SaveEditLayer", (1260, 760), {"filename_prefix": "video_edit_layer"}, size=(360, 90))
     render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 210))
     anim = g.add("SaveAnimatedWEBP", (2020, 40), {"filename_prefix": "text2live/video_edit", "fps": 12.0,
                                                   "lossless": False, "quality": 90}, size=(320, 380),
@@ -293,9 +293,9 @@ def atlas_chaining(defs) -> dict:
     zeros = g.add("ThresholdMask", (1000, 140), {"value": 1.0}, size=(260, 60), title="Empty mask of atlas size")
     where = g.add("MaskComposite", (1320, 260), {"x": 64, "y": 32, "operation": "add"}, size=(300, 160),
                   title="Where the overlay is (same x, y)")
-    edited = g.add("PreviewImage", (1320, 560), size=(300, 260), title="Background atlas edit (with opacity)")
-    inv_where = g.add("InvertMask", (1320, 440), size=(200, 30), title="Invert Mask (alpha = 1 - mask)")
-    rgba = g.add("JoinImageWithAlpha", (1320, 490), size=(200, 50))
+    edited = g.add("PreviewImage", (1680, 280), size=(300, 260), title="Background atlas edit (with opacity)")
+    inv_where = g.add("InvertMask", (1320, 470), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
+    rgba = g.add("JoinImageWithAlpha", (1320, 550), size=(260, 50))
     render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 170))
     anim = g.add("SaveAnimatedWEBP", (2020, 40), {"filename_prefix": "text2live/atlas_chaining", "fps": 12.0,
                                                   "lossless": False, "quality": 90}, size=(320, 380),
