@@ -14,6 +14,7 @@ except Exception as _exc:  # e.g. imported outside a package context (pytest col
     NODE_CLASS_MAPPINGS = {}
     NODE_DISPLAY_NAME_MAPPINGS = {}
 
-WEB_DIRECTORY = None
+# Frontend extension: new Text2LIVE nodes start with their seed control at "fixed" (web/fixed_seeds.js).
+WEB_DIRECTORY = "./web"
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

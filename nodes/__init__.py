@@ -13,6 +13,7 @@ _MODULES = [
     "clip_nodes",
     "edit_nodes",
     "video_nodes",
+    "layer_file_nodes",
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}

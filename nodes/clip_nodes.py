@@ -11,6 +11,9 @@ from ..t2l_core.relevancy import heatmap, min_relevancy_side, relevancy_map
 from . import comfy_bridge as cb
 
 DEFAULT_MODEL = "ViT-B-32:openai"
+#: What to do once weights are in place, in ComfyUI's words (the CLI's messages name --clip instead).
+SELECT_HINT = ("then press R (Refresh in the ComfyUI menu) so the file appears in Load CLIP's 'model' list, "
+               "and pick it there")
 
 
 def _model_choices() -> list[str]:
@@ -56,18 +59,21 @@ class LoadCLIP:
             },
         }
 
+    # Only 'model' is validated here: ComfyUI repeats a validation message once per argument of
+    # VALIDATE_INPUTS, and one problem should give one message. The other widgets are checked in load().
     @classmethod
-    def VALIDATE_INPUTS(cls, model, device="auto", precision="fp32", architecture=""):
-        if precision == "fp16" and device == "cpu":
-            return "fp16 weights do not run on the CPU: choose fp32 or bf16 for device 'cpu'."
-        if cb.resolve_model_file(model):
-            return True
-        if os.path.isfile(model):
+    def VALIDATE_INPUTS(cls, model):
+        path = cb.resolve_model_file(model) or (model if os.path.isfile(model) else None)
+        if path:
+            try:
+                clip_loading.check_weights_file(path, SELECT_HINT)
+            except ValueError as exc:
+                return str(exc)
             return True
         if ":" not in model:
             dirs = cb.model_folders()
-            return (f"CLIP weights file '{model}' not found. Put it into one of: {', '.join(dirs)} "
-                    "(ComfyUI: models/text2live/) and press refresh.")
+            return (f"CLIP weights file '{model}' not found in models/text2live ({', '.join(dirs)}). Put it there, "
+                    f"{SELECT_HINT}.")
         arch, _, tag = model.partition(":")
         dirs = [os.fspath(d) for d in cb.model_folders()]
         try:
@@ -75,7 +81,7 @@ class LoadCLIP:
                 return True
         except ValueError as exc:
             return str(exc)
-        return clip_loading.missing_weights_message(arch, tag, dirs, "offline and not in any cache")
+        return clip_loading.missing_weights_message(arch, tag, dirs, "offline and not in any cache", SELECT_HINT)
 
     @classmethod
     def IS_CHANGED(cls, model, device="auto", precision="fp32", architecture=""):
@@ -86,14 +92,18 @@ class LoadCLIP:
         return model
 
     def load(self, model, device="auto", precision="fp32", architecture=""):
+        dev = _device_choice(device)
+        if precision == "fp16" and dev.type == "cpu":
+            raise ValueError("Load CLIP: fp16 weights do not run on the CPU: set 'precision' to fp32 or bf16, or "
+                             "'device' to cuda.")
         path = cb.resolve_model_file(model)
         with cb.training_mode():  # weights must not become inference tensors: later nodes backpropagate
             if path:
-                clip = clip_loading.load_clip_file(path, architecture.strip() or None, device=_device_choice(device),
-                                                   precision=precision)
+                clip = clip_loading.load_clip_file(path, architecture.strip() or None, device=dev,
+                                                   precision=precision, select_hint=SELECT_HINT)
             else:
-                clip = clip_loading.load_clip(model, device=_device_choice(device), precision=precision,
-                                              search_dirs=cb.model_folders())
+                clip = clip_loading.load_clip(model, device=dev, precision=precision,
+                                              search_dirs=cb.model_folders(), select_hint=SELECT_HINT)
         return (clip,)
 
 

@@ -156,7 +156,7 @@ def make_hooks(preview_every: int = 25) -> Hooks:
 
     Outside ComfyUI the hooks do nothing; the CLI builds its own printer.
     """
-    state: dict = {"bar": None}
+    state: dict = {"bar": None, "phase": None}
 
     def on_step(step: int, total: int, losses: dict, preview: Optional[torch.Tensor]) -> None:
         if not HAVE_COMFY:
@@ -165,7 +165,19 @@ def make_hooks(preview_every: int = 25) -> Hooks:
             state["bar"] = _cutils.ProgressBar(total)
         state["bar"].update_absolute(step, total, _preview_tuple(preview) if preview is not None else None)
 
-    return Hooks(on_step=on_step, check_cancel=check_interrupt, preview_every=preview_every)
+    def on_phase(name: str, done: int, total: int) -> None:
+        """Phases (optical flow, atlas sampling, rendering) fill the node's progress bar from 0 again; the
+        console log names each phase once."""
+        if not HAVE_COMFY:
+            return
+        if state["phase"] != name:
+            state["phase"] = name
+            logging.getLogger("text2live").info("Text2LIVE: %s, %d in all", name, total)
+        if state["bar"] is None:
+            state["bar"] = _cutils.ProgressBar(total)
+        state["bar"].update_absolute(done, total)
+
+    return Hooks(on_step=on_step, check_cancel=check_interrupt, preview_every=preview_every, on_phase=on_phase)
 
 
 @contextlib.contextmanager

@@ -207,7 +207,7 @@ class ApplyEditLayer:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "edit_layer": ("T2L_EDIT_LAYER", {"tooltip": "From Train Edit Layer."}),
+                "edit_layer": ("T2L_EDIT_LAYER", {"tooltip": "From Train Edit Layer or Load Edit Layer."}),
                 "image": ("IMAGE", {"tooltip": "Image or batch (e.g. video frames) to apply the layer to."}),
             },
             "optional": {
@@ -219,7 +219,7 @@ class ApplyEditLayer:
 
     def apply(self, edit_layer, image, size=0):
         if not isinstance(edit_layer, EditLayer):
-            raise ValueError("edit_layer must come from Train Edit Layer (Text2LIVE)")
+            raise ValueError("edit_layer must come from Train Edit Layer or Load Edit Layer (Text2LIVE)")
         x = cb.image_to_bchw(image, "image")
         device = cb.torch_device()
 

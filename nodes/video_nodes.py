@@ -108,15 +108,16 @@ class NLAFit:
             key = fit_key(x, m, cfg)
             ckpt = str(_nla_dir() / f"checkpoint_{key}.safetensors")
             flow_cache = str(_nla_dir() / f"flow_{frames_fingerprint(x)}_{flow}.safetensors")
+            hooks = cb.make_hooks(preview_every=50)
             try:
-                nla = fit_nla(x, m, cfg, hooks=cb.make_hooks(preview_every=50), device=device,
+                nla = fit_nla(x, m, cfg, hooks=hooks, device=device,
                               checkpoint_path=ckpt, resume=bool(resume), flow_search_dirs=cb.model_folders(),
                               flow_cache_path=flow_cache, keep_checkpoint=bool(keep_checkpoint))
             finally:
                 cb.soft_empty_cache()
             rec, alpha = nla.reconstruction
             nla.reconstruction = None  # keep the cached T2L_NLA small
-            atlases = nla.atlas_images()
+            atlases = nla.atlas_images(on_progress=hooks.phase_callback("atlas images (texel chunks)"))
             fg = _hwc(atlases["fg"]) if "fg" in atlases else torch.zeros(1, 64, 64, 3)
             bg = _hwc(atlases["bg"])
             sizes = ", ".join(f"{k} atlas {v.shape[2]}x{v.shape[1]}" for k, v in atlases.items())
@@ -176,8 +177,10 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
     from ..t2l_core.train_video import atlas_edit_from_layer
 
     seen = len(edit_layer.notes)
+    hooks = cb.make_hooks()
     with cb.training_mode():
-        edit = atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device())
+        edit = atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device(),
+                                     on_progress=hooks.phase_callback(f"{layer} atlas for the edit layer (texel chunks)"))
     if notes is not None:
         notes += [f"{layer}_edit_layer: {n}" for n in edit_layer.notes[seen:]]
     return edit
@@ -234,12 +237,7 @@ class AtlasRender:
         fg = _edit_from_layer(nla, "fg", fg_edit_layer, fg, notes)
         bg = _edit_from_layer(nla, "bg", bg_edit_layer, bg, notes)
         hooks = cb.make_hooks()
-
-        def on_frame(t, total):
-            hooks.cancel_point()
-            hooks.step(t, total, {})
-
-        out = render_edits(nla.model, base, fg, bg, on_frame=on_frame)
+        out = render_edits(nla.model, base, fg, bg, on_frame=hooks.phase_callback("rendering (frames)"))
         cb.tell_user("Atlas Render", notes)
         return cb.with_notes((cb.bchw_to_image(out),), notes)
 
@@ -298,14 +296,19 @@ class LoadNLA:
     def _resolve(cls, file, path="") -> str:
         return path.strip() if path and path.strip() else str(_nla_dir() / file)
 
+    # Only 'file' is validated here (ComfyUI repeats a message once per argument of VALIDATE_INPUTS); a
+    # 'path' is checked when the node runs, with the same messages.
     @classmethod
-    def VALIDATE_INPUTS(cls, file, path=""):
-        p = cls._resolve(file, path)
+    def VALIDATE_INPUTS(cls, file):
+        if file == "(none saved yet)":
+            return True  # only 'path' can name an atlas then; load() says what to do when it is empty
+        p = cls._resolve(file)
         if not os.path.isfile(p):
-            return f"atlas file not found: {p}. Save one with Save Atlas, or give a full path."
+            return (f"atlas file '{file}' not found in output/text2live/nla ({_nla_dir()}): save one with Save "
+                    "Atlas and press R to refresh the list, or give a full path in 'path'.")
         try:
             read_nla_header(p)
-        except ValueError as exc:
+        except (ValueError, FileNotFoundError) as exc:
             return str(exc)
         return True
 
@@ -315,6 +318,9 @@ class LoadNLA:
         return os.path.getmtime(p) if os.path.isfile(p) else float("nan")
 
     def load(self, file, path=""):
+        if file == "(none saved yet)" and not (path and path.strip()):
+            raise ValueError("Load Atlas: no atlas in output/text2live/nla yet: save one with Save Atlas and press R "
+                             "to refresh the list, or give a full path in 'path'.")
         with cb.training_mode():
             return (load_nla(self._resolve(file, path), device=cb.torch_device()),)
 

@@ -173,12 +173,17 @@ def bbox_from_extent(model: LayeredAtlas, layer: str, extent_uv: tuple, resoluti
 
 
 @torch.no_grad()
-def discretise_atlas(model: LayeredAtlas, bbox: AtlasBBox) -> torch.Tensor:
-    """Evaluate the atlas colour at every texel centre of ``bbox``: [3, height, width] in 0..1."""
+def discretise_atlas(model: LayeredAtlas, bbox: AtlasBBox, on_chunk=None) -> torch.Tensor:
+    """Evaluate the atlas colour at every texel centre of ``bbox``: [3, height, width] in 0..1.
+
+    ``on_chunk(i, n)`` is called after each of the n chunks of ``CHUNK`` texels (progress / cancellation)."""
     uv = bbox.texel_centres().reshape(-1, 2).to(_device(model))
     out = torch.empty(uv.shape[0], 3, device=uv.device)
-    for s in range(0, uv.shape[0], CHUNK):
+    n = -(-uv.shape[0] // CHUNK)
+    for i, s in enumerate(range(0, uv.shape[0], CHUNK)):
         out[s:s + CHUNK] = model.colour_at(uv[s:s + CHUNK])
+        if on_chunk is not None:
+            on_chunk(i + 1, n)
     return out.t().reshape(3, bbox.height, bbox.width).clamp(0, 1).cpu()
 
 

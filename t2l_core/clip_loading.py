@@ -102,31 +102,37 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
 
 
-def read_state_dict(path: str | Path) -> tuple[dict, dict]:
+def read_state_dict(path: str | Path, select_hint: str = "") -> tuple[dict, dict]:
     """Read weights from a file without executing pickled code.
 
     Returns (state_dict, metadata). Metadata is the safetensors header metadata (empty for other files;
-    ``{"openai": "1"}`` for OpenAI TorchScript archives/state dicts).
+    ``{"openai": "1"}`` for OpenAI TorchScript archives/state dicts). An empty, truncated or unreadable file
+    raises a ValueError naming it; ``select_hint`` (what to do, in the caller's words) ends the message.
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    remedy = "Download or convert the weights again" + (f", {select_hint}" if select_hint else "") + "."
     if suffix in (".safetensors", ".sft"):
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from .safetensors_files import read_tensors
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        return load_file(str(path)), meta
+        return read_tensors(path, "CLIP weights", remedy)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"CLIP weights file '{path}' is empty (0 bytes): an interrupted download or copy. {remedy}")
     if _is_torchscript(path):
         # OpenAI's released .pt files are TorchScript archives; only their tensors are used.
-        module = torch.jit.load(str(path), map_location="cpu")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # a truncated archive
+            raise ValueError(f"CLIP weights file '{path}' cannot be read ({type(exc).__name__}): it is truncated "
+                             f"or damaged. {remedy}") from None
         return {k: v.detach().clone() for k, v in module.state_dict().items()}, {"openai": "1"}
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError and friends
         raise ValueError(
-            f"refusing to load '{path}': it contains pickled Python objects, not plain weights ({type(exc).__name__}). "
-            "Use a .safetensors file, an OpenAI TorchScript .pt, or a state dict saved with torch.save(model.state_dict())."
+            f"refusing to load '{path}': it is truncated or contains pickled Python objects, not plain weights "
+            f"({type(exc).__name__}). Use a .safetensors file, an OpenAI TorchScript .pt, or a state dict saved "
+            "with torch.save(model.state_dict())."
         ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
@@ -168,7 +174,7 @@ def _openai_arch_name(cfg: dict) -> str:
 
 
 def load_clip_file(path: str | Path, architecture: str | None = None, *, device: str | torch.device = "auto",
-                   precision: str = "fp32") -> ClipModel:
+                   precision: str = "fp32", select_hint: str = "") -> ClipModel:
     """Load CLIP weights from one file.
 
     Our ``.safetensors`` format carries its config; OpenAI ``.pt`` files are recognised by their layout; any
@@ -177,8 +183,8 @@ def load_clip_file(path: str | Path, architecture: str | None = None, *, device:
     """
     path = Path(path)
     if not path.is_file():
-        raise ClipWeightsNotFound(f"CLIP weights file not found: {path}")
-    sd, meta = read_state_dict(path)
+        raise ClipWeightsNotFound(f"CLIP weights file not found: {path}" + (f"; {select_hint}." if select_hint else ""))
+    sd, meta = read_state_dict(path, select_hint)
     if FORMAT_KEY in meta:
         cfg = json.loads(meta["open_clip_config"])
         name = meta.get("architecture", path.stem)
@@ -237,11 +243,26 @@ def read_file_info(path: str | Path) -> dict:
     if path.suffix.lower() in (".safetensors", ".sft"):
         from safetensors import safe_open
 
+        from .safetensors_files import read_metadata
+
+        meta = read_metadata(path, "CLIP weights")
         with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
             n = len(list(f.keys()))
         return {"file": str(path), "tensors": n, **meta}
     return {"file": str(path)}
+
+
+def check_weights_file(path: str | Path, select_hint: str = "") -> None:
+    """Raise a ValueError naming ``path`` when it cannot hold weights: empty, or a safetensors file whose
+    header does not read. Cheap (reads the header only), for validating before any work starts."""
+    path = Path(path)
+    remedy = "Download or convert the weights again" + (f", {select_hint}" if select_hint else "") + "."
+    if path.suffix.lower() in (".safetensors", ".sft"):
+        from .safetensors_files import read_metadata
+
+        read_metadata(path, "CLIP weights", remedy)
+    elif path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"CLIP weights file '{path}' is empty (0 bytes): an interrupted download or copy. {remedy}")
 
 
 # ---------------------------------------------------------------------------------------------- tiny model
@@ -314,7 +335,12 @@ def _open_clip_caches() -> list[str]:
     return [str(home / ".cache" / "clip"), str(hf)]
 
 
-def missing_weights_message(arch: str, tag: str, dirs: Sequence[Path], reason: str) -> str:
+#: What to do once the weights are in place, on the command line (callers in ComfyUI pass their own words).
+CLI_SELECT_HINT = "then pass the file's path (or its name in one of those folders) to --clip"
+
+
+def missing_weights_message(arch: str, tag: str, dirs: Sequence[Path], reason: str,
+                            select_hint: str = CLI_SELECT_HINT) -> str:
     from open_clip.pretrained import get_pretrained_cfg
 
     files = expected_files(arch, tag)
@@ -332,7 +358,7 @@ def missing_weights_message(arch: str, tag: str, dirs: Sequence[Path], reason: s
     if pcfg.get("hf_hub"):
         lines.append(f"  - open_clip_model.safetensors from Hugging Face repo {pcfg['hf_hub'].rstrip('/')}, "
                      f"saved as {arch}-{tag}.safetensors")
-    lines.append(f"(any of: {', '.join(files)}), then select it in Load CLIP or pass its path to --clip.")
+    lines.append(f"(any of: {', '.join(files)}), {select_hint}.")
     return "\n".join(lines)
 
 
@@ -403,11 +429,12 @@ def find_local_weights(arch: str, tag: str, dirs: Sequence[Path]) -> Path | None
 
 def load_clip(name_or_path: str, pretrained: str | None = None, *, device: str | torch.device = "auto",
               precision: str = "fp32", search_dirs: Sequence[str | Path] | None = None,
-              allow_download: bool = True) -> ClipModel:
+              allow_download: bool = True, select_hint: str = CLI_SELECT_HINT) -> ClipModel:
     """Load a frozen CLIP.
 
     ``name_or_path`` is a weights file, a file name inside ``search_dirs``, ``ARCH:tag`` or an architecture
     name with ``pretrained`` (default tag ``openai``). ``search_dirs`` defaults to :func:`default_search_dirs`.
+    ``select_hint`` ends the messages about missing or damaged files (what to do, in the caller's words).
     """
     if not name_or_path or not str(name_or_path).strip():
         raise ValueError("no CLIP model given: pass a weights file or an architecture such as ViT-B-32:openai")
@@ -415,14 +442,15 @@ def load_clip(name_or_path: str, pretrained: str | None = None, *, device: str |
     candidate = Path(name_or_path).expanduser()
     if candidate.suffix.lower() in WEIGHT_SUFFIXES:
         if candidate.is_file():
-            return load_clip_file(candidate, pretrained, device=device, precision=precision)
+            return load_clip_file(candidate, pretrained, device=device, precision=precision, select_hint=select_hint)
         for d in dirs:
             if (d / name_or_path).is_file():
-                return load_clip_file(d / name_or_path, pretrained, device=device, precision=precision)
+                return load_clip_file(d / name_or_path, pretrained, device=device, precision=precision,
+                                      select_hint=select_hint)
         raise ClipWeightsNotFound(
             f"CLIP weights file '{name_or_path}' not found. Looked in: "
             + ", ".join([str(candidate.resolve())] + [str(d / name_or_path) for d in dirs])
-            + ". Put the file into one of those folders (ComfyUI: models/text2live/)."
+            + f". Put the file into one of those folders, {select_hint}."
         )
     arch, _, tag = str(name_or_path).partition(":")
     tag = tag or pretrained or "openai"
@@ -430,7 +458,8 @@ def load_clip(name_or_path: str, pretrained: str | None = None, *, device: str |
     architecture_config(arch)  # clear error for unknown names
     local = find_local_weights(arch, tag, dirs)
     if local is not None:
-        return load_clip_file(local, _file_architecture(arch, tag), device=device, precision=precision)
+        return load_clip_file(local, _file_architecture(arch, tag), device=device, precision=precision,
+                              select_hint=select_hint)
     from open_clip.pretrained import get_pretrained_cfg
 
     pcfg = get_pretrained_cfg(arch, tag)
@@ -439,15 +468,17 @@ def load_clip(name_or_path: str, pretrained: str | None = None, *, device: str |
         tags = oc.list_pretrained_tags_by_model(arch)
         raise ValueError(f"'{tag}' is not a pretrained tag of {arch}; known tags: {', '.join(tags) or 'none'}")
     if not allow_download:
-        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, "downloads disabled"))
+        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, "downloads disabled", select_hint))
     if not weights_obtainable(arch, tag):
-        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, f"offline: {_download_host(pcfg)} is not reachable"))
+        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, f"offline: {_download_host(pcfg)} is not reachable",
+                                                          select_hint))
     oc = _open_clip()
     try:
         model = oc.create_model(arch, pretrained=tag, force_quick_gelu=bool(pcfg.get("quick_gelu")),
                                 weights_only=True, device="cpu")
     except Exception as exc:  # offline, blocked, interrupted download
-        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, f"{type(exc).__name__}: {str(exc)[:200]}")) from exc
+        raise ClipWeightsNotFound(missing_weights_message(arch, tag, dirs, f"{type(exc).__name__}: {str(exc)[:200]}",
+                                                          select_hint)) from exc
     cfg = architecture_config(arch)
     if pcfg.get("quick_gelu"):
         cfg["quick_gelu"] = True

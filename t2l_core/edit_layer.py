@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .compositing import composite, on_green_screen
 from .fast_path import channels_last, channels_last_pays, prepare_module
@@ -170,17 +170,26 @@ class EditLayer:
         return p
 
     @classmethod
-    def load(cls, path: str | Path) -> "EditLayer":
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"edit layer file not found: {p}")
-        from safetensors import safe_open
+    def check_file(cls, path: str | Path, remedy: str = "") -> dict:
+        """The metadata of a layer file (header only); a ValueError naming the file when it is not a layer
+        (missing, empty, truncated, or another kind of safetensors file). ``remedy`` ends the message."""
+        from .safetensors_files import read_metadata
 
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
+        p = Path(path)
+        meta = read_metadata(p, "edit layer", remedy)
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{p} is not a Text2LIVE edit layer (format '{meta.get('format')}', expected '{FORMAT}')")
-        state = load_file(str(p))
+            found = f"format tag '{meta['format']}'" if meta.get("format") else "no Text2LIVE format tag"
+            raise ValueError(f"'{p}' is not a Text2LIVE edit layer ({found}, expected '{FORMAT}')."
+                             + (f" {remedy}" if remedy else ""))
+        return meta
+
+    @classmethod
+    def load(cls, path: str | Path, remedy: str = "") -> "EditLayer":
+        """Read a layer written by :meth:`save`; errors name the file and end with ``remedy``."""
+        from .safetensors_files import read_tensors
+
+        cls.check_file(path, remedy)
+        state, meta = read_tensors(path, "edit layer", remedy)
         return cls(state, GeneratorConfig(**json.loads(meta["generator_config"])), json.loads(meta.get("info", "{}")))
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,11 +95,20 @@ class FittedNLA:
         """[T,3,H,W] float 0..1 (decoded from the stored uint8)."""
         return self.frames_u8.float() / 255.0
 
-    def atlas_images(self) -> dict:
-        """{layer: [3,Ha,Wa]} discretised atlas colour images over :attr:`bboxes` (0..1)."""
-        from .atlas_render import discretise_atlas
+    def atlas_images(self, on_progress: Optional[Callable[[int, int], None]] = None) -> dict:
+        """{layer: [3,Ha,Wa]} discretised atlas colour images over :attr:`bboxes` (0..1).
 
-        return {layer: discretise_atlas(self.model, bbox) for layer, bbox in self.bboxes.items()}
+        ``on_progress(done, total)`` is called after each chunk of texels of all layers together."""
+        from .atlas_render import CHUNK, discretise_atlas
+
+        chunks = {layer: -(-bbox.height * bbox.width // CHUNK) for layer, bbox in self.bboxes.items()}
+        total, done, out = sum(chunks.values()), 0, {}
+        for layer, bbox in self.bboxes.items():
+            base = done
+            step = None if on_progress is None else (lambda i, n, base=base: on_progress(base + i, total))
+            out[layer] = discretise_atlas(self.model, bbox, on_chunk=step)
+            done += chunks[layer]
+        return out
 
     def check_frames(self, frames: torch.Tensor) -> None:
         """Refuse frames [T,3,H,W] of another size or count than the fit, with a message saying what to change."""
@@ -324,11 +333,13 @@ def sampled_psnr(model: LayeredAtlas, frames16: torch.Tensor, idx: tuple, device
 
 @torch.no_grad()
 def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None, extents: Optional[dict] = None,
-                      fg_alpha_threshold: float = 0.05, chunk: int = 65536) -> tuple:
+                      fg_alpha_threshold: float = 0.05, chunk: int = 65536,
+                      on_frame: Optional[Callable[[int, int], None]] = None) -> tuple:
     """Reconstruct every frame (streamed). Returns (rgb [T,3,H,W], alpha [T,H,W], psnr vs ``frames`` or nan).
 
     If ``extents`` is a dict it receives {layer: (u0, v0, u1, v1)}: the uv extent of every bg pixel and of
-    fg pixels with alpha >= ``fg_alpha_threshold`` (the same pass, for the atlas bounding boxes)."""
+    fg pixels with alpha >= ``fg_alpha_threshold`` (the same pass, for the atlas bounding boxes).
+    ``on_frame(t, T)`` is called after each frame (progress / cancellation)."""
     cfg = model.cfg
     dev = next(model.parameters()).device
     T, H, W = cfg.frames, cfg.height, cfg.width
@@ -362,6 +373,8 @@ def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None
         alpha[t] = fa.reshape(H, W)
         if frames is not None:
             se += float(((rgb[t] - frames[t].float()) ** 2).sum())
+        if on_frame is not None:
+            on_frame(t + 1, T)
     if extents is not None:
         for layer in model.layers():
             if not torch.isfinite(lo[layer]).all():  # no fg pixel above the threshold: use all pixels
@@ -580,7 +593,7 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     if flow is None:
         estimator, name = make_flow_estimator(device, flow_search_dirs, cfg.flow)
         flow = compute_video_flow(lambda i: frames[i].float(), T, estimator, name,
-                                  on_pair=lambda i, n: hooks.cancel_point())
+                                  on_pair=hooks.phase_callback("optical flow (frame pairs)"))
         if flow_cache_path:
             save_flow(flow, flow_cache_path, key=fp)
     if flow.frames != T or tuple(flow.fwd.shape[-2:]) != (H, W):
@@ -608,7 +621,7 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
         if masks is not None:
             init_alpha_from_masks(model, masks)
         if cfg.init_colour:
-            init_colour_from_frames(model, frames16, masks, on_frame=lambda i, n: hooks.cancel_point())
+            init_colour_from_frames(model, frames16, masks, on_frame=hooks.phase_callback("atlas colour init (frames)"))
     if ck is not None:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         _load_optimizer_tensors(opt, tensors)
@@ -668,7 +681,7 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     for p in model.parameters():
         p.requires_grad_(False)
     extents: dict = {}
-    rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents)
+    rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=hooks.phase_callback("reconstruction (frames)"))
     u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
     from .atlas_render import bbox_from_extent
 

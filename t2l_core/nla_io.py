@@ -53,12 +53,9 @@ def save_nla(nla: FittedNLA, path: str) -> str:
 
 def read_nla_header(path: str) -> dict:
     """Metadata of an atlas file (frames, height, width, psnr, ...), without loading tensors."""
-    from safetensors import safe_open
+    from .safetensors_files import read_metadata
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"atlas file not found: {path}")
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = read_metadata(path, "atlas", "Fit the atlas again (Fit Layered Atlas + Save Atlas, or the nla command).")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a Text2LIVE atlas file (format tag {meta.get('format')!r}); "
                          "fit one with T2L_NLAFit or `python -m t2l_core nla`.")

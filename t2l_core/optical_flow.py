@@ -160,9 +160,10 @@ class RaftFlow:
         small = "raft_small" in os.path.basename(weights_path)
         model = raft_small(weights=None) if small else raft_large(weights=None)
         if weights_path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+            from .safetensors_files import read_tensors
 
-            state = load_file(weights_path)
+            state, _ = read_tensors(weights_path, "RAFT weights", "Put a complete copy of the torchvision RAFT "
+                                    "weights there, or use the built-in estimator (flow 'lk').")
         else:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -237,20 +238,26 @@ def save_flow(flow: VideoFlow, path: str, key: str = "") -> None:
     from safetensors.torch import save_file
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".part"  # written whole, then renamed: an interrupted save never leaves a damaged cache
     save_file({"fwd": flow.fwd.contiguous(), "bwd": flow.bwd.contiguous(),
                "fwd_ok": flow.fwd_ok.to(torch.uint8).contiguous(), "bwd_ok": flow.bwd_ok.to(torch.uint8).contiguous()},
-              path, metadata={"key": key, "estimator": flow.estimator})
+              tmp, metadata={"key": key, "estimator": flow.estimator})
+    os.replace(tmp, path)
 
 
 def load_flow(path: str, key: str = "") -> Optional[VideoFlow]:
-    """Load a cached flow if it exists and matches ``key``; None otherwise."""
+    """Load a cached flow if it exists and matches ``key``; None otherwise (also for a damaged cache file,
+    which is then computed again)."""
     if not os.path.isfile(path):
         return None
     from safetensors import safe_open
 
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
-        if key and meta.get("key") != key:
-            return None
-        return VideoFlow(f.get_tensor("fwd"), f.get_tensor("bwd"), f.get_tensor("fwd_ok").bool(),
-                         f.get_tensor("bwd_ok").bool(), estimator=meta.get("estimator", "?"))
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            if key and meta.get("key") != key:
+                return None
+            return VideoFlow(f.get_tensor("fwd"), f.get_tensor("bwd"), f.get_tensor("fwd_ok").bool(),
+                             f.get_tensor("bwd_ok").bool(), estimator=meta.get("estimator", "?"))
+    except Exception:  # SafetensorError (truncated, empty), a missing tensor: recompute the flow
+        return None

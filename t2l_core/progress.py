@@ -15,6 +15,9 @@ import torch
 # on_step(step, total, losses, preview): step is 1-based; preview is an optional [H,W,3] float tensor in 0..1.
 StepCallback = Callable[[int, int, dict, Optional[torch.Tensor]], None]
 CancelCheck = Callable[[], None]
+# on_phase(name, done, total): progress of a phase that is not a training step (optical flow, atlas sampling,
+# rendering); ``done`` counts finished units (frame pairs, frames, rows) out of ``total``.
+PhaseCallback = Callable[[str, int, int], None]
 
 
 def losses_to_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -43,6 +46,7 @@ class Hooks:
     check_cancel: Optional[CancelCheck] = None
     preview_every: int = 25
     extra: dict = field(default_factory=dict)
+    on_phase: Optional[PhaseCallback] = None
 
     def step(self, step: int, total: int, losses: dict, preview_fn: Optional[Callable[[], torch.Tensor]] = None) -> None:
         """Report a finished step; compute a preview only every ``preview_every`` steps (and at the end)."""
@@ -57,6 +61,16 @@ class Hooks:
         if self.check_cancel is not None:
             self.check_cancel()
 
+    def phase(self, name: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` units of a long phase other than training (also a cancel point)."""
+        self.cancel_point()
+        if self.on_phase is not None:
+            self.on_phase(name, done, total)
+
+    def phase_callback(self, name: str) -> Callable[[int, int], None]:
+        """``(done, total) -> None`` for loops that take an ``on_frame``/``on_pair`` callback."""
+        return lambda done, total: self.phase(name, done, total)
+
 
 def console_printer(every: int = 50) -> StepCallback:
     """A StepCallback that prints the losses every ``every`` steps (for the CLI)."""
@@ -65,6 +79,19 @@ def console_printer(every: int = 50) -> StepCallback:
         if step % every == 0 or step == total or step == 1:
             text = " ".join(f"{k}={float(v):.4f}" for k, v in losses.items())
             print(f"[{step}/{total}] {text}", flush=True)
+
+    return _print
+
+
+def console_phase_printer(parts: int = 10) -> PhaseCallback:
+    """A PhaseCallback that prints a phase at its start, about every 1/``parts`` of it and at its end."""
+    shown: dict = {}
+
+    def _print(name: str, done: int, total: int) -> None:
+        mark = (done * parts) // max(total, 1)
+        if done == 1 or done == total or shown.get(name) != mark:
+            shown[name] = mark
+            print(f"{name}: {done}/{total}", flush=True)
 
     return _print
 

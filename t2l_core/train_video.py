@@ -230,7 +230,8 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     clip = runtime.clip
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     notes: list[str] = []
-    dataset = VideoAtlasDataset(nla.model, nla.bboxes[layer], u8, config.dataset_config(), device=device)
+    dataset = VideoAtlasDataset(nla.model, nla.bboxes[layer], u8, config.dataset_config(), device=device,
+                                on_progress=hooks.phase_callback("sampling the atlas (texel chunks)"))
     banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.source_prompt)
     gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
     generate = runtime.wrap(gen)
@@ -334,7 +335,7 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     video = None
     if render:
         fg, bg = (edit, other_edit) if layer == "fg" else (other_edit, edit)
-        video = render_video(nla, u8, fg, bg)
+        video = render_video(nla, u8, fg, bg, on_frame=hooks.phase_callback("rendering the edited video (frames)"))
     return VideoEditResult(edit_layer, edit, dataset.atlas[0].cpu(), video, history, step,
                            ckpt if keep_checkpoint else None, notes, start)
 
@@ -406,10 +407,13 @@ def layer_atlas_bbox(layer: EditLayer, nla: FittedNLA, which: Optional[str] = No
 
 
 def atlas_edit_from_layer(layer: EditLayer, nla: FittedNLA, which: Optional[str] = None,
-                          device: torch.device | str = "cpu", memory_budget: Optional[int] = None) -> AtlasEdit:
-    """Run ``layer`` once on the atlas image it belongs to -> :class:`AtlasEdit` for :func:`render_edits`."""
+                          device: torch.device | str = "cpu", memory_budget: Optional[int] = None,
+                          on_progress=None) -> AtlasEdit:
+    """Run ``layer`` once on the atlas image it belongs to -> :class:`AtlasEdit` for :func:`render_edits`.
+
+    ``on_progress(i, n)`` is called while the atlas image is sampled (progress / cancellation)."""
     bbox = layer_atlas_bbox(layer, nla, which)
-    atlas = discretise_atlas(nla.model, bbox)[None]
+    atlas = discretise_atlas(nla.model, bbox, on_chunk=on_progress)[None]
     with torch.inference_mode(False):
         color, alpha = layer.predict(atlas.to(device), device=device, memory_budget=memory_budget)
     return AtlasEdit(rgb=color[0].float().cpu(), alpha=alpha[0, 0].float().cpu(), bbox=bbox)

@@ -141,10 +141,11 @@ class VideoAtlasDataset:
     """Samples :class:`VideoSample` s for one layer of a fitted atlas.
 
     ``frames`` [T,3,H,W] (uint8 or float 0..1, CPU) are the original frames (used for the foreground input).
+    ``on_progress(i, n)`` is called while the atlas image is sampled (progress / cancellation).
     """
 
     def __init__(self, model: LayeredAtlas, bbox: AtlasBBox, frames: torch.Tensor, config: VideoDatasetConfig,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", on_progress=None) -> None:
         self.model = model
         self.cfg = config
         self.layer = layer_key(config.layer)
@@ -160,7 +161,7 @@ class VideoAtlasDataset:
             raise ValueError(f"frames are {tuple(frames.shape)} but the atlas was fitted on {T} frames of {W}x{H}")
         self.frames = frames
         self.bbox = training_bbox(bbox, config.atlas_scale, config.min_size)
-        self.atlas = discretise_atlas(model, self.bbox)[None].to(self.device)  # [1,3,Ha,Wa]
+        self.atlas = discretise_atlas(model, self.bbox, on_chunk=on_progress)[None].to(self.device)  # [1,3,Ha,Wa]
         self.boxes = mask_boxes(model, config.mask_threshold, config.mask_border, config.min_size) if self.layer == "fg" else None
         self.offset = max(0, min(int(config.frame_offset), (T - 1) // 2))
         self.jitter = K.ColorJitter(config.jitter, config.jitter, config.jitter, config.jitter, p=config.jitter_p)

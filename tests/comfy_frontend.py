@@ -74,6 +74,14 @@ def missing_node_types(page) -> list[str]:
         ".map(n => n.type).filter(t => !['Note','MarkdownNote','Reroute','PrimitiveNode'].includes(t))")
 
 
+def new_node_controls(page, node_types: list[str]) -> list:
+    """The seed control a freshly created node of each type starts with (as when a user adds it)."""
+    return page.evaluate("""(types) => types.map((t) => {
+        const n = LiteGraph.createNode(t);
+        const w = (n.widgets || []).find((w) => w.name === "control_after_generate");
+        return w ? w.value : null; })""", node_types)
+
+
 def frontend_prompt(page) -> dict:
     """The API prompt the frontend would send to /prompt for the loaded graph (``app.graphToPrompt``)."""
     return page.evaluate("async () => (await window.app.graphToPrompt()).output")

@@ -5,11 +5,14 @@
 
 Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whose ``custom_nodes`` holds a
 symlink to this repository and whose ``models/text2live`` holds a tiny random CLIP; waits for our node ids in
-``/object_info``; runs every shipped workflow (converted to the API format, at tiny sizes) through
-``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view``; then interrupts a
-long training run and checks it stops within seconds, leaves a checkpoint, and the server keeps serving; sends
-NaN frames (from a test-only node pack installed next to ours) into Fit Layered Atlas and checks for a clear
-error and a server that answers the next prompt.
+``/object_info``; asks the template route for each workflow and its thumbnail (what the frontend's template
+browser opens); runs every shipped workflow (converted to the API format, at tiny sizes) through
+``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view`` (the animations at the
+input video's frame rate); saves, loads and applies an edit layer (the trained composite within 1/255); checks
+that a missing CLIP refuses the whole video prompt with one message; then interrupts a long training run and
+checks it stops within seconds, leaves a checkpoint, and the server keeps serving; sends NaN frames (from a
+test-only node pack installed next to ours) into Fit Layered Atlas and checks for a clear error and a server
+that answers the next prompt.
 With Playwright and Chromium present it also loads each workflow in the real frontend and compares the
 frontend's own API conversion with ours.
 """
@@ -17,6 +20,7 @@ frontend's own API conversion with ours.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import socket
@@ -44,6 +48,8 @@ if not COMFY_DIR:
 COMFY_PYTHON = os.environ.get("T2L_COMFYUI_PYTHON", sys.executable)
 WORKFLOWS = list(iter_workflows(REPO / "workflows"))
 FRAMES, HEIGHT, WIDTH = 8, 144, 176  # small video: the video edit generator needs >= 129 px frames
+FPS = 10  # the videos' frame rate, which the animations must keep (not the widget's 12)
+PACK_NAME = "comfyui-text2live"  # the folder name under custom_nodes, as ComfyUI names our routes
 
 
 # ---------------------------------------------------------------------------------------------- HTTP + WS
@@ -176,11 +182,11 @@ def _write_inputs(input_dir: Path) -> None:
 
     from synthetic_video import make_synthetic_video
 
-    Image.fromarray(data.chelsea()).resize((192, 128), Image.LANCZOS).save(input_dir / "chelsea.png")
+    Image.fromarray(data.chelsea()).resize((192, 128), Image.LANCZOS).save(input_dir / "chelsea.jpg", quality=95)
     vid = make_synthetic_video(frames=FRAMES, height=HEIGHT, width=WIDTH)
     for name, clip in (("input_video.mp4", vid.frames), ("input_video_masks.mp4", vid.masks[:, None].expand(-1, 3, -1, -1))):
         with av.open(str(input_dir / name), "w") as out:
-            stream = out.add_stream("libx264", rate=12)
+            stream = out.add_stream("libx264", rate=FPS)
             stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
             stream.options = {"crf": "10"}
             for f in clip:
@@ -202,7 +208,7 @@ def comfy(tmp_path_factory, pack):
     base = tmp_path_factory.mktemp("comfy_base")
     for d in ("custom_nodes", "models/text2live", "input", "output", "temp", "user"):
         (base / d).mkdir(parents=True, exist_ok=True)
-    (base / "custom_nodes" / "comfyui-text2live").symlink_to(REPO, target_is_directory=True)
+    (base / "custom_nodes" / PACK_NAME).symlink_to(REPO, target_is_directory=True)
     (base / "custom_nodes" / "t2l_e2e_test_nodes").mkdir()
     (base / "custom_nodes" / "t2l_e2e_test_nodes" / "__init__.py").write_text(TEST_NODES)
     save_clip(build_tiny_clip(patch_size=16, seed=0, device="cpu"), base / "models/text2live/tiny-clip.safetensors",
@@ -291,12 +297,90 @@ def test_workflow_runs(comfy, defs, path):
     outs = entry["outputs"]
     for nid in output_nodes(prompt, defs):
         assert nid in outs, f"output node {nid} ({prompt[nid]['class_type']}) produced nothing"
+        if prompt[nid]["class_type"] == "T2L_SaveEditLayer":
+            (layer_file,) = outs[nid]["text"]
+            assert Path(layer_file).is_file()
+            assert Path(comfy.base, "output", "text2live", "layers") in Path(layer_file).parents
+            continue
         files = outs[nid].get("images", [])
         assert files, outs[nid]
         for f in files:
-            q = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f["subfolder"], "type": f["type"]})
-            body = comfy.get(f"/view?{q}")
+            body = _view(comfy, f)
             assert len(body) > 100, f
+            if prompt[nid]["class_type"] == "SaveAnimatedWEBP":  # frame rate taken from the video
+                from PIL import Image
+
+                anim = Image.open(io.BytesIO(body))
+                anim.load()  # the frame duration is read with the first frame
+                assert anim.n_frames == FRAMES and anim.info["duration"] == 1000 // FPS
+
+
+def _view(comfy: "Comfy", f: dict) -> bytes:
+    q = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f["subfolder"], "type": f["type"]})
+    return comfy.get(f"/view?{q}")
+
+
+def test_templates_open_from_the_template_route(comfy):
+    """What the frontend's template browser fetches: the list, each workflow JSON and its thumbnail."""
+    listing = comfy.get("/api/workflow_templates")
+    assert sorted(listing[PACK_NAME]) == sorted(p.stem for p in WORKFLOWS)
+    for p in WORKFLOWS:
+        served = comfy.get(f"/api/workflow_templates/{PACK_NAME}/{p.name}")
+        assert served == load_json(p), p.name
+        thumb = comfy.get(f"/api/workflow_templates/{PACK_NAME}/{p.stem}.jpg")
+        assert thumb[:3] == b"\xff\xd8\xff" and thumb == p.with_suffix(".jpg").read_bytes(), p.name
+    js = comfy.get(f"/extensions/{PACK_NAME}/fixed_seeds.js")
+    assert b"registerExtension" in js
+
+
+def test_saved_layer_loads_and_applies_to_the_trained_composite(comfy, defs):
+    """Save Edit Layer -> Load Edit Layer -> Apply Edit Layer gives the trained composite within 1/255."""
+    import numpy as np
+    from PIL import Image
+
+    ui = small(load_json(REPO / "workflows" / "image_edit.json"), defs, seed=901, resume=False)
+    prompt = to_api(ui, defs)
+    entry = comfy.wait_history(comfy.queue(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    by_type = {v["class_type"]: k for k, v in prompt.items() if v["class_type"] in ("T2L_SaveEditLayer", "T2L_Composite")}
+    (layer_path,) = entry["outputs"][by_type["T2L_SaveEditLayer"]]["text"]
+    composite_node = next(k for k, v in prompt.items() if v["class_type"] == "SaveImage"
+                          and v["inputs"]["images"][0] == by_type["T2L_Composite"])
+    trained = np.asarray(Image.open(io.BytesIO(_view(comfy, entry["outputs"][composite_node]["images"][0]))))
+    rel = Path(layer_path).relative_to(comfy.base / "output" / "text2live" / "layers").as_posix()
+    assert rel in comfy.get("/object_info/T2L_LoadEditLayer")["T2L_LoadEditLayer"]["input"]["required"]["file"][0]
+    apply_prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
+        "2": {"class_type": "T2L_LoadEditLayer", "inputs": {"file": rel}},
+        "3": {"class_type": "T2L_ApplyEditLayer", "inputs": {"edit_layer": ["2", 0], "image": ["1", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "text2live/reapplied"}},
+    }
+    entry = comfy.wait_history(comfy.queue(apply_prompt), timeout=300)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    again = np.asarray(Image.open(io.BytesIO(_view(comfy, entry["outputs"]["4"]["images"][0]))))
+    assert again.shape == trained.shape
+    assert int(np.abs(again.astype(int) - trained.astype(int)).max()) <= 1
+    # a file that is not a layer is refused before anything runs, with one message naming it
+    bad = comfy.base / "output" / "text2live" / "layers" / "broken.safetensors"
+    bad.write_bytes(b"\x08\x00")
+    status, body = comfy.post("/prompt", {"prompt": dict(apply_prompt, **{"2": {"class_type": "T2L_LoadEditLayer",
+                                                                                "inputs": {"file": "broken.safetensors"}}})})
+    assert status == 400, body
+    errors = body["node_errors"]["2"]["errors"]
+    assert len(errors) == 1 and "broken.safetensors" in errors[0]["details"], errors
+
+
+def test_missing_clip_refuses_the_whole_video_prompt(comfy, defs):
+    """Without CLIP weights nothing of the video workflow starts (no atlas fit), with one message."""
+    ui = small(load_json(REPO / "workflows" / "video_edit.json"), defs)
+    ui = set_widget(ui, "T2L_LoadCLIP", "model", "not-there.safetensors", defs)
+    status, body = comfy.post("/prompt", {"prompt": to_api(ui, defs)})
+    assert status == 400, body
+    clip_id = next(k for k, v in to_api(ui, defs).items() if v["class_type"] == "T2L_LoadCLIP")
+    errors = body["node_errors"][clip_id]["errors"]
+    assert len(errors) == 1, errors
+    assert "not-there.safetensors" in errors[0]["details"] and "press R" in errors[0]["details"]
+    assert "--clip" not in errors[0]["details"]
 
 
 def test_interrupt_during_training_stops_quickly_and_server_keeps_serving(comfy, defs):
@@ -370,6 +454,9 @@ def test_real_frontend_loads_each_workflow_and_converts_it_like_we_do(comfy, def
     if not comfy_frontend.available():
         pytest.skip("Playwright and /usr/bin/chromium are needed for the frontend check")
     with comfy_frontend.comfy_page(comfy.url) as page:
+        # our frontend extension: new training/fitting nodes start "fixed", core nodes keep "randomize"
+        assert comfy_frontend.new_node_controls(page, ["T2L_TrainEditLayer", "T2L_NLAFit", "KSampler"]) == \
+            ["fixed", "fixed", "randomize"]
         for path in WORKFLOWS:
             ui = load_json(path)
             comfy_frontend.load_workflow(page, ui)

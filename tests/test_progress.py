@@ -51,3 +51,52 @@ def test_no_check_means_no_hooks():
     net = _net()
     with cancel_inside(None, net):
         assert all(not m._forward_hooks for m in net.modules())
+
+
+# ---------------------------------------------------------------------------------- phases other than training
+def test_phases_report_progress_and_can_be_cancelled(capsys):
+    """Fit Layered Atlas reports optical flow, colour init, reconstruction and atlas sampling as phases (each
+    counting up to its total), and a cancel during the optical flow stops before any fitting."""
+    from synthetic_video import make_synthetic_video
+
+    from t2l_core.nla_fit import NLAFitConfig, fit_nla
+    from t2l_core.progress import Hooks, console_phase_printer
+
+    vid = make_synthetic_video(frames=4, height=32, width=40)
+    seen: dict = {}
+    steps = []
+
+    def on_phase(name, done, total):
+        seen.setdefault(name, []).append((done, total))
+
+    hooks = Hooks(on_step=lambda s, t, losses, p: steps.append(s), on_phase=on_phase)
+    cfg = NLAFitConfig(iterations=10, seed=0, batch_pixels=512, flow="lk", atlas_resolution=32)
+    nla = fit_nla(vid.frames, vid.masks, cfg, hooks=hooks, device="cpu")
+    nla.atlas_images(on_progress=hooks.phase_callback("atlas images"))
+    flow = next(v for k, v in seen.items() if k.startswith("optical flow"))
+    assert flow == [(i, 3) for i in range(1, 4)]  # 3 frame pairs of 4 frames
+    recon = next(v for k, v in seen.items() if k.startswith("reconstruction"))
+    assert recon == [(i, 4) for i in range(1, 5)]
+    assert any(k.startswith("atlas colour init") for k in seen)
+    atlas = seen["atlas images"]
+    assert atlas[-1][0] == atlas[-1][1] == len(atlas) and len(atlas) == len(nla.bboxes)  # one chunk per layer here
+    assert steps == list(range(1, 11))
+
+    calls = {"n": 0}
+
+    def cancel_in_flow():
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second cancel point is inside the optical flow phase
+            raise Cancelled("stop")
+
+    trained = []
+    with pytest.raises(Cancelled):
+        fit_nla(vid.frames, vid.masks, cfg, hooks=Hooks(on_step=lambda *a: trained.append(1),
+                                                        check_cancel=cancel_in_flow), device="cpu")
+    assert trained == []
+
+    printer = console_phase_printer(parts=2)
+    for i in range(1, 11):
+        printer("rendering (frames)", i, 10)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["rendering (frames): 1/10", "rendering (frames): 5/10", "rendering (frames): 10/10"]

@@ -70,7 +70,7 @@ def test_converter_maps_widgets_by_name_and_links_by_id(defs):
     assert train["inputs"]["seed"] == 42 and train["inputs"]["iterations"] == 1000
     assert "control_after_generate" not in train["inputs"] and "fixed" not in train["inputs"].values()
     load = next(k for k, v in api.items() if v["class_type"] == "LoadImage")
-    assert api[load]["inputs"] == {"image": "chelsea.png"}  # upload widget value dropped
+    assert api[load]["inputs"] == {"image": "chelsea.jpg"}  # upload widget value dropped
     assert train["inputs"]["image"] == [load, 0]
 
 

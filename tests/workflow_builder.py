@@ -66,6 +66,9 @@ class Graph:
                 if inp.optional:
                     s["shape"] = 7
                 ins.append(s)
+            for name in inputs_as_widgets:  # a widget fed by a link (the frontend keeps its value too)
+                w = d.input(name)
+                ins.append({"name": name, "type": w.type, "widget": {"name": name}, "link": None})
             names = d.output_names or d.outputs
             outs = [{"name": nm, "type": t, "slot_index": i, "links": []} for i, (nm, t) in enumerate(zip(names, d.outputs))]
         if widgets:
@@ -123,6 +126,8 @@ IMAGE_NOTE = (
     "Text2LIVE image edit\n\n"
     "Provide:\n"
     "1. An image: upload it in Load Image (any photo; the paper edits e.g. a cake, a horse, a cat).\n"
+    "   The workflow names chelsea.jpg, the photo that comes with this pack: upload "
+    "custom_nodes/comfyui-text2live/assets/chelsea.jpg (or pick your own photo).\n"
     "2. CLIP weights: the paper uses ViT-B-32:openai. Offline, put the OpenAI file ViT-B-32.pt "
     "(or an open_clip .bin/.safetensors) into ComfyUI/models/text2live/ and press refresh; online, "
     "'ViT-B-32:openai' is downloaded into open_clip's cache on first use.\n\n"
@@ -131,7 +136,10 @@ IMAGE_NOTE = (
     "ROI text bootstraps the opacity (its MASK is wired to bootstrap_mask).\n\n"
     "1000 iterations at size 512 is the paper's setting: minutes on a GPU, hours on a CPU. Try 100 "
     "iterations first. Cancel keeps a checkpoint; queue again (resume on) to continue. The seed is fixed, "
-    "so the same inputs give the same result."
+    "so the same inputs give the same result and queuing again without changes reuses it.\n\n"
+    "Save Edit Layer writes the trained layer to output/text2live/layers/. Load Edit Layer (press R to "
+    "refresh its list) + Apply Edit Layer reuse it on other images without training; the CLI's apply-layer "
+    "reads the same file."
 )
 
 VIDEO_NOTE = (
@@ -148,7 +156,14 @@ VIDEO_NOTE = (
     "iterations, video settings), and Atlas Render maps the trained layer back into every frame, so the edit "
     "follows the motion. For the background, set atlas_layer to background (a second Train Edit Layer node "
     "can edit the other layer; connect both to Atlas Render). Optical flow: torchvision RAFT weights in "
-    "models/text2live are used when present, otherwise a built-in estimator (no download)."
+    "models/text2live are used when present, otherwise a built-in estimator (no download). The animation "
+    "plays at the video's own frame rate (fps from Get Video Components).\n\n"
+    "Without CLIP nothing starts: every output of this workflow waits for the edit, so when Load CLIP "
+    "reports an error ComfyUI refuses the whole prompt (an error dialog, Load CLIP outlined in red) before "
+    "the long atlas fit begins. Seeds are fixed: queuing again with only the edit's widgets changed reuses "
+    "the fitted atlas. To look at the fit alone first, connect Fit Layered Atlas's 'reconstruction' to a "
+    "Preview Image (that output then runs without CLIP). Save Edit Layer keeps the trained layer in "
+    "output/text2live/layers/."
 )
 
 CHAIN_NOTE = (
@@ -163,14 +178,16 @@ CHAIN_NOTE = (
     "Diffusion img2img: the muted red group is the place for it. It needs an SD checkpoint in "
     "models/checkpoints. Un-mute the group (select, Ctrl+M), then connect VAE Decode's IMAGE to Atlas Render's "
     "bg_atlas instead of the composite and disconnect bg_opacity (the whole atlas is then applied). Keep the "
-    "denoise low (0.3-0.5) so the atlas keeps its layout."
+    "denoise low (0.3-0.5) so the atlas keeps its layout.\n\n"
+    "The preview shows the edit with its opacity (transparent where the atlas stays as it is); the animation "
+    "plays at the video's own frame rate."
 )
 
 
 def image_edit(defs) -> dict:
     g = Graph(defs)
     g.add("Note", (-420, 40), {"text": IMAGE_NOTE}, size=(380, 520), title="Read me: files and weights")
-    img = g.add("LoadImage", (0, 40), {"image": "chelsea.png"}, size=(300, 330))
+    img = g.add("LoadImage", (0, 40), {"image": "chelsea.jpg"}, size=(300, 330))
     clip = g.add("T2L_LoadCLIP", (0, 420), {"model": "ViT-B-32:openai"}, size=(300, 130))
     rel = g.add("T2L_RelevancyMap", (360, 420), {"text": "cat"}, size=(300, 110))
     heat = g.add("PreviewImage", (360, 580), size=(300, 260), title="Relevancy heat map")
@@ -181,7 +198,10 @@ def image_edit(defs) -> dict:
     save = g.add("SaveImage", (1500, 40), {"filename_prefix": "text2live/composite"}, size=(300, 320),
                  title="Save composite")
     edit = g.add("SaveImage", (1140, 420), {"filename_prefix": "text2live/edit_layer"}, size=(300, 300),
-                 title="Save edit layer (colour)")
+                 title="Save edit (colour + opacity, RGBA)")
+    inv = g.add("InvertMask", (1140, 220), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
+    rgba = g.add("JoinImageWithAlpha", (1140, 300), size=(260, 50))
+    keep = g.add("T2L_SaveEditLayer", (720, 720), {"filename_prefix": "edit_layer"}, size=(360, 90))
     m2i = g.add("MaskToImage", (1500, 420), size=(220, 30))
     opac = g.add("PreviewImage", (1500, 500), size=(300, 260), title="Opacity")
     green = g.add("PreviewImage", (1140, 780), size=(300, 260), title="Green screen")
@@ -195,7 +215,11 @@ def image_edit(defs) -> dict:
     g.link(train, "opacity", comp, "opacity")
     g.link(img, 0, comp, "background")
     g.link(comp, 0, save, "images")
-    g.link(train, "edit", edit, "images")
+    g.link(train, "edit", rgba, "image")
+    g.link(train, "opacity", inv, "mask")
+    g.link(inv, 0, rgba, "alpha")
+    g.link(rgba, 0, edit, "images")
+    g.link(train, "edit_layer", keep, "edit_layer")
     g.link(train, "opacity", m2i, "mask")
     g.link(m2i, 0, opac, "images")
     g.link(train, "greenscreen", green, "images")
@@ -210,38 +234,45 @@ def _video_input(g: Graph, file: str, pos: tuple, title: str, width: int, height
                                                      "crop": "center"}, size=(260, 130))
     g.link(lv, 0, comps, "video")
     g.link(comps, "images", scale, "image")
-    return scale
+    return comps, scale
 
 
 def video_edit(defs) -> dict:
     g = Graph(defs)
     g.add("Note", (-420, 40), {"text": VIDEO_NOTE}, size=(380, 600), title="Read me: files and weights")
-    frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
-    masks_img = _video_input(g, "input_video_masks.mp4", (0, 420), "Load Video (foreground masks)", 768, 432)
+    comps, frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
+    _, masks_img = _video_input(g, "input_video_masks.mp4", (0, 420), "Load Video (foreground masks)", 768, 432)
     to_mask = g.add("ImageToMask", (600, 530), {"channel": "red"}, size=(220, 60))
-    fit = g.add("T2L_NLAFit", (880, 40), {"iterations": 2000, "atlas_resolution": 0, "seed": 7}, size=(340, 300))
-    recon = g.add("SaveImage", (880, 400), {"filename_prefix": "text2live/reconstruction"}, size=(300, 280),
-                  title="Save reconstruction")
-    clip = g.add("T2L_LoadCLIP", (1260, 700), {"model": "ViT-B-32:openai"}, size=(300, 130))
+    fit = g.add("T2L_NLAFit", (880, 40), {"iterations": 2000, "atlas_resolution": 0, "seed": 7}, size=(340, 300),
+                title="Fit Layered Atlas (runs only when the edit can run)")
+    clip = g.add("T2L_LoadCLIP", (880, 400), {"model": "ViT-B-32:openai"}, size=(300, 130))
     train = g.add("T2L_TrainEditLayer", (1260, 40), {
         "prompt": "a giraffe with zebra stripes", "screen_prompt": "zebra stripes", "source_prompt": "a giraffe",
         "roi_text": "giraffe", "iterations": 3000, "seed": 42, "atlas_layer": "foreground", "video_defaults": True},
         size=(360, 480), title="Train Edit Layer (on the foreground atlas)")
-    atlas_prev = g.add("PreviewImage", (1680, 300), size=(300, 260), title="Edited foreground atlas")
+    inv = g.add("InvertMask", (1680, 300), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
+    rgba = g.add("JoinImageWithAlpha", (1680, 360), size=(260, 50))
+    atlas_prev = g.add("PreviewImage", (1680, 440), size=(300, 260), title="Edited foreground atlas (with opacity)")
+    keep = g.add("T2L_SaveEditLayer", (1260, 760), {"filename_prefix": "video_edit_layer"}, size=(360, 90))
     render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 210))
     anim = g.add("SaveAnimatedWEBP", (2020, 40), {"filename_prefix": "text2live/video_edit", "fps": 12.0,
-                                                  "lossless": False, "quality": 90}, size=(320, 380))
+                                                  "lossless": False, "quality": 90}, size=(320, 380),
+                 inputs_as_widgets=("fps",))
     g.link(frames, 0, fit, "frames")
     g.link(masks_img, 0, to_mask, "image")
     g.link(to_mask, 0, fit, "masks")
-    g.link(fit, "reconstruction", recon, "images")
     g.link(clip, 0, train, "clip")
     g.link(frames, 0, train, "image")
     g.link(fit, "nla", train, "nla")
-    g.link(train, "edit", atlas_prev, "images")
+    g.link(train, "edit", rgba, "image")
+    g.link(train, "opacity", inv, "mask")
+    g.link(inv, 0, rgba, "alpha")
+    g.link(rgba, 0, atlas_prev, "images")
+    g.link(train, "edit_layer", keep, "edit_layer")
     g.link(fit, "nla", render, "nla")
     g.link(train, "edit_layer", render, "fg_edit_layer")
     g.link(render, 0, anim, "images")
+    g.link(comps, "fps", anim, "fps")
     g.group("1. Video and masks as IMAGE/MASK batches (core nodes)", (-20, -30, 860, 820), "grey")
     g.group("2. Text-driven edit trained on the atlas", (1240, -30, 400, 900), "blue")
     return g.to_ui()
@@ -250,7 +281,7 @@ def video_edit(defs) -> dict:
 def atlas_chaining(defs) -> dict:
     g = Graph(defs)
     g.add("Note", (-420, 40), {"text": CHAIN_NOTE}, size=(380, 560), title="Read me: files and chaining")
-    frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
+    comps, frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
     fit = g.add("T2L_NLAFit", (600, 40), {"iterations": 2000, "atlas_resolution": 0, "seed": 7}, size=(340, 300))
     save_atlas = g.add("SaveImage", (600, 400), {"filename_prefix": "text2live/bg_atlas"}, size=(300, 280),
                        title="Save background atlas")
@@ -262,10 +293,13 @@ def atlas_chaining(defs) -> dict:
     zeros = g.add("ThresholdMask", (1000, 140), {"value": 1.0}, size=(260, 60), title="Empty mask of atlas size")
     where = g.add("MaskComposite", (1320, 260), {"x": 64, "y": 32, "operation": "add"}, size=(300, 160),
                   title="Where the overlay is (same x, y)")
-    edited = g.add("PreviewImage", (1320, 470), size=(300, 260), title="Edited background atlas")
+    edited = g.add("PreviewImage", (1680, 280), size=(300, 260), title="Background atlas edit (with opacity)")
+    inv_where = g.add("InvertMask", (1320, 470), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
+    rgba = g.add("JoinImageWithAlpha", (1320, 550), size=(260, 50))
     render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 170))
     anim = g.add("SaveAnimatedWEBP", (2020, 40), {"filename_prefix": "text2live/atlas_chaining", "fps": 12.0,
-                                                  "lossless": False, "quality": 90}, size=(320, 380))
+                                                  "lossless": False, "quality": 90}, size=(320, 380),
+                 inputs_as_widgets=("fps",))
     # the diffusion img2img group: muted (mode 2) because it needs a checkpoint
     ck = g.add("CheckpointLoaderSimple", (600, 840), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
                size=(320, 100), mode=2)
@@ -286,11 +320,15 @@ def atlas_chaining(defs) -> dict:
     g.link(to_mask, 0, zeros, "mask")
     g.link(zeros, 0, where, "destination")
     g.link(inv, 0, where, "source")
-    g.link(paste, 0, edited, "images")
+    g.link(paste, 0, rgba, "image")
+    g.link(where, 0, inv_where, "mask")
+    g.link(inv_where, 0, rgba, "alpha")
+    g.link(rgba, 0, edited, "images")
     g.link(fit, "nla", render, "nla")
     g.link(paste, 0, render, "bg_atlas")
     g.link(where, 0, render, "bg_opacity")
     g.link(render, 0, anim, "images")
+    g.link(comps, "fps", anim, "fps")
     g.link(ck, 1, pos, "clip")
     g.link(ck, 1, neg, "clip")
     g.link(fit, "bg_atlas", enc, "pixels")

@@ -69,6 +69,8 @@ CORE_NODES: dict[str, dict] = {
     "ImageToMask": {"input": {"required": {"image": ("IMAGE", {}), "channel": (["red", "green", "blue", "alpha"], {})}},
                     "output": ("MASK",), "output_node": False},
     "InvertMask": {"input": {"required": {"mask": ("MASK", {})}}, "output": ("MASK",), "output_node": False},
+    "JoinImageWithAlpha": {"input": {"required": {"image": ("IMAGE", {}), "alpha": ("MASK", {})}},
+                           "output": ("IMAGE",), "output_node": False},
     "ThresholdMask": {"input": {"required": {"mask": ("MASK", {}),
                                              "value": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01})}},
                       "output": ("MASK",), "output_node": False},

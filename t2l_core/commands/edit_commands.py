@@ -64,7 +64,8 @@ def _apply(args: argparse.Namespace) -> int:
     from ..edit_layer import EditLayer
     from ..image_io import load_image
 
-    layer = EditLayer.load(args.layer)
+    layer = EditLayer.load(args.layer, remedy="Give LAYER an edit_layer.safetensors written by the image command "
+                                              "(in its --out folder) or by ComfyUI's Save Edit Layer.")
     device = resolve_device(args.device)
     out = Path(args.out)
     written: list[Path] = []

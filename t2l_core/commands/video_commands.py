@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 def run_nla(args) -> int:
     from ..nla_fit import NLAFitConfig, fit_nla
     from ..nla_io import save_nla
-    from ..progress import Hooks, console_printer
+    from ..progress import Hooks, console_phase_printer, console_printer
     from ..video_io import read_frames, read_masks, write_rgba
 
     if not args.out.endswith(".safetensors"):
@@ -67,7 +67,8 @@ def run_nla(args) -> int:
     cfg = NLAFitConfig(iterations=args.iters, seed=args.seed, batch_pixels=args.batch, flow=args.flow,
                        atlas_resolution=args.resolution, target_psnr=args.target_psnr)
     ckpt = args.out[: -len(".safetensors")] + ".checkpoint.safetensors"
-    nla = fit_nla(frames, masks, cfg, hooks=Hooks(on_step=console_printer(max(1, args.iters // 20))),
+    hooks = Hooks(on_step=console_printer(max(1, args.iters // 20)), on_phase=console_phase_printer())
+    nla = fit_nla(frames, masks, cfg, hooks=hooks,
                   device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir,
                   keep_checkpoint=args.keep_checkpoint)
     for note in nla.notes:
@@ -77,7 +78,7 @@ def run_nla(args) -> int:
           f"{nla.psnr:.2f} dB ({nla.steps} steps, flow: {nla.flow_estimator}) -> {args.out}")
     if args.save_atlases:
         os.makedirs(args.save_atlases, exist_ok=True)
-        for layer, img in nla.atlas_images().items():
+        for layer, img in nla.atlas_images(on_progress=hooks.phase_callback("atlas images (texel chunks)")).items():
             path = os.path.join(args.save_atlases, f"{layer}_atlas.png")
             write_rgba(path, img)
             print(f"{layer} atlas {img.shape[2]}x{img.shape[1]} -> {path}")
@@ -87,6 +88,7 @@ def run_nla(args) -> int:
 def run_render(args) -> int:
     from ..atlas_render import AtlasEdit, frame_edit_to_atlas, render_edits
     from ..nla_io import load_nla
+    from ..progress import Hooks, console_phase_printer
     from ..video_io import read_frames, read_rgba, write_frames
 
     frames = read_frames(args.frames) if args.frames else None
@@ -104,7 +106,8 @@ def run_render(args) -> int:
             rgb, alpha = read_rgba(path)
             edits[layer] = AtlasEdit(rgb=rgb, alpha=alpha, bbox=nla.bboxes[layer])
     base = frames if frames is not None else nla.original_frames()
-    out = render_edits(nla.model, base, edits.get("fg"), edits.get("bg"))
+    out = render_edits(nla.model, base, edits.get("fg"), edits.get("bg"),
+                       on_frame=Hooks(on_phase=console_phase_printer()).phase_callback("rendering (frames)"))
     paths = write_frames(out, args.out)
     print(f"wrote {len(paths)} frames to {args.out}")
     return 0

@@ -20,7 +20,7 @@ from .edit_commands import add_prompt_arguments
 def _run(args: argparse.Namespace) -> int:
     from ..edit_layer import EditLayer
     from ..nla_io import load_nla
-    from ..progress import Hooks, console_printer
+    from ..progress import Hooks, console_phase_printer, console_printer
     from ..train_video import (VideoEditConfig, atlas_edit_from_layer, default_video_checkpoint_path,
                                train_video_edit_layer)
     from ..video_dataset import layer_key
@@ -42,7 +42,8 @@ def _run(args: argparse.Namespace) -> int:
         nla.check_frames(frames)
     other = None
     if args.other_layer:
-        other_layer = EditLayer.load(args.other_layer)
+        other_layer = EditLayer.load(args.other_layer, remedy="Give --other-layer an edit_layer_<fg|bg>.safetensors "
+                                                              "written by an earlier video command.")
         other_key = (other_layer.info.get("atlas") or {}).get("layer") or ("bg" if layer == "fg" else "fg")
         if other_key == layer:
             raise ValueError(f"--other-layer was trained on the same ({layer}) atlas; give a layer of the other atlas")
@@ -51,7 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     clip = clip_from_args(args)
     ckpt = Path(args.checkpoint) if args.checkpoint else default_video_checkpoint_path(
         out / "checkpoints", nla, config, clip, frames)
-    hooks = Hooks(on_step=console_printer(args.log_every) if not args.quiet else None)
+    hooks = Hooks(on_step=console_printer(args.log_every) if not args.quiet else None,
+                  on_phase=console_phase_printer() if not args.quiet else None)
     result = train_video_edit_layer(clip, nla, config, frames=frames, hooks=hooks, checkpoint_path=ckpt,
                                     resume=args.resume, other_edit=other, keep_checkpoint=args.keep_checkpoint)
     for note in result.notes:
