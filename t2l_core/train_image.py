@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .clip_views import IMAGE_FILL, ViewConfig, structure_view
 from .compositing import composite
-from .edit_layer import EditLayer, LayerOutput
+from .edit_layer import RESOLUTIONS, EditLayer, LayerOutput
 from .edit_objective import LossWeights, TextBanks, edit_objective
 from .fast_path import (AUTOCAST_MODES, EditRuntime, backward_deferred, deferred_output, free_cuda_memory,
                         thread_scope)
@@ -98,7 +98,7 @@ class EditConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     # speed (how things are computed, never what; not part of the checkpoint fingerprint)
     fast: bool = True  # channels-last generator, fused CLIP image kernels, autocast where it pays (fast_path.py)
-    autocast: str = "auto"  # with fast: auto = bf16 on CUDA, fp32 on CPU (bf16 measured slower without AMX); off|bf16|fp16
+    autocast: str = "auto"  # with fast: auto = bf16 CLIP + fp32/TF32 generator on CUDA, fp32 on CPU; off|bf16-clip|fp16-clip|bf16|fp16 (fast_path.py)
     threads: int = 0  # CPU threads for this run; 0 = keep the current torch.set_num_threads setting
     compile: bool = False  # experimental: torch.compile the generator (with fast); compiling is very slow on small CPUs
     save_memory: bool = False  # with fast: also recompute CLIP blocks, the generator's top level and the view augmentations in backward: less memory, slower steps (bench/RESULTS.md)
@@ -272,28 +272,32 @@ def _prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional
 def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Optional[Hooks] = None,
                      bootstrap_mask: Optional[torch.Tensor] = None, checkpoint_path: str | Path | None = None,
                      resume: bool = False, output_size: Optional[int] = None,
-                     memory_budget: Optional[int] = None) -> EditResult:
+                     memory_budget: Optional[int] = None, resolution: str = "working") -> EditResult:
     """Train an edit layer for ``image`` ``[1,3,H,W]`` (or ``[3,H,W]``; gray/RGBA handled) in 0..1.
 
     ``bootstrap_mask`` ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` in 0..1 (1 = region to edit) replaces the relevancy
     map as bootstrap target. ``checkpoint_path``: where cancellation/errors (and completion) leave a
     resumable checkpoint; ``resume`` continues from it. The final layer is rendered at the input's own
-    resolution (``output_size`` = shorter side to render at instead), within ``memory_budget`` bytes.
+    resolution within ``memory_budget`` bytes: ``resolution="working"`` runs the generator at the working size
+    (what the training previews show) and upsamples the layer guided by the input, ``"native"`` runs it at
+    the input's resolution (:meth:`EditLayer.predict`; ``output_size`` = shorter side to run it at instead).
     """
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
     config.validate()
     hooks = hooks or Hooks()
     with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.threads):
         free_cuda_memory(clip.device)
         try:
             return _train(clip, image, config, hooks, bootstrap_mask, checkpoint_path, resume, output_size,
-                          memory_budget)
+                          memory_budget, resolution)
         finally:
             free_cuda_memory(clip.device)
 
 
 def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstrap_mask: Optional[torch.Tensor],
            checkpoint_path: str | Path | None, resume: bool, output_size: Optional[int],
-           memory_budget: Optional[int]) -> EditResult:
+           memory_budget: Optional[int], resolution: str = "working") -> EditResult:
     image = _prepare_image(image)
     mask = _prepare_mask(bootstrap_mask, image)
     device = clip.device
@@ -397,7 +401,7 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
             "working_size": list(work.shape[-2:]), "input_size": list(image.shape[-2:]),
             "config": json.loads(json.dumps(config.to_dict(), default=str)), "version": __version__}
     layer = EditLayer(gen.state_dict(), config.generator, info)
-    output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget)
+    output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget, resolution=resolution)
     output = LayerOutput(*(t.cpu() for t in (output.color, output.alpha, output.composite, output.greenscreen)))
     return EditResult(layer=layer, output=output, history=history, steps=step, checkpoint_path=ckpt)
 
