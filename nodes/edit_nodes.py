@@ -9,6 +9,8 @@ from ..t2l_core.train_image import EditConfig, default_checkpoint_path, train_ed
 from ..t2l_core.train_video import VideoEditConfig, default_video_checkpoint_path, train_video_edit_layer
 from . import comfy_bridge as cb
 
+IMAGE_ITERATIONS = 1000  # the paper's image setting and the iterations widget's default
+
 # widget value -> t2l_core value
 GENERATOR_RESOLUTIONS = {"working size": "working", "native": "native"}
 PRECISIONS = {"auto": "auto", "fp32": "off", "bf16 CLIP": "bf16-clip"}
@@ -63,9 +65,13 @@ class TrainEditLayer:
                                   "What the layer alone shows, matched as '<text> over a green screen.' "
                                   "Empty = the prompt. E.g. 'oreo'."}),
                 "source_prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
-                                  "What the input shows, e.g. 'cake' (enables the directional loss). Empty = off."}),
-                "iterations": ("INT", {"default": 1000, "min": 1, "max": 100000, "tooltip":
-                               "Training steps (paper: 1000)."}),
+                                  "What the input shows, e.g. 'cake': the source text of the directional loss. Empty "
+                                  "= roi_text when that is set (the paper's L_dir with T_ROI), otherwise no "
+                                  "directional loss."}),
+                "iterations": ("INT", {"default": IMAGE_ITERATIONS, "min": 1, "max": 100000, "tooltip":
+                               "Training steps (paper: 1000 for an image). Video (nla connected, video_defaults "
+                               "on): the default 1000 means the paper's 3000 video steps; any other value is "
+                               "used as is."}),
                 "size": ("INT", {"default": 512, "min": 129, "max": 4096, "step": 1, "tooltip":
                          "Working resolution: shorter side in px during training (paper: 512; minimum 129). "
                          "The result is rendered at the input's own resolution."}),
@@ -126,6 +132,8 @@ class TrainEditLayer:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
         if nla is not None:
+            if video_defaults and int(iterations) == IMAGE_ITERATIONS:  # left at its default: the paper's video 3000
+                iterations = VideoEditConfig.iters
             return self._train_video(
                 clip, image, nla, atlas_layer, bool(video_defaults), preview_every, resume,
                 prompt=prompt, screen_prompt=screen_prompt or None, source_prompt=source_prompt or None,

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from .compositing import composite, on_green_screen
 from .fast_path import channels_last, prepare_module
 from .generator import GeneratorConfig, SkipGenerator
+from .internal_dataset import short_side_size
 from .layer_upsampling import guided_upsample
 
 FORMAT = "t2l_edit_layer/1"
@@ -141,9 +142,9 @@ class EditLayer:
             x = full
             target = size if size else min(h, w)
             target = max(target, gen.min_size)
-            if target != min(h, w):
-                s = target / min(h, w)
-                x = F.interpolate(x, size=(max(gen.min_size, round(h * s)), max(gen.min_size, round(w * s))),
+            if target != min(h, w):  # the working image's size rule (torchvision Resize: long side truncated)
+                th, tw = short_side_size(h, w, target)
+                x = F.interpolate(x, size=(max(gen.min_size, th), max(gen.min_size, tw)),
                                   mode="bilinear", align_corners=False, antialias=True)
             y = self._run(gen, x, budget, oversize)
             if working and y.shape[-2] <= h and y.shape[-1] <= w and tuple(y.shape[-2:]) != (h, w):

@@ -129,7 +129,7 @@ class FastClipModel(ClipModel):
         x = torch.addmm(bias, x.reshape(-1, 3 * p * p), matrix).view(b, rows * cols, -1)
         c = x.shape[-1]
         cls = v.class_embedding.to(x.dtype).view(1, 1, c).expand(b, 1, c)
-        x = torch.cat([cls, x], dim=1) + self.position_embedding(rows, cols).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + self.position_embedding(rows, cols, h == w).to(x.dtype)
         return v.ln_pre(x)
 
     def _recompute(self, x: torch.Tensor) -> bool:

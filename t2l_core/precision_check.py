@@ -55,7 +55,7 @@ def generator_gradients(clip, image: torch.Tensor, config, mode: str, generator:
     x = image.to(clip.device)
     with rt.heap_scope():
         out = generate(x)
-        banks = TextBanks.build(rt.clip, config.prompt, config.screen_prompt, config.source_prompt)
+        banks = TextBanks.build(rt.clip, config.prompt, config.screen_prompt, config.directional_source())
         total, _ = edit_objective(rt.clip, [x], [out[:, :3]], [out[:, 3:]], banks, config.view_config(),
                                   config.loss_weights(), make_generator(views_seed))
         total.backward()

@@ -57,7 +57,7 @@ class EditConfig:
 
     prompt: str | list[str] = ""  # target/composition prompt(s); newline- or |-separated
     screen_prompt: str | list[str] | None = None  # green-screen prompt(s); None = the target prompt
-    source_prompt: str | list[str] | None = None  # directional-loss source prompt(s); None = no L_dir
+    source_prompt: str | list[str] | None = None  # directional-loss source prompt(s); None = roi_text (paper eq. 3), or no L_dir without it
     roi_text: Optional[str] = None  # bootstrap (relevancy) text; None = no relevancy bootstrapping
     iters: int = 1000
     seed: int = 0
@@ -102,6 +102,16 @@ class EditConfig:
     threads: int = 0  # CPU threads for this run; 0 = keep the current torch.set_num_threads setting
     compile: bool = False  # experimental: torch.compile the generator (with fast); compiling is very slow on small CPUs
     save_memory: bool = False  # with fast: also recompute CLIP blocks, the generator's top level and the view augmentations in backward: less memory, slower steps (bench/RESULTS.md)
+
+    def directional_source(self) -> str | list[str] | None:
+        """The source text T_ROI of the directional loss L_dir(I_s, I_o, T_ROI, T) (paper eq. 3):
+        ``source_prompt`` when given, else ``roi_text`` when given, else None (no directional loss)."""
+        for text in (self.source_prompt, self.roi_text):
+            if isinstance(text, str) and text.strip():
+                return text
+            if isinstance(text, (list, tuple)) and any(t and t.strip() for t in text):
+                return list(text)
+        return None
 
     def dataset_config(self) -> DatasetConfig:
         return DatasetConfig(size=self.size, jitter_p=self.jitter_p, flip_p=self.flip_p, scale_min=self.scale_min,
@@ -314,7 +324,7 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     use_relevancy = mask is None and bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
     if use_relevancy and config.relevancy_on == "once":
         work_mask = _relevancy(run_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
-    banks = TextBanks.build(run_clip, config.prompt, config.screen_prompt, config.source_prompt)
+    banks = TextBanks.build(run_clip, config.prompt, config.screen_prompt, config.directional_source())
     gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
     generate = runtime.wrap(gen)  # channels-last input, autocast where it pays, fp32 output
     staged = runtime.staged_backward  # fast path: back-propagate pass by pass (less memory, same gradients)

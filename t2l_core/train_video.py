@@ -218,7 +218,7 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     fingerprint = nla_fingerprint(nla, config)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     dataset = VideoAtlasDataset(nla.model, nla.bboxes[layer], u8, config.dataset_config(), device=device)
-    banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.source_prompt)
+    banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.directional_source())
     gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
     generate = runtime.wrap(gen)
     staged = runtime.staged_backward  # back-propagate pass by pass (less memory, same gradients)

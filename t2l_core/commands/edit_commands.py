@@ -85,7 +85,8 @@ def add_prompt_arguments(p, roi_help: str) -> None:
     """``--screen-prompt/--src-prompt/--roi-prompt`` and the CLIP options, shared by the image and video edits."""
     p.add_argument("--screen-prompt", default=None, help="green-screen text (default: the prompt)")
     p.add_argument("--src-prompt", "--source-prompt", dest="src_prompt", default=None,
-                   help="text describing the input, e.g. 'cake' (enables the directional loss)")
+                   help="text describing the input, e.g. 'cake': the directional loss's source text (default: the "
+                        "--roi-prompt when given, the paper's form; without either no directional loss)")
     p.add_argument("--roi-prompt", "--roi-text", dest="roi_prompt", default=None, help=roi_help)
     add_clip_arguments(p)
 
