@@ -84,6 +84,10 @@ def test_predict_runs_the_generator_at_the_working_size_by_default(trained_like,
     assert torch.equal(c1, c2) and torch.equal(a1, a2)
     with pytest.raises(ValueError, match="resolution"):
         layer.predict(image, resolution="full")
+    from t2l_core.commands.edit_commands import RESOLUTIONS as CLI_RESOLUTIONS
+    from t2l_core.edit_layer import RESOLUTIONS
+
+    assert CLI_RESOLUTIONS == RESOLUTIONS
 
 
 def test_a_fully_transparent_layer_leaves_the_input_bit_for_bit(astronaut):
