@@ -32,7 +32,9 @@ def in_tmp(tmp_path, monkeypatch):
 
 def test_new_inputs_are_appended_at_the_end(pack):
     train = pack.NODE_CLASS_MAPPINGS["T2L_TrainEditLayer"].INPUT_TYPES()
-    assert list(train["optional"])[-3:] == ["nla", "atlas_layer", "video_defaults"]
+    optional = list(train["optional"])
+    assert optional[optional.index("nla"):] == ["nla", "atlas_layer", "video_defaults", "generator_resolution",
+                                                 "precision"]
     assert list(train["optional"])[:2] == ["roi_text", "bootstrap_mask"]
     render = pack.NODE_CLASS_MAPPINGS["T2L_AtlasRender"].INPUT_TYPES()
     assert list(render["optional"]) == ["fg_atlas", "fg_opacity", "bg_atlas", "bg_opacity", "frames",
