@@ -49,6 +49,7 @@ def main() -> None:
     clip = build_random_clip("ViT-B-32-quickgelu", seed=0, device=device)
     config = EditConfig(prompt="golden astronaut", source_prompt="astronaut", n_views=args.views)
     gen_cfg = GeneratorConfig()
+    generator_gradients(clip, x, config, "off", gen_cfg, weights_seed=0, views_seed=1)  # warm-up
     t0 = time.perf_counter()
     ref = generator_gradients(clip, x, config, "off", gen_cfg, weights_seed=0, views_seed=1)
     t_ref = time.perf_counter() - t0
@@ -68,7 +69,9 @@ def main() -> None:
             f"{args.views} views, random ViT-B/32)", body,
             f"Bound a default must meet: whole-gradient cosine >= {AGREEMENT_BOUND['cosine']} and every non-negligible "
             f"tensor's cosine >= {AGREEMENT_BOUND['min_tensor_cosine']} (t2l_core/precision_check.py). Defaults "
-            "(autocast='auto'): CPU = fp32 (bf16 is slower than fp32 on CPUs without AMX, and emulated on many); "
+            "(autocast='auto'): CPU = fp32, the setting that runs well on any CPU (bf16 matrix products are emulated "
+            "and slower than fp32 on CPUs without bf16/AMX instructions, e.g. AVX2 machines; on a CPU with AMX, "
+            "bf16-clip meets the bound and may be chosen); "
             "CUDA = bf16-clip (CLIP passes in bf16, generator fp32 with TF32), the setting that meets the bound. "
             "bf16/fp16 (generator autocast too) are offered but are not defaults. Step times on a shared CPU are "
             "indicative only.")

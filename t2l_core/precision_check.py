@@ -64,9 +64,9 @@ def generator_gradients(clip, image: torch.Tensor, config, mode: str, generator:
 
 def agreement(mode: str, grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> Agreement:
     """Compare ``grads`` with the fp32 gradients ``ref`` (same names)."""
-    flat = torch.cat([grads[n].flatten() for n in ref])
-    flat_ref = torch.cat([ref[n].flatten() for n in ref])
+    flat = torch.cat([grads[n].flatten() for n in ref]).double()  # float64: no rounding above 1 on 3M entries
+    flat_ref = torch.cat([ref[n].flatten() for n in ref]).double()
     largest = max(float(g.norm()) for g in ref.values())
-    tensor_cos = [F.cosine_similarity(grads[n].flatten(), g.flatten(), dim=0).item()
+    tensor_cos = [F.cosine_similarity(grads[n].flatten().double(), g.flatten().double(), dim=0).item()
                   for n, g in ref.items() if float(g.norm()) >= NEGLIGIBLE * largest]
     return Agreement(mode, F.cosine_similarity(flat, flat_ref, dim=0).item(), min(tensor_cos))
