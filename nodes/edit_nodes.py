@@ -9,6 +9,16 @@ from ..t2l_core.train_image import EditConfig, default_checkpoint_path, train_ed
 from ..t2l_core.train_video import VideoEditConfig, default_video_checkpoint_path, train_video_edit_layer
 from . import comfy_bridge as cb
 
+IMAGE_ITERATIONS = 1000  # the paper's image setting and the iterations widget's default
+
+# widget value -> t2l_core value
+GENERATOR_RESOLUTIONS = {"working size": "working", "native": "native"}
+PRECISIONS = {"auto": "auto", "fp32": "off", "bf16 CLIP": "bf16-clip"}
+_RESOLUTION_TIP = ("working size = the generator runs at the size it was trained at (what the previews showed) and "
+                   "the layer is upsampled to the image's resolution following the image's edges (opacity 0 keeps "
+                   "the original pixels exactly); native = the generator runs at the image's own resolution "
+                   "(texture at another scale than trained, much more memory on large images).")
+
 _MASK_TIP = "Opacity (1 = edit visible). For JoinImageWithAlpha invert it first; ImageCompositeMasked takes it as is."
 
 
@@ -56,9 +66,13 @@ class TrainEditLayer:
                                   "What the layer alone shows, matched as '<text> over a green screen.' "
                                   "Empty = the prompt. E.g. 'oreo'."}),
                 "source_prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
-                                  "What the input shows, e.g. 'cake' (enables the directional loss). Empty = off."}),
-                "iterations": ("INT", {"default": 1000, "min": 1, "max": 100000, "tooltip":
-                               "Training steps (paper: 1000)."}),
+                                  "What the input shows, e.g. 'cake': the source text of the directional loss. Empty "
+                                  "= roi_text when that is set (the paper's L_dir with T_ROI), otherwise no "
+                                  "directional loss."}),
+                "iterations": ("INT", {"default": IMAGE_ITERATIONS, "min": 1, "max": 100000, "tooltip":
+                               "Training steps (paper: 1000 for an image). Video (nla connected, video_defaults "
+                               "on): the default 1000 means the paper's 3000 video steps; any other value is "
+                               "used as is."}),
                 "size": ("INT", {"default": 512, "min": 129, "max": 4096, "step": 1, "tooltip":
                          "Working resolution: shorter side in px during training (paper: 512; minimum 129). "
                          "The result is rendered at the input's own resolution."}),
@@ -108,14 +122,28 @@ class TrainEditLayer:
                                 "Lower peak memory for slower steps: every memory-saving measure on and activations "
                                 "recomputed in the backward pass. Same result. Off = the fastest way this machine "
                                 "trains within the pack's memory target (about 4 GiB at 512 px on a CPU)."}),
+                "generator_resolution": (list(GENERATOR_RESOLUTIONS), {"default": "working size", "tooltip":
+                                         "Image: how the result is rendered. " + _RESOLUTION_TIP}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip":
+                              "auto = fp32 on CPU; on a GPU the generator in fp32 (TF32) and CLIP in bf16, whose "
+                              "gradients agree with fp32. fp32 = fp32 everywhere. bf16 CLIP = CLIP passes in bf16 "
+                              "(slower on CPUs without AMX)."}),
             },
         }
 
     def train(self, clip, image, prompt, screen_prompt="", source_prompt="", iterations=1000, size=512, seed=0,
               roi_text="", bootstrap_mask=None, lambda_composition=1.0, lambda_screen=1.0, lambda_structure=2.0,
               sparsity_l1=0.06, sparsity_l0=0.06, lambda_bootstrap=10.0, views=16, resume=True, preview_every=25,
-              nla=None, atlas_layer="foreground", video_defaults=True, keep_checkpoint=False, save_memory=False):
+              nla=None, atlas_layer="foreground", video_defaults=True, keep_checkpoint=False, save_memory=False,
+              generator_resolution="working size", precision="auto"):
+        if generator_resolution not in GENERATOR_RESOLUTIONS:
+            raise ValueError(f"generator_resolution must be one of {list(GENERATOR_RESOLUTIONS)}, "
+                             f"got '{generator_resolution}'")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
         if nla is not None:
+            if video_defaults and int(iterations) == IMAGE_ITERATIONS:  # left at its default: the paper's video 3000
+                iterations = VideoEditConfig.iters
             return self._train_video(
                 clip, image, nla, atlas_layer, bool(video_defaults), preview_every, resume, bool(keep_checkpoint),
                 save_memory=bool(save_memory),
@@ -123,7 +151,8 @@ class TrainEditLayer:
                 roi_text=roi_text or None, bootstrap_mask=bootstrap_mask, iters=int(iterations), seed=int(seed),
                 lambda_composition=lambda_composition,
                 lambda_screen=lambda_screen, lambda_structure=lambda_structure, sparsity_l1=sparsity_l1,
-                sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views))
+                sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views),
+                autocast=PRECISIONS[precision])
         if image.ndim == 4 and image.shape[0] != 1:
             raise ValueError(f"Train Edit Layer trains on one image but got a batch of {image.shape[0]}: pick one "
                              "(e.g. Image From Batch), then use Apply Edit Layer on the others.")
@@ -132,7 +161,7 @@ class TrainEditLayer:
             roi_text=roi_text or None, iters=int(iterations), size=int(size), seed=int(seed),
             lambda_composition=lambda_composition, lambda_screen=lambda_screen, lambda_structure=lambda_structure,
             sparsity_l1=sparsity_l1, sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views),
-            save_memory=bool(save_memory),
+            save_memory=bool(save_memory), autocast=PRECISIONS[precision],
         )
         config.validate()
         cb.free_memory(_training_bytes(config.size), cb.torch_device())
@@ -145,7 +174,8 @@ class TrainEditLayer:
             hooks = cb.make_hooks(preview_every=int(preview_every))
             try:
                 result = train_edit_layer(clip, x, config, hooks=hooks, bootstrap_mask=mask, checkpoint_path=ckpt,
-                                          resume=bool(resume), keep_checkpoint=bool(keep_checkpoint))
+                                          resume=bool(resume), keep_checkpoint=bool(keep_checkpoint),
+                                          resolution=GENERATOR_RESOLUTIONS[generator_resolution])
             finally:
                 cb.soft_empty_cache()
         cb.tell_user("Train Edit Layer", result.notes)
@@ -212,14 +242,20 @@ class ApplyEditLayer:
             },
             "optional": {
                 "size": ("INT", {"default": 0, "min": 0, "max": 8192, "tooltip":
-                         "0 = each image's own resolution; otherwise process at this shorter side and resize back "
-                         "(e.g. the training size, 512, for the look the layer was trained at)."}),
+                         "Shorter side the generator runs at: 0 = the layer's training size (generator_resolution "
+                         "'working size') or each image's own resolution ('native'); otherwise this size, the "
+                         "result brought back to each image's resolution."}),
+                "generator_resolution": (list(GENERATOR_RESOLUTIONS), {"default": "working size",
+                                         "tooltip": _RESOLUTION_TIP}),
             },
         }
 
-    def apply(self, edit_layer, image, size=0):
+    def apply(self, edit_layer, image, size=0, generator_resolution="working size"):
         if not isinstance(edit_layer, EditLayer):
             raise ValueError("edit_layer must come from Train Edit Layer or Load Edit Layer (Text2LIVE)")
+        if generator_resolution not in GENERATOR_RESOLUTIONS:
+            raise ValueError(f"generator_resolution must be one of {list(GENERATOR_RESOLUTIONS)}, "
+                             f"got '{generator_resolution}'")
         x = cb.image_to_bchw(image, "image")
         device = cb.torch_device()
 
@@ -231,7 +267,8 @@ class ApplyEditLayer:
 
         seen = len(edit_layer.notes)
         with cb.training_mode():
-            out = edit_layer.render(x, device=device, size=int(size) or None, on_image=progress)
+            out = edit_layer.render(x, device=device, size=int(size) or None, on_image=progress,
+                                    resolution=GENERATOR_RESOLUTIONS[generator_resolution])
         notes = edit_layer.notes[seen:]  # e.g. an image generated below its resolution for lack of memory
         cb.tell_user("Apply Edit Layer", notes)
         return cb.with_notes(_outputs(out), notes)

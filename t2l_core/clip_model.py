@@ -1,13 +1,14 @@
 """A frozen open_clip model with the image side Text2LIVE needs.
 
 * image encoding at any H x W: the patch position grid is interpolated bicubically to
-  (H/p rows x W/p columns), DINO style (scale factors (rows+0.1)/g and (cols+0.1)/g), and the stock
-  embedding is used untouched at the native size;
+  (H/p rows x W/p columns), DINO style (scale factors (rows+0.1)/g and (cols+0.1)/g), for every input
+  that is not square (as the authors do), and the stock embedding is used untouched for square inputs with
+  the native g x g grid;
 * the token sequence entering any block (the structure loss uses the tokens entering the last block,
   CLS included);
 * text encoding with template banks, cached per string.
 
-The authors' code transposes the interpolated grid for non-square inputs (method notes 3); that is a bug
+The authors' code transposes the interpolated grid for non-square inputs; that is a bug
 and the correct mapping is the default. ``pos_grid="t2l-compat"`` reproduces it for comparisons.
 """
 
@@ -24,7 +25,8 @@ from .templates import as_prompt_list, expand
 POS_GRID_MODES = ("correct", "t2l-compat")
 
 
-def interpolate_pos_grid(pos_patches: torch.Tensor, rows: int, cols: int, mode: str = "correct") -> torch.Tensor:
+def interpolate_pos_grid(pos_patches: torch.Tensor, rows: int, cols: int, mode: str = "correct",
+                         square: bool = True) -> torch.Tensor:
     """Resample a square grid of patch position embeddings.
 
     Args:
@@ -32,6 +34,9 @@ def interpolate_pos_grid(pos_patches: torch.Tensor, rows: int, cols: int, mode: 
         rows, cols: the patch grid of the image (H // p, W // p).
         mode: ``correct`` returns the grid resampled to rows x cols; ``t2l-compat`` reproduces the authors'
             transposed interpolation (a cols x rows grid flattened and read as rows x cols).
+        square: whether the image is square (H == W). As in the authors' code, the stock grid is used
+            untouched only for a square image with a g x g grid; a non-square image whose grid is still
+            g x g (e.g. 224x250 at patch 32) is resampled with the same scale factors as any other size.
     Returns:
         [rows*cols, C], row-major over (rows, cols).
     """
@@ -41,7 +46,7 @@ def interpolate_pos_grid(pos_patches: torch.Tensor, rows: int, cols: int, mode: 
         raise ValueError(f"position embedding has {n} patch entries, not a square grid")
     if mode not in POS_GRID_MODES:
         raise ValueError(f"pos_grid must be one of {POS_GRID_MODES}, got '{mode}'")
-    if rows == g and cols == g:
+    if rows == g and cols == g and square:
         return pos_patches
     out_r, out_c = (rows, cols) if mode == "correct" else (cols, rows)
     grid = pos_patches.reshape(1, g, g, dim).permute(0, 3, 1, 2).float()
@@ -134,10 +139,11 @@ class ClipModel:
         if h < self.patch_size or w < self.patch_size:
             raise ValueError(f"image {h}x{w} is smaller than one CLIP patch ({self.patch_size} px)")
 
-    def position_embedding(self, rows: int, cols: int) -> torch.Tensor:
-        """[1 + rows*cols, width] position embeddings (CLS first) for a rows x cols patch grid."""
+    def position_embedding(self, rows: int, cols: int, square: bool = True) -> torch.Tensor:
+        """[1 + rows*cols, width] position embeddings (CLS first) for a rows x cols patch grid of an image
+        that is square or not (see :func:`interpolate_pos_grid`)."""
         pos = self.visual.positional_embedding
-        patches = interpolate_pos_grid(pos[1:], rows, cols, self.pos_grid)
+        patches = interpolate_pos_grid(pos[1:], rows, cols, self.pos_grid, square=square)
         return torch.cat([pos[:1], patches], dim=0)
 
     def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,7 +154,8 @@ class ClipModel:
         b, c, rows, cols = x.shape
         x = x.reshape(b, c, rows * cols).permute(0, 2, 1)
         cls = v.class_embedding.to(x.dtype).view(1, 1, c).expand(b, 1, c)
-        x = torch.cat([cls, x], dim=1) + self.position_embedding(rows, cols).to(x.dtype)
+        square = images.shape[-2] == images.shape[-1]
+        x = torch.cat([cls, x], dim=1) + self.position_embedding(rows, cols, square).to(x.dtype)
         return v.ln_pre(x)
 
     def _run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:

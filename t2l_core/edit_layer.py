@@ -1,8 +1,10 @@
 """A trained edit layer: the generator's weights plus the settings it was trained with.
 
-``EditLayer.predict`` runs the generator on any image at its own resolution (one image per forward, so
-BatchNorm sees that image's statistics exactly as during training, see generator.py); the result is exactly
-a direct generator pass. Images whose pass does not fit the memory budget are generated at the largest size
+``EditLayer.predict`` runs the generator on any image, one image per forward (so BatchNorm sees that image's
+statistics exactly as during training, see generator.py). ``resolution="working"`` (default) runs it at the
+size it was trained at (what the training previews showed) and brings the layer to the image's resolution
+with a guided filter (:mod:`t2l_core.layer_upsampling`); ``"native"`` runs it at the image's own
+resolution, where the result is exactly a direct generator pass. Images whose pass does not fit the memory budget are generated at the largest size
 that fits and upscaled, with a warning (or refused with a clear message). Tiling is deliberately not used:
 the 7-scale network's receptive field covers the whole image and its BatchNorm uses whole-image
 statistics, so tiles (with per-tile or fixed statistics) differ visibly from a whole-image pass
@@ -26,8 +28,12 @@ from safetensors.torch import save_file
 from .compositing import composite, on_green_screen
 from .fast_path import channels_last, channels_last_pays, prepare_module
 from .generator import GeneratorConfig, SkipGenerator
+from .internal_dataset import short_side_size
+from .layer_upsampling import guided_upsample
 
 FORMAT = "t2l_edit_layer/1"
+# where the generator runs: at the training working size (+ guided upsampling) or at the image's own size
+RESOLUTIONS = ("working", "native")
 # Measured peak of a no-grad fp32 forward on CPU is ~2.8 kB per input pixel; keep a margin.
 BYTES_PER_PIXEL = 3200
 
@@ -91,16 +97,28 @@ class EditLayer:
     def _generate(self, gen: SkipGenerator, x: torch.Tensor) -> torch.Tensor:
         return gen(channels_last(x, channels_last_pays(x.device))).contiguous()
 
+    def working_side(self) -> Optional[int]:
+        """Shorter side (px) of the image the layer was trained on (working image or atlas), None if unknown."""
+        ws = self.info.get("working_size")
+        if ws:
+            return int(min(ws))
+        size = self.info.get("size")
+        return int(size) if size else None
+
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: torch.Tensor, *, device: torch.device | str | None = None,
                 size: Optional[int] = None, memory_budget: Optional[int] = None, oversize: str = "downscale",
-                on_image: Optional[Callable[[int, int], None]] = None,
+                on_image: Optional[Callable[[int, int], None]] = None, resolution: str = "working",
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Colour ``[B,3,H,W]`` and opacity ``[B,1,H,W]`` for images ``[B,3,H,W]`` 0..1 (output on the input's device).
 
-        ``size``: None = the image's own resolution; an int = process with that shorter side and resize
-        the result back. Images with a side below 129 px are upscaled for the pass. An image whose pass
+        ``resolution="working"``: the generator runs with shorter side ``size`` (None = the layer's working
+        size, :meth:`working_side`, never more than the image's own) and, when that is smaller than the image,
+        the layer is brought to the image's size by :func:`guided_upsample` guided by the image (opacity 0
+        stays exactly 0). ``resolution="native"``: ``size`` None = the image's own resolution; an int =
+        process with that shorter side and resize the result back (bilinear).
+        Images with a side below 129 px are upscaled for the pass. An image whose pass
         would exceed ``memory_budget`` bytes is, with ``oversize="downscale"``, generated at the largest size
         that fits and upscaled (a warning is issued and recorded in ``self.notes``); ``"error"`` raises
         MemoryError with a message saying what to change.
@@ -110,24 +128,34 @@ class EditLayer:
             raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
         if oversize not in ("downscale", "error"):
             raise ValueError(f"oversize must be 'downscale' or 'error', got '{oversize}'")
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
         dev = torch.device(device) if device is not None else images.device
         gen = self.generator(dev)
         budget = memory_budget if memory_budget is not None else default_memory_budget(dev)
         colors, alphas = [], []
         h, w = images.shape[-2:]
+        working = resolution == "working"
+        if working and not size:
+            size = min(self.working_side() or min(h, w), min(h, w))
         for i in range(images.shape[0]):
-            x = images[i : i + 1].to(dev, torch.float32)
+            full = images[i : i + 1].to(dev, torch.float32)
+            x = full
             target = size if size else min(h, w)
             target = max(target, gen.min_size)
-            if target != min(h, w):
-                s = target / min(h, w)
-                x = F.interpolate(x, size=(max(gen.min_size, round(h * s)), max(gen.min_size, round(w * s))),
+            if target != min(h, w):  # the working image's size rule (torchvision Resize: long side truncated)
+                th, tw = short_side_size(h, w, target)
+                x = F.interpolate(x, size=(max(gen.min_size, th), max(gen.min_size, tw)),
                                   mode="bilinear", align_corners=False, antialias=True)
             y = self._run(gen, x, budget, oversize)
-            if tuple(y.shape[-2:]) != (h, w):
-                y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-            colors.append(y[:, :3].to(images.device))
-            alphas.append(y[:, 3:].to(images.device))
+            if working and y.shape[-2] <= h and y.shape[-1] <= w and tuple(y.shape[-2:]) != (h, w):
+                color, alpha = guided_upsample(y[:, :3], y[:, 3:], full)
+            else:
+                if tuple(y.shape[-2:]) != (h, w):
+                    y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+                color, alpha = y[:, :3], y[:, 3:]
+            colors.append(color.to(images.device))
+            alphas.append(alpha.to(images.device))
             if on_image is not None:
                 on_image(i + 1, images.shape[0])
         return torch.cat(colors), torch.cat(alphas)

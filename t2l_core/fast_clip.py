@@ -9,7 +9,8 @@ text cache) whose image passes differ only in how they are computed:
 * attention written out as one QKV projection on ``[B·T, C]`` rows, ``scaled_dot_product_attention`` on
   batch-first heads and the output projection, instead of ``nn.MultiheadAttention`` (which, with gradients
   on, falls back to batched ``bmm`` projections and several layout copies);
-* optional autocast (bf16 on CUDA; on CPU only when asked: it is slower on CPUs without AMX);
+* optional autocast (bf16 on CUDA by default, see :mod:`t2l_core.fast_path`; on CPU only when asked: it is slower
+  on CPUs without AMX);
 * optional activation checkpointing (``checkpoint_blocks``): with gradients on, each residual block keeps
   only its input and recomputes its activations in the backward pass (same values, less memory).
 * in ``encode_image`` the last block runs on the CLS row only (its keys and values still come from every
@@ -129,7 +130,7 @@ class FastClipModel(ClipModel):
         x = torch.addmm(bias, x.reshape(-1, 3 * p * p), matrix).view(b, rows * cols, -1)
         c = x.shape[-1]
         cls = v.class_embedding.to(x.dtype).view(1, 1, c).expand(b, 1, c)
-        x = torch.cat([cls, x], dim=1) + self.position_embedding(rows, cols).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + self.position_embedding(rows, cols, h == w).to(x.dtype)
         return v.ln_pre(x)
 
     def _recompute(self, x: torch.Tensor) -> bool:

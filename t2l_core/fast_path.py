@@ -6,9 +6,13 @@ image kernels of :mod:`t2l_core.fast_clip`, autocast only where the hardware gai
 backward (:func:`t2l_core.edit_objective.edit_objective`, :func:`deferred_output`), the generator's cheap
 layers recomputed in the backward pass, and freed CPU memory handed back at once (:mod:`t2l_core.cpu_heap`).
 
-Measured on the development CPU (Xeon with AVX-512 BF16 but no AMX exposed, bench/RESULTS.md): bf16
-matrix products and convolutions run *slower* than fp32 there, so ``autocast="auto"`` means bf16 on CUDA
-(when the GPU supports it) and fp32 on CPU. ``autocast="bf16"`` forces it on a CPU with AMX.
+Precision (``autocast``): the generator's gradients must agree with fp32 ones (tests/test_precision.py,
+bench/RESULTS.md). bf16 autocast of the generator does not (its BatchNorm-normalised 7-scale stack loses
+the gradient's direction at initialisation), bf16 autocast of CLIP alone does, as in the authors' code
+(fp32 generator, fp16 CLIP). So ``"auto"`` is ``"bf16-clip"`` on CUDA with TF32 matrix products, and fp32
+on CPU, where bf16 matrix products and convolutions run *slower* than fp32 on CPUs without AMX (measured on
+the development Xeon, bench/RESULTS.md). ``"bf16"``/``"fp16"`` autocast the generator too (not a default:
+they fail the gradient agreement); ``"off"`` is plain fp32 everywhere.
 """
 
 from __future__ import annotations
@@ -24,24 +28,55 @@ import torch
 from .clip_views import ViewAugmenter, ViewConfig
 from .cpu_heap import mmap_threshold_scope, release_freed_heap
 
-AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
+# off = fp32 everywhere; *-clip = autocast for the CLIP passes only (generator fp32); bf16/fp16 = both
+AUTOCAST_MODES = ("auto", "off", "bf16", "fp16", "bf16-clip", "fp16-clip")
+# what "auto" means: on CUDA (with bf16 support) CLIP in bf16 and the generator in fp32 with TF32; on CPU fp32
+CUDA_DEFAULT_AUTOCAST = "bf16-clip"
+CPU_DEFAULT_AUTOCAST = "off"
+
+
+def resolve_autocast(mode: str, device: torch.device) -> str:
+    """``mode`` with ``"auto"`` replaced by what it means on ``device``: ``"bf16-clip"`` on a CUDA device that
+    supports bf16, ``"off"`` (fp32) elsewhere."""
+    if mode not in AUTOCAST_MODES:
+        raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got '{mode}'")
+    if mode != "auto":
+        return mode
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return CUDA_DEFAULT_AUTOCAST
+    return CPU_DEFAULT_AUTOCAST
 
 
 def autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``mode`` on ``device`` (None = no autocast)."""
-    if mode not in AUTOCAST_MODES:
-        raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got '{mode}'")
+    """The autocast dtype of the CLIP image passes for ``mode`` on ``device`` (None = no autocast)."""
+    mode = resolve_autocast(mode, device)
     if mode == "off":
         return None
-    if mode == "auto":
-        if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if mode == "fp16":
+    if mode.startswith("fp16"):
         if device.type != "cuda":
-            raise ValueError("autocast='fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
+            raise ValueError(f"autocast='{mode}' needs a CUDA device; use 'bf16-clip' or 'off' on CPU")
         return torch.float16
     return torch.bfloat16
+
+
+def generator_autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of the generator for ``mode`` on ``device``: only ``"bf16"``/``"fp16"`` autocast it."""
+    return autocast_dtype(mode, device) if resolve_autocast(mode, device) in ("bf16", "fp16") else None
+
+
+@contextlib.contextmanager
+def tf32_scope(device: torch.device, enabled: bool) -> Iterator[None]:
+    """Allow TF32 matrix products and convolutions on CUDA inside the block (restored after); a no-op on CPU."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)
+    matmul.fp32_precision, conv.fp32_precision = "tf32", "tf32"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
@@ -209,9 +244,12 @@ class EditRuntime:
         elif measures is None:
             measures = _FORCED_MEASURES.get() or default_measures(self.device, self.save_memory)
         self.measures = measures
-        self.amp = autocast_dtype(autocast_mode, self.device) if self.fast else None
-        use_fused = measures.fused_clip or self.amp is not None or self.save_memory
-        self.clip = fast_clip(clip, self.amp, checkpoint_blocks=self.save_memory) if use_fused else clip
+        self.clip_amp = autocast_dtype(autocast_mode, self.device) if self.fast else None  # CLIP image passes
+        self.amp = generator_autocast_dtype(autocast_mode, self.device) if self.fast else None  # generator
+        # TF32 on CUDA where the generator stays fp32 by default ("auto"): ~fp32 gradients, tensor-core speed
+        self.tf32 = self.fast and autocast_mode == "auto"
+        use_fused = measures.fused_clip or self.clip_amp is not None or self.save_memory
+        self.clip = fast_clip(clip, self.clip_amp, checkpoint_blocks=self.save_memory) if use_fused else clip
         self.compile = self.fast and bool(compile)
         # staged backward: the objective back-propagates one CLIP pass at a time and extra examples are
         # re-generated for their backward pass, so activations of one pass/example are alive at a time
@@ -243,8 +281,12 @@ class EditRuntime:
 
     def heap_scope(self):
         """Context for the training loop (fast path, CPU): large freed blocks go straight back to the OS
-        (:func:`t2l_core.cpu_heap.mmap_threshold_scope`); a no-op elsewhere."""
-        return mmap_threshold_scope(enabled=self.mmap_large_blocks)
+        (:func:`t2l_core.cpu_heap.mmap_threshold_scope`); a no-op elsewhere. On CUDA with ``autocast="auto"``
+        it also allows TF32 (:func:`tf32_scope`)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(mmap_threshold_scope(enabled=self.mmap_large_blocks))
+        stack.enter_context(tf32_scope(self.device, self.tf32))
+        return stack
 
     def end_step(self) -> None:
         """After each training step (fast path, CPU): give the heap pages freed during the step back to the OS

@@ -29,13 +29,14 @@ from torch.utils.checkpoint import checkpoint
 # where a batch-1 BatchNorm has a single value per channel and reflection padding is impossible).
 MIN_SIZE = 129
 
-# DecorrelatedColorsToRGB matrix (SVD colour-correlation square root, first column /1.6, normalised by the
-# largest column norm). out_c = sum_k M[c,k] · x_k.
-DECORRELATION_MATRIX = (
-    (0.5628, 0.3117, 0.0693),
-    (0.5845, 0.0, -0.1732),
-    (0.5845, -0.3117, 0.1039),
-)
+
+def decorrelation_matrix() -> torch.Tensor:
+    """The authors' DecorrelatedColorsToRGB matrix M (out_c = sum_k M[c,k] · x_k), computed as they do in
+    float32: the square root of the SVD colour correlation, first column divided by 1.6 (saturation), divided
+    by the largest column norm. About ((0.5628, 0.3117, 0.0693), (0.5845, 0, -0.1732), (0.5845, -0.3117, 0.1039))."""
+    sqrt_corr = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=torch.float32)
+    sqrt_corr = sqrt_corr / torch.tensor([1.6, 1.0, 1.0])
+    return sqrt_corr / sqrt_corr.norm(dim=0).max()
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class SkipGenerator(nn.Module):
             deeper = _Level(config, i, in_ch, deeper)
         self.body = deeper
         self.head = nn.Conv2d(config.channels_up, config.out_channels, 1, bias=True)
-        self.register_buffer("decorrelation", torch.tensor(DECORRELATION_MATRIX), persistent=False)
+        self.register_buffer("decorrelation", decorrelation_matrix(), persistent=False)
         # Recompute the full-resolution part (top level's post-concat convs, head, colours, sigmoid) in the
         # backward pass instead of keeping its activations (more than half of the saved memory); same values.
         self.recompute_top = False

