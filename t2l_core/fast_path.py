@@ -207,7 +207,9 @@ def default_measures(device: torch.device, save_memory: bool = False) -> FastMea
     * the channels-last layout is faster on some CPUs and much slower on others (AVX2 without AVX-512):
       on CPU it follows :func:`channels_last_pays`, from the CPU's vector instructions.
 
-    ``save_memory`` turns every measure on (and the runtime adds activation checkpointing).
+    ``save_memory`` turns every measure on (and the runtime adds activation checkpointing), channels-last
+    included even where it is slower: the standard layout's convolution backward allocates im2col buffers
+    that raise the peak again.
     """
     if save_memory:
         return FastMeasures()
