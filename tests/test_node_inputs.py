@@ -136,16 +136,19 @@ def test_memory_fallback_is_shown_in_the_node_output(pack, tiny_clip, in_tmp, mo
     budget = el.estimate_bytes(200, 266)  # a 300x400 image does not fit; about 200x266 does
     monkeypatch.setattr(el, "default_memory_budget", lambda device: budget)
     image = _image(1, 300, 400)
-    out = pack.NODE_CLASS_MAPPINGS["T2L_ApplyEditLayer"]().apply(_layer(pack), image)
+    out = pack.NODE_CLASS_MAPPINGS["T2L_ApplyEditLayer"]().apply(_layer(pack), image, generator_resolution="native")
     assert isinstance(out, dict) and out["result"][0].shape == (1, 300, 400, 3)
     (text,) = out["ui"]["text"]
     assert "does not fit the memory budget" in text and "upscaled to 400x300" in text
-    trained = pack.NODE_CLASS_MAPPINGS["T2L_TrainEditLayer"]().train(tiny_clip, image, **TRAIN)
+    # the generator at the image's own resolution (the working size always fits)
+    trained = pack.NODE_CLASS_MAPPINGS["T2L_TrainEditLayer"]().train(tiny_clip, image, **TRAIN,
+                                                                      generator_resolution="native")
     assert any("does not fit the memory budget" in t for t in trained["ui"]["text"])
     assert trained["result"][0].shape == (1, 300, 400, 3)
     # within the budget nothing is said and the plain tuple comes back
     monkeypatch.setattr(el, "default_memory_budget", lambda device: 2**34)
-    assert isinstance(pack.NODE_CLASS_MAPPINGS["T2L_ApplyEditLayer"]().apply(_layer(pack), image), tuple)
+    assert isinstance(pack.NODE_CLASS_MAPPINGS["T2L_ApplyEditLayer"]().apply(_layer(pack), image,
+                                                                             generator_resolution="native"), tuple)
 
 
 def test_finished_fit_node_leaves_no_files(pack, video, in_tmp):
