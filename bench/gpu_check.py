@@ -390,6 +390,14 @@ def section_image(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[
             rec.add(name, sec=amort, peak_gib=peak, flops=flops, ref=plain_ref if name != "plain fp32" else None,
                     project=1000, note=f"crop step {crop:.3f} s, whole-image step {full:.3f} s, "
                                        f"{len(times)} steps")
+        except RuntimeError as exc:
+            if device.type == "cpu" and precision != "fp32":
+                # some CPU kernel builds refuse half-precision weights when PyTorch's dispatch is limited below
+                # the CPU's own ISA (ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU): not the pack's error
+                rec.add(name, note=f"skipped: {precision} weights unsupported by this CPU's kernels "
+                                   f"({str(exc).splitlines()[0][:100]})")
+            else:
+                rec.add(name, note=_error_text(exc))
         except Exception as exc:
             rec.add(name, note=_error_text(exc))
     if device.type == "cuda" and time.monotonic() < deadline:

@@ -32,7 +32,9 @@ def test_smoke_run_prints_a_table_with_every_section(tmp_path, capsys):
     cases = {(r[0], r[1]) for r in rows}
     assert ("image", "plain fp32") in cases and ("video", "bg, fast (default)") in cases
     # smoke mode runs every case (only the compile section is left to GPUs)
-    untimed = [r[:2] for r in rows if r[2] == "-" and r[0] != "compile"]
+    # (half-precision weights may be refused by the CPU's kernels when PyTorch's ISA is limited below the CPU's)
+    untimed = [r[:2] for r in rows if r[2] == "-" and r[0] != "compile"
+               and "unsupported by this CPU's kernels" not in r[-1]]
     assert not untimed, untimed
     # the plain fp32 rows are the reference of the others: a speed-up and a projected run
     fast = next(r for r in rows if r[0] == "image" and r[1].startswith("fast (default"))
