@@ -164,7 +164,7 @@ class FastMeasures:
         return cls(**{f.name: False for f in fields(cls)})
 
     def without(self, *names: str) -> "FastMeasures":
-        """A copy with the named measures off (e.g. ``without("heap_release")``)."""
+        """A copy with the named measures off (e.g. ``without("trim_heap")``)."""
         return replace(self, **{n: False for n in names})
 
 
