@@ -9,7 +9,6 @@ synthetic video of tests/synthetic_video.py (real photographs, known motion, mas
 ``--fit-iters`` steps on the ground-truth flow: the step cost depends on the atlas and crop sizes, not
 on how well the atlas reconstructs the video. Paths are interleaved in one process (alternating order).
 
-Needs issue 5's ``t2l_core.train_video`` (``VideoEditConfig``, ``train_video_edit_layer``).
 """
 
 from __future__ import annotations
@@ -68,10 +67,7 @@ def main() -> None:
     report.apply_no_write(a)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    try:
-        from t2l_core.train_video import VideoEditConfig, train_video_edit_layer
-    except ImportError as e:
-        raise SystemExit(f"video editing (issue 5, t2l_core/train_video.py) is not available yet: {e}")
+    from t2l_core.train_video import VideoEditConfig, train_video_edit_layer
     device = torch.device(a.device)
     load0 = os.getloadavg()
     print(f"fitting the atlas ({a.frames} frames, {a.fit_iters} steps)...", flush=True)

@@ -70,7 +70,7 @@ class AtlasBBox:
 @dataclass
 class AtlasEdit:
     """An RGBA edit in atlas space: rgb [3,Ha,Wa] and opacity [Ha,Wa] (1 = edit visible), covering ``bbox``
-    (any Ha, Wa: only the bbox matters). A text-driven edit layer trained on an atlas (issue 5) produces one
+    (any Ha, Wa: only the bbox matters). A text-driven edit layer trained on an atlas produces one
     of these from its generator output; image editors produce one from IMAGE + MASK."""
 
     rgb: torch.Tensor

@@ -1,4 +1,4 @@
-"""The fast encode_image runs its last block on the CLS row only (issue 7: no work whose result is unused).
+"""The fast encode_image runs its last block on the CLS row only (no work whose result is unused).
 
 The embedding reads only the CLS token after the last block, so that block needs its keys and values from
 every token but its query, output projection and MLP for one row. Embeddings, returned tokens and input

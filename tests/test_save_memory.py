@@ -1,4 +1,4 @@
-"""Activation checkpointing (EditConfig.save_memory, issue 7) computes exactly what the fast path computes.
+"""Activation checkpointing (EditConfig.save_memory) computes exactly what the fast path computes.
 
 Recomputing CLIP block and full-resolution generator activations in the backward pass repeats the same
 operations on the same values, so losses and gradients must agree to float rounding (here: 1e-5 relative,

@@ -1,4 +1,4 @@
-"""Staged backward (fast path, issue 7): the same gradients as one backward pass, fewer activations alive.
+"""Staged backward (fast path): the same gradients as one backward pass, fewer activations alive.
 
 ``edit_objective(staged_backward=True)`` back-propagates each CLIP pass as soon as it is computed, and the
 training loop regenerates the whole-image example for its own backward pass (``deferred_output`` /

@@ -1,4 +1,4 @@
-"""Text-driven video edits through the atlas (issue 5): example geometry, training on a fitted NLA of a
+"""Text-driven video edits through the atlas: example geometry, training on a fitted NLA of a
 synthetic video with KNOWN (integer) motion, temporal consistency vs the frames baseline, cancel/resume.
 
 Tiny sizes: 10 frames of 64x48, a 5-scale 16-channel generator (minimum input 33 px), the tiny CLIP."""
