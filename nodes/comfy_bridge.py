@@ -99,6 +99,14 @@ def output_dir() -> Path:
     return out
 
 
+def numbered_file(folder: Path, stem: str, suffix: str = ".safetensors") -> Path:
+    """The first ``folder/stem_NNNNN<suffix>`` that does not exist yet (counter from 00001), as Save nodes name files."""
+    n = 1
+    while (folder / f"{stem}_{n:05d}{suffix}").exists():
+        n += 1
+    return folder / f"{stem}_{n:05d}{suffix}"
+
+
 def torch_device() -> torch.device:
     if HAVE_COMFY:
         return _mm.get_torch_device()

@@ -69,11 +69,7 @@ class SaveEditLayer:
         folder, _, stem = prefix.rpartition("/")
         d = _resolve(folder) if folder else layers_dir()
         d.mkdir(parents=True, exist_ok=True)
-        stem = stem or "edit_layer"
-        n = 1
-        while (d / f"{stem}_{n:05d}.safetensors").exists():
-            n += 1
-        path = str(edit_layer.save(d / f"{stem}_{n:05d}.safetensors"))
+        path = str(edit_layer.save(cb.numbered_file(d, stem or "edit_layer")))
         return {"ui": {"text": [path]}, "result": (path,)}
 
 

@@ -262,11 +262,7 @@ class SaveNLA:
 
     def save(self, nla, filename_prefix="atlas"):
         prefix = os.path.basename(filename_prefix.strip()) or "atlas"
-        d = _nla_dir()
-        n = 1
-        while (d / f"{prefix}_{n:05d}.safetensors").exists():
-            n += 1
-        path = save_nla(nla, str(d / f"{prefix}_{n:05d}.safetensors"))
+        path = save_nla(nla, str(cb.numbered_file(_nla_dir(), prefix)))
         return {"ui": {"text": [path]}, "result": (path,)}
 
 
