@@ -1,0 +1,129 @@
+"""The runs the golden test pins down: a 3-step image edit and a 3-step atlas (video) edit with the tiny
+CLIP on the plain and the fast path, a short atlas fit, and checkpoints left by a cancel in each of them.
+
+``python tests/golden/golden_runs.py --record`` writes ``golden.json`` (loss histories, the machine they were
+recorded on) and the saved files (layer, atlas, checkpoints) next to this file. ``tests/test_golden.py``
+runs the same jobs again and compares: equal on the machine that recorded them, within fp32 rounding on
+another, and the recorded files must still load and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))
+
+from synthetic_video import make_synthetic_video  # noqa: E402
+
+from t2l_core import api  # noqa: E402
+
+IMAGE_STEPS = VIDEO_STEPS = 3
+CANCEL_AFTER = 2
+NLA_ITERATIONS = 12
+NLA_CANCEL_AFTER = 8
+SMALL_GENERATOR = dict(channels_down=16, channels_up=16)
+VIDEO_GENERATOR = dict(num_scales=5, channels_down=16, channels_up=16)
+
+
+def machine_key() -> dict:
+    """What must match for two runs to be equal bit for bit: CPU, vector ISA, torch build, threads."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def image() -> torch.Tensor:
+    """skimage's astronaut, [1,3,96,128] in 0..1."""
+    import torch.nn.functional as F
+    from skimage import data
+
+    img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return F.interpolate(img[:, :, 32:416, :], size=(96, 128), mode="bilinear", antialias=True, align_corners=False)
+
+
+def video():
+    return make_synthetic_video(frames=8, height=48, width=64, bg_velocity=(2.0, 1.0), fg_velocity=(-2.0, 1.0))
+
+
+def image_edit(clip, fast: bool, **kw):
+    config = api.image_edit_config(prompt="golden astronaut", source_prompt="astronaut", iters=IMAGE_STEPS,
+                                   size=129, n_views=4, view_short_side=48, view_max_long=64,
+                                   structure_max_long=80, fast=fast, generator=SMALL_GENERATOR)
+    return api.train_edit_layer(clip, image(), config, **kw)
+
+
+def recording(history: list, cancel_at: int = 0):
+    """Hooks that append each step's losses to ``history`` and cancel once step ``cancel_at`` is done."""
+    def on_step(step, total, losses, preview):
+        history.append({k: float(v) for k, v in losses.items()})
+        if step == cancel_at:
+            raise api.Cancelled("golden: cancel")
+    return api.Hooks(on_step=on_step)
+
+
+def nla_fit(history: list, cancel_at: int = 0, **kw):
+    v = video()
+    config = api.nla_fit_config(iterations=NLA_ITERATIONS, batch_pixels=2048, seed=0, flow="lk")
+    return api.fit_nla(v.frames, v.masks, config, hooks=recording(history, cancel_at), device="cpu", **kw)
+
+
+def video_edit(clip, nla, fast: bool, **kw):
+    config = api.video_edit_config(prompt="golden astronaut", source_prompt="astronaut", layer="bg",
+                                   iters=VIDEO_STEPS, n_views=4, view_short_side=48, view_max_long=64,
+                                   structure_max_long=80, full_image_every=2, fast=fast, generator=VIDEO_GENERATOR)
+    return api.train_video_edit_layer(clip, nla, config, render=False, **kw)
+
+
+def cancelled(fn, path: Path) -> None:
+    """Run ``fn(path)`` and expect the cancel; the checkpoint stays at ``path``."""
+    try:
+        fn(path)
+    except api.Cancelled:
+        return
+    raise AssertionError("the golden run was expected to be cancelled")
+
+
+def record() -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    clip = api.build_tiny_clip(patch_size=16, seed=0, device="cpu")
+    out: dict = {"machine": machine_key()}
+    for fast in (False, True):
+        r = image_edit(clip, fast)
+        out[f"image_{'fast' if fast else 'plain'}"] = r.history
+        if fast:
+            r.layer.save(HERE / "layer.safetensors")
+    out["nla_fit"] = []
+    nla = nla_fit(out["nla_fit"])
+    out["nla_psnr"] = float(nla.psnr)
+    api.save_nla(nla, str(HERE / "atlas.safetensors"))
+    for fast in (False, True):
+        r = video_edit(clip, nla, fast)
+        out[f"video_{'fast' if fast else 'plain'}"] = r.history
+    cancelled(lambda p: image_edit(clip, True, hooks=recording([], CANCEL_AFTER), checkpoint_path=p, resume=True),
+              HERE / "image_checkpoint.safetensors")
+    cancelled(lambda p: video_edit(clip, nla, True, hooks=recording([], CANCEL_AFTER), checkpoint_path=p,
+                                   resume=True), HERE / "video_checkpoint.safetensors")
+    cancelled(lambda p: nla_fit([], NLA_CANCEL_AFTER, checkpoint_path=str(p)), HERE / "nla_checkpoint.safetensors")
+    (HERE / "golden.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out["machine"]), "recorded")
+
+
+if __name__ == "__main__":
+    if "--record" not in sys.argv:
+        sys.exit("usage: python tests/golden/golden_runs.py --record   (overwrites the golden files)")
+    record()

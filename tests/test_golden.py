@@ -1,0 +1,113 @@
+"""Golden runs recorded before the core was reorganised (``tests/golden/golden_runs.py``): the same jobs must
+give the same losses, and the files written then (an edit layer, an atlas, three checkpoints) must still
+load and resume.
+
+On the machine that recorded them (same CPU, vector ISA, torch build and threads) the histories are equal
+bit for bit; on another machine they agree within fp32 rounding differences across BLAS builds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
+
+import golden_runs as G  # noqa: E402
+
+from t2l_core import api  # noqa: E402
+
+GOLDEN = json.loads((G.HERE / "golden.json").read_text())
+SAME_MACHINE = GOLDEN["machine"] == G.machine_key()
+
+
+def assert_same_history(got: list, want: list) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert set(g) == set(w)
+        if SAME_MACHINE:
+            assert g == w
+        else:
+            for name in w:
+                assert math.isclose(g[name], w[name], rel_tol=2e-3, abs_tol=1e-5), (name, g[name], w[name])
+
+
+def assert_same_tensors(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for k in want:
+        if SAME_MACHINE:
+            assert torch.equal(got[k], want[k]), k
+        else:
+            torch.testing.assert_close(got[k], want[k], rtol=2e-3, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def golden_atlas():
+    return api.load_nla(str(G.HERE / "atlas.safetensors"))
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
+def test_image_edit_losses_match_the_golden_run(tiny_clip, fast):
+    result = G.image_edit(tiny_clip, fast)
+    assert_same_history(result.history, GOLDEN[f"image_{'fast' if fast else 'plain'}"])
+    if fast:  # the layer saved by the golden run is this run's layer
+        assert_same_tensors(result.layer.state_dict, api.EditLayer.load(G.HERE / "layer.safetensors").state_dict)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
+def test_atlas_edit_losses_match_the_golden_run(tiny_clip, golden_atlas, fast):
+    assert_same_history(G.video_edit(tiny_clip, golden_atlas, fast).history,
+                        GOLDEN[f"video_{'fast' if fast else 'plain'}"])
+
+
+def test_atlas_fit_losses_and_saved_atlas_match_the_golden_run(golden_atlas):
+    history: list = []
+    nla = G.nla_fit(history)
+    assert_same_history(history, GOLDEN["nla_fit"])
+    assert_same_tensors(nla.model.state_dict(), golden_atlas.model.state_dict())
+    assert torch.equal(nla.frames_u8, golden_atlas.frames_u8)
+    assert golden_atlas.bboxes.keys() == nla.bboxes.keys() == {"fg", "bg"}
+    assert math.isclose(golden_atlas.psnr, GOLDEN["nla_psnr"])
+
+
+def test_a_layer_saved_before_still_loads_and_applies():
+    layer = api.EditLayer.load(G.HERE / "layer.safetensors")
+    assert layer.info["steps"] == G.IMAGE_STEPS and layer.info["prompt"] == ["golden astronaut"]
+    out = layer.render(G.image())
+    assert out.color.shape == (1, 3, 96, 128) and out.alpha.shape == (1, 1, 96, 128)
+    assert 0 <= float(out.alpha.min()) and float(out.alpha.max()) <= 1
+
+
+def resume_from(name: str, tmp_path: Path) -> Path:
+    path = tmp_path / name
+    shutil.copyfile(G.HERE / name, path)
+    return path
+
+
+def test_an_image_checkpoint_written_before_resumes_to_the_golden_result(tiny_clip, tmp_path):
+    path = resume_from("image_checkpoint.safetensors", tmp_path)
+    result = G.image_edit(tiny_clip, True, checkpoint_path=path, resume=True)
+    assert result.resumed_from == G.CANCEL_AFTER
+    assert_same_history(result.history, GOLDEN["image_fast"])
+
+
+def test_an_atlas_edit_checkpoint_written_before_resumes_to_the_golden_result(tiny_clip, golden_atlas, tmp_path):
+    path = resume_from("video_checkpoint.safetensors", tmp_path)
+    result = G.video_edit(tiny_clip, golden_atlas, True, checkpoint_path=path, resume=True)
+    assert result.resumed_from == G.CANCEL_AFTER
+    assert_same_history(result.history, GOLDEN["video_fast"])
+
+
+def test_an_atlas_fit_checkpoint_written_before_resumes_to_the_golden_result(golden_atlas, tmp_path):
+    path = resume_from("nla_checkpoint.safetensors", tmp_path)
+    history: list = []
+    nla = G.nla_fit(history, checkpoint_path=str(path))
+    assert any("resumed" in note.lower() for note in nla.notes), nla.notes
+    assert_same_history(history, GOLDEN["nla_fit"][G.NLA_CANCEL_AFTER:])
+    assert_same_tensors(nla.model.state_dict(), golden_atlas.model.state_dict())
