@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from t2l_core.atlas import AtlasConfig, LayeredAtlas  # noqa: E402
-from t2l_core.generator import GeneratorConfig, build_generator  # noqa: E402
-from t2l_core.nla_fit import NLAFitConfig  # noqa: E402
-from t2l_core.optical_flow import save_flow  # noqa: E402
-from t2l_core.train_image import EditConfig, save_checkpoint  # noqa: E402
+from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas  # noqa: E402
+from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig  # noqa: E402
+from t2l_core.nla.optical_flow import save_flow  # noqa: E402
+from t2l_core.image.training import EditConfig, save_checkpoint  # noqa: E402
 
 MB = 1e6
 
@@ -49,8 +49,8 @@ def edit_checkpoint_bytes(folder: Path) -> int:
 def atlas_files_bytes(folder: Path, frames: int, height: int, width: int) -> tuple[int, int, int]:
     """(checkpoint bytes, flow cache bytes, atlas parameters) of a fit with masks at this size, as the fit
     writes them (atlas networks + Adam state after one step; flow in fp16 + consistency masks)."""
-    import t2l_core.nla_fit as nla_fit
-    from t2l_core.optical_flow import VideoFlow
+    import t2l_core.nla.fit as nla_fit
+    from t2l_core.nla.optical_flow import VideoFlow
 
     model = LayeredAtlas(AtlasConfig(height=height, width=width, frames=frames, has_foreground=True))
     opt = torch.optim.Adam(nla_fit._param_groups(model, NLAFitConfig()), betas=(0.9, 0.99))

@@ -167,7 +167,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _make_clip(plan: Plan, precision: str = "fp32"):
-    from t2l_core.clip_loading import build_random_clip, build_tiny_clip
+    from t2l_core.clip.loading import build_random_clip, build_tiny_clip
 
     if plan.clip_arch is None:
         return build_tiny_clip(patch_size=16, seed=0, device=plan.device, precision=precision)
@@ -175,7 +175,7 @@ def _make_clip(plan: Plan, precision: str = "fp32"):
 
 
 def _config_kwargs(extra: dict) -> dict:
-    from t2l_core.generator import GeneratorConfig
+    from t2l_core.edit.generator import GeneratorConfig
 
     out = dict(extra)
     if isinstance(out.get("generator"), dict):
@@ -328,7 +328,7 @@ def _image_paths(plan: Plan) -> list[tuple[str, dict, str]]:
 
 def _image_config(plan: Plan, iters: int, **overrides):
     from image_step import PROMPTS
-    from t2l_core.train_image import EditConfig
+    from t2l_core.image.training import EditConfig
 
     base = dict(iters=iters, size=plan.image_size, n_views=plan.views, bootstrap_steps=1000, **PROMPTS,
                 **_config_kwargs(plan.image_extra))
@@ -338,7 +338,7 @@ def _image_config(plan: Plan, iters: int, **overrides):
 
 def _timed_image_run(clip, image, config, device, deadline=None) -> tuple[list[float], float]:
     from memory import peak_gib, reset_peak
-    from t2l_core.train_image import train_edit_layer
+    from t2l_core.image.training import train_edit_layer
 
     timer = _Timer(device, deadline)
     reset_peak(device)
@@ -364,7 +364,7 @@ def section_image(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[
     # useful work: the plain path's FLOPs of a whole-image step and a crop step
     fs = None
     try:
-        from t2l_core.train_image import train_edit_layer
+        from t2l_core.image.training import train_edit_layer
 
         with _counting_flops() as counter:
             fs = _FlopSteps(counter)
@@ -410,7 +410,7 @@ def section_image(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[
 
 def _count_syncs(clip, image, plan: Plan) -> int:
     from t2l_core.progress import Hooks
-    from t2l_core.train_image import train_edit_layer
+    from t2l_core.image.training import train_edit_layer
 
     count = {"on": False, "n": 0}
 
@@ -458,7 +458,7 @@ def section_compile(plan: Plan, rec: Recorder, deadline: float, out_dir: Optiona
 def section_video(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from video_step import fitted_atlas
     from memory import peak_gib, reset_peak
-    from t2l_core.train_video import VideoEditConfig, train_video_edit_layer
+    from t2l_core.video.training import VideoEditConfig, train_video_edit_layer
 
     device = torch.device(plan.device)
     t0 = time.perf_counter()
@@ -504,8 +504,8 @@ def section_video(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[
 def section_nla(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from memory import peak_gib, reset_peak
     from nla_bench import synthetic
-    from t2l_core.nla_fit import NLAFitConfig, fit_nla
-    from t2l_core.optical_flow import compute_video_flow, make_flow_estimator
+    from t2l_core.nla.fit import NLAFitConfig, fit_nla
+    from t2l_core.nla.optical_flow import compute_video_flow, make_flow_estimator
     from t2l_core.progress import Cancelled
 
     device = torch.device(plan.device)
@@ -562,7 +562,7 @@ def section_nla(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[st
 def section_render(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from memory import peak_gib, reset_peak
     from render_bench import APPLY, ATLAS_RENDER, PLAIN_LAYOUT, _frames, render_cases
-    from t2l_core.generator import GeneratorConfig
+    from t2l_core.edit.generator import GeneratorConfig
 
     device = torch.device(plan.device)
     gcfg = GeneratorConfig(**plan.render_generator) if plan.render_generator else GeneratorConfig()
@@ -577,7 +577,7 @@ def section_render(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional
             with torch.no_grad():
                 cases[APPLY]()  # warm-up
                 try:
-                    from t2l_core.generator import build_generator
+                    from t2l_core.edit.generator import build_generator
 
                     with _counting_flops() as counter:
                         build_generator(gcfg, device=device, seed=0).requires_grad_(False)(frames[:1].to(device))

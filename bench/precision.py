@@ -5,7 +5,7 @@
 One step of the image objective at initialisation: the trained-size generator (3.1M parameters) on a real
 photograph (skimage astronaut) at ``--size`` px, CLIP ViT-B/32 with random weights (real weights are not
 shipped; the arithmetic is the same), the same views and seed for every setting. Measures are those of
-:mod:`t2l_core.precision_check` (whole-gradient cosine, smallest per-tensor cosine over non-negligible
+:mod:`t2l_core.runtime.precision_check` (whole-gradient cosine, smallest per-tensor cosine over non-negligible
 tensors) and the bound a default must reach. fp16 settings need CUDA and are measured only there.
 """
 
@@ -25,12 +25,12 @@ sys.path.insert(0, HERE)
 import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
-from t2l_core.clip_loading import build_random_clip  # noqa: E402
-from t2l_core.fast_path import AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_AUTOCAST  # noqa: E402
-from t2l_core.generator import GeneratorConfig  # noqa: E402
-from t2l_core.internal_dataset import working_image  # noqa: E402
-from t2l_core.precision_check import AGREEMENT_BOUND, agreement, generator_gradients  # noqa: E402
-from t2l_core.train_image import EditConfig  # noqa: E402
+from t2l_core.clip.loading import build_random_clip  # noqa: E402
+from t2l_core.runtime.fast_path import AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_AUTOCAST  # noqa: E402
+from t2l_core.edit.generator import GeneratorConfig  # noqa: E402
+from t2l_core.image.internal_dataset import working_image  # noqa: E402
+from t2l_core.runtime.precision_check import AGREEMENT_BOUND, agreement, generator_gradients  # noqa: E402
+from t2l_core.image.training import EditConfig  # noqa: E402
 
 
 def main() -> None:
@@ -68,7 +68,7 @@ def main() -> None:
     publish(f"Precision settings: generator gradient agreement with fp32 ({x.shape[-1]}x{x.shape[-2]} px, "
             f"{args.views} views, random ViT-B/32)", body,
             f"Bound a default must meet: whole-gradient cosine >= {AGREEMENT_BOUND['cosine']} and every non-negligible "
-            f"tensor's cosine >= {AGREEMENT_BOUND['min_tensor_cosine']} (t2l_core/precision_check.py). Defaults "
+            f"tensor's cosine >= {AGREEMENT_BOUND['min_tensor_cosine']} (t2l_core/runtime/precision_check.py). Defaults "
             "(autocast='auto'): CPU = fp32, the setting that runs well on any CPU (bf16 matrix products are emulated "
             "and slower than fp32 on CPUs without bf16/AMX instructions, e.g. AVX2 machines; on a CPU with AMX, "
             "bf16-clip meets the bound and may be chosen); "

@@ -29,8 +29,8 @@ from memory import peak_gib, reset_peak  # noqa: E402
 import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
-from t2l_core.edit_layer import EditLayer  # noqa: E402
-from t2l_core.generator import GeneratorConfig, build_generator  # noqa: E402
+from t2l_core.edit.layer import EditLayer  # noqa: E402
+from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E402
 
 
 def _frames(n: int, h: int, w: int) -> torch.Tensor:
@@ -103,8 +103,8 @@ def render_cases(frames: torch.Tensor, device: torch.device,
         for t in range(frames.shape[0]):
             gen_plain(frames[t : t + 1].to(device)).cpu()
 
-    from t2l_core.atlas import AtlasConfig, LayeredAtlas
-    from t2l_core.atlas_render import AtlasEdit, make_bbox, render_edits
+    from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas
+    from t2l_core.nla.render import AtlasEdit, make_bbox, render_edits
 
     T, _, height, width = frames.shape
     atlas = LayeredAtlas(AtlasConfig(height=height, width=width, frames=T)).to(device).requires_grad_(False)

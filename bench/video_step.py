@@ -30,15 +30,15 @@ from memory import peak_gib, reset_peak  # noqa: E402
 import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
-from t2l_core.clip_loading import build_random_clip  # noqa: E402
+from t2l_core.clip.loading import build_random_clip  # noqa: E402
 
 
 def fitted_atlas(frames: int, height: int, width: int, iters: int, device: str | torch.device = "auto"):
     """A FittedNLA of the synthetic video (ground-truth flow, ``iters`` fitting steps on ``device``)."""
     from synthetic_video import make_synthetic_video
 
-    from t2l_core.nla_fit import NLAFitConfig, fit_nla
-    from t2l_core.optical_flow import VideoFlow
+    from t2l_core.nla.fit import NLAFitConfig, fit_nla
+    from t2l_core.nla.optical_flow import VideoFlow
 
     v = make_synthetic_video(frames=frames, height=height, width=width, bg_velocity=(1.0, 0.3), fg_velocity=(-1.5, 0.7))
     fwd = torch.stack([v.true_flow(t) for t in range(frames - 1)]).half()
@@ -67,7 +67,7 @@ def main() -> None:
     report.apply_no_write(a)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    from t2l_core.train_video import VideoEditConfig, train_video_edit_layer
+    from t2l_core.video.training import VideoEditConfig, train_video_edit_layer
     device = torch.device(a.device)
     load0 = os.getloadavg()
     print(f"fitting the atlas ({a.frames} frames, {a.fit_iters} steps)...", flush=True)

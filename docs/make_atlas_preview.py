@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from synthetic_video import make_synthetic_video  # noqa: E402
-from t2l_core.atlas_render import AtlasEdit, render_edits  # noqa: E402
-from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
+from t2l_core.nla.render import AtlasEdit, render_edits  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 
 torch.manual_seed(0)
 vid = make_synthetic_video(frames=8, height=144, width=176)

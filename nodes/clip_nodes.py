@@ -6,8 +6,8 @@ import os
 
 import torch
 
-from ..t2l_core import clip_loading
-from ..t2l_core.relevancy import heatmap, min_relevancy_side, relevancy_map
+from ..t2l_core.clip import loading as clip_loading
+from ..t2l_core.clip.relevancy import heatmap, min_relevancy_side, relevancy_map
 from . import comfy_bridge as cb
 
 DEFAULT_MODEL = "ViT-B-32:openai"

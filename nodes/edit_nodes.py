@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 
-from ..t2l_core.compositing import composite, on_green_screen, parse_hex_color, solid_background
-from ..t2l_core.edit_layer import EditLayer
-from ..t2l_core.train_image import EditConfig, default_checkpoint_path, train_edit_layer
-from ..t2l_core.train_video import VideoEditConfig, default_video_checkpoint_path, train_video_edit_layer
+from ..t2l_core.edit.compositing import composite, on_green_screen, parse_hex_color, solid_background
+from ..t2l_core.edit.layer import EditLayer
+from ..t2l_core.image.training import EditConfig, default_checkpoint_path, train_edit_layer
+from ..t2l_core.video.training import VideoEditConfig, default_video_checkpoint_path, train_video_edit_layer
 from . import comfy_bridge as cb
 
 IMAGE_ITERATIONS = 1000  # the paper's image setting and the iterations widget's default

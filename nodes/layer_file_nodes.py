@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..t2l_core.edit_layer import EditLayer
+from ..t2l_core.edit.layer import EditLayer
 from . import comfy_bridge as cb
 
 LAYER_FOLDER = "output/text2live/layers"

@@ -1,5 +1,5 @@
 """Video nodes: fit a layered neural atlas (NLAFit), render atlas edits into the video (AtlasRender),
-save/load fitted atlases. Thin wrappers over t2l_core.nla_fit / atlas_render / nla_io."""
+save/load fitted atlases. Thin wrappers over t2l_core.nla.fit / atlas_render / nla_io."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Optional
 
 import torch
 
-from ..t2l_core.atlas_render import AtlasEdit, frame_edit_to_atlas, render_edits
-from ..t2l_core.nla_fit import FittedNLA, NLAFitConfig, estimate_fit_memory, fit_key, fit_nla
-from ..t2l_core.nla_io import load_nla, read_nla_header, save_nla
-from ..t2l_core.optical_flow import frames_fingerprint
+from ..t2l_core.nla.render import AtlasEdit, frame_edit_to_atlas, render_edits
+from ..t2l_core.nla.fit import FittedNLA, NLAFitConfig, estimate_fit_memory, fit_key, fit_nla
+from ..t2l_core.nla.atlas_files import load_nla, read_nla_header, save_nla
+from ..t2l_core.nla.optical_flow import frames_fingerprint
 from . import comfy_bridge as cb
 
 CATEGORY = "Text2LIVE/video"
@@ -174,7 +174,7 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
         return painted
     if painted is not None:
         raise ValueError(f"connect either {layer}_atlas or {layer}_edit_layer, not both")
-    from ..t2l_core.train_video import atlas_edit_from_layer
+    from ..t2l_core.video.training import atlas_edit_from_layer
 
     seen = len(edit_layer.notes)
     hooks = cb.make_hooks()

@@ -9,14 +9,14 @@ Everything a node does can be done from here::
 
 from __future__ import annotations
 
-from .atlas_render import AtlasBBox, AtlasEdit, frame_edit_to_atlas, render_edits
-from .clip_loading import build_tiny_clip
-from .edit_layer import EditLayer, LayerOutput
-from .nla_fit import FittedNLA, NLAFitConfig, fit_nla
-from .nla_io import load_nla, read_nla_header, save_nla
+from .nla.render import AtlasBBox, AtlasEdit, frame_edit_to_atlas, render_edits
+from .clip.loading import build_tiny_clip
+from .edit.layer import EditLayer, LayerOutput
+from .nla.fit import FittedNLA, NLAFitConfig, fit_nla
+from .nla.atlas_files import load_nla, read_nla_header, save_nla
 from .progress import Cancelled, Hooks
-from .train_image import EditConfig, train_edit_layer
-from .train_video import VideoEditConfig, atlas_edit_from_layer, train_video_edit_layer
+from .image.training import EditConfig, train_edit_layer
+from .video.training import VideoEditConfig, atlas_edit_from_layer, train_video_edit_layer
 
 
 def image_edit_config(**settings) -> EditConfig:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-from t2l_core.generator import GeneratorConfig
-from t2l_core.train_image import EditConfig
+from t2l_core.edit.generator import GeneratorConfig
+from t2l_core.image.training import EditConfig
 
 SMALL_GENERATOR = GeneratorConfig(channels_down=16, channels_up=16)  # same topology, 7 scales, fewer channels
 

@@ -48,7 +48,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_clip():
     """A tiny randomly initialised ViT CLIP (patch 16, native 64 px). NOT a real model."""
-    from t2l_core.clip_loading import build_tiny_clip
+    from t2l_core.clip.loading import build_tiny_clip
 
     return build_tiny_clip(patch_size=16, seed=0, device="cpu")
 
@@ -58,7 +58,7 @@ def device_clip(device, tiny_clip):
     """:func:`tiny_clip` on the test device (the very same object on CPU)."""
     if device.type == "cpu":
         return tiny_clip
-    from t2l_core.clip_loading import build_tiny_clip
+    from t2l_core.clip.loading import build_tiny_clip
 
     return build_tiny_clip(patch_size=16, seed=0, device=device)
 
@@ -83,7 +83,7 @@ def tiny_clip64(tiny_clip):
 @pytest.fixture(scope="session")
 def tiny_clip_file(tmp_path_factory, tiny_clip):
     """The tiny CLIP saved in our .safetensors format."""
-    from t2l_core.clip_loading import TINY_NOTE, save_clip
+    from t2l_core.clip.loading import TINY_NOTE, save_clip
 
     return save_clip(tiny_clip, tmp_path_factory.mktemp("clip") / "tiny-clip.safetensors", note=TINY_NOTE)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from t2l_core.clip_loading import (ClipWeightsNotFound, build_tiny_clip, load_clip, load_clip_file, read_state_dict,
+from t2l_core.clip.loading import (ClipWeightsNotFound, build_tiny_clip, load_clip, load_clip_file, read_state_dict,
                                    save_clip)
-from t2l_core.clip_model import ClipModel, interpolate_pos_grid
-from t2l_core.templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, expand
+from t2l_core.clip.model import ClipModel, interpolate_pos_grid
+from t2l_core.clip.templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, expand
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_non_square_input_with_the_native_grid_is_interpolated_like_any_other():
 
 
 def test_clip_interpolates_for_a_non_square_image_of_the_native_grid(tiny_clip):
-    from t2l_core.fast_clip import fast_clip
+    from t2l_core.runtime.fused_clip import fast_clip
 
     x = torch.rand(1, 3, 64, 72, generator=torch.Generator().manual_seed(3))  # 4x4 patches + 8 leftover columns
     square = x[..., :64]  # the same patches, a square image
@@ -175,7 +175,7 @@ def _openai_like_state_dict() -> tuple[dict, "ClipModel"]:
     """A tiny CLIP whose widths follow OpenAI's 64-wide heads, as an OpenAI-layout state dict."""
     clip = build_tiny_clip(patch_size=16, seed=5, width=128, text_width=64)
     # OpenAI head width is 64: rebuild with that head width so the inferred config matches
-    from t2l_core.clip_loading import _build_model, tiny_clip_config
+    from t2l_core.clip.loading import _build_model, tiny_clip_config
 
     cfg = tiny_clip_config(patch_size=16, width=128, text_width=64)
     cfg["vision_cfg"]["head_width"] = 64

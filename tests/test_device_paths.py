@@ -20,14 +20,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _edit_helpers import SMALL_GENERATOR, tiny_config  # noqa: E402
 from synthetic_video import make_synthetic_video  # noqa: E402
 
-from t2l_core.atlas import AtlasConfig, LayeredAtlas  # noqa: E402
-from t2l_core.atlas_render import AtlasEdit, make_bbox, render_edits  # noqa: E402
-from t2l_core.edit_layer import EditLayer  # noqa: E402
-from t2l_core.generator import GeneratorConfig, build_generator  # noqa: E402
-from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
-from t2l_core.optical_flow import make_flow_estimator, pyramid_lk_flow  # noqa: E402
-from t2l_core.train_image import train_edit_layer  # noqa: E402
-from t2l_core.train_video import VideoEditConfig, train_video_edit_layer  # noqa: E402
+from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas  # noqa: E402
+from t2l_core.nla.render import AtlasEdit, make_bbox, render_edits  # noqa: E402
+from t2l_core.edit.layer import EditLayer  # noqa: E402
+from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
+from t2l_core.nla.optical_flow import make_flow_estimator, pyramid_lk_flow  # noqa: E402
+from t2l_core.image.training import train_edit_layer  # noqa: E402
+from t2l_core.video.training import VideoEditConfig, train_video_edit_layer  # noqa: E402
 
 pytestmark = pytest.mark.device
 
@@ -162,7 +162,7 @@ COMMANDS_WITH_DEVICE = [
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 @pytest.mark.parametrize("argv", COMMANDS_WITH_DEVICE, ids=lambda a: a[0])
 def test_cli_device_cuda_without_cuda_names_the_flag(argv, capsys):
-    from t2l_core.cli import main
+    from t2l_core.cli.main import main
 
     assert main(argv + ["--device", "cuda"]) == 2  # before any file is read
     err = capsys.readouterr().err
@@ -170,7 +170,7 @@ def test_cli_device_cuda_without_cuda_names_the_flag(argv, capsys):
 
 
 def test_cli_device_names_are_checked(capsys):
-    from t2l_core.cli import main
+    from t2l_core.cli.main import main
 
     assert main(["apply-layer", "l.safetensors", "x.png", "--out", "o", "--device", "gpu"]) == 2
     err = capsys.readouterr().err

@@ -203,7 +203,7 @@ def _write_inputs(input_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory, pack):
-    from t2l_core.clip_loading import TINY_NOTE, build_tiny_clip, save_clip
+    from t2l_core.clip.loading import TINY_NOTE, build_tiny_clip, save_clip
 
     base = tmp_path_factory.mktemp("comfy_base")
     for d in ("custom_nodes", "models/text2live", "input", "output", "temp", "user"):

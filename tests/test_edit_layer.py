@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from t2l_core.edit_layer import BYTES_PER_PIXEL, EditLayer
-from t2l_core.generator import build_generator
+from t2l_core.edit.layer import BYTES_PER_PIXEL, EditLayer
+from t2l_core.edit.generator import build_generator
 
 from _edit_helpers import SMALL_GENERATOR
 
@@ -74,7 +74,7 @@ def test_cli_image_and_apply_layer(tiny_clip_file, tmp_path):
     from PIL import Image
     from skimage import data
 
-    from t2l_core.cli import main
+    from t2l_core.cli.main import main
 
     src = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()).convert("RGBA").resize((128, 96)).save(src)  # RGBA input is handled

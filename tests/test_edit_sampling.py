@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from t2l_core.clip_views import ViewConfig, make_views, resized_shape, structure_view
-from t2l_core.internal_dataset import DatasetConfig, InternalDataset, working_image
+from t2l_core.edit.views import ViewConfig, make_views, resized_shape, structure_view
+from t2l_core.image.internal_dataset import DatasetConfig, InternalDataset, working_image
 from t2l_core.seeding import make_generator
-from t2l_core.text_sampling import sample_directions, sample_targets
+from t2l_core.edit.text_sampling import sample_directions, sample_targets
 
 
 def test_random_size_subsets_with_replacement():
@@ -90,7 +90,7 @@ def test_dataset_crops_full_image_steps_and_mask_geometry():
 
 
 def test_working_image_long_side_is_truncated_like_torchvision_resize():
-    from t2l_core.internal_dataset import short_side_size
+    from t2l_core.image.internal_dataset import short_side_size
 
     assert short_side_size(300, 451, 512) == (512, 769)  # 512 * 451 / 300 = 769.7 -> 769 (not 770)
     assert short_side_size(451, 300, 512) == (769, 512)

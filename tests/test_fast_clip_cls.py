@@ -14,7 +14,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from t2l_core.fast_clip import fast_clip
+from t2l_core.runtime.fused_clip import fast_clip
 
 TOL = 1e-5  # float64 weights and images (tiny_clip64): rounding that does not depend on the CPU
 SIZES = [(64, 64), (48, 80)]  # native square; non-square with a resampled position grid

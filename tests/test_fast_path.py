@@ -20,14 +20,14 @@ import pytest
 import torch
 
 from _edit_helpers import tiny_config
-from t2l_core.fast_clip import FastClipModel, fast_clip
-from t2l_core.fast_path import autocast_dtype, thread_scope
-from t2l_core.relevancy import relevancy_map
-from t2l_core.edit_objective import TextBanks, edit_objective
-from t2l_core.generator import build_generator
-from t2l_core.internal_dataset import working_image
+from t2l_core.runtime.fused_clip import FastClipModel, fast_clip
+from t2l_core.runtime.fast_path import autocast_dtype, thread_scope
+from t2l_core.clip.relevancy import relevancy_map
+from t2l_core.edit.objective import TextBanks, edit_objective
+from t2l_core.edit.generator import build_generator
+from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
-from t2l_core.train_image import EditConfig, input_fingerprint, train_edit_layer
+from t2l_core.image.training import EditConfig, input_fingerprint, train_edit_layer
 
 F64_REL_TOL = 1e-5  # float64 paths; the fp32 loss values they report carry ~1e-7 rounding
 REL_TOL = 1e-4
@@ -153,8 +153,8 @@ def test_end_of_step_returns_freed_heap_pages_to_the_os(tiny_clip):
     counting."""
     import pytest
 
-    from t2l_core.cpu_heap import release_freed_heap
-    from t2l_core.fast_path import EditRuntime
+    from t2l_core.runtime.cpu_heap import release_freed_heap
+    from t2l_core.runtime.fast_path import EditRuntime
 
     if not release_freed_heap():
         pytest.skip("not glibc")
@@ -171,7 +171,7 @@ def test_end_of_step_returns_freed_heap_pages_to_the_os(tiny_clip):
 _HEAP_SCOPE_CHECK = """
 import sys
 import torch
-from t2l_core.cpu_heap import mmap_threshold_scope
+from t2l_core.runtime.cpu_heap import mmap_threshold_scope
 
 del_me = torch.ones(5 << 20)  # a freed 20 MiB mmapped block raises glibc's dynamic threshold to 20 MiB
 del del_me

@@ -83,9 +83,9 @@ def test_transparent_atlas_edit_is_a_no_op(fitted):
 
 
 def test_cli_render_frame_edit_matches_the_node(fitted, tmp_path):
-    from t2l_core.cli import main
-    from t2l_core.nla_io import save_nla
-    from t2l_core.video_io import read_frames, write_rgba
+    from t2l_core.cli.main import main
+    from t2l_core.nla.atlas_files import save_nla
+    from t2l_core.io.video_files import read_frames, write_rgba
 
     vn, video, nla = fitted
     _, _, H, W = video.frames.shape

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from t2l_core.generator import (MIN_SIZE, GeneratorConfig, SkipGenerator, build_generator, decorrelation_matrix,
+from t2l_core.edit.generator import (MIN_SIZE, GeneratorConfig, SkipGenerator, build_generator, decorrelation_matrix,
                                 count_parameters)
 
 from _edit_helpers import SMALL_GENERATOR

@@ -57,10 +57,10 @@ def test_save_load_apply_reproduces_the_trained_composite(pack, trained, in_tmp)
 
 
 def test_cli_apply_layer_reads_the_node_file(pack, trained, in_tmp):
-    from t2l_core.cli import main
-    from t2l_core.image_io import save_png
+    from t2l_core.cli.main import main
+    from t2l_core.io.image_files import save_png
 
-    from t2l_core.image_io import load_image
+    from t2l_core.io.image_files import load_image
 
     image, (*_outputs, layer) = trained
     (path,) = _nodes(pack).SaveEditLayer().save(layer, "edit_layer")["result"]
@@ -74,7 +74,7 @@ def test_cli_apply_layer_reads_the_node_file(pack, trained, in_tmp):
 
 
 def test_files_that_are_not_layers_are_refused_naming_the_file(pack, tiny_clip, in_tmp):
-    from t2l_core.clip_loading import save_clip
+    from t2l_core.clip.loading import save_clip
 
     lf = _nodes(pack)
     d = lf.layers_dir()
@@ -97,7 +97,7 @@ def test_files_that_are_not_layers_are_refused_naming_the_file(pack, tiny_clip, 
 
 
 def test_cli_names_the_layer_file_and_the_argument(tmp_path, capsys):
-    from t2l_core.cli import main
+    from t2l_core.cli.main import main
 
     bad = tmp_path / "edit_layer.safetensors"
     bad.write_bytes(b"\x08\x00")

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from _edit_helpers import SMALL_GENERATOR
-from t2l_core.compositing import composite
-from t2l_core.edit_layer import EditLayer
-from t2l_core.generator import build_generator
-from t2l_core.layer_upsampling import guided_upsample
+from t2l_core.edit.compositing import composite
+from t2l_core.edit.layer import EditLayer
+from t2l_core.edit.generator import build_generator
+from t2l_core.edit.layer_upsampling import guided_upsample
 
 
 def _step_scene(h: int = 256, w: int = 256, edge: int = 101):
@@ -84,8 +84,8 @@ def test_predict_runs_the_generator_at_the_working_size_by_default(trained_like,
     assert torch.equal(c1, c2) and torch.equal(a1, a2)
     with pytest.raises(ValueError, match="resolution"):
         layer.predict(image, resolution="full")
-    from t2l_core.commands.edit_commands import RESOLUTIONS as CLI_RESOLUTIONS
-    from t2l_core.edit_layer import RESOLUTIONS
+    from t2l_core.cli.edit_commands import RESOLUTIONS as CLI_RESOLUTIONS
+    from t2l_core.edit.layer import RESOLUTIONS
 
     assert CLI_RESOLUTIONS == RESOLUTIONS
 

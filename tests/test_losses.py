@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from t2l_core import losses as L
-from t2l_core.compositing import GREEN, composite, on_green_screen, parse_hex_color
-from t2l_core.train_image import lr_at
+from t2l_core.edit import losses as L
+from t2l_core.edit.compositing import GREEN, composite, on_green_screen, parse_hex_color
+from t2l_core.image.training import lr_at
 
 
 def test_spherical_distance_by_hand():

@@ -19,7 +19,7 @@ from workflow_format import iter_workflows, load_json, node_defs, to_api
 
 @pytest.fixture()
 def models_dir(tmp_path, monkeypatch, tiny_clip):
-    from t2l_core.clip_loading import save_clip
+    from t2l_core.clip.loading import save_clip
 
     folder = tmp_path / "text2live"
     save_clip(tiny_clip, folder / "tiny.safetensors", note="tiny")
@@ -62,7 +62,7 @@ def test_damaged_weights_at_load_time_name_the_file(pack, models_dir):
 
 
 def test_cli_messages_name_the_file_and_the_flag(models_dir, tmp_path, capsys):
-    from t2l_core.cli import main
+    from t2l_core.cli.main import main
 
     for name in ("empty.safetensors", "cut.safetensors", "missing.safetensors"):
         code = main(["relevancy", str(REPO / "assets" / "chelsea.jpg"), "--text", "cat", "--clip",
@@ -74,8 +74,8 @@ def test_cli_messages_name_the_file_and_the_flag(models_dir, tmp_path, capsys):
 
 
 def test_atlas_and_layer_file_errors_name_the_file(tmp_path):
-    from t2l_core.edit_layer import EditLayer
-    from t2l_core.nla_io import read_nla_header
+    from t2l_core.edit.layer import EditLayer
+    from t2l_core.nla.atlas_files import read_nla_header
 
     empty = tmp_path / "a.safetensors"
     empty.write_bytes(b"")
@@ -187,7 +187,7 @@ console.log(JSON.stringify([ours, fit, core].map((n) => n.widgets.map((w) => w.v
 
 
 def test_damaged_flow_cache_is_computed_again(tmp_path):
-    from t2l_core.optical_flow import VideoFlow, load_flow, save_flow
+    from t2l_core.nla.optical_flow import VideoFlow, load_flow, save_flow
 
     flow = VideoFlow(torch.randn(1, 2, 4, 5).half(), torch.randn(1, 2, 4, 5).half(), torch.rand(1, 4, 5) > 0.5,
                      torch.rand(1, 4, 5) > 0.5, estimator="lk")

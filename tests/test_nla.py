@@ -15,12 +15,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from synthetic_video import make_synthetic_video  # noqa: E402
 
-from t2l_core import nla_losses as L  # noqa: E402
-from t2l_core.atlas_render import (AtlasEdit, frame_alpha, frame_uv, push_frame_edit, render_edits,  # noqa: E402
+from t2l_core.nla import losses as L  # noqa: E402
+from t2l_core.nla.render import (AtlasEdit, frame_alpha, frame_uv, push_frame_edit, render_edits,  # noqa: E402
                                    sample_atlas)
-from t2l_core.nla_fit import NLAFitConfig, fit_nla, load_checkpoint, reconstruct_video  # noqa: E402
-from t2l_core.nla_io import load_nla, save_nla  # noqa: E402
-from t2l_core.optical_flow import compute_video_flow, find_raft_weights, make_flow_estimator, pyramid_lk_flow, fb_consistency  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla, load_checkpoint, reconstruct_video  # noqa: E402
+from t2l_core.nla.atlas_files import load_nla, save_nla  # noqa: E402
+from t2l_core.nla.optical_flow import compute_video_flow, find_raft_weights, make_flow_estimator, pyramid_lk_flow, fb_consistency  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
 
 FIT_ITERS = 200
@@ -303,7 +303,7 @@ def test_cancel_leaves_a_checkpoint_that_resumes_identically(tmp_path):
     with pytest.raises(Cancelled):
         fit_nla(v.frames, None, cfg, hooks=hooks, checkpoint_path=ckpt, flow=flow)
     assert os.path.isfile(ckpt)
-    from t2l_core.nla_fit import fit_key, resume_key
+    from t2l_core.nla.fit import fit_key, resume_key
 
     state = load_checkpoint(ckpt, resume_key(fit_key(v.frames, None, cfg), "lk", torch.device("cpu")))
     assert state is not None and state[1] == 12

@@ -81,9 +81,9 @@ def test_fit_node_without_masks_gives_background_only(pack, small_video, in_tmp)
 
 
 def test_cli_nla_and_render(small_video, tmp_path):
-    from t2l_core.cli import main
-    from t2l_core.video_io import read_frames, write_frames, write_rgba
-    from t2l_core.nla_io import read_nla_header
+    from t2l_core.cli.main import main
+    from t2l_core.io.video_files import read_frames, write_frames, write_rgba
+    from t2l_core.nla.atlas_files import read_nla_header
 
     frames_dir = tmp_path / "frames"
     masks_dir = tmp_path / "masks"
@@ -116,7 +116,7 @@ def test_video_file_round_trip_with_pyav(small_video, tmp_path):
     import av
     import numpy as np
 
-    from t2l_core.video_io import read_frames
+    from t2l_core.io.video_files import read_frames
 
     path = str(tmp_path / "v.mp4")
     with av.open(path, "w") as c:

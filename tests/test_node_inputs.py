@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _edit_helpers import SMALL_GENERATOR  # noqa: E402
 from synthetic_video import make_synthetic_video  # noqa: E402
 
-from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 
 T, H, W = 4, 32, 40
 
@@ -38,8 +38,8 @@ def in_tmp(tmp_path, monkeypatch):
 
 def _layer(pack):
     """An edit layer with random weights (the pack's own EditLayer class, as nodes check it)."""
-    el = sys.modules[pack.__name__ + ".t2l_core.edit_layer"]
-    gen = sys.modules[pack.__name__ + ".t2l_core.generator"]
+    el = sys.modules[pack.__name__ + ".t2l_core.edit.layer"]
+    gen = sys.modules[pack.__name__ + ".t2l_core.edit.generator"]
     return el.EditLayer(gen.build_generator(SMALL_GENERATOR, seed=0).state_dict(), SMALL_GENERATOR)
 
 
@@ -117,7 +117,7 @@ def test_non_finite_inputs_are_refused_before_any_work(pack, tiny_clip, nla, in_
 
 
 def test_relevancy_map_refuses_images_too_small(pack, tiny_clip):
-    from t2l_core.relevancy import relevancy_map
+    from t2l_core.clip.relevancy import relevancy_map
 
     node = pack.NODE_CLASS_MAPPINGS["T2L_RelevancyMap"]()
     with pytest.raises(ValueError, match="20x200 px.*at least 32 px"):
@@ -132,7 +132,7 @@ def test_relevancy_map_refuses_images_too_small(pack, tiny_clip):
 
 def test_memory_fallback_is_shown_in_the_node_output(pack, tiny_clip, in_tmp, monkeypatch):
     """A layer generated below the input's resolution says so in the node's UI text, not only in the log."""
-    el = sys.modules[pack.__name__ + ".t2l_core.edit_layer"]
+    el = sys.modules[pack.__name__ + ".t2l_core.edit.layer"]
     budget = el.estimate_bytes(200, 266)  # a 300x400 image does not fit; about 200x266 does
     monkeypatch.setattr(el, "default_memory_budget", lambda device: budget)
     image = _image(1, 300, 400)

@@ -53,7 +53,7 @@ def test_every_node_is_documented(pack):
 
 @pytest.fixture()
 def models_dir(tmp_path, monkeypatch, tiny_clip):
-    from t2l_core.clip_loading import save_clip
+    from t2l_core.clip.loading import save_clip
 
     folder = tmp_path / "text2live"
     save_clip(tiny_clip, folder / "tiny.safetensors", note="tiny")

@@ -1,6 +1,6 @@
 """Every precision setting the pack offers is measured against fp32; a default must agree with fp32.
 
-Agreement (t2l_core.precision_check.AGREEMENT_BOUND): whole-gradient cosine >= 0.99 and every non-negligible
+Agreement (t2l_core.runtime.precision_check.AGREEMENT_BOUND): whole-gradient cosine >= 0.99 and every non-negligible
 weight tensor's gradient cosine >= 0.95, on one step of the objective at initialisation. On a CPU the bf16
 settings are measured (fp16 autocast needs CUDA); bench/precision.py measures the same at full size.
 """
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
-from t2l_core.commands.edit_commands import PRECISIONS
-from t2l_core.fast_path import (AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_AUTOCAST, autocast_dtype,
+from t2l_core.cli.edit_commands import PRECISIONS
+from t2l_core.runtime.fast_path import (AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_AUTOCAST, autocast_dtype,
                                 generator_autocast_dtype, resolve_autocast)
-from t2l_core.precision_check import AGREEMENT_BOUND, agreement, generator_gradients
+from t2l_core.runtime.precision_check import AGREEMENT_BOUND, agreement, generator_gradients
 
 CPU_MODES = [m for m in AUTOCAST_MODES if m not in ("auto", "off") and not m.startswith("fp16")]
 

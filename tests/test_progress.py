@@ -59,7 +59,7 @@ def test_phases_report_progress_and_can_be_cancelled(capsys):
     counting up to its total), and a cancel during the optical flow stops before any fitting."""
     from synthetic_video import make_synthetic_video
 
-    from t2l_core.nla_fit import NLAFitConfig, fit_nla
+    from t2l_core.nla.fit import NLAFitConfig, fit_nla
     from t2l_core.progress import Hooks, console_phase_printer
 
     vid = make_synthetic_video(frames=4, height=32, width=40)

@@ -15,13 +15,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _edit_helpers import tiny_config  # noqa: E402
 from synthetic_video import make_synthetic_video  # noqa: E402
 
-import t2l_core.train_image as train_image  # noqa: E402
-from t2l_core.checkpoint_files import NonFiniteLoss  # noqa: E402
-from t2l_core.clip_loading import build_tiny_clip  # noqa: E402
-from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
-from t2l_core.optical_flow import compute_video_flow, make_flow_estimator  # noqa: E402
+import t2l_core.image.training as train_image  # noqa: E402
+from t2l_core.checkpoint import NonFiniteLoss  # noqa: E402
+from t2l_core.clip.loading import build_tiny_clip  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
+from t2l_core.nla.optical_flow import compute_video_flow, make_flow_estimator  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
-from t2l_core.train_image import default_checkpoint_path, input_fingerprint, train_edit_layer  # noqa: E402
+from t2l_core.image.training import default_checkpoint_path, input_fingerprint, train_edit_layer  # noqa: E402
 
 
 def _edit(clip, image, hooks=None, **kw):
@@ -135,7 +135,7 @@ def _equal_models(a, b) -> bool:
 
 
 def test_fit_resumes_only_its_own_checkpoint_and_stops_on_a_non_finite_loss(clip4, tmp_path, monkeypatch):
-    import t2l_core.nla_fit as nla_fit
+    import t2l_core.nla.fit as nla_fit
 
     v, flow = clip4
     ckpt = str(tmp_path / "fit.safetensors")
@@ -183,7 +183,7 @@ def test_flow_cache_lives_only_for_the_fit(clip4, tmp_path):
 
 
 def test_frames_key_sees_every_value(clip4):
-    from t2l_core.optical_flow import frames_fingerprint
+    from t2l_core.nla.optical_flow import frames_fingerprint
 
     v, _ = clip4
     other = v.frames.clone()

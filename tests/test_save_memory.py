@@ -12,12 +12,12 @@ import math
 import torch
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
-from t2l_core.edit_objective import TextBanks, edit_objective
-from t2l_core.fast_path import EditRuntime
-from t2l_core.generator import build_generator
-from t2l_core.internal_dataset import working_image
+from t2l_core.edit.objective import TextBanks, edit_objective
+from t2l_core.runtime.fast_path import EditRuntime
+from t2l_core.edit.generator import build_generator
+from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
-from t2l_core.train_image import input_fingerprint
+from t2l_core.image.training import input_fingerprint
 
 TOL = 1e-5
 
@@ -109,7 +109,7 @@ def test_which_path_recomputes_what(tiny_clip):
 
 def test_recomputed_view_augmentations_draw_the_same_views_and_gradients():
     """The augmentations are redone in the backward pass with the same random parameters (RNG restored)."""
-    from t2l_core.clip_views import ViewAugmenter, make_views
+    from t2l_core.edit.views import ViewAugmenter, make_views
 
     cfg = tiny_config().view_config()
     image = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(6))

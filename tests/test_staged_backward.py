@@ -15,10 +15,10 @@ import math
 import torch
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
-from t2l_core.edit_objective import TextBanks, edit_objective
-from t2l_core.fast_path import EditRuntime, backward_deferred, deferred_output
-from t2l_core.generator import build_generator
-from t2l_core.internal_dataset import working_image
+from t2l_core.edit.objective import TextBanks, edit_objective
+from t2l_core.runtime.fast_path import EditRuntime, backward_deferred, deferred_output
+from t2l_core.edit.generator import build_generator
+from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
 
 TOL = 1e-5

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from t2l_core.edit_layer import EditLayer
+from t2l_core.edit.layer import EditLayer
 from t2l_core.progress import Cancelled, Hooks
-from t2l_core.train_image import EditConfig, train_edit_layer
+from t2l_core.image.training import EditConfig, train_edit_layer
 
 from _edit_helpers import tiny_config
 
@@ -98,7 +98,7 @@ def test_cancel_leaves_checkpoint_that_resumes_to_the_same_result(tiny_clip, ast
 
 
 def test_default_generator_runs_and_bootstrap_mask(tiny_clip, astronaut):
-    from t2l_core.generator import GeneratorConfig
+    from t2l_core.edit.generator import GeneratorConfig
 
     mask = torch.zeros(96, 128)
     mask[20:60, 40:90] = 1.0
@@ -146,7 +146,7 @@ def test_config_roundtrip():
 
 def test_roi_text_is_the_directional_source_when_source_prompt_is_empty(tiny_clip, astronaut):
     """Paper eq. 3, L_dir(I_s, I_o, T_ROI, T): without a source prompt the ROI text is the source text."""
-    from t2l_core.train_image import EditConfig
+    from t2l_core.image.training import EditConfig
 
     assert EditConfig(prompt="x", source_prompt="cake", roi_text="cat").directional_source() == "cake"
     assert EditConfig(prompt="x", source_prompt=" ", roi_text="cat").directional_source() == "cat"

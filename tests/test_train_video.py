@@ -17,13 +17,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _video_flicker import background_flicker, foreground_flicker  # noqa: E402
 from synthetic_video import make_synthetic_video  # noqa: E402
 
-from t2l_core.atlas_render import AtlasBBox, render_edits  # noqa: E402
-from t2l_core.generator import GeneratorConfig  # noqa: E402
-from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
+from t2l_core.nla.render import AtlasBBox, render_edits  # noqa: E402
+from t2l_core.edit.generator import GeneratorConfig  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
-from t2l_core.train_video import (VideoEditConfig, atlas_edit_from_layer, atlas_examples, frames_baseline,  # noqa: E402
+from t2l_core.video.training import (VideoEditConfig, atlas_edit_from_layer, atlas_examples, frames_baseline,  # noqa: E402
                                   train_video_edit_layer)
-from t2l_core.video_dataset import VideoAtlasDataset, VideoDatasetConfig, mask_boxes, training_bbox  # noqa: E402
+from t2l_core.video.atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, mask_boxes, training_bbox  # noqa: E402
 
 GEN = GeneratorConfig(num_scales=5, channels_down=16, channels_up=16)  # min input 33 px
 
@@ -108,8 +108,8 @@ def test_examples_geometry_and_atlas_sampling_reproduces_the_frame_crops(nla):
 
 def test_foreground_maps_are_multiplied_by_the_nla_opacity():
     """screen = a_N (a C + (1 - a) G) + (1 - a_N) G, composite = a_N (a C + (1 - a) I): checked by hand."""
-    from t2l_core.compositing import GREEN
-    from t2l_core.video_dataset import FrameCrop
+    from t2l_core.edit.compositing import GREEN
+    from t2l_core.video.atlas_dataset import FrameCrop
 
     g = torch.Generator().manual_seed(0)
     out = torch.rand(1, 4, 5, 6, generator=g)
@@ -223,8 +223,8 @@ def test_bad_input_gives_clear_errors(tiny_clip, nla):
 
 
 def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, nla, tmp_path, monkeypatch):
-    import t2l_core.train_video as train_video
-    from t2l_core.checkpoint_files import NonFiniteLoss
+    import t2l_core.video.training as train_video
+    from t2l_core.checkpoint import NonFiniteLoss
 
     ckpt = tmp_path / "video.safetensors"
     cfg = video_config(layer="bg", iters=3, full_image_every=2)

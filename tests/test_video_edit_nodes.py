@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from synthetic_video import make_synthetic_video  # noqa: E402
 
-from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 
 
 
@@ -74,10 +74,10 @@ def test_train_on_atlas_then_render_the_layer(pack, tiny_clip, big_nla, in_tmp):
 
 
 def test_video_cli_trains_both_layers_and_combines_them(tiny_clip_file, big_nla, tmp_path, capsys):
-    from t2l_core.cli import main
-    from t2l_core.edit_layer import EditLayer
-    from t2l_core.nla_io import save_nla
-    from t2l_core.video_io import read_frames, write_frames
+    from t2l_core.cli.main import main
+    from t2l_core.edit.layer import EditLayer
+    from t2l_core.nla.atlas_files import save_nla
+    from t2l_core.io.video_files import read_frames, write_frames
 
     atlas = save_nla(big_nla, str(tmp_path / "atlas.safetensors"))
     write_frames(big_nla.original_frames(), str(tmp_path / "frames"))

@@ -2,9 +2,9 @@
 the staged backward, recomputation, CUDA memory and the CPU heap.
 
 The fast path changes how things are computed, never what: channels-last convolutions, the fused CLIP
-image kernels of :mod:`t2l_core.fast_clip`, autocast only where the hardware gains from it, a staged
-backward (:func:`t2l_core.edit_objective.edit_objective`, :func:`deferred_output`), the generator's cheap
-layers recomputed in the backward pass, and freed CPU memory handed back at once (:mod:`t2l_core.cpu_heap`).
+image kernels of :mod:`t2l_core.runtime.fused_clip`, autocast only where the hardware gains from it, a staged
+backward (:func:`t2l_core.edit.objective.edit_objective`, :func:`deferred_output`), the generator's cheap
+layers recomputed in the backward pass, and freed CPU memory handed back at once (:mod:`t2l_core.runtime.cpu_heap`).
 
 Precision (``autocast``): the generator's gradients must agree with fp32 ones (tests/test_precision.py,
 bench/RESULTS.md). bf16 autocast of the generator does not (its BatchNorm-normalised 7-scale stack loses
@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from .clip_views import ViewAugmenter, ViewConfig
+from ..edit.views import ViewAugmenter, ViewConfig
 from .cpu_heap import mmap_threshold_scope, release_freed_heap
 
 # off = fp32 everywhere; *-clip = autocast for the CLIP passes only (generator fp32); bf16/fp16 = both
@@ -142,13 +142,13 @@ class FastMeasures:
 
     ``channels_last``: the generator in channels-last layout.
     ``inplace_activations``: the generator's LeakyReLUs in place (one feature map fewer kept per activation).
-    ``fused_clip``: the CLIP image side through :func:`t2l_core.fast_clip.fast_clip`.
+    ``fused_clip``: the CLIP image side through :func:`t2l_core.runtime.fused_clip.fast_clip`.
     ``staged_backward``: back-propagate CLIP pass by CLIP pass; extra examples regenerated for their backward.
     ``recompute_tails``: the generator's layers after each 3x3 convolution recomputed in the backward pass.
     ``mmap_large_blocks``: on CPU, blocks of 4 MiB and more mmapped while training, so freeing one gives its
-    pages straight back (:func:`t2l_core.cpu_heap.mmap_threshold_scope`).
+    pages straight back (:func:`t2l_core.runtime.cpu_heap.mmap_threshold_scope`).
     ``trim_heap``: on CPU, the heap's free pages returned to the OS after each step
-    (:func:`t2l_core.cpu_heap.release_freed_heap`).
+    (:func:`t2l_core.runtime.cpu_heap.release_freed_heap`).
     """
 
     channels_last: bool = True
@@ -234,7 +234,7 @@ class EditRuntime:
 
     def __init__(self, clip, fast: bool = True, autocast_mode: str = "auto", compile: bool = False,
                  save_memory: bool = False, measures: Optional[FastMeasures] = None) -> None:
-        from .fast_clip import fast_clip
+        from .fused_clip import fast_clip
 
         self.device = clip.device
         self.fast = bool(fast)
@@ -256,7 +256,7 @@ class EditRuntime:
         # staged backward: the objective back-propagates one CLIP pass at a time and extra examples are
         # re-generated for their backward pass, so activations of one pass/example are alive at a time
         self.staged_backward = measures.staged_backward
-        on_cpu = self.device.type == "cpu"  # see t2l_core.cpu_heap
+        on_cpu = self.device.type == "cpu"  # see t2l_core.runtime.cpu_heap
         self.mmap_large_blocks = measures.mmap_large_blocks and on_cpu
         self.trim_heap = measures.trim_heap and on_cpu
 
@@ -283,7 +283,7 @@ class EditRuntime:
 
     def heap_scope(self):
         """Context for the training loop (fast path, CPU): large freed blocks go straight back to the OS
-        (:func:`t2l_core.cpu_heap.mmap_threshold_scope`); a no-op elsewhere. On CUDA with ``autocast="auto"``
+        (:func:`t2l_core.runtime.cpu_heap.mmap_threshold_scope`); a no-op elsewhere. On CUDA with ``autocast="auto"``
         it also allows TF32 (:func:`tf32_scope`)."""
         stack = contextlib.ExitStack()
         stack.enter_context(mmap_threshold_scope(enabled=self.mmap_large_blocks))
@@ -292,7 +292,7 @@ class EditRuntime:
 
     def end_step(self) -> None:
         """After each training step (fast path, CPU): give the heap pages freed during the step back to the OS
-        (:func:`t2l_core.cpu_heap.release_freed_heap`); a no-op elsewhere."""
+        (:func:`t2l_core.runtime.cpu_heap.release_freed_heap`); a no-op elsewhere."""
         if self.trim_heap:
             release_freed_heap()
 

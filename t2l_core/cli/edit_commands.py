@@ -12,13 +12,13 @@ from pathlib import Path
 from .clip_commands import add_clip_arguments, clip_from_args
 
 OUTPUT_FILES = ("composite.png", "edit.png", "alpha.png", "greenscreen.png")
-# t2l_core.fast_path.AUTOCAST_MODES, spelled out so that --help does not import torch (a test keeps them equal)
+# t2l_core.runtime.fast_path.AUTOCAST_MODES, spelled out so that --help does not import torch (a test keeps them equal)
 PRECISIONS = ("auto", "off", "bf16", "fp16", "bf16-clip", "fp16-clip")
-RESOLUTIONS = ("working", "native")  # t2l_core.edit_layer.RESOLUTIONS
+RESOLUTIONS = ("working", "native")  # t2l_core.edit.layer.RESOLUTIONS
 
 
 def _write_outputs(output, out: Path, index: int | None = None) -> list[Path]:
-    from ..image_io import save_png
+    from ..io.image_files import save_png
 
     suffix = "" if index is None else f"_{index:04d}"
     i = 0 if index is None else index
@@ -32,9 +32,9 @@ def _write_outputs(output, out: Path, index: int | None = None) -> list[Path]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..image_io import load_image
+    from ..io.image_files import load_image
     from ..progress import Hooks, console_printer
-    from ..train_image import EditConfig, default_checkpoint_path, train_edit_layer
+    from ..image.training import EditConfig, default_checkpoint_path, train_edit_layer
 
     image = load_image(args.image)  # RGB [1,3,H,W]; gray/RGBA converted
     config = EditConfig(
@@ -64,8 +64,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     from ..device import resolve_device
-    from ..edit_layer import EditLayer
-    from ..image_io import load_image
+    from ..edit.layer import EditLayer
+    from ..io.image_files import load_image
 
     layer = EditLayer.load(args.layer, remedy="Give LAYER an edit_layer.safetensors written by the image command "
                                               "(in its --out folder) or by ComfyUI's Save Edit Layer.")

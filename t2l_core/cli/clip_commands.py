@@ -16,13 +16,13 @@ def add_clip_arguments(p: argparse.ArgumentParser, default: str = "ViT-B-32:open
 
 
 def clip_from_args(args: argparse.Namespace):
-    from ..clip_loading import load_clip
+    from ..clip.loading import load_clip
 
     return load_clip(args.clip, device=args.device, precision=args.precision)
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
-    from ..clip_loading import TINY_NOTE, build_tiny_clip, save_clip
+    from ..clip.loading import TINY_NOTE, build_tiny_clip, save_clip
 
     clip = build_tiny_clip(patch_size=args.patch_size, seed=args.seed, layers=args.layers, width=args.width,
                            image_size=args.image_size)
@@ -33,7 +33,7 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..clip_loading import read_file_info
+    from ..clip.loading import read_file_info
 
     clip = clip_from_args(argparse.Namespace(clip=args.target, device="cpu", precision="fp32"))
     info = clip.describe()
@@ -46,7 +46,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ..clip_loading import load_clip_file, save_clip
+    from ..clip.loading import load_clip_file, save_clip
 
     clip = load_clip_file(args.src, args.arch, device="cpu")
     path = save_clip(clip, args.out, note=f"converted from {Path(args.src).name}")
@@ -55,8 +55,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _relevancy(args: argparse.Namespace) -> int:
-    from ..image_io import load_image, save_png
-    from ..relevancy import heatmap, relevancy_map
+    from ..io.image_files import load_image, save_png
+    from ..clip.relevancy import heatmap, relevancy_map
 
     clip = clip_from_args(args)
     image = load_image(args.image).to(clip.device)

@@ -8,7 +8,7 @@ Public API::
     result.atlas_edit   # AtlasEdit: the whole atlas through the generator once (RGBA over the atlas bbox)
     result.frames       # [T,3,H,W] the edited video (atlas edit mapped back and blended, NLA eq. 15/16)
 
-Each step (method notes 4.5): sample a 3-frame example (:mod:`t2l_core.video_dataset`), run the generator
+Each step (method notes 4.5): sample a 3-frame example (:mod:`t2l_core.video.atlas_dataset`), run the generator
 on the atlas crop, render edit / opacity / composite / green screen in the atlas and grid-sample each map
 into the three frame crops (bilinear, ``align_corners=False``, clamped to 0..1). Foreground: every
 sampled map is multiplied by the NLA opacity (the green screen gets (1 - opacity)·green added). Plus one
@@ -35,23 +35,23 @@ import madgrad
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .atlas_render import AtlasBBox, AtlasEdit, discretise_atlas, frame_alpha, render_frame
-from .checkpoint_files import NonFiniteLoss, nonfinite_message, remove_run_file
-from .clip_views import VIDEO_FILL, structure_view
-from .compositing import GREEN, on_green_screen, solid_background
-from .edit_layer import EditLayer
-from .edit_objective import TextBanks, edit_objective
-from .fast_path import EditRuntime, backward_deferred, deferred_output, free_cuda_memory, thread_scope
-from .generator import build_generator
-from .input_checks import require_finite
-from .losses import bootstrap_weight
-from .nla_fit import FittedNLA
-from .progress import Hooks, cancel_inside, losses_to_floats
-from .seeding import make_generator
-from .templates import as_prompt_list
-from .train_image import EditConfig, _relevancy, _resume, _save_if_finite, result_settings, save_checkpoint
-from .video_dataset import VideoAtlasDataset, VideoDatasetConfig, layer_key, training_bbox
+from .. import __version__
+from ..nla.render import AtlasBBox, AtlasEdit, discretise_atlas, frame_alpha, render_frame
+from ..checkpoint import NonFiniteLoss, nonfinite_message, remove_run_file
+from ..edit.views import VIDEO_FILL, structure_view
+from ..edit.compositing import GREEN, on_green_screen, solid_background
+from ..edit.layer import EditLayer
+from ..edit.objective import TextBanks, edit_objective
+from ..runtime.fast_path import EditRuntime, backward_deferred, deferred_output, free_cuda_memory, thread_scope
+from ..edit.generator import build_generator
+from ..io.input_checks import require_finite
+from ..edit.losses import bootstrap_weight
+from ..nla.fit import FittedNLA
+from ..progress import Hooks, cancel_inside, losses_to_floats
+from ..seeding import make_generator
+from ..clip.templates import as_prompt_list
+from ..image.training import EditConfig, _relevancy, _resume, _save_if_finite, result_settings, save_checkpoint
+from .atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, layer_key, training_bbox
 
 @dataclass
 class VideoEditConfig(EditConfig):
@@ -121,7 +121,7 @@ def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: 
     framing, the frames the foreground inputs come from (``frames`` [T,3,H,W] 0..1 or uint8 as given to
     :func:`train_video_edit_layer`, default the stored ones), every
     setting including ``iters``, and with ``clip`` its identity and the autocast dtype (as
-    :func:`~t2l_core.train_image.input_fingerprint`)."""
+    :func:`~t2l_core.image.training.input_fingerprint`)."""
     h = hashlib.sha256()
     for k, v in sorted(nla.model.state_dict().items()):
         h.update(k.encode())
@@ -202,7 +202,7 @@ def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, fra
     used for the foreground inputs and as the base the edit is blended over. ``render``: also return the
     edited video (streamed, one frame at a time). ``other_edit``: an AtlasEdit of the other layer to
     combine in the rendered video (foreground and background trained one after the other).
-    Checkpoints follow the image rule (:func:`~t2l_core.train_image.train_edit_layer`): resumed only for the
+    Checkpoints follow the image rule (:func:`~t2l_core.image.training.train_edit_layer`): resumed only for the
     same atlas, frames, settings, ``iters`` and CLIP, removed when the run finishes unless ``keep_checkpoint``.
     """
     config.validate()

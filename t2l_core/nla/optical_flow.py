@@ -160,7 +160,7 @@ class RaftFlow:
         small = "raft_small" in os.path.basename(weights_path)
         model = raft_small(weights=None) if small else raft_large(weights=None)
         if weights_path.endswith(".safetensors"):
-            from .safetensors_files import read_tensors
+            from ..io.safetensors_files import read_tensors
 
             state, _ = read_tensors(weights_path, "RAFT weights", "Put a complete copy of the torchvision RAFT "
                                     "weights there, or use the built-in estimator (flow 'lk').")

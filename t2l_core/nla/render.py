@@ -3,7 +3,7 @@
 Atlas images and their bounding boxes
 -------------------------------------
 A discretised atlas is an image [C,Ha,Wa] covering the uv rectangle ``AtlasBBox(u0, v0, u1, v1)`` of one
-layer (uv as in :mod:`t2l_core.atlas`: fg in [0,1]^2, bg in [-1,0]^2; u horizontal, v vertical). Texels
+layer (uv as in :mod:`t2l_core.nla.atlas_model`: fg in [0,1]^2, bg in [-1,0]^2; u horizontal, v vertical). Texels
 are square; texel (i, j) (row, column) has its centre at ``uv = (u0 + (j+0.5) du, v0 + (i+0.5) dv)``, which
 is exactly what ``F.grid_sample(..., align_corners=False)`` assumes with ``grid = 2 (uv - uv0)/(uv1 - uv0) - 1``.
 So an edited atlas image of ANY size covering the same bbox maps back without a half-texel shift.
@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from .atlas import LayeredAtlas, frame_pixel_grid
+from .atlas_model import LayeredAtlas, frame_pixel_grid
 
 CHUNK = 65536
 

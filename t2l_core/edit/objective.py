@@ -17,10 +17,10 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from . import losses as L
-from .clip_views import ViewAugmenter, ViewConfig, make_views, structure_view
+from .views import ViewAugmenter, ViewConfig, make_views, structure_view
 from .compositing import composite, on_green_screen
-from .progress import losses_to_floats
-from .templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, as_prompt_list
+from ..progress import losses_to_floats
+from ..clip.templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, as_prompt_list
 from .text_sampling import sample_directions, sample_targets
 
 

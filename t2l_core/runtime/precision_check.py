@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .edit_objective import TextBanks, edit_objective
+from ..edit.objective import TextBanks, edit_objective
 from .fast_path import EditRuntime
-from .generator import GeneratorConfig, build_generator
-from .seeding import make_generator
+from ..edit.generator import GeneratorConfig, build_generator
+from ..seeding import make_generator
 
 AGREEMENT_BOUND = {"cosine": 0.99, "min_tensor_cosine": 0.95}
 NEGLIGIBLE = 1e-4  # tensors with a gradient norm below this share of the largest are rounding noise
@@ -46,8 +46,8 @@ def generator_gradients(clip, image: torch.Tensor, config, mode: str, generator:
                         weights_seed: int = 0, views_seed: int = 0) -> dict[str, torch.Tensor]:
     """Gradients of one step of the edit objective w.r.t. a freshly initialised generator's weights.
 
-    ``image`` ``[1,3,H,W]`` 0..1; ``config`` an :class:`~t2l_core.train_image.EditConfig` (prompts, views,
-    weights); ``mode`` an autocast mode of :mod:`t2l_core.fast_path` (fast path).
+    ``image`` ``[1,3,H,W]`` 0..1; ``config`` an :class:`~t2l_core.image.training.EditConfig` (prompts, views,
+    weights); ``mode`` an autocast mode of :mod:`t2l_core.runtime.fast_path` (fast path).
     """
     rt = EditRuntime(clip, fast=True, autocast_mode=mode)
     gen = rt.prepare(build_generator(generator, device=clip.device, seed=weights_seed))

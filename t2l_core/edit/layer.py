@@ -3,7 +3,7 @@
 ``EditLayer.predict`` runs the generator on any image, one image per forward (so BatchNorm sees that image's
 statistics exactly as during training, see generator.py). ``resolution="working"`` (default) runs it at the
 size it was trained at (what the training previews showed) and brings the layer to the image's resolution
-with a guided filter (:mod:`t2l_core.layer_upsampling`); ``"native"`` runs it at the image's own
+with a guided filter (:mod:`t2l_core.edit.layer_upsampling`); ``"native"`` runs it at the image's own
 resolution, where the result is exactly a direct generator pass. Images whose pass does not fit the memory budget are generated at the largest size
 that fits and upscaled, with a warning (or refused with a clear message). Tiling is deliberately not used:
 the 7-scale network's receptive field covers the whole image and its BatchNorm uses whole-image
@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .compositing import composite, on_green_screen
-from .fast_path import channels_last, channels_last_pays, prepare_module
+from ..runtime.fast_path import channels_last, channels_last_pays, prepare_module
 from .generator import GeneratorConfig, SkipGenerator
-from .internal_dataset import short_side_size
+from ..image.internal_dataset import short_side_size
 from .layer_upsampling import guided_upsample
 
 FORMAT = "t2l_edit_layer/1"
@@ -201,7 +201,7 @@ class EditLayer:
     def check_file(cls, path: str | Path, remedy: str = "") -> dict:
         """The metadata of a layer file (header only); a ValueError naming the file when it is not a layer
         (missing, empty, truncated, or another kind of safetensors file). ``remedy`` ends the message."""
-        from .safetensors_files import read_metadata
+        from ..io.safetensors_files import read_metadata
 
         p = Path(path)
         meta = read_metadata(p, "edit layer", remedy)
@@ -214,7 +214,7 @@ class EditLayer:
     @classmethod
     def load(cls, path: str | Path, remedy: str = "") -> "EditLayer":
         """Read a layer written by :meth:`save`; errors name the file and end with ``remedy``."""
-        from .safetensors_files import read_tensors
+        from ..io.safetensors_files import read_tensors
 
         cls.check_file(path, remedy)
         state, meta = read_tensors(path, "edit layer", remedy)

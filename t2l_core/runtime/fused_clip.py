@@ -1,6 +1,6 @@
 """A faster image side for a frozen ViT CLIP: the same mathematics as :class:`ClipModel`, fewer kernels.
 
-:func:`fast_clip` returns a view of a loaded :class:`~t2l_core.clip_model.ClipModel` (sharing its weights and
+:func:`fast_clip` returns a view of a loaded :class:`~t2l_core.clip.model.ClipModel` (sharing its weights and
 text cache) whose image passes differ only in how they are computed:
 
 * patch embedding as one matrix product over the flattened 32×32 patches instead of a stride-32
@@ -9,7 +9,7 @@ text cache) whose image passes differ only in how they are computed:
 * attention written out as one QKV projection on ``[B·T, C]`` rows, ``scaled_dot_product_attention`` on
   batch-first heads and the output projection, instead of ``nn.MultiheadAttention`` (which, with gradients
   on, falls back to batched ``bmm`` projections and several layout copies);
-* optional autocast (bf16 on CUDA by default, see :mod:`t2l_core.fast_path`; on CPU only when asked: it is slower
+* optional autocast (bf16 on CUDA by default, see :mod:`t2l_core.runtime.fast_path`; on CPU only when asked: it is slower
   on CPUs without AMX);
 * optional activation checkpointing (``checkpoint_blocks``): with gradients on, each residual block keeps
   only its input and recomputes its activations in the backward pass (same values, less memory).
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .clip_model import ClipModel
+from ..clip.model import ClipModel
 
 
 def _attention_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .seeding import forked_rng, uniform, randint
+from ..seeding import forked_rng, uniform, randint
 
 IMAGE_FILL = 1.0
 VIDEO_FILL = 0.0

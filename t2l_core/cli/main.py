@@ -11,10 +11,10 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
-    "t2l_core.commands.clip_commands",
-    "t2l_core.commands.edit_commands",
-    "t2l_core.commands.video_commands",
-    "t2l_core.commands.video_edit_commands",
+    ".clip_commands",
+    ".edit_commands",
+    ".atlas_commands",
+    ".video_edit_commands",
 ]
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        importlib.import_module(name, __package__).register(sub)
     return parser
 
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "device", None) is not None:  # every command that computes takes --device
-        from .device import resolve_device
+        from ..device import resolve_device
 
         try:
             resolve_device(args.device)

@@ -1,4 +1,4 @@
-"""Save and load a fitted layered atlas (:class:`~t2l_core.nla_fit.FittedNLA`) as one safetensors file.
+"""Save and load a fitted layered atlas (:class:`~t2l_core.nla.fit.FittedNLA`) as one safetensors file.
 
 Tensors: ``model.*`` (atlas parameters) and ``frames_u8`` [T,3,H,W] (the original frames, needed to blend
 edits). Metadata: format tag, atlas config (frame size/count, uv scale, grid sizes), fit config, atlas
@@ -13,10 +13,10 @@ from typing import Optional
 
 import torch
 
-from .atlas import AtlasConfig, LayeredAtlas
-from .atlas_render import AtlasBBox
-from .device import resolve_device
-from .nla_fit import FittedNLA
+from .atlas_model import AtlasConfig, LayeredAtlas
+from .render import AtlasBBox
+from ..device import resolve_device
+from .fit import FittedNLA
 
 FORMAT = "t2l-nla"
 FORMAT_VERSION = "1"
@@ -53,7 +53,7 @@ def save_nla(nla: FittedNLA, path: str) -> str:
 
 def read_nla_header(path: str) -> dict:
     """Metadata of an atlas file (frames, height, width, psnr, ...), without loading tensors."""
-    from .safetensors_files import read_metadata
+    from ..io.safetensors_files import read_metadata
 
     meta = read_metadata(path, "atlas", "Fit the atlas again (Fit Layered Atlas + Save Atlas, or the nla command).")
     if meta.get("format") != FORMAT:

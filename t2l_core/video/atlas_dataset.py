@@ -34,10 +34,10 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 
-from .atlas import LayeredAtlas
-from .atlas_render import AtlasBBox, discretise_atlas, frame_alpha, frame_uv
-from .generator import MIN_SIZE
-from .seeding import forked_rng, randint, uniform
+from ..nla.atlas_model import LayeredAtlas
+from ..nla.render import AtlasBBox, discretise_atlas, frame_alpha, frame_uv
+from ..edit.generator import MIN_SIZE
+from ..seeding import forked_rng, randint, uniform
 
 LAYER_NAMES = {"fg": "fg", "foreground": "fg", "bg": "bg", "background": "bg"}
 

@@ -33,22 +33,22 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import __version__
-from .checkpoint_files import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
+from .. import __version__
+from ..checkpoint import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
                                resumed_note, stale_note)
-from .clip_views import IMAGE_FILL, ViewConfig, structure_view
-from .compositing import composite
-from .edit_layer import RESOLUTIONS, EditLayer, LayerOutput
-from .edit_objective import LossWeights, TextBanks, edit_objective
-from .fast_path import (AUTOCAST_MODES, EditRuntime, autocast_dtype, backward_deferred, deferred_output,
+from ..edit.views import IMAGE_FILL, ViewConfig, structure_view
+from ..edit.compositing import composite
+from ..edit.layer import RESOLUTIONS, EditLayer, LayerOutput
+from ..edit.objective import LossWeights, TextBanks, edit_objective
+from ..runtime.fast_path import (AUTOCAST_MODES, EditRuntime, autocast_dtype, backward_deferred, deferred_output,
                         free_cuda_memory, thread_scope)
-from .generator import GeneratorConfig, build_generator
+from ..edit.generator import GeneratorConfig, build_generator
 from .internal_dataset import DatasetConfig, InternalDataset, working_image
-from .losses import bootstrap_weight
-from .input_checks import require_finite
-from .progress import Hooks, cancel_inside, losses_to_floats
-from .seeding import make_generator
-from .templates import as_prompt_list
+from ..edit.losses import bootstrap_weight
+from ..io.input_checks import require_finite
+from ..progress import Hooks, cancel_inside, losses_to_floats
+from ..seeding import make_generator
+from ..clip.templates import as_prompt_list
 
 CHECKPOINT_FORMAT = "t2l_edit_checkpoint/1"
 # settings that change only how a step is computed: a checkpoint made with one value resumes with another
@@ -473,7 +473,7 @@ def _save_if_finite(ckpt: Optional[Path], gen: torch.nn.Module, opt: torch.optim
 
 def _relevancy(clip, images: torch.Tensor, config: EditConfig, size: tuple[int, int]) -> torch.Tensor:
     """Relevancy of ``config.roi_text`` on ``images`` ``[1,3,h,w]`` -> ``[1,*size]`` in 0..1 (no grad)."""
-    from .relevancy import relevancy_map  # the lead's module; imported lazily
+    from ..clip.relevancy import relevancy_map  # the lead's module; imported lazily
 
     r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.relevancy_layers,
                       size=size, check_size=False)

@@ -15,8 +15,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .clip_model import ClipModel
-from .input_checks import require_finite
+from .model import ClipModel
+from ..io.input_checks import require_finite
 from .templates import as_prompt_list
 
 
@@ -38,8 +38,8 @@ def _block_with_attention(blk: torch.nn.Module, x: torch.Tensor) -> tuple[torch.
 
 def min_relevancy_side(clip: ClipModel) -> int:
     """The shortest image side a relevancy map is computed for: the one Train Edit Layer accepts
-    (:data:`~t2l_core.internal_dataset.MIN_INPUT_SIDE`), and at least one CLIP patch."""
-    from .internal_dataset import MIN_INPUT_SIDE
+    (:data:`~t2l_core.image.internal_dataset.MIN_INPUT_SIDE`), and at least one CLIP patch."""
+    from ..image.internal_dataset import MIN_INPUT_SIDE
 
     return max(MIN_INPUT_SIDE, clip.patch_size)
 

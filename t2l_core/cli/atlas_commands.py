@@ -48,10 +48,10 @@ def register(subparsers) -> None:
 
 
 def run_nla(args) -> int:
-    from ..nla_fit import NLAFitConfig, fit_nla
-    from ..nla_io import save_nla
+    from ..nla.fit import NLAFitConfig, fit_nla
+    from ..nla.atlas_files import save_nla
     from ..progress import Hooks, console_phase_printer, console_printer
-    from ..video_io import read_frames, read_masks, write_rgba
+    from ..io.video_files import read_frames, read_masks, write_rgba
 
     if not args.out.endswith(".safetensors"):
         raise ValueError(f"--out must end with .safetensors, got '{args.out}'")
@@ -86,10 +86,10 @@ def run_nla(args) -> int:
 
 
 def run_render(args) -> int:
-    from ..atlas_render import AtlasEdit, frame_edit_to_atlas, render_edits
-    from ..nla_io import load_nla
+    from ..nla.render import AtlasEdit, frame_edit_to_atlas, render_edits
+    from ..nla.atlas_files import load_nla
     from ..progress import Hooks, console_phase_printer
-    from ..video_io import read_frames, read_rgba, write_frames
+    from ..io.video_files import read_frames, read_rgba, write_frames
 
     frames = read_frames(args.frames) if args.frames else None
     nla = load_nla(args.atlas, device=args.device, frames=frames)

@@ -17,8 +17,8 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 
-from .generator import MIN_SIZE
-from .seeding import forked_rng, randint, uniform
+from ..edit.generator import MIN_SIZE
+from ..seeding import forked_rng, randint, uniform
 
 MIN_INPUT_SIDE = 32  # smaller images are refused (upscaling them 4x+ produces nothing useful)
 

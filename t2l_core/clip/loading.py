@@ -23,8 +23,8 @@ from typing import Sequence
 
 import torch
 
-from .clip_model import ClipModel
-from .device import resolve_device, resolve_dtype
+from .model import ClipModel
+from ..device import resolve_device, resolve_dtype
 
 FORMAT_KEY = "t2l_format"
 FORMAT_NAME = "open_clip-v1"
@@ -113,7 +113,7 @@ def read_state_dict(path: str | Path, select_hint: str = "") -> tuple[dict, dict
     suffix = path.suffix.lower()
     remedy = "Download or convert the weights again" + (f", {select_hint}" if select_hint else "") + "."
     if suffix in (".safetensors", ".sft"):
-        from .safetensors_files import read_tensors
+        from ..io.safetensors_files import read_tensors
 
         return read_tensors(path, "CLIP weights", remedy)
     if path.is_file() and path.stat().st_size == 0:
@@ -243,7 +243,7 @@ def read_file_info(path: str | Path) -> dict:
     if path.suffix.lower() in (".safetensors", ".sft"):
         from safetensors import safe_open
 
-        from .safetensors_files import read_metadata
+        from ..io.safetensors_files import read_metadata
 
         meta = read_metadata(path, "CLIP weights")
         with safe_open(str(path), framework="pt") as f:
@@ -258,7 +258,7 @@ def check_weights_file(path: str | Path, select_hint: str = "") -> None:
     path = Path(path)
     remedy = "Download or convert the weights again" + (f", {select_hint}" if select_hint else "") + "."
     if path.suffix.lower() in (".safetensors", ".sft"):
-        from .safetensors_files import read_metadata
+        from ..io.safetensors_files import read_metadata
 
         read_metadata(path, "CLIP weights", remedy)
     elif path.is_file() and path.stat().st_size == 0:

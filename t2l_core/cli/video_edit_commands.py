@@ -18,13 +18,13 @@ from .edit_commands import add_prompt_arguments
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..edit_layer import EditLayer
-    from ..nla_io import load_nla
+    from ..edit.layer import EditLayer
+    from ..nla.atlas_files import load_nla
     from ..progress import Hooks, console_phase_printer, console_printer
-    from ..train_video import (VideoEditConfig, atlas_edit_from_layer, default_video_checkpoint_path,
+    from ..video.training import (VideoEditConfig, atlas_edit_from_layer, default_video_checkpoint_path,
                                train_video_edit_layer)
-    from ..video_dataset import layer_key
-    from ..video_io import read_frames, write_frames, write_rgba
+    from ..video.atlas_dataset import layer_key
+    from ..io.video_files import read_frames, write_frames, write_rgba
 
     layer = layer_key(args.layer)
     config = VideoEditConfig(

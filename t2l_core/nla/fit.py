@@ -1,11 +1,11 @@
 """Fitting a layered atlas to a video: random pixel batches streamed from the frames, Adam, NLA losses.
 
 Entry point: :func:`fit_nla`. Frames are kept once in fp16 ([T,3,H,W], 2 bytes per value), flow in fp16
-(:mod:`t2l_core.optical_flow`); each step gathers only the sampled pixels, so memory does not grow with
+(:mod:`t2l_core.nla.optical_flow`); each step gathers only the sampled pixels, so memory does not grow with
 per-pixel features. Cancellation (``hooks.check_cancel`` raising) or an error saves a resumable safetensors
 checkpoint first and re-raises; ``resume=True`` continues from it when it belongs to the same run. A
 non-finite loss stops the fit before its backward pass, with the last good state saved. A finished fit
-removes its checkpoint and flow cache unless ``keep_checkpoint`` (:mod:`t2l_core.checkpoint_files`).
+removes its checkpoint and flow cache unless ``keep_checkpoint`` (:mod:`t2l_core.checkpoint`).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import nla_losses as L
-from .atlas import AtlasConfig, LayeredAtlas, frame_pixel_grid
-from .device import resolve_device
+from . import losses as L
+from .atlas_model import AtlasConfig, LayeredAtlas, frame_pixel_grid
+from ..device import resolve_device
 from .optical_flow import VideoFlow, compute_video_flow, frames_fingerprint, load_flow, make_flow_estimator, save_flow
-from .checkpoint_files import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
+from ..checkpoint import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
                                resumed_note, stale_note)
-from .input_checks import require_finite
-from .progress import Hooks, losses_to_floats
+from ..io.input_checks import require_finite
+from ..progress import Hooks, losses_to_floats
 
 CODE_VERSION = "nla-1"
 
@@ -99,7 +99,7 @@ class FittedNLA:
         """{layer: [3,Ha,Wa]} discretised atlas colour images over :attr:`bboxes` (0..1).
 
         ``on_progress(done, total)`` is called after each chunk of texels of all layers together."""
-        from .atlas_render import CHUNK, discretise_atlas
+        from .render import CHUNK, discretise_atlas
 
         chunks = {layer: -(-bbox.height * bbox.width // CHUNK) for layer, bbox in self.bboxes.items()}
         total, done, out = sum(chunks.values()), 0, {}
@@ -683,7 +683,7 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     extents: dict = {}
     rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=hooks.phase_callback("reconstruction (frames)"))
     u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    from .atlas_render import bbox_from_extent
+    from .render import bbox_from_extent
 
     bboxes = {layer: bbox_from_extent(model, layer, extents[layer], cfg.atlas_resolution) for layer in model.layers()}
     return FittedNLA(model=model, frames_u8=u8, fit_config=cfg.to_dict(), psnr=p, steps=step,
