@@ -1,17 +1,170 @@
-"""One rule for every resumable run (image edits, atlas edits, atlas fits): its checkpoint exists to survive a
-cancel or a crash. It is written when a run stops early, used only by a run with exactly the same result
-key (inputs, settings, target iterations, CLIP), and removed when the run finishes unless the caller asks
-to keep it. A checkpoint of other inputs is never used: the run starts over and replaces it."""
+"""Checkpoints of every resumable job (image edits, atlas edits, atlas fits): one file format, one key rule.
+
+A checkpoint exists to survive a cancel or a crash. It is written when a run stops early (and, for atlas fits,
+every ``checkpoint_every`` steps), used only by a run with exactly the same result key (inputs, settings,
+target iterations, CLIP, device class), and removed when the run finishes unless the caller keeps it. A
+checkpoint of other inputs is never used: the run starts over, replaces it, and says so in a note. A file
+that is not a checkpoint of this kind of job is an error that names it.
+
+File: safetensors, written to ``<path>.part`` and renamed into place (a crash never leaves half a file).
+Tensors: the job's state (``gen.*`` or ``model.*``), the optimizer state (``opt.<parameter index>.<name>``
+and ``opt.<name>`` for state not tied to a parameter) and ``rng_state``. Metadata: ``format`` (the tag
+:data:`FORMAT`), ``job``, ``key``, ``step`` and whatever the job adds (settings, history...). Files written
+by earlier versions (tags ``t2l_edit_checkpoint/1`` and ``t2l-nla-checkpoint``) are read as well.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+FORMAT = "t2l-checkpoint"
+FORMAT_VERSION = "1"
+EDIT_JOB = "edit"  # an image edit or an atlas edit (the generator and its MADGRAD state)
+ATLAS_FIT_JOB = "atlas-fit"  # a layered-atlas fit (the atlas model and its Adam state)
+# earlier tags: job -> (format tag, metadata field of the key)
+LEGACY_TAGS = {EDIT_JOB: ("t2l_edit_checkpoint/1", "fingerprint"), ATLAS_FIT_JOB: ("t2l-nla-checkpoint", "key")}
+JOB_NAMES = {EDIT_JOB: "edit", ATLAS_FIT_JOB: "atlas fit"}
 PARTIAL_SUFFIXES = (".part", ".tmp")  # a checkpoint being written (renamed into place when complete)
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A training or fitting loop met a non-finite loss; raised after the last good state was saved."""
+
+
+@dataclass
+class Checkpoint:
+    """What :meth:`CheckpointFile.read` found: the tensors, the metadata and the step they resume at."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, str]
+    step: int
+
+
+class CheckpointFile:
+    """The checkpoint of one run: ``path`` (None = the run keeps none), its ``job`` kind and result ``key``."""
+
+    def __init__(self, path: str | Path | None, job: str, key: str) -> None:
+        if job not in LEGACY_TAGS:
+            raise ValueError(f"unknown checkpoint job '{job}'")
+        self.path = Path(path) if path is not None else None
+        self.job, self.key = job, key
+
+    def write(self, tensors: dict[str, torch.Tensor], step: int, meta: Optional[dict[str, str]] = None) -> Optional[Path]:
+        """Write the state at the start of ``step`` (atomic); returns the path, None when there is none."""
+        if self.path is None:
+            return None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "job": self.job, "key": self.key,
+                  "step": str(int(step)), **(meta or {})}
+        from safetensors.torch import save_file
+
+        part = self.path.with_name(self.path.name + ".part")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(part), metadata=header)
+        part.replace(self.path)
+        return self.path
+
+    def read(self, notes: list[str]) -> Optional[Checkpoint]:
+        """The checkpoint at ``path`` when it belongs to this run; None when there is none or it was made by a run
+        with another key (a note then says it is not used). A file that is not a checkpoint of this job raises
+        ValueError."""
+        if self.path is None or not self.path.is_file():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if _key_of(meta, self.job) is None:
+                raise ValueError(f"{self.path} is not a Text2LIVE {JOB_NAMES[self.job]} checkpoint; "
+                                 "delete it or turn resume off")
+            if _key_of(meta, self.job) != self.key:
+                notes.append(stale_note(self.path))
+                return None
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return Checkpoint(tensors, meta, int(meta["step"]))
+
+    def finish(self, keep: bool, write_final) -> Optional[Path]:
+        """At the end of a run: ``write_final()`` (which writes the final state) when ``keep``, else remove the
+        checkpoint. Returns the kept path or None."""
+        if self.path is None:
+            return None
+        if keep:
+            write_final()
+            return self.path
+        remove_run_file(self.path)
+        return None
+
+
+def _key_of(meta: dict[str, str], job: str) -> Optional[str]:
+    if meta.get("format") == FORMAT:
+        return meta.get("key") if meta.get("job") == job else None
+    tag, field = LEGACY_TAGS[job]
+    if meta.get("format") == tag or (job == ATLAS_FIT_JOB and "format" not in meta and "key" in meta):
+        return meta.get(field)
+    return None
+
+
+# -- optimizer state ---------------------------------------------------------------------------------
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's state as tensors: ``opt.<i>.<name>`` for the i-th parameter (over all groups, in order)
+    and ``opt.<name>`` for state not tied to a parameter (MADGRAD's step count ``k``)."""
+    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    out: dict[str, torch.Tensor] = {}
+    for owner, state in optimizer.state.items():
+        if isinstance(owner, torch.Tensor):
+            for name, value in state.items():
+                out[f"opt.{index[id(owner)]}.{name}"] = torch.as_tensor(value).detach().cpu().reshape(
+                    torch.as_tensor(value).shape or (1,)).contiguous()
+        elif torch.is_tensor(state):
+            out[f"opt.{owner}"] = state.detach().cpu().reshape(-1)
+    return out
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`optimizer_state_tensors` wrote (also the ``opt.<group>.<j>.<name>`` keys of atlas-fit
+    checkpoints of earlier versions). State of a parameter's shape takes the parameter's memory format, so a
+    channels-last generator resumes bit for bit; scalar state (Adam's ``step``) becomes a 0-dim tensor on the
+    parameter's device, MADGRAD's ``k`` a long tensor."""
+    groups = [g["params"] for g in optimizer.param_groups]
+    params = [p for g in groups for p in g]
+    for key, value in tensors.items():
+        if not key.startswith("opt."):
+            continue
+        parts = key.split(".")
+        if len(parts) == 2:
+            optimizer.state[parts[1]] = value.to(torch.long)
+            continue
+        param = groups[int(parts[1])][int(parts[2])] if len(parts) == 4 else params[int(parts[1])]
+        name = parts[-1]
+        if name == "step":
+            optimizer.state[param][name] = torch.tensor(float(value.reshape(-1)[0]), device=param.device)
+        elif value.shape == param.shape:
+            optimizer.state[param][name] = torch.empty_like(param).copy_(value)
+        else:
+            optimizer.state[param][name] = value.to(param.device)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list:
+    """Every tensor in the optimizer's state (for :func:`all_finite`)."""
+    return [v for st in optimizer.state.values() if isinstance(st, dict) for v in st.values() if torch.is_tensor(v)]
+
+
+def all_finite(*tensor_groups) -> bool:
+    """Whether every floating tensor in the given iterables (parameters, optimizer states) is finite."""
+    for group in tensor_groups:
+        for t in group:
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+                return False
+    return True
+
+
+# -- files and messages --------------------------------------------------------------------------------
 
 
 def remove_run_file(path: str | Path | None) -> bool:
@@ -28,19 +181,6 @@ def remove_run_file(path: str | Path | None) -> bool:
     return existed
 
 
-def all_finite(*tensor_groups) -> bool:
-    """Whether every floating tensor in the given iterables (parameters, optimizer states) is finite."""
-    for group in tensor_groups:
-        for t in group:
-            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
-                return False
-    return True
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list:
-    return [v for st in optimizer.state.values() if isinstance(st, dict) for v in st.values() if torch.is_tensor(v)]
-
-
 def stale_note(path: str | Path) -> str:
     return (f"the checkpoint {path} was made by a run with other inputs or settings (image/frames, masks, "
             "prompts, iterations, seed, CLIP weights or precision); it was not used: this run trains from the "
@@ -55,7 +195,3 @@ def nonfinite_message(step: int, terms, saved: Optional[str | Path], hint: str) 
     where = (f"the checkpoint {saved} holds the last good state (step {step - 1})" if saved is not None
              else "no checkpoint was written (the weights themselves were no longer finite)")
     return f"the loss became non-finite at step {step} ({terms}); {where}. {hint}"
-
-
-class NonFiniteLoss(FloatingPointError):
-    """A training or fitting loop met a non-finite loss; raised after the last good state was saved."""
