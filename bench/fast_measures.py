@@ -3,8 +3,8 @@
     python bench/fast_measures.py [--steps 3 --rounds 2 --size 512 --memory-steps 5]
 
 Same configuration as bench/image_step.py (512 px, 16 views, bootstrapping, random ViT-B/32). Paths:
-plain fp32, the fast path with every measure (:class:`t2l_core.runtime.fast_path.FastMeasures`), the fast path
-with one measure off at a time, the default that :func:`t2l_core.runtime.fast_path.default_measures` picks on this
+plain fp32, the fast path with every measure (:class:`t2l_core.runtime.measures.FastMeasures`), the fast path
+with one measure off at a time, the default that :func:`t2l_core.runtime.measures.default_measures` picks on this
 CPU, and ``save_memory``. They run interleaved in one process (order reversed every round, same seeds);
 peak RSS is measured for each path alone in a fresh process (``--memory-steps`` steps, step 0 holds the
 whole image too). Run it once as is and once with the vector ISA limited to AVX2, e.g.
@@ -34,7 +34,7 @@ from report import publish, table  # noqa: E402
 
 from t2l_core.clip.loading import build_random_clip  # noqa: E402
 from t2l_core.edit.objective import TextBanks  # noqa: E402
-from t2l_core.runtime.fast_path import FastMeasures, default_measures, forced_measures  # noqa: E402
+from t2l_core.runtime.measures import FastMeasures, default_measures, forced_measures  # noqa: E402
 from t2l_core.image.training import EditConfig  # noqa: E402
 
 MEASURES = [f.name for f in dataclasses.fields(FastMeasures)]

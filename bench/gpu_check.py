@@ -338,7 +338,7 @@ def _image_config(plan: Plan, iters: int, **overrides):
 
 def _timed_image_run(clip, image, config, device, deadline=None) -> tuple[list[float], float]:
     from memory import peak_gib, reset_peak
-    from t2l_core.image.training import train_edit_layer
+    from t2l_core.api import train_edit_layer
 
     timer = _Timer(device, deadline)
     reset_peak(device)
@@ -364,7 +364,7 @@ def section_image(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[
     # useful work: the plain path's FLOPs of a whole-image step and a crop step
     fs = None
     try:
-        from t2l_core.image.training import train_edit_layer
+        from t2l_core.api import train_edit_layer
 
         with _counting_flops() as counter:
             fs = _FlopSteps(counter)
@@ -410,7 +410,7 @@ def section_image(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[
 
 def _count_syncs(clip, image, plan: Plan) -> int:
     from t2l_core.progress import Hooks
-    from t2l_core.image.training import train_edit_layer
+    from t2l_core.api import train_edit_layer
 
     count = {"on": False, "n": 0}
 
@@ -458,7 +458,8 @@ def section_compile(plan: Plan, rec: Recorder, deadline: float, out_dir: Optiona
 def section_video(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from video_step import fitted_atlas
     from memory import peak_gib, reset_peak
-    from t2l_core.video.training import VideoEditConfig, train_video_edit_layer
+    from t2l_core.video.training import VideoEditConfig
+    from t2l_core.api import train_video_edit_layer
 
     device = torch.device(plan.device)
     t0 = time.perf_counter()

@@ -41,7 +41,8 @@ from report import publish, table  # noqa: E402
 from t2l_core.clip.loading import build_random_clip  # noqa: E402
 from t2l_core.edit.objective import TextBanks  # noqa: E402
 from t2l_core.progress import Hooks  # noqa: E402
-from t2l_core.image.training import EditConfig, train_edit_layer  # noqa: E402
+from t2l_core.image.training import EditConfig  # noqa: E402
+from t2l_core.api import train_edit_layer  # noqa: E402
 
 PROMPTS = dict(prompt="golden astronaut", source_prompt="astronaut", roi_text="astronaut")
 

@@ -26,7 +26,7 @@ import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
 from t2l_core.clip.loading import build_random_clip  # noqa: E402
-from t2l_core.runtime.fast_path import AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_AUTOCAST  # noqa: E402
+from t2l_core.device import AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_AUTOCAST  # noqa: E402
 from t2l_core.edit.generator import GeneratorConfig  # noqa: E402
 from t2l_core.image.internal_dataset import working_image  # noqa: E402
 from t2l_core.runtime.precision_check import AGREEMENT_BOUND, agreement, generator_gradients  # noqa: E402

@@ -67,7 +67,8 @@ def main() -> None:
     report.apply_no_write(a)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    from t2l_core.video.training import VideoEditConfig, train_video_edit_layer
+    from t2l_core.video.training import VideoEditConfig
+    from t2l_core.api import train_video_edit_layer
     device = torch.device(a.device)
     load0 = os.getloadavg()
     print(f"fitting the atlas ({a.frames} frames, {a.fit_iters} steps)...", flush=True)

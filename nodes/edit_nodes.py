@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from ..t2l_core.edit.compositing import composite, on_green_screen, parse_hex_color, solid_background
 from ..t2l_core.edit.layer import EditLayer
-from ..t2l_core.image.training import EditConfig, default_checkpoint_path, train_edit_layer
-from ..t2l_core.video.training import VideoEditConfig, default_video_checkpoint_path, train_video_edit_layer
+from ..t2l_core.image.training import EditConfig, default_checkpoint_path
+from ..t2l_core.api import train_edit_layer
+from ..t2l_core.video.training import VideoEditConfig, default_video_checkpoint_path
+from ..t2l_core.api import train_video_edit_layer
 from . import comfy_bridge as cb
 
 IMAGE_ITERATIONS = 1000  # the paper's image setting and the iterations widget's default

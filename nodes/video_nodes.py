@@ -174,7 +174,7 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
         return painted
     if painted is not None:
         raise ValueError(f"connect either {layer}_atlas or {layer}_edit_layer, not both")
-    from ..t2l_core.video.training import atlas_edit_from_layer
+    from ..t2l_core.api import atlas_edit_from_layer
 
     seen = len(edit_layer.notes)
     hooks = cb.make_hooks()

@@ -15,8 +15,26 @@ from .edit.layer import EditLayer, LayerOutput
 from .nla.fit import FittedNLA, NLAFitConfig, fit_nla
 from .nla.atlas_files import load_nla, read_nla_header, save_nla
 from .progress import Cancelled, Hooks
-from .image.training import EditConfig, train_edit_layer
-from .video.training import VideoEditConfig, atlas_edit_from_layer, train_video_edit_layer
+from .image import training as image_training
+from .image.training import EditConfig, EditResult
+from .runtime.edit_runtime import step_runner
+from .video import training as video_training
+from .video.atlas_apply import atlas_edit_from_layer
+from .video.training import VideoEditConfig, VideoEditResult
+
+
+def train_edit_layer(clip, image, config: EditConfig, **options) -> EditResult:
+    """Train an edit layer on one image with the steps computed as ``config``'s speed settings ask (the fast
+    path by default). Arguments and result: :func:`t2l_core.image.training.train_edit_layer`."""
+    options.setdefault("runner", step_runner(clip, config))
+    return image_training.train_edit_layer(clip, image, config, **options)
+
+
+def train_video_edit_layer(clip, nla, config: VideoEditConfig, **options) -> VideoEditResult:
+    """Train an edit layer on an atlas layer with the steps computed as ``config``'s speed settings ask.
+    Arguments and result: :func:`t2l_core.video.training.train_video_edit_layer`."""
+    options.setdefault("runner", step_runner(clip, config))
+    return video_training.train_video_edit_layer(clip, nla, config, **options)
 
 
 def image_edit_config(**settings) -> EditConfig:

@@ -1,6 +1,14 @@
-"""Device and precision selection (CUDA when present, CPU otherwise)."""
+"""Device and precision selection (CUDA when present, CPU otherwise), and what a device does well.
+
+Shared by every part of the core: which device a job runs on, the dtype of CLIP weights, what an autocast
+setting means on a device, how many CPU threads a job uses, and whether channels-last convolutions pay.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import gc
+from typing import Iterator, Optional
 
 import torch
 
@@ -45,3 +53,72 @@ def resolve_dtype(precision: str | torch.dtype, device: torch.device) -> torch.d
     if dtype == torch.float16 and device.type == "cpu":
         raise ValueError("fp16 weights are not supported on CPU; choose 'fp32' or 'bf16' for a CPU device.")
     return dtype
+
+
+# off = fp32 everywhere; *-clip = autocast for the CLIP passes only (generator fp32); bf16/fp16 = both
+AUTOCAST_MODES = ("auto", "off", "bf16", "fp16", "bf16-clip", "fp16-clip")
+# what "auto" means: on CUDA (with bf16 support) CLIP in bf16 and the generator in fp32 with TF32; on CPU fp32
+CUDA_DEFAULT_AUTOCAST = "bf16-clip"
+CPU_DEFAULT_AUTOCAST = "off"
+
+
+def resolve_autocast(mode: str, device: torch.device) -> str:
+    """``mode`` with ``"auto"`` replaced by what it means on ``device``: ``"bf16-clip"`` on a CUDA device that
+    supports bf16, ``"off"`` (fp32) elsewhere."""
+    if mode not in AUTOCAST_MODES:
+        raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got '{mode}'")
+    if mode != "auto":
+        return mode
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return CUDA_DEFAULT_AUTOCAST
+    return CPU_DEFAULT_AUTOCAST
+
+
+def autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of the CLIP image passes for ``mode`` on ``device`` (None = no autocast)."""
+    mode = resolve_autocast(mode, device)
+    if mode == "off":
+        return None
+    if mode.startswith("fp16"):
+        if device.type != "cuda":
+            raise ValueError(f"autocast='{mode}' needs a CUDA device; use 'bf16-clip' or 'off' on CPU")
+        return torch.float16
+    return torch.bfloat16
+
+
+def generator_autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of the generator for ``mode`` on ``device``: only ``"bf16"``/``"fp16"`` autocast it."""
+    return autocast_dtype(mode, device) if resolve_autocast(mode, device) in ("bf16", "fp16") else None
+
+
+def channels_last_pays(device: torch.device | str = "cpu") -> bool:
+    """Whether the generator runs faster in channels-last layout on ``device``.
+
+    On CUDA, yes (cuDNN's NHWC kernels). On a CPU only where PyTorch dispatches AVX-512 kernels: there the
+    layout is as fast or faster (bench/RESULTS.md), while on AVX2-only CPUs oneDNN's channels-last
+    convolution backward made a 512 px step ~1.25x slower than the standard layout.
+    """
+    if torch.device(device).type != "cpu":
+        return True
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
+@contextlib.contextmanager
+def thread_scope(threads: int = 0) -> Iterator[None]:
+    """Use ``threads`` intra-op threads inside the block (0 = leave the user's/torch's setting alone)."""
+    if threads is None or threads <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def free_cuda_memory(device: torch.device) -> None:
+    """Release cached CUDA blocks (before and after a long run); a no-op on CPU."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()

@@ -26,8 +26,9 @@ from t2l_core.edit.layer import EditLayer  # noqa: E402
 from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E402
 from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 from t2l_core.nla.optical_flow import make_flow_estimator, pyramid_lk_flow  # noqa: E402
-from t2l_core.image.training import train_edit_layer  # noqa: E402
-from t2l_core.video.training import VideoEditConfig, train_video_edit_layer  # noqa: E402
+from t2l_core.api import train_edit_layer  # noqa: E402
+from t2l_core.video.training import VideoEditConfig  # noqa: E402
+from t2l_core.api import train_video_edit_layer  # noqa: E402
 
 pytestmark = pytest.mark.device
 

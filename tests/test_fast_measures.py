@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from _edit_helpers import tiny_config
-from t2l_core.runtime.fast_path import EditRuntime, FastMeasures, channels_last_pays, default_measures, forced_measures
+from t2l_core.device import channels_last_pays
+from t2l_core.runtime.edit_runtime import EditRuntime
+from t2l_core.runtime.measures import FastMeasures, default_measures, forced_measures
 from t2l_core.edit.generator import GeneratorConfig
-from t2l_core.image.training import train_edit_layer
+from t2l_core.api import train_edit_layer
 
 MEASURES = [f.name for f in dataclasses.fields(FastMeasures)]
 

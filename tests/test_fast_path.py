@@ -21,13 +21,14 @@ import torch
 
 from _edit_helpers import tiny_config
 from t2l_core.runtime.fused_clip import FastClipModel, fast_clip
-from t2l_core.runtime.fast_path import autocast_dtype, thread_scope
+from t2l_core.device import autocast_dtype, thread_scope
 from t2l_core.clip.relevancy import relevancy_map
 from t2l_core.edit.objective import TextBanks, edit_objective
 from t2l_core.edit.generator import build_generator
 from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
-from t2l_core.image.training import EditConfig, input_fingerprint, train_edit_layer
+from t2l_core.image.training import EditConfig, input_fingerprint
+from t2l_core.api import train_edit_layer
 
 F64_REL_TOL = 1e-5  # float64 paths; the fp32 loss values they report carry ~1e-7 rounding
 REL_TOL = 1e-4
@@ -154,7 +155,7 @@ def test_end_of_step_returns_freed_heap_pages_to_the_os(tiny_clip):
     import pytest
 
     from t2l_core.runtime.cpu_heap import release_freed_heap
-    from t2l_core.runtime.fast_path import EditRuntime
+    from t2l_core.runtime.edit_runtime import EditRuntime
 
     if not release_freed_heap():
         pytest.skip("not glibc")

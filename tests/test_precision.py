@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
 from t2l_core.cli.edit_commands import PRECISIONS
-from t2l_core.runtime.fast_path import (AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_AUTOCAST, autocast_dtype,
-                                generator_autocast_dtype, resolve_autocast)
+from t2l_core.device import (AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_AUTOCAST, autocast_dtype,
+                             generator_autocast_dtype, resolve_autocast)
 from t2l_core.runtime.precision_check import AGREEMENT_BOUND, agreement, generator_gradients
 
 CPU_MODES = [m for m in AUTOCAST_MODES if m not in ("auto", "off") and not m.startswith("fp16")]

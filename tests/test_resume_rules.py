@@ -15,13 +15,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _edit_helpers import tiny_config  # noqa: E402
 from synthetic_video import make_synthetic_video  # noqa: E402
 
-import t2l_core.image.training as train_image  # noqa: E402
+import t2l_core.edit.training_loop as training_loop  # noqa: E402
 from t2l_core.checkpoint import NonFiniteLoss  # noqa: E402
 from t2l_core.clip.loading import build_tiny_clip  # noqa: E402
 from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 from t2l_core.nla.optical_flow import compute_video_flow, make_flow_estimator  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
-from t2l_core.image.training import default_checkpoint_path, input_fingerprint, train_edit_layer  # noqa: E402
+from t2l_core.image.training import default_checkpoint_path, input_fingerprint  # noqa: E402
+from t2l_core.api import train_edit_layer  # noqa: E402
 
 
 def _edit(clip, image, hooks=None, **kw):
@@ -101,20 +102,20 @@ def test_cancel_from_the_progress_callback_resumes_bit_for_bit(tiny_clip, astron
 def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, astronaut, tmp_path, monkeypatch):
     ckpt = tmp_path / "edit.safetensors"
     full = _edit(tiny_clip, astronaut, iters=4)
-    real = train_image.edit_objective
+    real = training_loop.opacity_terms
     calls = {"n": 0}
 
     def nan_at_third_step(*args, **kwargs):
-        total, terms = real(*args, **kwargs)
+        terms = real(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 3:
-            terms = {**terms, "total": terms["total"] * float("nan")}
-        return total, terms
+            terms = {**terms, "sparsity": terms["sparsity"] * float("nan")}
+        return terms
 
-    monkeypatch.setattr(train_image, "edit_objective", nan_at_third_step)
+    monkeypatch.setattr(training_loop, "opacity_terms", nan_at_third_step)
     with pytest.raises(NonFiniteLoss, match="non-finite at step 3.*last good state \\(step 2\\)"):
         _edit(tiny_clip, astronaut, iters=4, checkpoint_path=ckpt)
-    monkeypatch.setattr(train_image, "edit_objective", real)
+    monkeypatch.setattr(training_loop, "opacity_terms", real)
     resumed = _edit(tiny_clip, astronaut, iters=4, checkpoint_path=ckpt, resume=True)
     assert resumed.resumed_from == 2
     _same(resumed, full)

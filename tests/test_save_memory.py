@@ -13,7 +13,7 @@ import torch
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
 from t2l_core.edit.objective import TextBanks, edit_objective
-from t2l_core.runtime.fast_path import EditRuntime
+from t2l_core.runtime.edit_runtime import EditRuntime
 from t2l_core.edit.generator import build_generator
 from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
@@ -28,7 +28,7 @@ def _losses_and_grads(clip, image, save_memory: bool):
     assert rt.clip.checkpoint_blocks is save_memory
     gen = rt.prepare(build_generator(SMALL_GENERATOR, seed=3).double())
     assert gen.recompute_top is save_memory
-    generate = rt.wrap(gen)
+    generate = rt.forward
     x = working_image(image, config.size).double()
     crop = x[..., :, 2:131].flip(-1).contiguous()  # two examples of different sizes, as on a full-image step
     inputs = [crop, x]
@@ -60,11 +60,11 @@ def test_no_recomputation_without_gradients_or_on_the_plain_path(tiny_clip):
     rt = EditRuntime(tiny_clip, fast=False, save_memory=True)
     assert rt.save_memory is False and rt.clip is tiny_clip  # the plain fp32 reference path stays as it is
     gen = build_generator(SMALL_GENERATOR, seed=0)
-    gen.recompute_top = True
+    gen.set_recompute(top=True)
     x = torch.rand(1, 3, 129, 129)
     with torch.no_grad():
         a = gen(x)
-    gen.recompute_top = False
+    gen.set_recompute(top=False)
     with torch.no_grad():
         b = gen(x)
     assert torch.equal(a, b)
@@ -86,7 +86,7 @@ def test_recomputed_tails_give_the_same_output_and_gradients():
     x = torch.rand(1, 3, 131, 150, generator=torch.Generator().manual_seed(4))
     plain = build_generator(SMALL_GENERATOR, seed=2)
     lean = build_generator(SMALL_GENERATOR, seed=2)
-    lean.recompute_tails = True
+    lean.set_recompute(tails=True)
     assert lean.recompute_tails and not plain.recompute_tails and len(lean.levels()) == SMALL_GENERATOR.num_scales
     ref, ref_grads = _output_and_grads(plain, x)
     out, grads = _output_and_grads(lean, x)

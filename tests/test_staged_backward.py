@@ -1,8 +1,7 @@
 """Staged backward (fast path): the same gradients as one backward pass, fewer activations alive.
 
-``edit_objective(staged_backward=True)`` back-propagates each CLIP pass as soon as it is computed, and the
-training loop regenerates the whole-image example for its own backward pass (``deferred_output`` /
-``backward_deferred``). Only summation order differs from ``total.backward()``, so losses and parameter
+``EditRuntime.backward`` back-propagates each CLIP pass as soon as it is computed, and regenerates the
+whole-image example for its own backward pass (``deferred_output`` / ``backward_deferred``). Only summation order differs from ``total.backward()``, so losses and parameter
 gradients agree to float rounding (1e-5 relative here, with CLIP and the generator in float64 so the
 rounding does not depend on the CPU), while the largest amount of saved activations
 alive at one time is lower.
@@ -10,13 +9,17 @@ alive at one time is lower.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
-from t2l_core.edit.objective import TextBanks, edit_objective
-from t2l_core.runtime.fast_path import EditRuntime, backward_deferred, deferred_output
+from t2l_core.edit.objective import TextBanks, opacity_terms, plan_objective
+from t2l_core.progress import losses_to_floats
+from t2l_core.runtime.edit_runtime import EditRuntime
+from t2l_core.runtime.measures import default_measures
+from t2l_core.runtime.staged_backward import backward_deferred, deferred_output
 from t2l_core.edit.generator import build_generator
 from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
@@ -54,26 +57,26 @@ class SavedBytes:
 
 
 def _step(clip, image, staged: bool, tracker: SavedBytes | None = None):
-    """One full-image step (crop + whole image) of the fast path; returns its loss terms and gradients."""
+    """One full-image step (crop + whole image) of the fast path, with or without the staged backward;
+    returns its loss terms and gradients."""
     config = tiny_config(roi_text="astronaut")
-    rt = EditRuntime(clip, fast=True)
+    measures = dataclasses.replace(default_measures(torch.device("cpu")), staged_backward=staged)
+    rt = EditRuntime(clip, fast=True, measures=measures)
     gen = rt.prepare(build_generator(SMALL_GENERATOR, seed=3).double())
-    generate = rt.wrap(gen)
     x = working_image(image, config.size).double()
     inputs = [x[..., :, 2:131].flip(-1).contiguous(), x]  # two examples of different sizes
     banks = TextBanks.build(rt.clip, config.prompt, None, config.source_prompt)
     targets = [torch.rand(1, *i.shape[-2:], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
                for i in inputs]
     with tracker.hooks() if tracker else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
-        outs = [generate(inputs[0])] + [deferred_output(generate, i) if staged else generate(i) for i in inputs[1:]]
-        total, terms = edit_objective(rt.clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks,
-                                      config.view_config(), config.loss_weights(), make_generator(5),
-                                      bootstrap_targets=targets, bootstrap_weight=5.0, staged_backward=staged)
+        outs = [rt.generate(x, deferred=i > 0) for i, x in enumerate(inputs)]
         if staged:
-            assert not total.requires_grad  # already back-propagated: the caller must not do it again
-            backward_deferred(generate, inputs[1:], outs[1:])
-        else:
-            total.backward()
+            assert not outs[1].requires_grad or outs[1].grad_fn is None  # the whole image: no graph kept
+        colors, alphas = [o[:, :3] for o in outs], [o[:, 3:] for o in outs]
+        plan = plan_objective(rt.clip, inputs, colors, alphas, banks, config.view_config(), config.loss_weights(),
+                              make_generator(5))
+        rest = opacity_terms(alphas, config.loss_weights(), targets, 5.0, False)
+        terms = losses_to_floats(rt.backward(plan, rest, alphas[0], lambda: None))
     return terms, {n: p.grad.clone() for n, p in gen.named_parameters()}
 
 

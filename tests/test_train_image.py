@@ -7,7 +7,8 @@ import torch
 
 from t2l_core.edit.layer import EditLayer
 from t2l_core.progress import Cancelled, Hooks
-from t2l_core.image.training import EditConfig, train_edit_layer
+from t2l_core.image.training import EditConfig
+from t2l_core.api import train_edit_layer
 
 from _edit_helpers import tiny_config
 

@@ -21,8 +21,9 @@ from t2l_core.nla.render import AtlasBBox, render_edits  # noqa: E402
 from t2l_core.edit.generator import GeneratorConfig  # noqa: E402
 from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
-from t2l_core.video.training import (VideoEditConfig, atlas_edit_from_layer, atlas_examples, frames_baseline,  # noqa: E402
-                                  train_video_edit_layer)
+from t2l_core.api import train_video_edit_layer  # noqa: E402
+from t2l_core.video.atlas_apply import atlas_edit_from_layer, frames_baseline  # noqa: E402
+from t2l_core.video.training import VideoEditConfig, atlas_examples  # noqa: E402
 from t2l_core.video.atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, mask_boxes, training_bbox  # noqa: E402
 
 GEN = GeneratorConfig(num_scales=5, channels_down=16, channels_up=16)  # min input 33 px
@@ -223,23 +224,23 @@ def test_bad_input_gives_clear_errors(tiny_clip, nla):
 
 
 def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, nla, tmp_path, monkeypatch):
-    import t2l_core.video.training as train_video
+    import t2l_core.edit.training_loop as training_loop
     from t2l_core.checkpoint import NonFiniteLoss
 
     ckpt = tmp_path / "video.safetensors"
     cfg = video_config(layer="bg", iters=3, full_image_every=2)
     full = train_video_edit_layer(tiny_clip, nla, cfg, render=False)
-    real, calls = train_video.edit_objective, {"n": 0}
+    real, calls = training_loop.opacity_terms, {"n": 0}
 
-    def nan_at_second_step(*args, **kwargs):
-        total, terms = real(*args, **kwargs)
+    def inf_at_second_step(*args, **kwargs):
+        terms = real(*args, **kwargs)
         calls["n"] += 1
-        return total, ({**terms, "total": terms["total"] * float("inf")} if calls["n"] == 2 else terms)
+        return {**terms, "sparsity": terms["sparsity"] * float("inf")} if calls["n"] == 2 else terms
 
-    monkeypatch.setattr(train_video, "edit_objective", nan_at_second_step)
+    monkeypatch.setattr(training_loop, "opacity_terms", inf_at_second_step)
     with pytest.raises(NonFiniteLoss, match="non-finite at step 2.*last good state \\(step 1\\)"):
         train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, render=False)
-    monkeypatch.setattr(train_video, "edit_objective", real)
+    monkeypatch.setattr(training_loop, "opacity_terms", real)
     resumed = train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, resume=True, render=False)
     assert resumed.resumed_from == 1 and resumed.history == full.history
     assert torch.equal(resumed.atlas_edit.rgb, full.atlas_edit.rgb)

@@ -12,7 +12,7 @@ from pathlib import Path
 from .clip_commands import add_clip_arguments, clip_from_args
 
 OUTPUT_FILES = ("composite.png", "edit.png", "alpha.png", "greenscreen.png")
-# t2l_core.runtime.fast_path.AUTOCAST_MODES, spelled out so that --help does not import torch (a test keeps them equal)
+# t2l_core.device.AUTOCAST_MODES, spelled out so that --help does not import torch (a test keeps them equal)
 PRECISIONS = ("auto", "off", "bf16", "fp16", "bf16-clip", "fp16-clip")
 RESOLUTIONS = ("working", "native")  # t2l_core.edit.layer.RESOLUTIONS
 
@@ -34,7 +34,8 @@ def _write_outputs(output, out: Path, index: int | None = None) -> list[Path]:
 def _train(args: argparse.Namespace) -> int:
     from ..io.image_files import load_image
     from ..progress import Hooks, console_printer
-    from ..image.training import EditConfig, default_checkpoint_path, train_edit_layer
+    from ..api import train_edit_layer
+    from ..image.training import EditConfig, default_checkpoint_path
 
     image = load_image(args.image)  # RGB [1,3,H,W]; gray/RGBA converted
     config = EditConfig(

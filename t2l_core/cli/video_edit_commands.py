@@ -21,8 +21,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..edit.layer import EditLayer
     from ..nla.atlas_files import load_nla
     from ..progress import Hooks, console_phase_printer, console_printer
-    from ..video.training import (VideoEditConfig, atlas_edit_from_layer, default_video_checkpoint_path,
-                               train_video_edit_layer)
+    from ..api import atlas_edit_from_layer, train_video_edit_layer
+    from ..video.training import VideoEditConfig, default_video_checkpoint_path
     from ..video.atlas_dataset import layer_key
     from ..io.video_files import read_frames, write_frames, write_rgba
 

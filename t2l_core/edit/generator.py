@@ -147,9 +147,11 @@ class SkipGenerator(nn.Module):
         self.body = deeper
         self.head = nn.Conv2d(config.channels_up, config.out_channels, 1, bias=True)
         self.register_buffer("decorrelation", decorrelation_matrix(), persistent=False)
-        # Recompute the full-resolution part (top level's post-concat convs, head, colours, sigmoid) in the
-        # backward pass instead of keeping its activations (more than half of the saved memory); same values.
+        # How the network computes, never what (set through set_recompute / set_memory_layout):
+        # recompute_top: the full-resolution part (top level's post-concat convs, head, colours, sigmoid) is
+        # recomputed in the backward pass instead of keeping its activations (more than half of the saved memory)
         self.recompute_top = False
+        self.channels_last = False  # convolutions in channels-last layout (inputs converted in forward)
 
     @property
     def min_size(self) -> int:
@@ -169,21 +171,45 @@ class SkipGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         top = self.body
         deeper = top.deeper[:-1](x)  # everything below the top level, before the final 2x upsampling
         if self.recompute_top and torch.is_grad_enabled():
             return checkpoint(self._top_output, top.skip(x), deeper, use_reentrant=False)
         return self._top_output(top.skip(x), deeper)
 
+    def set_recompute(self, top: bool = False, tails: bool = False) -> "SkipGenerator":
+        """Recompute activations in the backward pass instead of keeping them (less memory, same values).
+
+        Args:
+            top: the full-resolution part after the top level's concatenation.
+            tails: each level's layers after its 3×3 convolution (BatchNorm, activation, 1×1 convolution).
+        """
+        self.recompute_top = bool(top)
+        for level in self.levels():
+            level.recompute_tail = bool(tails)
+        return self
+
     @property
     def recompute_tails(self) -> bool:
-        """Recompute each level's layers after its 3×3 convolution in the backward pass (less memory)."""
+        """Whether each level's layers after its 3×3 convolution are recomputed in the backward pass."""
         return all(level.recompute_tail for level in self.levels())
 
-    @recompute_tails.setter
-    def recompute_tails(self, on: bool) -> None:
-        for level in self.levels():
-            level.recompute_tail = bool(on)
+    def set_memory_layout(self, channels_last: bool = False, inplace_activations: bool = False) -> "SkipGenerator":
+        """Memory layout of the network (same values up to float summation order); returns ``self``.
+
+        Args:
+            channels_last: convolutions in channels-last layout; inputs are converted in :meth:`forward`.
+            inplace_activations: LeakyReLUs in place. Safe here: each follows a BatchNorm or a convolution,
+                whose backward passes do not need their outputs (autograd's version check would raise
+                otherwise); saves one feature map per activation.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.LeakyReLU):
+                m.inplace = bool(inplace_activations)
+        self.channels_last = bool(channels_last)
+        return self.to(memory_format=torch.channels_last) if channels_last else self
 
     def levels(self) -> list["_Level"]:
         return [m for m in self.modules() if isinstance(m, _Level)]

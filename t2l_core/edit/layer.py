@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .compositing import composite, on_green_screen
-from ..runtime.fast_path import channels_last, channels_last_pays, prepare_module
+from ..device import channels_last_pays
 from .generator import GeneratorConfig, SkipGenerator
 from ..image.internal_dataset import short_side_size
 from .layer_upsampling import guided_upsample
@@ -88,14 +88,14 @@ class EditLayer:
             with torch.inference_mode(False):
                 g = SkipGenerator(self.generator_config)
                 g.load_state_dict(self.state_dict)
-                # the fast path's layout: in-place activations, channels-last convolutions where they pay (same
-                # values up to float summation order; bench/RESULTS.md)
-                layout = channels_last_pays(device)
-                self._cache[key] = prepare_module(g.to(device).requires_grad_(False), layout, inplace_activations=True)
+                # in-place activations, channels-last convolutions where they pay (same values up to float
+                # summation order; bench/RESULTS.md)
+                g = g.to(device).requires_grad_(False)
+                self._cache[key] = g.set_memory_layout(channels_last_pays(device), inplace_activations=True)
         return self._cache[key]
 
     def _generate(self, gen: SkipGenerator, x: torch.Tensor) -> torch.Tensor:
-        return gen(channels_last(x, channels_last_pays(x.device))).contiguous()
+        return gen(x).contiguous()
 
     def working_side(self) -> Optional[int]:
         """Shorter side (px) of the image the layer was trained on (working image or atlas), None if unknown."""

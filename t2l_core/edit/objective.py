@@ -1,12 +1,15 @@
 """The Text2LIVE objective for one training step over a set of (input, colour, opacity) examples.
 
 Shared by image editing (examples = augmented crop [+ full image]) and video editing (examples = atlas
-crops). CLIP work is batched: all output views (composites and green-screen renders) of a step go through
-one ``encode_image`` call per view size with gradients, all input views and structure targets through
-no-grad calls, so a step costs few CLIP forwards.
+crops mapped into frames; paper section 3.2). CLIP work is batched: all output views (composites and
+green-screen renders) of a step go through one ``encode_image`` call per view size with gradients, all
+input views and structure targets through no-grad calls, so a step costs few CLIP forwards.
 
-Total (method notes 1.6):
+Total (paper eq. 1, with the directional term of eq. 3 weighted like the composition term):
     L = λ_comp·(L_comp + L_dir) + λ_screen·L_screen + λ_struct·L_struct + L_sparsity + λ_b(t)·L_boot
+
+A step is planned once (:func:`plan_objective`: randomness, views, targets); its terms are assembled by
+:class:`ObjectivePlan` for all examples at once (:func:`clip_terms`) or pass by pass (:meth:`ObjectivePlan.passes`).
 """
 
 from __future__ import annotations
@@ -95,42 +98,60 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
                    cancel_point: Callable[[], None] = _noop,
                    composites: Optional[Sequence[Optional[torch.Tensor]]] = None,
                    screens: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                   staged_backward: bool = False,
                    defer_report: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its weighted terms for examples ``inputs[e]`` ``[1,3,h,w]`` with generator outputs
-    ``colors[e]`` ``[1,3,h,w]`` and ``alphas[e]`` ``[1,1,h,w]`` (all 0..1).
+    """Total loss (paper eq. 1) and its weighted terms for one step's examples, with one autograd graph.
 
-    ``composites[e]`` / ``screens[e]`` ``[1,3,h,w]`` optionally replace the composite α·C + (1−α)·I and the
-    green-screen render of example e (video: maps rendered in the atlas and sampled into a frame); None
-    entries are computed as usual.
-    ``bootstrap_targets[e]`` ``[1,h',w']`` maps in 0..1 (relevancy or user mask), used when
-    ``bootstrap_weight`` > 0. ``source_tokens[e]`` optionally supplies cached structure targets.
+    Args:
+        inputs: per example the input ``[1,3,h,w]`` in 0..1 (a crop, the whole image, a frame crop).
+        colors, alphas: per example the generator's colour ``[1,3,h,w]`` and opacity ``[1,1,h,w]`` in 0..1.
+        composites, screens: optional per-example ``[1,3,h,w]`` replacing the composite α·C + (1−α)·I and the
+            green-screen render (video: maps rendered in the atlas and sampled into a frame); None entries
+            are computed as usual.
+        bootstrap_targets: per example a ``[1,h',w']`` map in 0..1 (relevancy or user mask), used when
+            ``bootstrap_weight`` > 0.
+        source_tokens: optional cached structure targets per example.
+        defer_report: keep the reported terms as detached 0-dim device tensors (the caller converts them with
+            :func:`t2l_core.progress.losses_to_floats` after the backward pass, one host-device wait a step).
 
-    ``staged_backward``: back-propagate here, CLIP pass by CLIP pass (see :func:`_staged_backward`): the
-    gradients that ``total.backward()`` would give reach the same tensors (up to float summation order),
-    while only one CLIP pass keeps activations at a time. The returned ``total`` is then detached and the
-    caller must not call ``backward`` on it.
-    Returns ``(total, terms)``; ``terms`` holds each weighted term and ``total`` as floats. With
-    ``defer_report`` they stay detached 0-dim tensors on the device, for the caller to convert with
-    :func:`t2l_core.progress.losses_to_floats` after the backward pass (no host-device wait inside the step).
+    Returns:
+        ``(total, terms)``: the total with its graph, and each weighted term plus ``"total"``.
     """
-    plan = _plan(clip, inputs, colors, alphas, banks, views, weights, generator, source_tokens=source_tokens,
-                 augmenter=augmenter, cancel_point=cancel_point, composites=composites, screens=screens)
-    rest = _opacity_terms(alphas, weights, bootstrap_targets, bootstrap_weight, authors_bootstrap_bug)
-    if staged_backward:
-        terms = _staged_backward(clip, plan, rest, cancel_point)
-    else:
-        terms = _clip_terms(clip, plan, cancel_point)
-        terms.update(rest)
-    total = sum(terms.values(), alphas[0].new_zeros(()))
+    plan = plan_objective(clip, inputs, colors, alphas, banks, views, weights, generator,
+                          source_tokens=source_tokens, augmenter=augmenter, cancel_point=cancel_point,
+                          composites=composites, screens=screens)
+    rest = opacity_terms(alphas, weights, bootstrap_targets, bootstrap_weight, authors_bootstrap_bug)
+    terms = clip_terms(clip, plan, cancel_point)
+    terms.update(rest)
+    total, report = total_and_report(terms, alphas[0])
+    return total, (report if defer_report else losses_to_floats(report))
+
+
+def total_and_report(terms: dict[str, torch.Tensor],
+                     like: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The sum of the weighted ``terms`` (accumulated in ``like``'s dtype) and a report of each term (detached)
+    with ``"total"`` last."""
+    total = sum(terms.values(), like.new_zeros(()))
     report = {name: v.detach() for name, v in terms.items()}
     report["total"] = total.detach()
-    return (total.detach() if staged_backward else total), (report if defer_report else losses_to_floats(report))
+    return total, report
 
 
 @dataclass
-class _Plan:
-    """One step's CLIP work, randomness already drawn: view batches (with graph) and their loss targets."""
+class ClipPass:
+    """One CLIP pass of one example: a view batch, which encoder reads it, and the terms of its output."""
+
+    views: torch.Tensor  # [V,3,h,w], with the graph back to the generator
+    encoder: str  # "encode_image" or "image_tokens"
+    terms: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # encoder output -> this example's weighted terms
+
+
+@dataclass
+class ObjectivePlan:
+    """One step's CLIP work with its randomness drawn: view batches (with graph) and their loss targets.
+
+    The loss terms of CLIP outputs are assembled here once, for any subset of the examples: all of them at
+    once (:func:`clip_terms`) or one example's pass at a time (:meth:`passes`, for a staged backward).
+    """
 
     n: int
     comps: list[torch.Tensor]
@@ -144,10 +165,49 @@ class _Plan:
     weights: LossWeights
     views: ViewConfig
 
+    def composition_terms(self, emb: torch.Tensor, examples: Sequence[int]) -> dict[str, torch.Tensor]:
+        """L_comp and L_dir (paper eqs. 2-3) of composite views ``emb`` ``[k,V,D]`` of ``examples``."""
+        w = self.weights
+        emb = emb.float()
+        terms = {"composition": L.composition_loss(emb, self.comp_text.float(), weight=w.composition)}
+        if self.dir_text is not None:
+            source = torch.stack([self.in_emb[e] for e in examples]).float()
+            terms["directional"] = L.directional_loss(emb, source, self.dir_text[0].float(),
+                                                      self.dir_text[1].float(), weight=w.composition)
+        return terms
 
-def _plan(clip, inputs, colors, alphas, banks: TextBanks, views: ViewConfig, weights: LossWeights,
-          generator: torch.Generator, *, source_tokens, augmenter, cancel_point, composites, screens) -> _Plan:
-    """Draw the step's randomness in a fixed order and build every view; encode the no-grad inputs."""
+    def screen_terms(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_screen (paper eq. 4) of green-screen views ``emb`` ``[k,V,D]``."""
+        return {"screen": L.green_screen_loss(emb.float(), self.screen_text.float(), weight=self.weights.screen)}
+
+    def structure_terms(self, tokens: Sequence[torch.Tensor], examples: Sequence[int]) -> dict[str, torch.Tensor]:
+        """L_structure (paper eq. 5) of the composites' tokens against the inputs' of ``examples``."""
+        return {"structure": L.structure_loss([t.float() for t in tokens],
+                                              [self.src_tok[e].float() for e in examples],
+                                              weight=self.weights.structure)}
+
+    def passes(self, e: int) -> list[ClipPass]:
+        """Example ``e``'s CLIP passes, each with the terms of its output (weighted, not yet divided by n)."""
+        out = []
+        if self.comp_views:
+            out.append(ClipPass(self.comp_views[e], "encode_image",
+                                lambda emb: self.composition_terms(emb.unsqueeze(0), [e])))
+        if self.screen_views:
+            out.append(ClipPass(self.screen_views[e], "encode_image", lambda emb: self.screen_terms(emb.unsqueeze(0))))
+        if self.src_tok:
+            out.append(ClipPass(structure_view(self.comps[e], self.views), "image_tokens",
+                                lambda tok: self.structure_terms([tok], [e])))
+        return out
+
+
+def plan_objective(clip, inputs, colors, alphas, banks: TextBanks, views: ViewConfig, weights: LossWeights,
+                   generator: torch.Generator, *, source_tokens=None, augmenter=None, cancel_point=_noop,
+                   composites=None, screens=None) -> ObjectivePlan:
+    """Draw the step's randomness in a fixed order and build every view; encode the no-grad inputs.
+
+    Arguments as in :func:`edit_objective`. Texts are sampled first (composition, direction, screen), then the
+    views of every composite, every green-screen render and every input, so a seed fixes the whole step.
+    """
     n = len(inputs)
     if not (len(colors) == len(alphas) == n) or n == 0:
         raise ValueError(f"edit_objective: {n} inputs, {len(colors)} colours, {len(alphas)} alphas")
@@ -155,41 +215,40 @@ def _plan(clip, inputs, colors, alphas, banks: TextBanks, views: ViewConfig, wei
     given_comp = list(composites) if composites is not None else [None] * n
     given_screen = list(screens) if screens is not None else [None] * n
     comps = [g if g is not None else composite(c, a, x.to(c)) for g, x, c, a in zip(given_comp, inputs, colors, alphas)]
-    use_comp = weights.composition > 0
+    use_comp, use_screen = weights.composition > 0, weights.screen > 0
     use_dir = use_comp and banks.source is not None
-    use_screen = weights.screen > 0
-    use_struct = weights.structure > 0
 
-    # Text sampling first, in a fixed order (reproducibility).
     comp_text = sample_targets(banks.composition, generator) if use_comp else None
     dir_text = sample_directions(banks.composition, banks.source, generator) if use_dir else None
     screen_text = sample_targets(banks.screen, generator) if use_screen else None
 
-    # Views of every output (with grad) and of every input (no grad).
     comp_views = [make_views(c, views, generator, augmenter) for c in comps] if use_comp else []
     screen_views = ([make_views(g if g is not None else on_green_screen(c, a), views, generator, augmenter)
                      for g, c, a in zip(given_screen, colors, alphas)] if use_screen else [])
     in_batches = [make_views(x, views, generator, augmenter) for x in inputs] if use_dir else []
-
     cancel_point()
     with torch.no_grad():
         in_emb = encode_grouped(clip.encode_image, in_batches) if in_batches else []
-        src_tok: list[torch.Tensor] = []
-        if use_struct:
-            cached = list(source_tokens) if source_tokens is not None else [None] * n
-            todo = [i for i in range(n) if cached[i] is None]
-            fresh = encode_grouped(clip.image_tokens, [structure_view(inputs[i], views) for i in todo]) if todo else []
-            for i, t in zip(todo, fresh):
-                cached[i] = t
-            src_tok = cached  # type: ignore[assignment]
+        src_tok = _structure_targets(clip, inputs, views, source_tokens) if weights.structure > 0 else []
     cancel_point()
-    return _Plan(n, comps, comp_views, screen_views, in_emb, src_tok, comp_text, dir_text, screen_text, weights,
-                 views)
+    return ObjectivePlan(n, comps, comp_views, screen_views, in_emb, src_tok, comp_text, dir_text, screen_text,
+                         weights, views)
 
 
-def _opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_weight: float,
-                   authors_bootstrap_bug: bool) -> dict[str, torch.Tensor]:
-    """The terms computed on α alone: sparsity, and bootstrapping when its weight is positive."""
+def _structure_targets(clip, inputs, views: ViewConfig, cached) -> list[torch.Tensor]:
+    """The inputs' structure tokens: the cached ones where given, the rest encoded in one batch per size."""
+    targets = list(cached) if cached is not None else [None] * len(inputs)
+    todo = [i for i in range(len(inputs)) if targets[i] is None]
+    fresh = encode_grouped(clip.image_tokens, [structure_view(inputs[i], views) for i in todo]) if todo else []
+    for i, t in zip(todo, fresh):
+        targets[i] = t
+    return targets
+
+
+def opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_weight: float,
+                  authors_bootstrap_bug: bool) -> dict[str, torch.Tensor]:
+    """The terms computed on α alone: sparsity (paper eq. 6), and bootstrapping (eq. 7) when its weight is
+    positive."""
     terms = {"sparsity": L.sparsity_loss(list(alphas), l1_weight=weights.sparsity_l1, l0_weight=weights.sparsity_l0)}
     if bootstrap_weight > 0 and bootstrap_targets is not None:
         terms["bootstrap"] = L.bootstrap_loss(list(alphas), list(bootstrap_targets), weight=bootstrap_weight,
@@ -197,87 +256,21 @@ def _opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_we
     return terms
 
 
-def _clip_terms(clip, plan: _Plan, cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
+def clip_terms(clip, plan: ObjectivePlan, cancel_point: Callable[[], None] = _noop) -> dict[str, torch.Tensor]:
     """The CLIP terms with one graph: every output view of a size in one ``encode_image`` call."""
-    n, w = plan.n, plan.weights
+    n, every = plan.n, list(range(plan.n))
     out_emb = encode_grouped(clip.encode_image, plan.comp_views + plan.screen_views)
     cancel_point()
-    out_tok = encode_grouped(clip.image_tokens, [structure_view(c, plan.views) for c in plan.comps]) if plan.src_tok else []
+    out_tok = (encode_grouped(clip.image_tokens, [structure_view(c, plan.views) for c in plan.comps])
+               if plan.src_tok else [])
     cancel_point()
     terms: dict[str, torch.Tensor] = {}
     k = 0
     if plan.comp_views:
-        comp_emb = torch.stack(out_emb[:n]).float()
+        terms.update(plan.composition_terms(torch.stack(out_emb[:n]), every))
         k = n
-        terms["composition"] = L.composition_loss(comp_emb, plan.comp_text.float(), weight=w.composition)
-        if plan.dir_text is not None:
-            terms["directional"] = L.directional_loss(comp_emb, torch.stack(plan.in_emb).float(),
-                                                      plan.dir_text[0].float(), plan.dir_text[1].float(),
-                                                      weight=w.composition)
     if plan.screen_views:
-        terms["screen"] = L.green_screen_loss(torch.stack(out_emb[k:k + n]).float(), plan.screen_text.float(),
-                                              weight=w.screen)
+        terms.update(plan.screen_terms(torch.stack(out_emb[k:k + n])))
     if plan.src_tok:
-        terms["structure"] = L.structure_loss([t.float() for t in out_tok], [t.float() for t in plan.src_tok],
-                                              weight=w.structure)
-    return terms
-
-
-def _staged_backward(clip, plan: _Plan, rest: dict[str, torch.Tensor],
-                     cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
-    """Back-propagate the objective one CLIP pass at a time; returns the (detached) weighted terms.
-
-    Every CLIP term is a mean over examples of a per-example term, so example e's share is its own term
-    divided by n. Each share (16 composites' views, 16 green-screen views, 1 structure view) is encoded
-    from a detached copy of its views and back-propagated to that copy at once, which frees the pass's
-    activations before the next one starts. One final backward then carries the view gradients and the
-    opacity terms through the augmentations and composites into the caller's graph (the generator).
-    """
-    n, w = plan.n, plan.weights
-    sums: dict[str, torch.Tensor] = {}
-    roots: list[torch.Tensor] = []
-    grads: list[torch.Tensor] = []
-
-    def run(batch: torch.Tensor, encode, loss_fn) -> None:
-        cancel_point()
-        leaf = batch.detach().requires_grad_(batch.requires_grad)
-        parts = loss_fn(encode(leaf))
-        share = sum(parts.values()) / n
-        if leaf.requires_grad:
-            share.backward()
-            roots.append(batch)
-            grads.append(leaf.grad)
-        for name, v in parts.items():
-            sums[name] = sums.get(name, 0.0) + v.detach() / n
-
-    for e in range(n):
-        if plan.comp_views:
-            def comp_terms(emb: torch.Tensor, e: int = e) -> dict[str, torch.Tensor]:
-                emb = emb.float().unsqueeze(0)
-                parts = {"composition": L.composition_loss(emb, plan.comp_text.float(), weight=w.composition)}
-                if plan.dir_text is not None:
-                    parts["directional"] = L.directional_loss(emb, plan.in_emb[e].float().unsqueeze(0),
-                                                              plan.dir_text[0].float(), plan.dir_text[1].float(),
-                                                              weight=w.composition)
-                return parts
-
-            run(plan.comp_views[e], clip.encode_image, comp_terms)
-        if plan.screen_views:
-            run(plan.screen_views[e], clip.encode_image,
-                lambda emb: {"screen": L.green_screen_loss(emb.float().unsqueeze(0), plan.screen_text.float(),
-                                                            weight=w.screen)})
-        if plan.src_tok:
-            run(structure_view(plan.comps[e], plan.views), clip.image_tokens,
-                lambda tok, e=e: {"structure": L.structure_loss([tok.float()], [plan.src_tok[e].float()],
-                                                                 weight=w.structure)})
-    cancel_point()
-    rest_total = sum(rest.values())
-    if rest_total.requires_grad:
-        roots.append(rest_total)
-        grads.append(torch.ones_like(rest_total))
-    if roots:
-        torch.autograd.backward(roots, grads)
-    order = ("composition", "directional", "screen", "structure")
-    terms = {name: sums[name] for name in order if name in sums}
-    terms.update({name: v.detach() for name, v in rest.items()})
+        terms.update(plan.structure_terms(out_tok, every))
     return terms

@@ -1,4 +1,4 @@
-"""Train an edit layer on one image (paper section 3.1; method notes 1.1-1.8).
+"""Image edits (paper section 3.1): the settings, the examples of a step, and training an edit layer.
 
 Public API::
 
@@ -9,48 +9,38 @@ Public API::
     result.output           # LayerOutput at the input's own resolution (color, alpha, composite, greenscreen)
     result.history          # per-step loss dicts
 
-Each step: sample the internal dataset (an augmented crop, plus the whole working image every 75 steps),
-run the generator once per example (batch size 1), compute :func:`edit_objective`, MADGRAD step, then
-lr ← max(lr_min, lr_decay·lr). All randomness comes from a local generator seeded with ``seed``.
-Cancellation (``hooks.check_cancel`` raising, also between the stages of a step) or an error saves a
-resumable safetensors checkpoint, then re-raises; a non-finite loss stops the run with the last good state
-saved. A finished run removes its checkpoint (``keep_checkpoint`` keeps it); see :mod:`.checkpoint_files`.
+A step's examples (:class:`ImageExamples`) are an augmented crop of the internal dataset, plus the whole
+working image every ``full_image_every`` steps; the loop itself (objective, MADGRAD, checkpoints, cancel) is
+:func:`t2l_core.edit.training_loop.train_generator`, shared with video edits.
 """
-
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-import madgrad
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .. import __version__
-from ..checkpoint import (NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors, remove_run_file,
-                               resumed_note, stale_note)
-from ..edit.views import IMAGE_FILL, ViewConfig, structure_view
-from ..edit.compositing import composite
-from ..edit.layer import RESOLUTIONS, EditLayer, LayerOutput
-from ..edit.objective import LossWeights, TextBanks, edit_objective
-from ..runtime.fast_path import (AUTOCAST_MODES, EditRuntime, autocast_dtype, backward_deferred, deferred_output,
-                        free_cuda_memory, thread_scope)
-from ..edit.generator import GeneratorConfig, build_generator
-from .internal_dataset import DatasetConfig, InternalDataset, working_image
-from ..edit.losses import bootstrap_weight
-from ..io.input_checks import require_finite
-from ..progress import Hooks, cancel_inside, losses_to_floats
-from ..seeding import make_generator
+from ..checkpoint import EDIT_JOB, CheckpointFile
 from ..clip.templates import as_prompt_list
+from ..device import AUTOCAST_MODES, autocast_dtype
+from ..edit.bootstrap import relevancy_target, uses_relevancy
+from ..edit.compositing import composite
+from ..edit.generator import GeneratorConfig, build_generator
+from ..edit.layer import RESOLUTIONS, EditLayer, LayerOutput
+from ..edit.objective import LossWeights, TextBanks
+from ..edit.step_runner import PlainSteps
+from ..edit.training_loop import LoopSettings, StepExamples, train_generator
+from ..edit.views import IMAGE_FILL, ViewConfig, structure_view
+from ..io.input_checks import require_finite
+from ..progress import Hooks
+from .internal_dataset import DatasetConfig, InternalDataset, working_image
 
-CHECKPOINT_FORMAT = "t2l_edit_checkpoint/1"
 # settings that change only how a step is computed: a checkpoint made with one value resumes with another
 RUNTIME_FIELDS = ("fast", "autocast", "threads", "compile", "save_memory")
 
@@ -212,65 +202,11 @@ def default_checkpoint_path(folder: str | Path, image: torch.Tensor, config: Edi
     return Path(folder) / f"edit_{input_fingerprint(image, config, mask, clip)[:16]}.safetensors"
 
 
-# -- checkpoints --------------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    rng_state: torch.Tensor, config: EditConfig, fingerprint: str, history: Sequence[dict]) -> Path:
-    """Write a resumable checkpoint (safetensors): weights, MADGRAD state, RNG state, step, lr, config."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"gen.{k}": v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    params = list(generator.parameters())
-    index = {id(q): i for i, q in enumerate(params)}
-    for q, st in optimizer.state.items():
-        if isinstance(q, torch.Tensor):
-            for name, t in st.items():
-                tensors[f"opt.{index[id(q)]}.{name}"] = t.detach().cpu().contiguous()
-        elif q == "k":
-            tensors["opt.k"] = st.detach().cpu().reshape(-1)
-    tensors["rng_state"] = rng_state.cpu()
-    meta = {
-        "format": CHECKPOINT_FORMAT, "step": str(step), "lr": repr(optimizer.param_groups[0]["lr"]),
-        "config": json.dumps(config.to_dict(), default=str), "fingerprint": fingerprint,
-        "history": json.dumps(list(history)), "version": __version__,
-    }
-    tmp = p.with_name(p.name + ".part")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(p)
-    return p
-
-
-def _load_checkpoint(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     fingerprint: str) -> Optional[tuple[int, torch.Tensor, list[dict]]]:
-    """Restore generator, MADGRAD state and lr from ``path``; returns (step, rng state, history), or None when
-    the checkpoint was made for other inputs or settings (it is then not used)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a Text2LIVE edit checkpoint; delete it or turn resume off")
-        if meta.get("fingerprint") != fingerprint:
-            return None
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    dev = next(generator.parameters()).device
-    generator.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
-    params = list(generator.parameters())
-    for k, v in tensors.items():
-        if k.startswith("opt.") and k != "opt.k":
-            _, i, name = k.split(".", 2)
-            q = params[int(i)]
-            # same memory format as the parameter (channels-last on the fast path): bit-identical resumes
-            optimizer.state[q][name] = torch.empty_like(q).copy_(v) if v.shape == q.shape else v.to(dev)
-    if "opt.k" in tensors:
-        optimizer.state["k"] = tensors["opt.k"].to(torch.long)
-    optimizer.param_groups[0]["lr"] = float(meta["lr"])
-    return int(meta["step"]), tensors["rng_state"], json.loads(meta.get("history", "[]"))
-
-
 # -- training -----------------------------------------------------------------------------------------
 
 
-def _prepare_image(image: torch.Tensor) -> torch.Tensor:
+def prepare_image(image: torch.Tensor) -> torch.Tensor:
+    """One image ``[1,C,H,W]`` or ``[C,H,W]`` with C in 1, 3, 4 -> ``[1,3,H,W]`` fp32 in 0..1 (a copy)."""
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] not in (1, 3, 4):
@@ -285,7 +221,8 @@ def _prepare_image(image: torch.Tensor) -> torch.Tensor:
     return image[:, :3].clamp(0, 1)
 
 
-def _prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional[torch.Tensor]:
+def prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional[torch.Tensor]:
+    """A bootstrap mask ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` of ``image``'s size -> ``[1,1,H,W]`` in 0..1."""
     if mask is None:
         return None
     require_finite(mask, "the bootstrap mask")
@@ -300,181 +237,106 @@ def _prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional
     return m.clamp(0, 1)
 
 
+class ImageExamples:
+    """The examples of an image edit (paper section 3.1): an augmented crop of the working image, plus the
+    whole working image every ``full_image_every`` steps, each through the generator once (batch size 1).
+
+    Args:
+        runner_clip: the CLIP the runner computes with (relevancy targets, the fixed structure target).
+        work: the working image ``[1,3,h,w]`` in 0..1 on the training device.
+        mask: a bootstrap mask ``[1,1,h,w]`` of the working image, or None.
+    """
+
+    def __init__(self, runner_clip, work: torch.Tensor, mask: Optional[torch.Tensor], config: EditConfig) -> None:
+        self.clip, self.work, self.config = runner_clip, work, config
+        self.use_relevancy = mask is None and uses_relevancy(config)
+        if self.use_relevancy and config.relevancy_on == "once":
+            mask = relevancy_target(runner_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
+        self.mask = mask
+        self.dataset = InternalDataset(work, config.dataset_config(), mask=mask)
+        self.views = config.view_config()
+        self._full_tokens: Optional[torch.Tensor] = None  # structure target of the whole image (fixed)
+
+    def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
+        sample = self.dataset.sample(step, rng)
+        pairs = sample.examples()
+        inputs = [x for x, _ in pairs]
+        targets = None
+        if bootstrap_weight > 0 and (self.mask is not None or self.use_relevancy):
+            if self.mask is not None:
+                targets = [m[:, 0] for _, m in pairs]
+            else:  # before the generator runs: the relevancy pass and its activations come and go first
+                targets = [relevancy_target(self.clip, x, self.config, (224, 224)) for x in inputs]
+        # the whole image (2nd example) is an extra example: a runner may regenerate it for its backward pass
+        outs = [runner.generate(x, deferred=i > 0) for i, x in enumerate(inputs)]
+        return StepExamples(inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs],
+                            source_tokens=self._source_tokens(sample.full is not None), bootstrap_targets=targets)
+
+    def _source_tokens(self, has_full: bool) -> Optional[list]:
+        if not (self.config.lambda_structure > 0 and has_full):
+            return None
+        if self._full_tokens is None:
+            with torch.no_grad():
+                self._full_tokens = self.clip.image_tokens(structure_view(self.work, self.views))
+        return [None, self._full_tokens]
+
+    def preview(self, runner) -> torch.Tensor:
+        out = runner.forward(self.work)
+        return composite(out[:, :3], out[:, 3:], self.work)[0].permute(1, 2, 0).cpu()
+
+
 def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Optional[Hooks] = None,
                      bootstrap_mask: Optional[torch.Tensor] = None, checkpoint_path: str | Path | None = None,
                      resume: bool = False, output_size: Optional[int] = None,
                      memory_budget: Optional[int] = None, keep_checkpoint: bool = False,
-                     resolution: str = "working") -> EditResult:
-    """Train an edit layer for ``image`` ``[1,3,H,W]`` (or ``[3,H,W]``; gray/RGBA handled) in 0..1.
+                     resolution: str = "working", runner: Optional[PlainSteps] = None) -> EditResult:
+    """Train an edit layer for ``image`` (paper section 3.1).
 
-    ``bootstrap_mask`` ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` in 0..1 (1 = region to edit) replaces the relevancy
-    map as bootstrap target. ``checkpoint_path``: where a cancel or an error leaves a resumable checkpoint;
-    ``resume`` continues from it when it was made with the same inputs, settings, target ``iters`` and CLIP
-    (another one is not used: the run starts over and replaces it; ``result.notes`` says so). A finished run
-    removes it unless ``keep_checkpoint``. The final layer is rendered at the input's own resolution within
-    ``memory_budget`` bytes: ``resolution="working"`` runs the generator at the working size (what the training
-    previews show) and upsamples the layer guided by the input, ``"native"`` runs it at the input's resolution
-    (:meth:`EditLayer.predict`; ``output_size`` = shorter side to run it at instead); fallbacks taken there are
-    in ``result.notes`` too.
+    Args:
+        image: ``[1,3,H,W]`` (or ``[3,H,W]``; gray/RGBA handled) in 0..1.
+        bootstrap_mask: ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` in 0..1 (1 = region to edit); replaces the relevancy
+            map as bootstrap target.
+        checkpoint_path: where a cancel or an error leaves a resumable checkpoint; ``resume`` continues from it
+            when it was made with the same inputs, settings, target ``iters`` and CLIP (another one is not
+            used: the run starts over and replaces it, and ``result.notes`` says so). A finished run removes it
+            unless ``keep_checkpoint``.
+        output_size, memory_budget, resolution: how the final layer is rendered at the input's resolution
+            (:meth:`EditLayer.render`): ``"working"`` runs the generator at the working size and upsamples the
+            layer guided by the input, ``"native"`` runs it at the input's resolution (``output_size`` = shorter
+            side to run it at instead), within ``memory_budget`` bytes; fallbacks taken are in ``result.notes``.
+        runner: how steps are computed; None = the plain fp32 path (:func:`t2l_core.api.train_edit_layer` picks
+            the runner the config's speed settings ask for).
+
+    Returns:
+        An :class:`EditResult`: the layer, its output at the input's resolution, the loss history.
     """
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
     config.validate()
-    hooks = hooks or Hooks()
-    with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.threads):
-        free_cuda_memory(clip.device)
-        try:
-            return _train(clip, image, config, hooks, bootstrap_mask, checkpoint_path, resume, output_size,
-                          memory_budget, keep_checkpoint, resolution)
-        finally:
-            free_cuda_memory(clip.device)
+    runner = runner or PlainSteps(clip, config.threads)
+    with torch.inference_mode(False), torch.enable_grad(), runner.run_scope():
+        image = prepare_image(image)
+        mask = prepare_mask(bootstrap_mask, image)
+        file = CheckpointFile(checkpoint_path, EDIT_JOB, input_fingerprint(image, config, mask, clip))
+        work = working_image(image, config.size).to(clip.device)
+        work_mask = None if mask is None else F.interpolate(mask.to(clip.device), size=work.shape[-2:],
+                                                            mode="bilinear", align_corners=False, antialias=True)
+        source = ImageExamples(runner.clip, work, work_mask, config)
+        banks = TextBanks.build(runner.clip, config.prompt, config.screen_prompt, config.directional_source())
+        gen = runner.prepare(build_generator(config.generator, device=clip.device, seed=config.seed))
+        run = train_generator(gen, source, LoopSettings.from_config(config, banks), runner, hooks or Hooks(), file,
+                              resume, keep_checkpoint)
+        layer = EditLayer(gen.state_dict(), config.generator, _layer_info(config, run.steps, work, image))
+        output = layer.render(image.to(clip.device), size=output_size, memory_budget=memory_budget,
+                              resolution=resolution)
+    output = LayerOutput(*(t.cpu() for t in (output.color, output.alpha, output.composite, output.greenscreen)))
+    return EditResult(layer=layer, output=output, history=run.history, steps=run.steps,
+                      checkpoint_path=file.path if keep_checkpoint else None, notes=run.notes + layer.notes,
+                      resumed_from=run.resumed_from)
 
 
-def _train(clip, image: torch.Tensor, config: EditConfig, hooks: Hooks, bootstrap_mask: Optional[torch.Tensor],
-           checkpoint_path: str | Path | None, resume: bool, output_size: Optional[int],
-           memory_budget: Optional[int], keep_checkpoint: bool = False, resolution: str = "working") -> EditResult:
-    image = _prepare_image(image)
-    mask = _prepare_mask(bootstrap_mask, image)
-    device = clip.device
-    runtime = EditRuntime.from_config(clip, config)
-    run_clip = runtime.clip  # same weights and text cache; fused image kernels on the fast path
-    fingerprint = input_fingerprint(image, config, mask, clip)
-    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-    notes: list[str] = []
-
-    work = working_image(image, config.size).to(device)
-    work_mask = None
-    if mask is not None:
-        work_mask = F.interpolate(mask.to(device), size=work.shape[-2:], mode="bilinear", align_corners=False,
-                                  antialias=True)
-    use_relevancy = mask is None and bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
-    if use_relevancy and config.relevancy_on == "once":
-        work_mask = _relevancy(run_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
-    banks = TextBanks.build(run_clip, config.prompt, config.screen_prompt, config.directional_source())
-    gen = runtime.prepare(build_generator(config.generator, device=device, seed=config.seed))
-    generate = runtime.wrap(gen)  # channels-last input, autocast where it pays, fp32 output
-    staged = runtime.staged_backward  # fast path: back-propagate pass by pass (less memory, same gradients)
-    opt = madgrad.MADGRAD(gen.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
-    rng = make_generator(config.seed)
-    start, history = _resume(ckpt, resume, gen, opt, rng, fingerprint, config.iters, notes)
-    dataset = InternalDataset(work, config.dataset_config(), mask=work_mask)
-    views, weights = config.view_config(), config.loss_weights()
-    augmenter = runtime.augmenter(views)
-    boot_steps = config.bootstrap_steps if config.bootstrap_steps is not None else config.iters
-    full_tokens: Optional[torch.Tensor] = None  # structure target of the whole working image (fixed)
-
-    def preview() -> torch.Tensor:
-        out = generate(work)
-        return composite(out[:, :3], out[:, 3:], work)[0].permute(1, 2, 0).cpu()
-
-    done = start  # finished steps; rng_state = the RNG at the start of step ``done`` (what a resume repeats)
-    rng_state = rng.get_state()
-    try:
-        # cancel within a layer, not a step; on the fast path freed activations go back to the OS at once
-        with cancel_inside(hooks.check_cancel, gen, run_clip.visual), runtime.heap_scope():
-            for step in range(start, config.iters):
-                hooks.cancel_point()
-                sample = dataset.sample(step, rng)
-                examples = sample.examples()
-                inputs = [x for x, _ in examples]
-                bw = bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=boot_steps,
-                                      schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
-                targets = None
-                if bw > 0 and (work_mask is not None or use_relevancy):
-                    if work_mask is not None:
-                        targets = [m[:, 0] for _, m in examples]
-                    else:  # before the generator runs: the relevancy pass and its activations come and go first
-                        targets = [_relevancy(run_clip, x, config, (224, 224)) for x in inputs]
-                # fast path: the whole image (2nd example) is generated without a graph here and again with one
-                # after the objective's staged backward, so one example's activations are kept at a time
-                outs = [generate(x) if i == 0 or not staged else deferred_output(generate, x)
-                        for i, x in enumerate(inputs)]
-                src_tokens = None
-                if config.lambda_structure > 0 and sample.full is not None:
-                    if full_tokens is None:
-                        with torch.no_grad():
-                            full_tokens = run_clip.image_tokens(structure_view(work, views))
-                    src_tokens = [None, full_tokens]
-                opt.zero_grad(set_to_none=True)
-                total, terms = edit_objective(
-                    run_clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks, views, weights, rng,
-                    bootstrap_targets=targets, bootstrap_weight=bw, source_tokens=src_tokens, augmenter=augmenter,
-                    authors_bootstrap_bug=config.authors_bootstrap_bug, cancel_point=hooks.cancel_point,
-                    staged_backward=staged, defer_report=True)
-                if staged:
-                    backward_deferred(generate, inputs[1:], outs[1:], hooks.cancel_point)
-                else:
-                    total.backward()
-                terms = losses_to_floats(terms)  # the step's one device-to-host transfer, after its backward
-                if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
-                    saved = _save_if_finite(ckpt, gen, opt, done, rng_state, config, fingerprint, history[:done])
-                    raise NonFiniteLoss(nonfinite_message(
-                        step + 1, terms, saved, "Lower the learning rate or the loss weights."))
-                hooks.cancel_point()
-                opt.step()
-                opt.param_groups[0]["lr"] = max(config.lr_min, config.lr_decay * opt.param_groups[0]["lr"])
-                terms["lr"] = opt.param_groups[0]["lr"]
-                if targets is not None:
-                    terms["bootstrap_weight"] = bw
-                history.append(terms)
-                runtime.end_step()
-                # a cancel raised by the progress callback (ComfyUI checks it there) comes after this step's update
-                done, rng_state = step + 1, rng.get_state()
-                hooks.step(step + 1, config.iters, terms, preview)
-    except NonFiniteLoss:
-        raise
-    except BaseException:
-        if ckpt is not None:
-            save_checkpoint(ckpt, gen, opt, done, rng_state, config, fingerprint, history[:done])
-        raise
-    step = done
-    if ckpt is not None and keep_checkpoint:
-        save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
-    else:
-        remove_run_file(ckpt)
-
-    info = {"prompt": as_prompt_list(config.prompt), "steps": step, "seed": config.seed, "size": config.size,
+def _layer_info(config: EditConfig, steps: int, work: torch.Tensor, image: torch.Tensor) -> dict:
+    """What a saved layer records about its training."""
+    return {"prompt": as_prompt_list(config.prompt), "steps": steps, "seed": config.seed, "size": config.size,
             "working_size": list(work.shape[-2:]), "input_size": list(image.shape[-2:]),
             "config": json.loads(json.dumps(config.to_dict(), default=str)), "version": __version__}
-    layer = EditLayer(gen.state_dict(), config.generator, info)
-    output = layer.render(image.to(device), size=output_size, memory_budget=memory_budget, resolution=resolution)
-    output = LayerOutput(*(t.cpu() for t in (output.color, output.alpha, output.composite, output.greenscreen)))
-    notes += layer.notes
-    return EditResult(layer=layer, output=output, history=history, steps=step,
-                      checkpoint_path=ckpt if keep_checkpoint else None, notes=notes, resumed_from=start)
-
-
-def _resume(ckpt: Optional[Path], resume: bool, gen: torch.nn.Module, opt: torch.optim.Optimizer,
-            rng: torch.Generator, fingerprint: str, iters: int, notes: list[str]) -> tuple[int, list[dict]]:
-    """(first step, history) from the checkpoint when it belongs to this run; (0, []) otherwise (with a note
-    when a checkpoint of another run was found there)."""
-    if not (resume and ckpt is not None and ckpt.is_file()):
-        return 0, []
-    loaded = _load_checkpoint(ckpt, gen, opt, fingerprint)
-    if loaded is None:
-        notes.append(stale_note(ckpt))
-        return 0, []
-    start, rng_state, history = loaded
-    rng.set_state(rng_state)
-    if start > 0:
-        notes.append(resumed_note(ckpt, start, iters))
-    return start, history
-
-
-def _save_if_finite(ckpt: Optional[Path], gen: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
-                    rng_state: torch.Tensor, config: EditConfig, fingerprint: str,
-                    history: Sequence[dict]) -> Optional[Path]:
-    """Save the state at the start of ``step`` when it is finite (the last good state); None otherwise."""
-    if ckpt is None or not all_finite(gen.parameters(), gen.buffers(), optimizer_tensors(opt)):
-        return None
-    return save_checkpoint(ckpt, gen, opt, step, rng_state, config, fingerprint, history)
-
-
-def _relevancy(clip, images: torch.Tensor, config: EditConfig, size: tuple[int, int]) -> torch.Tensor:
-    """Relevancy of ``config.roi_text`` on ``images`` ``[1,3,h,w]`` -> ``[1,*size]`` in 0..1 (no grad)."""
-    from ..clip.relevancy import relevancy_map  # the lead's module; imported lazily
-
-    r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.relevancy_layers,
-                      size=size, check_size=False)
-    return r.detach()

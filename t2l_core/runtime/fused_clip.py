@@ -9,7 +9,7 @@ text cache) whose image passes differ only in how they are computed:
 * attention written out as one QKV projection on ``[B·T, C]`` rows, ``scaled_dot_product_attention`` on
   batch-first heads and the output projection, instead of ``nn.MultiheadAttention`` (which, with gradients
   on, falls back to batched ``bmm`` projections and several layout copies);
-* optional autocast (bf16 on CUDA by default, see :mod:`t2l_core.runtime.fast_path`; on CPU only when asked: it is slower
+* optional autocast (bf16 on CUDA by default, see :mod:`t2l_core.runtime.precision`; on CPU only when asked: it is slower
   on CPUs without AMX);
 * optional activation checkpointing (``checkpoint_blocks``): with gradients on, each residual block keeps
   only its input and recomputes its activations in the backward pass (same values, less memory).

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..edit.objective import TextBanks, edit_objective
-from .fast_path import EditRuntime
 from ..edit.generator import GeneratorConfig, build_generator
+from ..edit.objective import TextBanks, edit_objective
 from ..seeding import make_generator
+from .edit_runtime import EditRuntime
 
 AGREEMENT_BOUND = {"cosine": 0.99, "min_tensor_cosine": 0.95}
 NEGLIGIBLE = 1e-4  # tensors with a gradient norm below this share of the largest are rounding noise
@@ -47,14 +47,13 @@ def generator_gradients(clip, image: torch.Tensor, config, mode: str, generator:
     """Gradients of one step of the edit objective w.r.t. a freshly initialised generator's weights.
 
     ``image`` ``[1,3,H,W]`` 0..1; ``config`` an :class:`~t2l_core.image.training.EditConfig` (prompts, views,
-    weights); ``mode`` an autocast mode of :mod:`t2l_core.runtime.fast_path` (fast path).
+    weights); ``mode`` one of :data:`t2l_core.device.AUTOCAST_MODES` (fast path).
     """
     rt = EditRuntime(clip, fast=True, autocast_mode=mode)
     gen = rt.prepare(build_generator(generator, device=clip.device, seed=weights_seed))
-    generate = rt.wrap(gen)
     x = image.to(clip.device)
-    with rt.heap_scope():
-        out = generate(x)
+    with rt.loop_scope():
+        out = rt.forward(x)
         banks = TextBanks.build(rt.clip, config.prompt, config.screen_prompt, config.directional_source())
         total, _ = edit_objective(rt.clip, [x], [out[:, :3]], [out[:, 3:]], banks, config.view_config(),
                                   config.loss_weights(), make_generator(views_seed))

@@ -1,0 +1,93 @@
+"""How a training step computes its passes: the plain fp32 way, and the interface faster ways implement.
+
+The training loop (:mod:`t2l_core.edit.training_loop`) says *what* a step computes (sample, generate,
+objective, backward, update); a step runner says *how*: which CLIP object runs the passes, how the
+generator is called, how the objective is back-propagated. :class:`PlainSteps` is the reference: one
+autograd graph per step, fp32, the standard memory layout. The fast path
+(:class:`t2l_core.runtime.edit_runtime.EditRuntime`) subclasses it and changes only how things are computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import torch
+
+from ..device import free_cuda_memory, thread_scope
+from .objective import ObjectivePlan, clip_terms, total_and_report
+from .views import ViewAugmenter, ViewConfig
+
+
+class PlainSteps:
+    """The plain path: one graph per step, fp32, standard layout.
+
+    Args:
+        clip: the loaded CLIP (:class:`t2l_core.clip.model.ClipModel`) on the training device.
+        threads: CPU threads for the run (0 = leave torch's setting alone).
+    """
+
+    def __init__(self, clip, threads: int = 0) -> None:
+        self.clip = clip
+        self.device = clip.device
+        self.threads = threads
+        self.generator: torch.nn.Module | None = None  # the generator being trained (set by prepare)
+
+    # -- around a run ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def run_scope(self):
+        """Around a whole job: its CPU threads, and cached CUDA blocks released before and after."""
+        with thread_scope(self.threads):
+            free_cuda_memory(self.device)
+            try:
+                yield
+            finally:
+                free_cuda_memory(self.device)
+
+    def loop_scope(self):
+        """Around the training loop (the fast path adds heap and TF32 settings)."""
+        return contextlib.nullcontext()
+
+    # -- the generator --------------------------------------------------------------------------------
+    def prepare(self, generator: torch.nn.Module) -> torch.nn.Module:
+        """Take the generator this runner calls; returns it (the fast path sets its layout and recomputation)."""
+        self.generator = generator
+        return generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The generator on ``x`` ``[B,3,h,w]`` -> ``[B,4,h,w]`` fp32, standard layout."""
+        return self.generator(x).float().contiguous()
+
+    def generate(self, x: torch.Tensor, deferred: bool = False) -> torch.Tensor:
+        """The generator on one example ``x`` ``[1,3,h,w]`` -> RGBA ``[1,4,h,w]`` with its graph.
+
+        ``deferred`` marks an extra example (the whole image or atlas) that a runner may regenerate for its
+        backward pass instead of keeping its activations; the plain path keeps them.
+        """
+        return self.forward(x)
+
+    def augmenter(self, views: ViewConfig) -> ViewAugmenter:
+        """The CLIP-view augmenter (the fast path's ``save_memory`` recomputes its intermediates)."""
+        return ViewAugmenter(views)
+
+    # -- the backward pass ----------------------------------------------------------------------------
+    def backward(self, plan: ObjectivePlan, rest: dict[str, torch.Tensor], like: torch.Tensor,
+                 cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
+        """Back-propagate the objective of ``plan`` plus the opacity terms ``rest`` into the generator.
+
+        Returns:
+            Each weighted term and ``"total"``, detached 0-dim tensors on the device (``like``'s dtype).
+        """
+        terms = clip_terms(self.clip, plan, cancel_point)
+        terms.update(rest)
+        total, report = total_and_report(terms, like)
+        total.backward()
+        return report
+
+    def end_step(self) -> None:
+        """After each step's update (the fast path may return freed memory to the OS)."""
+
+
+def generate_all(runner: PlainSteps, inputs: Sequence[torch.Tensor], deferred_from: int) -> list[torch.Tensor]:
+    """``runner.generate`` on each input; inputs from index ``deferred_from`` on are extra (deferred) examples."""
+    return [runner.generate(x, deferred=i >= deferred_from) for i, x in enumerate(inputs)]

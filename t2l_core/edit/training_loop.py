@@ -1,0 +1,169 @@
+"""The one training loop of an edit layer, for images (paper section 3.1) and videos (section 3.2).
+
+Each step: sample the step's examples (the image or video job builds them and runs the generator on them),
+compute the objective (paper eq. 1), back-propagate, check the loss is finite, take a MADGRAD step and decay
+the learning rate (lr ← max(lr_min, lr_decay·lr)). All randomness comes from one generator seeded with the
+run's seed, so a run is reproducible, and a resumed run equals the uninterrupted one bit for bit.
+
+A cancel (``hooks.check_cancel`` raising, also inside a step) or an error writes a resumable checkpoint,
+then re-raises; a non-finite loss stops the run with the last good state written. A finished run removes its
+checkpoint unless it is kept (:mod:`t2l_core.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol, Sequence
+
+import madgrad
+import torch
+
+from ..checkpoint import CheckpointFile, NonFiniteLoss, nonfinite_message
+from ..progress import Hooks, cancel_inside, losses_to_floats
+from ..seeding import make_generator
+from .bootstrap import bootstrap_schedule
+from .objective import LossWeights, TextBanks, opacity_terms, plan_objective
+from .step_runner import PlainSteps
+from .training_state import read_state, write_if_finite, write_state
+from .views import ViewAugmenter, ViewConfig
+
+
+@dataclass
+class StepExamples:
+    """One step's examples, each ``[1,C,h,w]`` in 0..1: the inputs and the generator's colour and opacity.
+
+    ``composites``/``screens``: per example a composite / green-screen render that replaces the one computed
+    from the colour and opacity (None entries: computed). ``source_tokens``: cached structure targets.
+    ``bootstrap_targets``: per example a ``[1,h,w]`` map in 0..1 when this step bootstraps the opacity.
+    """
+
+    inputs: list[torch.Tensor]
+    colors: list[torch.Tensor]
+    alphas: list[torch.Tensor]
+    composites: Optional[list[Optional[torch.Tensor]]] = None
+    screens: Optional[list[Optional[torch.Tensor]]] = None
+    source_tokens: Optional[list[Optional[torch.Tensor]]] = None
+    bootstrap_targets: Optional[list[torch.Tensor]] = None
+
+
+class ExampleSource(Protocol):
+    """What an image or a video edit gives the loop: its examples and a preview."""
+
+    def examples(self, step: int, rng: torch.Generator, runner: PlainSteps, bootstrap_weight: float) -> StepExamples:
+        """Sample step ``step``'s examples with ``rng`` and run the generator on them through ``runner``."""
+
+    def preview(self, runner: PlainSteps) -> torch.Tensor:
+        """The current edit on the whole input, ``[H,W,3]`` in 0..1 (no grad)."""
+
+
+@dataclass
+class LoopSettings:
+    """The loop's settings: steps, seed, optimizer (MADGRAD), objective and opacity bootstrapping."""
+
+    iters: int
+    seed: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    lr_decay: float
+    lr_min: float
+    banks: TextBanks
+    views: ViewConfig
+    weights: LossWeights
+    bootstrap_weight: Callable[[int], float]  # step -> λ_b(t) (paper eq. 7)
+    authors_bootstrap_bug: bool = False
+    settings: dict = field(default_factory=dict)  # the flat settings stored with a checkpoint
+
+    @classmethod
+    def from_config(cls, config, banks: TextBanks) -> "LoopSettings":
+        """The loop's settings from an image or video edit config and its encoded text banks."""
+        return cls(iters=config.iters, seed=config.seed, lr=config.lr, momentum=config.momentum,
+                   weight_decay=config.weight_decay, lr_decay=config.lr_decay, lr_min=config.lr_min, banks=banks,
+                   views=config.view_config(), weights=config.loss_weights(),
+                   bootstrap_weight=bootstrap_schedule(config), authors_bootstrap_bug=config.authors_bootstrap_bug,
+                   settings=config.to_dict())
+
+
+@dataclass
+class LoopResult:
+    """The trained generator's history: per-step losses, steps done, steps taken from a checkpoint, notes."""
+
+    history: list[dict]
+    steps: int
+    resumed_from: int
+    notes: list[str]
+
+
+def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: LoopSettings, runner: PlainSteps,
+                    hooks: Hooks, checkpoint: CheckpointFile, resume: bool = False,
+                    keep_checkpoint: bool = False) -> LoopResult:
+    """Train ``generator`` (prepared by ``runner``) on ``source``'s examples for ``loop.iters`` steps."""
+    opt = madgrad.MADGRAD(generator.parameters(), lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
+    rng = make_generator(loop.seed)
+    notes: list[str] = []
+    start, history = read_state(checkpoint, resume, generator, opt, rng, loop.iters, notes)
+    state = _RunState(done=start, rng_state=rng.get_state())
+
+    def write(history_now: Sequence[dict]):
+        return write_state(checkpoint, generator, opt, state.done, state.rng_state, loop.settings, history_now)
+
+    try:
+        # cancel within a layer, not only between steps
+        with cancel_inside(hooks.check_cancel, generator, runner.clip.visual), runner.loop_scope():
+            augmenter = runner.augmenter(loop.views)
+            for step in range(start, loop.iters):
+                terms, bootstrap = _step(step, source, loop, runner, augmenter, opt, rng, hooks)
+                if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
+                    saved = write_if_finite(checkpoint, generator, opt, state.done, state.rng_state, loop.settings,
+                                            history[:state.done])
+                    raise NonFiniteLoss(nonfinite_message(step + 1, terms, saved,
+                                                          "Lower the learning rate or the loss weights."))
+                hooks.cancel_point()
+                terms["lr"] = _update(opt, loop)
+                if bootstrap is not None:
+                    terms["bootstrap_weight"] = bootstrap
+                history.append(terms)
+                runner.end_step()
+                # a cancel raised by the progress callback (ComfyUI checks it there) comes after this step's update
+                state.done, state.rng_state = step + 1, rng.get_state()
+                hooks.step(step + 1, loop.iters, terms, lambda: source.preview(runner))
+    except NonFiniteLoss:
+        raise
+    except BaseException:
+        write(history[:state.done])
+        raise
+    checkpoint.finish(keep_checkpoint, lambda: write(history))
+    return LoopResult(history, state.done, start, notes)
+
+
+@dataclass
+class _RunState:
+    done: int  # finished steps
+    rng_state: torch.Tensor  # the RNG at the start of step ``done`` (what a resume repeats)
+
+
+def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSteps, augmenter: ViewAugmenter,
+          opt: torch.optim.Optimizer, rng: torch.Generator, hooks: Hooks) -> tuple[dict, Optional[float]]:
+    """Sample, generate, objective, backward for step ``step`` (the update is not applied yet).
+
+    Returns:
+        The weighted loss terms and ``"total"`` as floats, and the bootstrap weight when the step bootstrapped.
+    """
+    hooks.cancel_point()
+    bw = loop.bootstrap_weight(step)
+    ex = source.examples(step, rng, runner, bw)
+    opt.zero_grad(set_to_none=True)
+    plan = plan_objective(runner.clip, ex.inputs, ex.colors, ex.alphas, loop.banks, loop.views, loop.weights, rng,
+                          source_tokens=ex.source_tokens, augmenter=augmenter,
+                          cancel_point=hooks.cancel_point, composites=ex.composites, screens=ex.screens)
+    rest = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, bw, loop.authors_bootstrap_bug)
+    terms = losses_to_floats(runner.backward(plan, rest, ex.alphas[0], hooks.cancel_point))  # one device sync
+    return terms, (bw if ex.bootstrap_targets is not None else None)
+
+
+def _update(opt: torch.optim.Optimizer, loop: LoopSettings) -> float:
+    """The MADGRAD step, then the learning-rate decay; returns the new learning rate."""
+    opt.step()
+    opt.param_groups[0]["lr"] = max(loop.lr_min, loop.lr_decay * opt.param_groups[0]["lr"])
+    return opt.param_groups[0]["lr"]

@@ -1,0 +1,128 @@
+"""The fast path of a training step: the plain step's arithmetic, computed faster and in less memory.
+
+:class:`EditRuntime` is a :class:`t2l_core.edit.step_runner.PlainSteps` whose passes use the measures of
+:class:`t2l_core.runtime.measures.FastMeasures`: channels-last convolutions, the fused CLIP image kernels
+(:mod:`t2l_core.runtime.fused_clip`), autocast only where the hardware gains from it
+(:mod:`t2l_core.runtime.precision`), a staged backward (:mod:`t2l_core.runtime.staged_backward`), the
+generator's cheap layers recomputed in the backward pass, and freed CPU memory handed back at once
+(:mod:`t2l_core.runtime.cpu_heap`). :func:`step_runner` picks the runner a job's settings ask for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Optional
+
+import torch
+
+from ..device import autocast_dtype, generator_autocast_dtype
+from ..edit.objective import ObjectivePlan, total_and_report
+from ..edit.step_runner import PlainSteps
+from ..edit.views import ViewAugmenter, ViewConfig
+from .cpu_heap import mmap_threshold_scope, release_freed_heap
+from .fused_clip import fast_clip
+from .measures import _FORCED_MEASURES, FastMeasures, default_measures
+from .precision import autocast, tf32_scope
+from .staged_backward import backward_deferred, deferred_output, staged_objective_backward
+
+
+class EditRuntime(PlainSteps):
+    """How a training loop runs its CLIP and generator passes on the fast path.
+
+    Args:
+        clip: the loaded CLIP on the training device.
+        fast: False gives the plain path's computation (every measure off, no autocast).
+        autocast_mode: one of :data:`t2l_core.device.AUTOCAST_MODES`.
+        compile: ``torch.compile`` the generator (experimental).
+        save_memory: every memory measure on, plus activation checkpointing of the CLIP blocks, the
+            generator's full-resolution part and the view augmentations (less memory, slower steps).
+        measures: the measures one by one (benchmarks); None = :func:`default_measures` for the device.
+        threads: CPU threads for the run (0 = leave torch's setting alone).
+    """
+
+    def __init__(self, clip, fast: bool = True, autocast_mode: str = "auto", compile: bool = False,
+                 save_memory: bool = False, measures: Optional[FastMeasures] = None, threads: int = 0) -> None:
+        super().__init__(clip, threads)
+        self.fast = bool(fast)
+        self.save_memory = self.fast and bool(save_memory)
+        if not self.fast:
+            measures = FastMeasures.none()
+        elif measures is None:
+            measures = _FORCED_MEASURES.get() or default_measures(self.device, self.save_memory)
+        self.measures = measures
+        self.clip_amp = autocast_dtype(autocast_mode, self.device) if self.fast else None  # CLIP image passes
+        self.amp = generator_autocast_dtype(autocast_mode, self.device) if self.fast else None  # generator
+        # TF32 on CUDA where the generator stays fp32 by default ("auto"): ~fp32 gradients, tensor-core speed
+        self.tf32 = self.fast and autocast_mode == "auto"
+        if measures.fused_clip or self.clip_amp is not None or self.save_memory:
+            self.clip = fast_clip(clip, self.clip_amp, checkpoint_blocks=self.save_memory)
+        self.compile = self.fast and bool(compile)
+        self.staged_backward = measures.staged_backward
+        on_cpu = self.device.type == "cpu"
+        self.mmap_large_blocks = measures.mmap_large_blocks and on_cpu
+        self.trim_heap = measures.trim_heap and on_cpu
+        self._call: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._deferred: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @classmethod
+    def from_config(cls, clip, config) -> "EditRuntime":
+        """The runtime a config's speed settings ask for (``fast``, ``autocast``, ``compile``, ``save_memory``,
+        ``threads``)."""
+        return cls(clip, config.fast, config.autocast, config.compile, config.save_memory, threads=config.threads)
+
+    def prepare(self, generator: torch.nn.Module) -> torch.nn.Module:
+        generator.set_recompute(top=self.save_memory, tails=self.measures.recompute_tails)
+        generator.set_memory_layout(self.measures.channels_last, self.measures.inplace_activations)
+        super().prepare(generator)
+        self._call = torch.compile(generator, dynamic=True) if self.compile else generator
+        return generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp):
+            # back to the standard layout: the loss side (crops, resizes, warps, CLIP) is faster on it
+            return self._call(x).float().contiguous()
+
+    def generate(self, x: torch.Tensor, deferred: bool = False) -> torch.Tensor:
+        """As the plain path; with the staged backward a ``deferred`` example is generated without a graph and
+        regenerated for its backward pass (:func:`deferred_output`)."""
+        if not (deferred and self.staged_backward):
+            return self.forward(x)
+        out = deferred_output(self.forward, x)
+        self._deferred.append((x, out))
+        return out
+
+    def augmenter(self, views: ViewConfig) -> ViewAugmenter:
+        """The CLIP-view augmenter; with ``save_memory`` it recomputes its intermediates in the backward pass.
+
+        (Not on the plain fast path: with the staged backward the augmentations' intermediates are gone before
+        the generator's backward pass, where the peak is, so redoing kornia's warps and colour jitter, ~0.1 s
+        per 16 views on a CPU, would buy nothing there.)
+        """
+        return ViewAugmenter(views, recompute=self.save_memory)
+
+    def loop_scope(self):
+        """Around the training loop (CPU): large freed blocks go straight back to the OS
+        (:func:`mmap_threshold_scope`); on CUDA with ``autocast="auto"`` TF32 is allowed (:func:`tf32_scope`)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(mmap_threshold_scope(enabled=self.mmap_large_blocks))
+        stack.enter_context(tf32_scope(self.device, self.tf32))
+        return stack
+
+    def backward(self, plan: ObjectivePlan, rest: dict[str, torch.Tensor], like: torch.Tensor,
+                 cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
+        if not self.staged_backward:
+            return super().backward(plan, rest, like, cancel_point)
+        deferred, self._deferred = self._deferred, []
+        terms = staged_objective_backward(self.clip, plan, rest, cancel_point)
+        backward_deferred(self.forward, [x for x, _ in deferred], [o for _, o in deferred], cancel_point)
+        return total_and_report(terms, like)[1]
+
+    def end_step(self) -> None:
+        """After each step (CPU, ``trim_heap``): give the heap pages freed during the step back to the OS."""
+        if self.trim_heap:
+            release_freed_heap()
+
+
+def step_runner(clip, config) -> EditRuntime:
+    """The step runner for a job's speed settings (``config.fast`` False gives the plain computation)."""
+    return EditRuntime.from_config(clip, config)

@@ -1,0 +1,39 @@
+"""Autocast and TF32 contexts for the fast path (what a precision setting means: :mod:`t2l_core.device`).
+
+Precision (``autocast``): the generator's gradients must agree with fp32 ones (tests/test_precision.py,
+bench/RESULTS.md). bf16 autocast of the generator does not (its BatchNorm-normalised 7-scale stack loses
+the gradient's direction at initialisation), bf16 autocast of CLIP alone does, as in the authors' code
+(fp32 generator, fp16 CLIP). So ``"auto"`` is ``"bf16-clip"`` on CUDA with TF32 matrix products, and fp32
+on CPU, where bf16 matrix products and convolutions run *slower* than fp32 on CPUs without AMX
+(bench/RESULTS.md). ``"bf16"``/``"fp16"`` autocast the generator too (not a default: they fail the gradient
+agreement); ``"off"`` is plain fp32 everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import torch
+
+
+@contextlib.contextmanager
+def tf32_scope(device: torch.device, enabled: bool) -> Iterator[None]:
+    """Allow TF32 matrix products and convolutions on CUDA inside the block (restored after); a no-op on CPU."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)
+    matmul.fp32_precision, conv.fp32_precision = "tf32", "tf32"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` context for ``dtype``, or an explicitly disabled one when ``dtype`` is None."""
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
