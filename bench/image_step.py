@@ -2,7 +2,7 @@
 
     python bench/image_step.py [--steps 3 --rounds 2 --size 512 --threads 0 --compile --save-memory]
 
-Paper configuration (method notes 1, 7): shorter side 512 (skimage astronaut, 512x512), 16 CLIP views,
+Paper configuration (paper appendices A.2-A.3): shorter side 512 (skimage astronaut, 512x512), 16 CLIP views,
 directional loss on, relevancy bootstrapping on (linear schedule), the 3.1M-parameter generator and a
 CLIP of the ViT-B/32 architecture with random weights (it costs exactly what the real one costs).
 

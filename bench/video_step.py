@@ -2,7 +2,7 @@
 
     python bench/video_step.py [--frames 70 --height 432 --width 768 --steps 3 --rounds 1 --layers fg bg]
 
-Paper configuration (method notes 4, 7): 70 frames at 432x768, 6 CLIP views, the video loss weights
+Paper configuration (paper appendix A.4, supplement section 3): 70 frames at 432x768, 6 CLIP views, the video loss weights
 (:class:`VideoEditConfig` defaults), 3-frame examples + the direct pass, the whole atlas every 75 steps,
 a CLIP of the ViT-B/32 architecture with random weights (same cost as the real one). The atlas is the
 synthetic video of tests/synthetic_video.py (real photographs, known motion, masks) with an NLA fitted for

@@ -1,4 +1,4 @@
-"""Opacity bootstrapping (paper section 3.1, eq. 7): the target maps and the weight λ_b(t) over the steps."""
+"""Opacity bootstrapping (paper section 3.1, eq. 8): the target maps and the weight λ_b(t) over the steps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .losses import bootstrap_weight
 
 
 def bootstrap_schedule(config) -> Callable[[int], float]:
-    """``step -> λ_b(step)`` for an edit config (``lambda_bootstrap``, ``bootstrap_schedule``, ``bootstrap_steps``
+    """``step -> λ_b(step)`` (paper appendix A.3: the bootstrap term is annealed) for an edit config (``lambda_bootstrap``, ``bootstrap_schedule``, ``bootstrap_steps``
     (None = ``iters``), ``bootstrap_min``)."""
     steps = config.bootstrap_steps if config.bootstrap_steps is not None else config.iters
 

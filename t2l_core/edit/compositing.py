@@ -1,4 +1,4 @@
-"""Alpha compositing of an edit layer (method notes 1.2, "Rendering").
+"""Alpha compositing of an edit layer (paper eq. 1).
 
 All tensors are ``[B,C,H,W]`` float in 0..1; α is ``[B,1,H,W]`` (opacity, 1 = edit visible).
 Batches broadcast (a batch of 1 is repeated); spatial sizes must match.

@@ -1,4 +1,4 @@
-"""The edit-layer generator: Deep-Image-Prior "skip" encoder-decoder (method notes 1.2).
+"""The edit-layer generator: Deep-Image-Prior "skip" encoder-decoder (paper appendix A.1).
 
 Input: RGB ``[B,3,H,W]`` in 0..1 (not normalised). Output: ``[B,4,H,W]`` in 0..1, channels 0-2 the edit
 colour C and channel 3 the opacity α. Any ``H,W`` of at least :data:`MIN_SIZE` on one side returns the

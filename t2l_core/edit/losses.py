@@ -1,4 +1,4 @@
-"""Text2LIVE loss terms (method notes 1.6), each a pure function with its weights as named parameters.
+"""Text2LIVE loss terms (paper eqs. 3-8), each a pure function with its weights as named parameters.
 
 Shapes: CLIP embeddings are unnormalised ``[..., D]``; α is ``[B,1,H,W]`` in 0..1. Terms computed over
 several examples (the crop, plus the full image on full-image steps) are averaged over the examples.

@@ -5,7 +5,7 @@ crops mapped into frames; paper section 3.2). CLIP work is batched: all output v
 green-screen renders) of a step go through one ``encode_image`` call per view size with gradients, all
 input views and structure targets through no-grad calls, so a step costs few CLIP forwards.
 
-Total (paper eq. 1, with the directional term of eq. 3 weighted like the composition term):
+Total (paper eqs. 2-3, with L_reg = L_sparsity of eq. 7 and the bootstrap term L_init of eq. 8):
     L = λ_comp·(L_comp + L_dir) + λ_screen·L_screen + λ_struct·L_struct + L_sparsity + λ_b(t)·L_boot
 
 A step is planned once (:func:`plan_objective`: randomness, views, targets); its terms are assembled by
@@ -99,7 +99,7 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
                    composites: Optional[Sequence[Optional[torch.Tensor]]] = None,
                    screens: Optional[Sequence[Optional[torch.Tensor]]] = None,
                    defer_report: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss (paper eq. 1) and its weighted terms for one step's examples, with one autograd graph.
+    """Total loss (paper eq. 2) and its weighted terms for one step's examples, with one autograd graph.
 
     Args:
         inputs: per example the input ``[1,3,h,w]`` in 0..1 (a crop, the whole image, a frame crop).
@@ -166,7 +166,7 @@ class ObjectivePlan:
     views: ViewConfig
 
     def composition_terms(self, emb: torch.Tensor, examples: Sequence[int]) -> dict[str, torch.Tensor]:
-        """L_comp and L_dir (paper eqs. 2-3) of composite views ``emb`` ``[k,V,D]`` of ``examples``."""
+        """L_cos and L_dir of L_comp (paper eq. 3) of composite views ``emb`` ``[k,V,D]`` of ``examples``."""
         w = self.weights
         emb = emb.float()
         terms = {"composition": L.composition_loss(emb, self.comp_text.float(), weight=w.composition)}
@@ -181,7 +181,7 @@ class ObjectivePlan:
         return {"screen": L.green_screen_loss(emb.float(), self.screen_text.float(), weight=self.weights.screen)}
 
     def structure_terms(self, tokens: Sequence[torch.Tensor], examples: Sequence[int]) -> dict[str, torch.Tensor]:
-        """L_structure (paper eq. 5) of the composites' tokens against the inputs' of ``examples``."""
+        """L_structure (paper eqs. 5-6) of the composites' tokens against the inputs' of ``examples``."""
         return {"structure": L.structure_loss([t.float() for t in tokens],
                                               [self.src_tok[e].float() for e in examples],
                                               weight=self.weights.structure)}
@@ -247,8 +247,8 @@ def _structure_targets(clip, inputs, views: ViewConfig, cached) -> list[torch.Te
 
 def opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_weight: float,
                   authors_bootstrap_bug: bool) -> dict[str, torch.Tensor]:
-    """The terms computed on α alone: sparsity (paper eq. 6), and bootstrapping (eq. 7) when its weight is
-    positive."""
+    """The terms computed on α alone: sparsity L_reg (paper eq. 7), and bootstrapping L_init (eq. 8) when its
+    weight is positive."""
     terms = {"sparsity": L.sparsity_loss(list(alphas), l1_weight=weights.sparsity_l1, l0_weight=weights.sparsity_l0)}
     if bootstrap_weight > 0 and bootstrap_targets is not None:
         terms["bootstrap"] = L.bootstrap_loss(list(alphas), list(bootstrap_targets), weight=bootstrap_weight,

@@ -1,4 +1,4 @@
-"""Per-step text augmentation (method notes 1.5-1.6).
+"""Per-step text augmentation (paper appendix A.2, "Text augmentations").
 
 Banks are ``[P*T, D]`` template-expanded embeddings (prompt-major). Each step draws a random-size subset
 with replacement; directional pairs use the same index in the target and source banks, so the template

@@ -1,7 +1,7 @@
 """The one training loop of an edit layer, for images (paper section 3.1) and videos (section 3.2).
 
 Each step: sample the step's examples (the image or video job builds them and runs the generator on them),
-compute the objective (paper eq. 1), back-propagate, check the loss is finite, take a MADGRAD step and decay
+compute the objective (paper eq. 2), back-propagate, check the loss is finite, take a MADGRAD step and decay
 the learning rate (lr ← max(lr_min, lr_decay·lr)). All randomness comes from one generator seeded with the
 run's seed, so a run is reproducible, and a resumed run equals the uninterrupted one bit for bit.
 
@@ -71,7 +71,7 @@ class LoopSettings:
     banks: TextBanks
     views: ViewConfig
     weights: LossWeights
-    bootstrap_weight: Callable[[int], float]  # step -> λ_b(t) (paper eq. 7)
+    bootstrap_weight: Callable[[int], float]  # step -> weight of L_init (paper eq. 8)
     authors_bootstrap_bug: bool = False
     settings: dict = field(default_factory=dict)  # the flat settings stored with a checkpoint
 

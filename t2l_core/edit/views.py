@@ -1,4 +1,4 @@
-"""Augmented CLIP views of an image (method notes 1.4), differentiable w.r.t. the image.
+"""Augmented CLIP views of an image (paper section 3.1 and appendix A.2), differentiable w.r.t. the image.
 
 - View 0: the whole image resized so the shorter side is ``short_side`` and the longer side at most
   ``max_long`` (torchvision ``Resize(size, max_size)`` arithmetic); call it (h0, w0).

@@ -47,7 +47,7 @@ RUNTIME_FIELDS = ("fast", "autocast", "threads", "compile", "save_memory")
 
 @dataclass
 class EditConfig:
-    """Every setting of an image edit, with the authors' effective defaults (method notes 1)."""
+    """Every setting of an image edit, with the authors' defaults (paper appendices A.2-A.3)."""
 
     prompt: str | list[str] = ""  # target/composition prompt(s); newline- or |-separated
     screen_prompt: str | list[str] | None = None  # green-screen prompt(s); None = the target prompt

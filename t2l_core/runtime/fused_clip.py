@@ -27,7 +27,6 @@ rounding (see tests/test_fast_path.py for the tolerance).
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
@@ -98,11 +97,20 @@ def _pools_cls_token(visual: torch.nn.Module) -> bool:
 
 
 class FastClipModel(ClipModel):
-    """A :class:`ClipModel` whose image passes use the fast kernels (create it with :func:`fast_clip`)."""
+    """A :class:`ClipModel` whose image passes use the fast kernels (usually made by :func:`fast_clip`).
 
-    _patch_matrix: Optional[tuple[torch.Tensor, torch.Tensor]]
-    autocast_dtype: Optional[torch.dtype]
-    checkpoint_blocks: bool = False
+    Args:
+        base: the loaded CLIP; the view shares its weights, tokenizer and text cache (``base`` is unchanged).
+        autocast_dtype: run the image passes under autocast in this dtype (None = the model's own dtype).
+        checkpoint_blocks: recompute each block's activations in the backward pass (less memory).
+    """
+
+    def __init__(self, base: ClipModel, autocast_dtype: Optional[torch.dtype] = None,
+                 checkpoint_blocks: bool = False) -> None:
+        self.__dict__.update(base.__dict__)  # a view: the same model, tokenizer and text-cache objects
+        self._patch_matrix: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.autocast_dtype = autocast_dtype
+        self.checkpoint_blocks = bool(checkpoint_blocks)
 
     def _folded_patch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch-embedding matrix ``[3·p·p, width]`` with the normalisation folded in, and its bias."""
@@ -196,16 +204,8 @@ def fast_clip(clip: ClipModel, autocast_dtype: Optional[torch.dtype] = None,
     if isinstance(clip, FastClipModel):
         if clip.autocast_dtype == autocast_dtype and clip.checkpoint_blocks == checkpoint_blocks:
             return clip
-        clip = copy.copy(clip)
-        clip.autocast_dtype = autocast_dtype
-        clip.checkpoint_blocks = bool(checkpoint_blocks)
-        return clip
+        return FastClipModel(clip, autocast_dtype, checkpoint_blocks)
     blocks = getattr(getattr(clip.visual, "transformer", None), "resblocks", None)
     if blocks is None or not hasattr(clip.visual.conv1, "weight") or clip.visual.conv1.stride[0] != clip.patch_size:
         return clip
-    fast = copy.copy(clip)
-    fast.__class__ = FastClipModel
-    fast._patch_matrix = None
-    fast.autocast_dtype = autocast_dtype
-    fast.checkpoint_blocks = bool(checkpoint_blocks)
-    return fast
+    return FastClipModel(clip, autocast_dtype, checkpoint_blocks)

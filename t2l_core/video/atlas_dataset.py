@@ -1,4 +1,4 @@
-"""Training examples for a text-driven atlas edit (method notes 4.3-4.4; SM 3.1).
+"""Training examples for a text-driven atlas edit (paper section 3.2, appendix A.4, eqs. 11-12).
 
 One example = a 3-frame segment (t - k, t, t + k) of the video, a spatial crop in each frame and the atlas
 crop those crops map to:

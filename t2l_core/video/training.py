@@ -52,8 +52,8 @@ from .atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, layer_key
 
 @dataclass
 class VideoEditConfig(EditConfig):
-    """Every setting of a video (atlas) edit: the image settings with the authors' video defaults (4.6)
-    plus the atlas sampling settings (4.4). ``size``/``scale_*`` of the image config are not used."""
+    """Every setting of a video (atlas) edit: the image settings with the authors' video defaults
+    (paper appendix A.4, supplement section 3.1) plus the atlas sampling settings. ``size``/``scale_*`` of the image config are not used."""
 
     layer: str = "fg"                 # "fg" | "bg": the atlas layer to edit (one per run)
     iters: int = 3000
