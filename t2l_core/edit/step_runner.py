@@ -10,7 +10,7 @@ autograd graph per step, fp32, the standard memory layout. The fast path
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
@@ -87,7 +87,3 @@ class PlainSteps:
     def end_step(self) -> None:
         """After each step's update (the fast path may return freed memory to the OS)."""
 
-
-def generate_all(runner: PlainSteps, inputs: Sequence[torch.Tensor], deferred_from: int) -> list[torch.Tensor]:
-    """``runner.generate`` on each input; inputs from index ``deferred_from`` on are extra (deferred) examples."""
-    return [runner.generate(x, deferred=i >= deferred_from) for i, x in enumerate(inputs)]
