@@ -18,7 +18,10 @@ from synthetic_video import make_synthetic_video  # noqa: E402
 from t2l_core.nla import losses as L  # noqa: E402
 from t2l_core.nla.render import (AtlasEdit, frame_alpha, frame_uv, push_frame_edit, render_edits,  # noqa: E402
                                    sample_atlas)
-from t2l_core.nla.fit import NLAFitConfig, fit_nla, load_checkpoint, reconstruct_video  # noqa: E402
+from t2l_core.nla.config import NLAFitConfig  # noqa: E402
+from t2l_core.nla.fit import fit_nla  # noqa: E402
+from t2l_core.nla.fit_checkpoint import fit_checkpoint_file, fit_key, read_fit_state, resume_key  # noqa: E402
+from t2l_core.nla.reconstruction import reconstruct_video  # noqa: E402
 from t2l_core.nla.atlas_files import load_nla, save_nla  # noqa: E402
 from t2l_core.nla.optical_flow import compute_video_flow, find_raft_weights, make_flow_estimator, pyramid_lk_flow, fb_consistency  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
@@ -303,10 +306,10 @@ def test_cancel_leaves_a_checkpoint_that_resumes_identically(tmp_path):
     with pytest.raises(Cancelled):
         fit_nla(v.frames, None, cfg, hooks=hooks, checkpoint_path=ckpt, flow=flow)
     assert os.path.isfile(ckpt)
-    from t2l_core.nla.fit import fit_key, resume_key
-
-    state = load_checkpoint(ckpt, resume_key(fit_key(v.frames, None, cfg), "lk", torch.device("cpu")))
-    assert state is not None and state[1] == 12
+    notes: list = []
+    state = read_fit_state(fit_checkpoint_file(ckpt, resume_key(fit_key(v.frames, None, cfg), "lk", torch.device("cpu"))),
+                           notes)
+    assert state is not None and state.step == 12 and not notes
     steps = []
     resumed = fit_nla(v.frames, None, cfg, hooks=Hooks(on_step=lambda s, n, l, p: steps.append(s)),
                       checkpoint_path=ckpt, resume=True, flow=flow)

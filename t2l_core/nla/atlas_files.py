@@ -16,7 +16,7 @@ import torch
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .render import AtlasBBox
 from ..device import resolve_device
-from .fit import FittedNLA
+from .fitted import FittedNLA
 
 FORMAT = "t2l-nla"
 FORMAT_VERSION = "1"
