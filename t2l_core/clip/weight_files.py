@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..io.safetensors_files import write_tensors
 from .architectures import architecture_config
 from .model import ClipModel
 
@@ -154,11 +155,7 @@ def save_clip(clip: ClipModel, path: str | Path, note: str = "") -> Path:
     Returns:
         The path written.
     """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in clip.model.state_dict().items()}
+    sd = {k: v.detach().to("cpu", torch.float32) for k, v in clip.model.state_dict().items()}
     meta = {
         FORMAT_KEY: FORMAT_NAME,
         "open_clip_config": json.dumps(clip.config),
@@ -166,8 +163,7 @@ def save_clip(clip: ClipModel, path: str | Path, note: str = "") -> Path:
         "pretrained": clip.pretrained or "",
         "note": note,
     }
-    save_file(sd, str(path), metadata=meta)
-    return path
+    return write_tensors(path, sd, meta)
 
 
 def read_file_info(path: str | Path) -> dict:

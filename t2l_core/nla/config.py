@@ -38,7 +38,14 @@ class NLAFitConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "NLAFitConfig":
-        """The config :meth:`to_dict` wrote."""
+        """The config that :meth:`to_dict` wrote.
+
+        Args:
+            d: a dict from :meth:`to_dict` (e.g. a saved atlas's ``fit_config``).
+
+        Returns:
+            The :class:`NLAFitConfig`.
+        """
         d = dict(d)
         weights = NLALossWeights(**d.pop("weights", {}))
         return NLAFitConfig(weights=weights, **d)

@@ -78,8 +78,16 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
 
 
 def fit_optimizer(model: LayeredAtlas, cfg: NLAFitConfig) -> torch.optim.Adam:
-    """The fit's Adam: one parameter group (and learning rate) each for the colour pyramid, the per-frame
-    affine motion, the mapping residual grids and the opacity grids."""
+    """The fit's Adam (betas 0.9, 0.99): one parameter group and learning rate each for the colour pyramid,
+    the per-frame affine motion, the mapping residual grids and the opacity grids.
+
+    Args:
+        model: the atlas.
+        cfg: the learning rates.
+
+    Returns:
+        The optimizer (fused kernels).
+    """
     groups = [{"params": list(model.colour.parameters()), "lr": cfg.lr_colour}]
     maps = [model.map_bg] + ([model.map_fg] if model.map_fg is not None else [])
     groups.append({"params": [m.affine for m in maps], "lr": cfg.lr_affine})

@@ -56,7 +56,15 @@ def resume_key(key: str, flow_estimator: str, device: torch.device) -> str:
 
 
 def fit_checkpoint_file(path: Optional[str], key: str) -> CheckpointFile:
-    """The checkpoint of a fit with resume key ``key`` at ``path`` (None: the fit keeps none)."""
+    """The checkpoint file of a fit.
+
+    Args:
+        path: where it is kept; None when the fit keeps none.
+        key: :func:`resume_key`.
+
+    Returns:
+        A :class:`~t2l_core.checkpoint.CheckpointFile` of job ``atlas-fit``.
+    """
     return CheckpointFile(path, ATLAS_FIT_JOB, key)
 
 
@@ -64,6 +72,14 @@ def write_fit_state(file: CheckpointFile, model: LayeredAtlas, opt: torch.optim.
                     gen: torch.Generator, cfg: NLAFitConfig) -> Optional[Path]:
     """Write the fit's state at the start of ``step``: the atlas (``model.*``), Adam's state, the generator's
     state, and the atlas and fit settings in the metadata.
+
+    Args:
+        file: the fit's checkpoint file.
+        model: the atlas.
+        opt: the fit's Adam.
+        step: the 0-based step the state resumes at.
+        gen: the generator whose state resumes the pixel draws.
+        cfg: the fit's settings.
 
     Returns:
         The checkpoint's path, None when the fit keeps no checkpoint.
@@ -90,6 +106,9 @@ def read_fit_state(file: CheckpointFile, notes: list) -> Optional[FitState]:
     Args:
         file: the fit's checkpoint.
         notes: receives a note when the file belongs to another fit.
+
+    Returns:
+        The :class:`FitState`, or None when there is no checkpoint of this fit.
     """
     found = file.read(notes)
     if found is None:
@@ -98,7 +117,14 @@ def read_fit_state(file: CheckpointFile, notes: list) -> Optional[FitState]:
 
 
 def restore_fit_state(state: FitState, model: LayeredAtlas, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
-    """Load a checkpoint's atlas, Adam state and generator state into a fresh fit (bit for bit)."""
+    """Load a checkpoint's atlas, Adam state and generator state into a fresh fit (bit for bit).
+
+    Args:
+        state: from :func:`read_fit_state`.
+        model: an atlas built from ``state.atlas_config``.
+        opt: its :func:`~t2l_core.nla.fit.fit_optimizer`.
+        gen: the fit's generator.
+    """
     model.load_state_dict({k[6:]: v for k, v in state.tensors.items() if k.startswith("model.")})
     load_optimizer_state(opt, state.tensors)
     gen.set_state(state.tensors["rng_state"])

@@ -60,7 +60,11 @@ def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool, batc
 
 
 def available_ram_bytes() -> Optional[int]:
-    """MemAvailable from /proc/meminfo (Linux), else None."""
+    """The available RAM.
+
+    Returns:
+        Bytes (MemAvailable of /proc/meminfo), None where that is not readable (not Linux).
+    """
     try:
         with open("/proc/meminfo") as f:
             for line in f:

@@ -35,6 +35,7 @@ class PixelBatch:
 
     @property
     def n(self) -> int:
+        """The batch size N."""
         return int(self.t.shape[0])
 
 
@@ -60,6 +61,9 @@ def sample_pixels(frames16: torch.Tensor, n: int, gen: torch.Generator, device: 
         n: pixels per step.
         gen: the fit's CPU generator (draws t, then y, then x).
         device: the model's device.
+
+    Returns:
+        The :class:`PixelBatch`.
     """
     T, _, H, W = frames16.shape
     t = torch.randint(0, T, (n,), generator=gen)
@@ -106,6 +110,9 @@ def flow_matches(flow: VideoFlow, b: PixelBatch, device: torch.device) -> FlowMa
         flow: the video's flow (fp16 [T-1,2,H,W] each way) and consistency masks.
         b: the pixel batch.
         device: the model's device.
+
+    Returns:
+        The :class:`FlowMatches` (points of pixels without a neighbour frame are not valid).
     """
     T, t, y, x = flow.frames, b.t, b.y, b.x
     has_f = t < T - 1
@@ -194,7 +201,14 @@ def add_opacity_terms(terms: dict, model: LayeredAtlas, out: dict, b: PixelBatch
 
 
 def term_weights(w: L.NLALossWeights) -> dict:
-    """The weight of each term in the total (the global rigidity carries its per-layer weight already)."""
+    """The weight of each term in the total.
+
+    Args:
+        w: the fit's loss weights.
+
+    Returns:
+        {term name: weight}; the global rigidity's is 1 (its per-layer weights are applied in the term).
+    """
     return {"rgb": w.rgb, "gradient": w.gradient, "rigidity": w.rigidity, "global_rigidity": 1.0, "flow": w.flow,
             "alpha_flow": w.alpha_flow, "sparsity": w.sparsity, "bootstrap": w.bootstrap,
             "warmup_fg": w.warmup, "warmup_bg": w.warmup}

@@ -27,14 +27,17 @@ class FittedNLA:
 
     @property
     def cfg(self) -> AtlasConfig:
+        """The atlas model's config."""
         return self.model.cfg
 
     @property
     def num_frames(self) -> int:
+        """T, the frames fitted."""
         return self.cfg.frames
 
     @property
     def size(self) -> tuple:
+        """(H, W) of the frames."""
         return (self.cfg.height, self.cfg.width)
 
     def original_frames(self) -> torch.Tensor:

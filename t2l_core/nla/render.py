@@ -1,4 +1,5 @@
-"""Discretised atlases, rendering atlas edits into frames (NLA eq. 15/16) and pushing frame edits into atlases.
+"""Discretised atlases, rendering atlas edits into frames (NLA, Kasten et al. 2021, Sec. 3.4, Eq. 15-16; used
+as Text2LIVE's video renderer, Sec. 3.2) and pushing frame edits into atlases.
 
 Atlas images and their bounding boxes
 -------------------------------------
@@ -38,7 +39,7 @@ class AtlasBBox:
     height: int
 
     def to_grid(self, uv: torch.Tensor) -> torch.Tensor:
-        """uv [...,2] -> grid_sample coordinates [...,2] in [-1,1] (align_corners=False convention)."""
+        """uv [...,2] -> ``grid_sample`` coordinates [...,2], [-1,1] over the bbox (``align_corners=False``)."""
         lo = torch.tensor([self.u0, self.v0], device=uv.device, dtype=uv.dtype)
         hi = torch.tensor([self.u1, self.v1], device=uv.device, dtype=uv.dtype)
         return 2.0 * (uv - lo) / (hi - lo) - 1.0
@@ -60,10 +61,12 @@ class AtlasBBox:
         return torch.stack([uu, vv], dim=-1)
 
     def to_dict(self) -> dict:
+        """Every field as plain JSON values (stored with a saved atlas)."""
         return dict(layer=self.layer, u0=self.u0, v0=self.v0, u1=self.u1, v1=self.v1, width=self.width, height=self.height)
 
     @staticmethod
     def from_dict(d: dict) -> "AtlasBBox":
+        """The bbox that :meth:`to_dict` wrote."""
         return AtlasBBox(**d)
 
 
@@ -78,6 +81,7 @@ class AtlasEdit:
     bbox: AtlasBBox
 
     def rgba(self) -> torch.Tensor:
+        """[4,Ha,Wa] float: rgb then opacity."""
         return torch.cat([self.rgb.float(), self.alpha.float()[None]], dim=0)
 
 
@@ -90,7 +94,17 @@ def _device(model: LayeredAtlas) -> torch.device:
 
 @torch.no_grad()
 def frame_uv(model: LayeredAtlas, t: int, layer: str, crop: Optional[tuple] = None) -> torch.Tensor:
-    """Atlas uv of every pixel of frame t (or of ``crop=(top, left, h, w)``): [h,w,2] (u, v), CPU float32."""
+    """The atlas uv of every pixel of a frame (or a crop).
+
+    Args:
+        model: the atlas.
+        t: the frame index, 0..T-1.
+        layer: "fg" or "bg".
+        crop: None, or (top, left, h, w) in pixels.
+
+    Returns:
+        [h,w,2] (u, v), CPU float32 (fg in [0,1]^2, bg in [-1,0]^2).
+    """
     cfg = model.cfg
     h, w = (crop[2], crop[3]) if crop is not None else (cfg.height, cfg.width)
     dev = _device(model)
@@ -104,7 +118,16 @@ def frame_uv(model: LayeredAtlas, t: int, layer: str, crop: Optional[tuple] = No
 
 @torch.no_grad()
 def frame_alpha(model: LayeredAtlas, t: int, crop: Optional[tuple] = None) -> torch.Tensor:
-    """Foreground opacity of frame t (or a crop): [h,w] in (0,1); zeros for a background-only atlas."""
+    """The foreground opacity of a frame (or a crop).
+
+    Args:
+        model: the atlas.
+        t: the frame index, 0..T-1.
+        crop: None, or (top, left, h, w) in pixels.
+
+    Returns:
+        [h,w] in (0,1), CPU float32; zeros for a background-only atlas.
+    """
     cfg = model.cfg
     h, w = (crop[2], crop[3]) if crop is not None else (cfg.height, cfg.width)
     dev = _device(model)
@@ -117,7 +140,15 @@ def frame_alpha(model: LayeredAtlas, t: int, crop: Optional[tuple] = None) -> to
 
 
 def iter_frame_maps(model: LayeredAtlas, crop: Optional[tuple] = None) -> Iterator[tuple]:
-    """Yield (t, {layer: uv [h,w,2]}, alpha [h,w]) for every frame, one frame at a time."""
+    """Every frame's uv maps and opacity, one frame at a time.
+
+    Args:
+        model: the atlas.
+        crop: None, or (top, left, h, w) in pixels.
+
+    Returns:
+        An iterator of (t, {layer: uv [h,w,2]}, alpha [h,w]).
+    """
     for t in range(model.cfg.frames):
         yield t, {layer: frame_uv(model, t, layer, crop) for layer in model.layers()}, frame_alpha(model, t, crop)
 
@@ -127,9 +158,16 @@ def iter_frame_maps(model: LayeredAtlas, crop: Optional[tuple] = None) -> Iterat
 
 @torch.no_grad()
 def layer_uv_extent(model: LayeredAtlas, layer: str, alpha_threshold: float = 0.05) -> tuple:
-    """(u0, v0, u1, v1): uv bounding box of the pixels a layer shows, over all frames (streamed).
+    """The uv bounding box of the pixels a layer shows, over all frames (streamed).
 
-    Background: every pixel. Foreground: pixels with alpha >= ``alpha_threshold`` (all pixels if none).
+    Args:
+        model: the atlas.
+        layer: "fg" or "bg".
+        alpha_threshold: foreground pixels count from this opacity on (all pixels if none does);
+            background pixels always count.
+
+    Returns:
+        (u0, v0, u1, v1).
     """
     lo = torch.tensor([math.inf, math.inf])
     hi = -lo
@@ -152,14 +190,34 @@ def layer_uv_extent(model: LayeredAtlas, layer: str, alpha_threshold: float = 0.
 
 def make_bbox(model: LayeredAtlas, layer: str, resolution: int = 0, margin_texels: int = 2,
               alpha_threshold: float = 0.05) -> AtlasBBox:
-    """The bbox of a layer's discretised atlas. ``resolution``: long side in texels (0 = native, about one
-    texel per frame pixel). Texels are square; the bbox grows by ``margin_texels`` on every side."""
+    """The bbox of a layer's discretised atlas (square texels).
+
+    Args:
+        model: the atlas.
+        layer: "fg" or "bg".
+        resolution: the long side in texels (0 = native, about one texel per frame pixel).
+        margin_texels: texels added on every side.
+        alpha_threshold: see :func:`layer_uv_extent`.
+
+    Returns:
+        The :class:`AtlasBBox`.
+    """
     return bbox_from_extent(model, layer, layer_uv_extent(model, layer, alpha_threshold), resolution, margin_texels)
 
 
 def bbox_from_extent(model: LayeredAtlas, layer: str, extent_uv: tuple, resolution: int = 0,
                      margin_texels: int = 2) -> AtlasBBox:
-    """:func:`make_bbox` from an already known uv extent (u0, v0, u1, v1)."""
+    """:func:`make_bbox` from an already known uv extent.
+
+    Args:
+        model: the atlas.
+        layer: "fg" or "bg".
+        extent_uv: (u0, v0, u1, v1).
+        resolution, margin_texels: see :func:`make_bbox`.
+
+    Returns:
+        The :class:`AtlasBBox`.
+    """
     u0, v0, u1, v1 = extent_uv
     native = model.cfg.long_side / model.cfg.uv_scale  # texels per uv unit for 1 texel ~ 1 frame pixel
     extent = max(u1 - u0, v1 - v0, 1e-6)
@@ -174,9 +232,16 @@ def bbox_from_extent(model: LayeredAtlas, layer: str, extent_uv: tuple, resoluti
 
 @torch.no_grad()
 def discretise_atlas(model: LayeredAtlas, bbox: AtlasBBox, on_chunk=None) -> torch.Tensor:
-    """Evaluate the atlas colour at every texel centre of ``bbox``: [3, height, width] in 0..1.
+    """Evaluate the atlas colour at every texel centre of ``bbox`` (the discretised atlas, NLA Sec. 3.4).
 
-    ``on_chunk(i, n)`` is called after each of the n chunks of ``CHUNK`` texels (progress / cancellation)."""
+    Args:
+        model: the atlas.
+        bbox: the texels.
+        on_chunk: ``(i, n)`` after each of the n chunks of ``CHUNK`` texels (progress and cancellation).
+
+    Returns:
+        [3, height, width] in 0..1, on the CPU.
+    """
     uv = bbox.texel_centres().reshape(-1, 2).to(_device(model))
     out = torch.empty(uv.shape[0], 3, device=uv.device)
     n = -(-uv.shape[0] // CHUNK)
@@ -191,17 +256,34 @@ def discretise_atlas(model: LayeredAtlas, bbox: AtlasBBox, on_chunk=None) -> tor
 # atlas -> frames
 
 def sample_atlas(image: torch.Tensor, bbox: AtlasBBox, uv: torch.Tensor) -> torch.Tensor:
-    """Sample an atlas-space image [C,Ha,Wa] (covering ``bbox``) at uv [h,w,2]: [C,h,w].
+    """Sample an atlas-space image at uv points (bilinear, ``align_corners=False``; zeros outside the bbox,
+    so an RGBA edit is transparent there).
 
-    Bilinear, ``align_corners=False``, zeros outside the bbox (an RGBA edit is transparent there)."""
+    Args:
+        image: [C,Ha,Wa] covering ``bbox`` (any Ha, Wa).
+        bbox: the uv rectangle the image covers.
+        uv: [h,w,2].
+
+    Returns:
+        [C,h,w] float.
+    """
     grid = bbox.to_grid(uv.to(image.device).float())[None]
     return F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
 def blend_edits(frame: torch.Tensor, alpha: torch.Tensor, fg: Optional[torch.Tensor], bg: Optional[torch.Tensor]) -> torch.Tensor:
-    """NLA eq. 15/16 over the ORIGINAL frame [3,H,W] with sampled RGBA edits fg/bg [4,H,W] (or None):
+    """Blend sampled atlas edits over the original frame (NLA Sec. 3.4, Eq. 15-16):
     c_l = a_l E_l + (1 - a_l) I;  out = alpha c_f + (1 - alpha) c_b, written as I + sum_l w_l a_l (E_l - I)
-    so a fully transparent edit returns ``frame`` bit-exactly."""
+    so a fully transparent edit returns ``frame`` bit-exactly.
+
+    Args:
+        frame: [3,H,W] in 0..1, the ORIGINAL frame.
+        alpha: [H,W] foreground opacity in 0..1.
+        fg, bg: None, or the layer's RGBA edit sampled into the frame, [4,H,W] in 0..1.
+
+    Returns:
+        [3,H,W] in 0..1.
+    """
     out = frame.clone()
     if fg is not None:
         a = (alpha * fg[3].clamp(0, 1))[None]
@@ -215,7 +297,17 @@ def blend_edits(frame: torch.Tensor, alpha: torch.Tensor, fg: Optional[torch.Ten
 @torch.no_grad()
 def render_frame(model: LayeredAtlas, t: int, frame: torch.Tensor, fg_edit: Optional[AtlasEdit] = None,
                  bg_edit: Optional[AtlasEdit] = None) -> torch.Tensor:
-    """Edited frame t [3,H,W]: the atlas edits sampled into the frame and blended over ``frame``."""
+    """One edited frame: the atlas edits sampled into it and blended over it (:func:`blend_edits`).
+
+    Args:
+        model: the atlas.
+        t: the frame index, 0..T-1.
+        frame: [3,H,W] in 0..1, the original frame t.
+        fg_edit, bg_edit: None, or the layer's atlas edit.
+
+    Returns:
+        [3,H,W] in 0..1.
+    """
     alpha = frame_alpha(model, t)
     fg = sample_atlas(fg_edit.rgba(), fg_edit.bbox, frame_uv(model, t, "fg")) if fg_edit is not None else None
     bg = sample_atlas(bg_edit.rgba(), bg_edit.bbox, frame_uv(model, t, "bg")) if bg_edit is not None else None
@@ -225,8 +317,17 @@ def render_frame(model: LayeredAtlas, t: int, frame: torch.Tensor, fg_edit: Opti
 @torch.no_grad()
 def render_edits(model: LayeredAtlas, frames: torch.Tensor, fg_edit: Optional[AtlasEdit] = None,
                  bg_edit: Optional[AtlasEdit] = None, on_frame=None) -> torch.Tensor:
-    """Render atlas edits into every frame. frames [T,3,H,W] (the ORIGINAL video) -> [T,3,H,W] (streamed;
-    the output is preallocated). ``on_frame(t, T)`` is called after each frame (progress/cancel)."""
+    """Render atlas edits into every frame (streamed; the output is preallocated).
+
+    Args:
+        model: the atlas.
+        frames: [T,3,H,W] in 0..1, the ORIGINAL video.
+        fg_edit, bg_edit: None, or the layer's atlas edit (a foreground edit needs a foreground layer).
+        on_frame: ``(done, total)`` after each frame (progress and cancellation).
+
+    Returns:
+        [T,3,H,W] float32 in 0..1.
+    """
     if fg_edit is not None and model.map_fg is None:
         raise ValueError("a foreground edit was given, but this atlas has no foreground layer (it was fitted without masks)")
     out = torch.empty(frames.shape, dtype=torch.float32)
@@ -263,11 +364,22 @@ def push_frame_edit(model: LayeredAtlas, t: int, rgb: torch.Tensor, opacity: tor
                     layers: Optional[tuple] = None, min_weight: float = 1e-3) -> dict:
     """Push an edited frame into the atlases so it propagates to every frame.
 
-    rgb [3,H,W] (0..1) and opacity [H,W] (1 = edit visible) are the edit painted over frame ``t``.
     Each pixel is splatted (bilinear) into each layer's atlas with weight alpha (fg) / 1 - alpha (bg):
     atlas opacity = sum w a / sum w and colour = sum w a E / sum w a. Small holes are filled by one pass of
-    normalised convolution. ``bboxes``: {layer: AtlasBBox}. Returns {layer: AtlasEdit}; rendering them with
-    :func:`render_edits` reproduces the edit on frame t and carries it along the motion to other frames.
+    normalised convolution. Rendering the result with :func:`render_edits` reproduces the edit on frame t
+    and carries it along the motion to other frames.
+
+    Args:
+        model: the atlas.
+        t: the frame index, 0..T-1.
+        rgb: [3,H,W] in 0..1, the edit painted over frame t.
+        opacity: [H,W] in 0..1 (1 = edit visible).
+        bboxes: {layer: AtlasBBox} of the atlas images to fill.
+        layers: the layers to fill (default all).
+        min_weight: texels with less splatted weight count as holes.
+
+    Returns:
+        {layer: AtlasEdit}.
     """
     layers = layers or model.layers()
     H, W = rgb.shape[-2:]
@@ -296,10 +408,17 @@ def push_frame_edit(model: LayeredAtlas, t: int, rgb: torch.Tensor, opacity: tor
 
 
 def frame_edit_to_atlas(nla, t: int, rgb: torch.Tensor, opacity: torch.Tensor) -> dict:
-    """A painted keyframe -> atlas edits for every layer of a fitted atlas (see :func:`push_frame_edit`).
+    """A painted keyframe -> atlas edits for every layer of a fitted atlas (:func:`push_frame_edit`); a wrong
+    frame index or size raises a ValueError that says what to change.
 
-    ``nla`` is a FittedNLA; ``rgb`` [3,H,W] 0..1 and ``opacity`` [H,W] (1 = edit visible) are painted over frame
-    ``t`` (0-based). Checks the frame index and size and says what to change.
+    Args:
+        nla: a :class:`~t2l_core.nla.fitted.FittedNLA`.
+        t: the frame index, 0-based.
+        rgb: [3,H,W] in 0..1 painted over frame t.
+        opacity: [H,W] in 0..1 (1 = edit visible).
+
+    Returns:
+        {layer: AtlasEdit}.
     """
     n = nla.num_frames
     if not 0 <= t < n:
