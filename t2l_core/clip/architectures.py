@@ -40,7 +40,11 @@ def architecture_config(name: str) -> dict:
 
 
 def pretrained_choices() -> list[str]:
-    """The ``ARCH:tag`` pairs open_clip knows for plain ViT CLIPs (e.g. ``ViT-B-32:openai``, the paper's model)."""
+    """The pretrained plain ViT CLIPs open_clip knows.
+
+    Returns:
+        ``ARCH:tag`` strings (e.g. ``ViT-B-32:openai``, the paper's model).
+    """
     oc = open_clip_module()
     out = []
     for arch, tag in oc.list_pretrained():
@@ -53,8 +57,14 @@ def pretrained_choices() -> list[str]:
 
 
 def build_model(cfg: dict) -> torch.nn.Module:
-    """An open_clip ``CLIP`` (or ``CustomTextCLIP``) from a model config, randomly initialised (global RNG).
-    CoCa configs raise ValueError."""
+    """An open_clip model from a config, randomly initialised (from the global RNG).
+
+    Args:
+        cfg: an open_clip model config (CoCa configs raise ValueError).
+
+    Returns:
+        A ``CLIP``, or a ``CustomTextCLIP`` for configs with a custom text tower.
+    """
     from open_clip.model import CLIP, CustomTextCLIP
 
     cfg = dict(cfg)
@@ -85,6 +95,9 @@ def wrap_model(model: torch.nn.Module, cfg: dict, name: str, pretrained: str | N
         device: "auto", "cpu", "cuda[:N]" or a device.
         precision: "fp32", "bf16" or "fp16" (the weights' dtype).
         mean, std: the image normalisation (per RGB channel).
+
+    Returns:
+        The frozen :class:`ClipModel` in eval mode.
     """
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev)

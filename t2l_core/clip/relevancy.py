@@ -38,8 +38,15 @@ def _block_with_attention(blk: torch.nn.Module, x: torch.Tensor) -> tuple[torch.
 
 
 def min_relevancy_side(clip: ClipModel) -> int:
-    """The shortest image side a relevancy map is computed for: the one Train Edit Layer accepts
-    (:data:`~t2l_core.image.internal_dataset.MIN_INPUT_SIDE`), and at least one CLIP patch."""
+    """The shortest image side a relevancy map is computed for.
+
+    Args:
+        clip: the CLIP.
+
+    Returns:
+        Pixels: the side Train Edit Layer accepts (:data:`~t2l_core.image.internal_dataset.MIN_INPUT_SIDE`),
+        and at least one CLIP patch.
+    """
     from ..image.internal_dataset import MIN_INPUT_SIDE
 
     return max(MIN_INPUT_SIDE, clip.patch_size)
@@ -139,7 +146,14 @@ def _propagate_relevancy(probs: list, grads: tuple) -> torch.Tensor:
 
 
 def heatmap(rel: torch.Tensor) -> torch.Tensor:
-    """[B,H,W] in 0..1 -> a colour heat map [B,3,H,W] in 0..1 (blue = low, red = high)."""
+    """A colour heat map of relevancy maps (blue = low, red = high).
+
+    Args:
+        rel: [B,H,W] in 0..1.
+
+    Returns:
+        [B,3,H,W] in 0..1.
+    """
     r = rel.clamp(0, 1)
     red = (1.5 - (4 * r - 3).abs()).clamp(0, 1)
     green = (1.5 - (4 * r - 2).abs()).clamp(0, 1)

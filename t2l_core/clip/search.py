@@ -24,7 +24,11 @@ def _pretrained_cfg(arch: str, tag: str) -> dict:
 
 
 def default_search_dirs() -> list[Path]:
-    """The folders searched outside ComfyUI: ``$T2L_MODELS_DIR`` (when set) and ``./models/text2live``."""
+    """The folders searched outside ComfyUI.
+
+    Returns:
+        ``$T2L_MODELS_DIR`` (when set), then ``./models/text2live``.
+    """
     dirs = []
     if os.environ.get("T2L_MODELS_DIR"):
         dirs.append(Path(os.environ["T2L_MODELS_DIR"]))
@@ -33,8 +37,16 @@ def default_search_dirs() -> list[Path]:
 
 
 def expected_files(arch: str, tag: str) -> list[str]:
-    """The file names (relative to a model folder) that hold weights for ``arch`` + ``tag``, in the order
-    they are looked for: ``ARCH-tag.safetensors/.pt/.bin``, then the names open_clip downloads to."""
+    """The file names that hold weights for a pretrained pair.
+
+    Args:
+        arch: an open_clip architecture name (``ViT-B-32``).
+        tag: a pretrained tag of it (``openai``).
+
+    Returns:
+        Names relative to a model folder, in the order they are looked for: ``ARCH-tag.safetensors/.pt/.bin``,
+        then the names open_clip downloads to.
+    """
     names = [f"{arch}-{tag}.safetensors", f"{arch}-{tag}.pt", f"{arch}-{tag}.bin"]
     pcfg = _pretrained_cfg(arch, tag)
     if pcfg.get("url"):
@@ -46,7 +58,16 @@ def expected_files(arch: str, tag: str) -> list[str]:
 
 
 def find_local_weights(arch: str, tag: str, dirs: Sequence[Path]) -> Path | None:
-    """The first of :func:`expected_files` found in ``dirs`` (folders in order), else None."""
+    """Weights for a pretrained pair in the model folders.
+
+    Args:
+        arch: an open_clip architecture name (``ViT-B-32``).
+        tag: a pretrained tag of it (``openai``).
+        dirs: the folders, searched in order.
+
+    Returns:
+        The first of :func:`expected_files` found, else None.
+    """
     for d in dirs:
         for name in expected_files(arch, tag):
             p = Path(d) / name
@@ -56,10 +77,15 @@ def find_local_weights(arch: str, tag: str, dirs: Sequence[Path]) -> Path | None
 
 
 def find_weights_file(name: str, dirs: Sequence[Path], select_hint: str = CLI_SELECT_HINT) -> Path:
-    """A weights file given by path, or by name inside one of ``dirs``.
+    """A weights file given by path, or by name inside one of the model folders.
 
-    Raises:
-        ClipWeightsNotFound: naming every place looked in.
+    Args:
+        name: a path, or a file name relative to a model folder.
+        dirs: the model folders.
+        select_hint: what to do once the file is in place, in the caller's words (ends the message).
+
+    Returns:
+        The file's path; :class:`ClipWeightsNotFound` names every place looked in when there is none.
     """
     candidate = Path(name).expanduser()
     if candidate.is_file():
@@ -75,7 +101,11 @@ def find_weights_file(name: str, dirs: Sequence[Path], select_hint: str = CLI_SE
 
 
 def open_clip_caches() -> list[str]:
-    """open_clip's download cache and the Hugging Face hub cache."""
+    """The caches open_clip downloads into.
+
+    Returns:
+        [open_clip's cache folder, the Hugging Face hub cache folder].
+    """
     home = Path.home()
     hf = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", home / ".cache" / "huggingface"), "hub")
     return [str(home / ".cache" / "clip"), str(hf)]
@@ -83,8 +113,18 @@ def open_clip_caches() -> list[str]:
 
 def missing_weights_message(arch: str, tag: str, dirs: Sequence[Path], reason: str,
                             select_hint: str = CLI_SELECT_HINT) -> str:
-    """The message when weights for ``arch`` + ``tag`` are nowhere: every place looked in, the file to put
-    where (with its download address), and ``select_hint`` (what to do then, in the caller's words)."""
+    """The message when weights for a pretrained pair are nowhere.
+
+    Args:
+        arch: an open_clip architecture name (``ViT-B-32``).
+        tag: a pretrained tag of it (``openai``).
+        dirs: the model folders looked in.
+        reason: why open_clip could not download them.
+        select_hint: what to do once the file is in place, in the caller's words.
+
+    Returns:
+        Every place looked in, the file to put where (with its download address), and ``select_hint``.
+    """
     files = expected_files(arch, tag)
     pcfg = _pretrained_cfg(arch, tag)
     where = dirs[0] if dirs else Path("models/text2live")
@@ -105,8 +145,15 @@ def missing_weights_message(arch: str, tag: str, dirs: Sequence[Path], reason: s
 
 
 def file_architecture(arch: str, tag: str) -> str:
-    """The architecture to read a bare state dict of ``arch`` + ``tag`` with (its QuickGELU variant when the
-    tag was trained with QuickGELU)."""
+    """The architecture to read a bare state dict of a pretrained pair with.
+
+    Args:
+        arch: an open_clip architecture name (``ViT-B-32``).
+        tag: a pretrained tag of it (``openai``).
+
+    Returns:
+        ``arch``, or its QuickGELU variant when the tag was trained with QuickGELU.
+    """
     pcfg = _pretrained_cfg(arch, tag)
     oc = open_clip_module()
     if pcfg.get("quick_gelu") and not arch.endswith("quickgelu") and f"{arch}-quickgelu" in oc.list_models():
@@ -115,7 +162,14 @@ def file_architecture(arch: str, tag: str) -> str:
 
 
 def download_host(pcfg: dict) -> str | None:
-    """The host open_clip downloads a pretrained config's weights from (None when it has no download)."""
+    """Where open_clip downloads a pretrained config's weights from.
+
+    Args:
+        pcfg: an open_clip pretrained config.
+
+    Returns:
+        The host name, None when it has no download.
+    """
     from urllib.parse import urlparse
 
     if pcfg.get("hf_hub"):
@@ -148,8 +202,16 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
 
 
 def weights_obtainable(arch: str, tag: str) -> bool:
-    """Whether open_clip can produce weights for the pair: already cached, or its download host reachable.
-    An unknown tag raises ValueError."""
+    """Whether open_clip can produce weights for a pretrained pair: already cached, or its download host
+    reachable (a 3 s connection test).
+
+    Args:
+        arch: an open_clip architecture name (``ViT-B-32``).
+        tag: a pretrained tag of it (``openai``).
+
+    Returns:
+        True when it can; an unknown tag raises ValueError.
+    """
     from open_clip.pretrained import get_pretrained_cfg
 
     pcfg = get_pretrained_cfg(arch.replace("/", "-"), tag)

@@ -21,6 +21,9 @@ def tiny_clip_config(patch_size: int = 16, image_size: int | None = None, layers
         layers, width: the vision transformer's depth and width.
         embed_dim: the joint embedding size.
         text_layers, text_width: the text transformer's depth and width.
+
+    Returns:
+        The open_clip config.
     """
     image_size = image_size or patch_size * 4
     if image_size % patch_size:
@@ -34,8 +37,15 @@ def tiny_clip_config(patch_size: int = 16, image_size: int | None = None, layers
 
 
 def seeded_model(cfg: dict, seed: int) -> torch.nn.Module:
-    """A randomly initialised open_clip model from ``cfg``, reproducible by ``seed``; the global RNG is left
-    as it was."""
+    """A randomly initialised open_clip model, reproducible by its seed (the global RNG is left as it was).
+
+    Args:
+        cfg: the open_clip config.
+        seed: the weights' seed.
+
+    Returns:
+        The model.
+    """
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -52,6 +62,9 @@ def build_tiny_clip(patch_size: int = 16, seed: int = 0, *, device: str | torch.
         patch_size, **cfg_kwargs: see :func:`tiny_clip_config`.
         seed: the weights' seed.
         device, precision: see :func:`~t2l_core.clip.architectures.wrap_model`.
+
+    Returns:
+        The frozen :class:`ClipModel` (named ``tiny-vit-p<patch_size>``, pretrained ``random-tiny``).
     """
     cfg = tiny_clip_config(patch_size=patch_size, **cfg_kwargs)
     return wrap_model(seeded_model(cfg, seed), cfg, f"tiny-vit-p{patch_size}", "random-tiny", None, device, precision)
@@ -59,7 +72,16 @@ def build_tiny_clip(patch_size: int = 16, seed: int = 0, *, device: str | torch.
 
 def build_random_clip(arch: str = "ViT-B-32-quickgelu", seed: int = 0, *, device: str | torch.device = "cpu",
                       precision: str = "fp32") -> ClipModel:
-    """A full-size CLIP of architecture ``arch`` with random weights (NOT a real model): it costs exactly
-    what the real one costs, so benchmarks can run without downloading weights."""
+    """A full-size CLIP with random weights (NOT a real model): it costs exactly what the real one costs, so
+    benchmarks can run without downloading weights.
+
+    Args:
+        arch: an open_clip architecture name.
+        seed: the weights' seed.
+        device, precision: see :func:`~t2l_core.clip.architectures.wrap_model`.
+
+    Returns:
+        The frozen :class:`ClipModel` (pretrained ``random``).
+    """
     cfg = architecture_config(arch)
     return wrap_model(seeded_model(cfg, seed), cfg, arch, "random", None, device, precision)

@@ -94,8 +94,15 @@ def read_state_dict(path: str | Path, select_hint: str = "") -> tuple[dict, dict
 
 
 def openai_config(sd: dict) -> dict:
-    """The open_clip config of an OpenAI-layout ViT state dict (inferred from tensor shapes, as open_clip's
-    OpenAI loader does). A ResNet CLIP raises ValueError."""
+    """The open_clip config of an OpenAI-layout ViT state dict, inferred from tensor shapes as open_clip's
+    OpenAI loader does.
+
+    Args:
+        sd: the state dict (a ResNet CLIP raises ValueError).
+
+    Returns:
+        The open_clip config (QuickGELU).
+    """
     if "visual.proj" not in sd:
         raise ValueError("this OpenAI checkpoint is a ResNet CLIP; Text2LIVE needs a ViT CLIP (e.g. ViT-B/32).")
     width = sd["visual.conv1.weight"].shape[0]
@@ -129,6 +136,12 @@ def identify_weights(path: Path, sd: dict, meta: dict, architecture: str | None)
     (config from the shapes; OpenAI's extra entries are removed from ``sd``), or bare weights of
     ``architecture`` (required then, else a ValueError says to give it).
 
+    Args:
+        path: the file (named in messages).
+        sd: its state dict.
+        meta: its metadata from :func:`read_state_dict`.
+        architecture: None, or the open_clip architecture of bare weights.
+
     Returns:
         (open_clip config, architecture name, pretrained tag or None).
     """
@@ -150,7 +163,12 @@ def identify_weights(path: Path, sd: dict, meta: dict, architecture: str | None)
 
 def save_clip(clip: ClipModel, path: str | Path, note: str = "") -> Path:
     """Write ``clip`` in our format: fp32 weights in a safetensors file whose metadata holds the open_clip
-    config, the architecture, the pretrained tag and ``note``.
+    config, the architecture, the pretrained tag and ``note`` (atomic).
+
+    Args:
+        clip: the CLIP.
+        path: the file (folders are created).
+        note: stored in the metadata (e.g. that a file is not a real model).
 
     Returns:
         The path written.
@@ -168,6 +186,9 @@ def save_clip(clip: ClipModel, path: str | Path, note: str = "") -> Path:
 
 def read_file_info(path: str | Path) -> dict:
     """A weights file's metadata without building the model.
+
+    Args:
+        path: the weights file.
 
     Returns:
         {"file": path} plus, for safetensors files, "tensors" (count) and the header metadata
