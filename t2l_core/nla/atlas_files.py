@@ -14,9 +14,9 @@ import torch
 
 from ..device import resolve_device
 from ..io.safetensors_files import read_metadata, write_tensors
+from .atlas_images import AtlasBBox
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .fitted import FittedNLA
-from .render import AtlasBBox
 
 FORMAT = "t2l-nla"
 FORMAT_VERSION = "1"

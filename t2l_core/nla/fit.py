@@ -247,7 +247,7 @@ def _after_step(run: _Run, logs: dict, frames16, device) -> None:
 
 def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks) -> FittedNLA:
     """The fitted atlas, frozen, with its reconstruction, PSNR and atlas bounding boxes."""
-    from .render import bbox_from_extent
+    from .atlas_images import bbox_from_extent
 
     model = run.model
     model.eval()

@@ -57,7 +57,8 @@ class FittedNLA:
         Returns:
             {layer: [3,Ha,Wa] float in 0..1}.
         """
-        from .render import CHUNK, discretise_atlas
+        from .atlas_images import discretise_atlas
+        from .frame_maps import CHUNK
 
         chunks = {layer: -(-bbox.height * bbox.width // CHUNK) for layer, bbox in self.bboxes.items()}
         total, done, out = sum(chunks.values()), 0, {}
