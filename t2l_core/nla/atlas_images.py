@@ -35,13 +35,27 @@ class AtlasBBox:
     height: int
 
     def to_grid(self, uv: torch.Tensor) -> torch.Tensor:
-        """uv [...,2] -> ``grid_sample`` coordinates [...,2], [-1,1] over the bbox (``align_corners=False``)."""
+        """uv -> ``grid_sample`` coordinates over the bbox (``align_corners=False``).
+
+        Args:
+            uv: [...,2].
+
+        Returns:
+            [...,2], [-1,1] over the bbox.
+        """
         lo = torch.tensor([self.u0, self.v0], device=uv.device, dtype=uv.dtype)
         hi = torch.tensor([self.u1, self.v1], device=uv.device, dtype=uv.dtype)
         return 2.0 * (uv - lo) / (hi - lo) - 1.0
 
     def to_pixels(self, uv: torch.Tensor) -> torch.Tensor:
-        """uv [...,2] -> continuous atlas pixel coordinates (x, y); texel (i, j) spans [j, j+1) x [i, i+1)."""
+        """uv -> continuous atlas pixel coordinates.
+
+        Args:
+            uv: [...,2].
+
+        Returns:
+            [...,2] (x, y); texel (i, j) spans [j, j+1) x [i, i+1).
+        """
         lo = torch.tensor([self.u0, self.v0], device=uv.device, dtype=uv.dtype)
         size = torch.tensor([(self.u1 - self.u0) / self.width, (self.v1 - self.v0) / self.height],
                             device=uv.device, dtype=uv.dtype)
@@ -62,7 +76,14 @@ class AtlasBBox:
 
     @staticmethod
     def from_dict(d: dict) -> "AtlasBBox":
-        """The bbox that :meth:`to_dict` wrote."""
+        """The bbox that :meth:`to_dict` wrote.
+
+        Args:
+            d: a dict from :meth:`to_dict`.
+
+        Returns:
+            The :class:`AtlasBBox`.
+        """
         return AtlasBBox(**d)
 
 

@@ -28,7 +28,8 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .grids import ColourPyramid, Grid3D
 
 LAYERS = ("fg", "bg")
 
@@ -84,7 +85,14 @@ class AtlasConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "AtlasConfig":
-        """The config that :meth:`to_dict` wrote."""
+        """The config that :meth:`to_dict` wrote.
+
+        Args:
+            d: a dict from :meth:`to_dict` (a saved atlas's ``atlas_config``).
+
+        Returns:
+            The :class:`AtlasConfig`.
+        """
         d = dict(d)
         d["alpha_spatial_res"] = tuple(d.get("alpha_spatial_res", ()))
         d["mapping_spatial_res"] = tuple(d.get("mapping_spatial_res", (8, 16, 32)))
@@ -109,75 +117,6 @@ def normalise_xyt(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, cfg: AtlasC
     return torch.stack([xn, yn, tn], dim=-1)
 
 
-class Grid3D(nn.Module):
-    """Sum of dense 3D grids at several resolutions -> C channels. Input [N,3] normalised (xn, yn, tn).
-
-    Each grid covers the frame (x and y rescaled so the frame spans [-1,1] on both axes) and all frames;
-    ``r`` is the resolution along the frame's long side.
-    """
-
-    def __init__(self, channels: int, spatial: tuple, frames: int, height: int, width: int):
-        super().__init__()
-        long_side = max(height, width)
-        self.sx = long_side / width
-        self.sy = long_side / height
-        self.grids = nn.ParameterList()
-        for r in spatial:
-            rx = max(2, int(round(r * width / long_side)))
-            ry = max(2, int(round(r * height / long_side)))
-            rt = max(1, min(frames, max(2, int(r) // 2)))
-            self.grids.append(nn.Parameter(torch.zeros(1, channels, rt, ry, rx)))
-
-    def forward(self, p: torch.Tensor) -> torch.Tensor:
-        """The grids' sum at points ``p`` [N,3] (xn, yn, tn); returns [N,C]."""
-        n = p.shape[0]
-        q = torch.stack([p[:, 0] * self.sx, p[:, 1] * self.sy, p[:, 2]], dim=-1)
-        out = None
-        for g in self.grids:
-            if g.shape[2] == 1:  # single temporal slice: sample in 2D
-                s = F.grid_sample(g[:, :, 0], q[:, :2].view(1, n, 1, 2), mode="bilinear", padding_mode="border", align_corners=True)
-            else:
-                s = F.grid_sample(g, q.view(1, n, 1, 1, 3), mode="bilinear", padding_mode="border", align_corners=True)
-            s = s.reshape(g.shape[1], n)
-            out = s if out is None else out + s
-        return out.t()
-
-
-class ColourPyramid(nn.Module):
-    """Sum of dense RGB grids over the atlas square [-1,1]^2 at resolutions min_res, 2 min_res, ..., max_res."""
-
-    def __init__(self, min_res: int, max_res: int):
-        super().__init__()
-        self.levels = nn.ParameterList()
-        sizes = [min_res]
-        while sizes[-1] * 2 <= max_res:
-            sizes.append(sizes[-1] * 2)
-        if sizes[-1] != max_res:
-            sizes[-1] = max_res  # the finest level is exactly max_res (no power-of-two overshoot)
-        if len(sizes) > 1 and sizes[-1] <= sizes[-2]:
-            sizes.pop(-2)
-        for i, r in enumerate(sizes):
-            init = torch.full((1, 3, r, r), 0.5) if i == 0 else torch.zeros(1, 3, r, r)
-            self.levels.append(nn.Parameter(init))
-
-    def forward(self, uv: torch.Tensor) -> torch.Tensor:
-        """The colour at atlas points.
-
-        Args:
-            uv: [N,2] in [-1,1] (u horizontal).
-
-        Returns:
-            [N,3] RGB (unclamped, about 0..1).
-        """
-        n = uv.shape[0]
-        g = uv.view(1, n, 1, 2)
-        out = None
-        for lv in self.levels:
-            s = F.grid_sample(lv, g, mode="bilinear", padding_mode="border", align_corners=True).reshape(3, n)
-            out = s if out is None else out + s
-        return out.t()
-
-
 class LayerMapping(nn.Module):
     """M(x,y,t) = clamp(s * (A_t [xn,yn] + b_t) + residual(x,y,t), -1, 1) for integer frame index t."""
 
@@ -194,8 +133,16 @@ class LayerMapping(nn.Module):
         self.residual = Grid3D(2, cfg.mapping_spatial_res, T, cfg.height, cfg.width)
 
     def base(self, p: torch.Tensor, t_idx: torch.Tensor, params: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The affine part s * (A_t [xn,yn] + b_t) at points ``p`` [N,3] of frames ``t_idx`` [N]; ``params``
-        [T,6] replaces the learnt affine parameters. Returns [N,2]."""
+        """The affine part of the mapping, s * (A_t [xn,yn] + b_t).
+
+        Args:
+            p: [N,3] normalised points (xn, yn, tn).
+            t_idx: [N] frame indices (long).
+            params: None, or [T,6] parameters replacing the learnt ones.
+
+        Returns:
+            [N,2] in mapping units.
+        """
         a = (self.affine if params is None else params)[t_idx]
         x, y = p[:, 0], p[:, 1]
         u = a[:, 0] * x + a[:, 1] * y + a[:, 4]
@@ -203,12 +150,27 @@ class LayerMapping(nn.Module):
         return self.scale * torch.stack([u, v], dim=-1)
 
     def initial(self, p: torch.Tensor, t_idx: torch.Tensor) -> torch.Tensor:
-        """The mapping the model was initialised to (the warm-up loss's target), [N,2], at points ``p`` [N,3]
-        of frames ``t_idx`` [N]."""
+        """The mapping the model was initialised to (the warm-up loss's target).
+
+        Args:
+            p: [N,3] normalised points (xn, yn, tn).
+            t_idx: [N] frame indices (long).
+
+        Returns:
+            [N,2] in mapping units.
+        """
         return self.base(p, t_idx, self.init_params)
 
     def forward(self, p: torch.Tensor, t_idx: torch.Tensor) -> torch.Tensor:
-        """M [N,2] in [-1,1] at points ``p`` [N,3] of frames ``t_idx`` [N]."""
+        """The mapping M: affine motion plus the residual grids, clamped.
+
+        Args:
+            p: [N,3] normalised points (xn, yn, tn).
+            t_idx: [N] frame indices (long).
+
+        Returns:
+            [N,2] in [-1,1].
+        """
         m = self.base(p, t_idx) + self.residual(p)
         return m.clamp(-1.0, 1.0)
 
@@ -234,7 +196,15 @@ class LayeredAtlas(nn.Module):
 
     # --- building blocks -----------------------------------------------------------------------
     def coords(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """[N,3] normalised (xn, yn, tn) of pixels (:func:`normalise_xyt`)."""
+        """Normalised coordinates of pixels (:func:`normalise_xyt`).
+
+        Args:
+            x, y: [N] pixel coordinates.
+            t: [N] frame indices.
+
+        Returns:
+            [N,3] (xn, yn, tn) float.
+        """
         return normalise_xyt(x.float(), y.float(), t.float(), self.cfg)
 
     def mapping(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -252,7 +222,16 @@ class LayeredAtlas(nn.Module):
         return net(self.coords(x, y, t), t.long())
 
     def initial_mapping(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """A layer's initial mapping [N,2] (the warm-up loss's target); arguments as :meth:`mapping`."""
+        """A layer's initial mapping (the warm-up loss's target).
+
+        Args:
+            layer: "fg" or "bg".
+            x, y: [N] pixel coordinates (float).
+            t: [N] frame indices (long).
+
+        Returns:
+            [N,2] in mapping units.
+        """
         return self._net(layer).initial(self.coords(x, y, t), t.long())
 
     def _net(self, layer: str) -> LayerMapping:
@@ -278,7 +257,16 @@ class LayeredAtlas(nn.Module):
         return 0.5 * m + (0.5 if layer == "fg" else -0.5)
 
     def uv(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Atlas uv [N,2] of pixels in a layer (fg in [0,1]^2, bg in [-1,0]^2); arguments as :meth:`mapping`."""
+        """The atlas uv of pixels in a layer.
+
+        Args:
+            layer: "fg" or "bg".
+            x, y: [N] pixel coordinates (float).
+            t: [N] frame indices (long).
+
+        Returns:
+            [N,2]: fg in [0,1]^2, bg in [-1,0]^2.
+        """
         return self.to_uv(layer, self.mapping(layer, x, y, t))
 
     def alpha(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -297,7 +285,14 @@ class LayeredAtlas(nn.Module):
         return 0.998 * torch.sigmoid(logit) + 0.001
 
     def colour_at(self, uv: torch.Tensor) -> torch.Tensor:
-        """Atlas colour [N,3] (about 0..1) at uv [N,2] in [-1,1]."""
+        """The atlas colour at uv points (NLA's atlas network A).
+
+        Args:
+            uv: [N,2] in [-1,1].
+
+        Returns:
+            [N,3], about 0..1 (unclamped).
+        """
         return self.colour(uv)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> dict:

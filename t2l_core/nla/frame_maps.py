@@ -13,7 +13,14 @@ CHUNK = 65536  # pixels (or texels) per forward pass
 
 
 def model_device(model: LayeredAtlas) -> torch.device:
-    """The device the atlas model is on."""
+    """The device an atlas model is on.
+
+    Args:
+        model: the atlas.
+
+    Returns:
+        The device of its parameters.
+    """
     return next(model.parameters()).device
 
 
