@@ -1,6 +1,6 @@
-"""Discretised atlases (NLA, Kasten et al. 2021, Sec. 3.4; Text2LIVE Sec. 3.2 and Appendix A.4): the uv
-rectangle an atlas image covers, choosing it from the pixels a layer shows, evaluating the atlas colour on
-its texels, and edits in atlas space.
+"""Discretised atlases (Text2LIVE Sec. 3.2 and Appendix A.4, "Atlas Pre-processing", after NLA, Kasten et al.
+2021): the uv rectangle an atlas image covers, chosen from the pixels a layer shows, the atlas colour evaluated
+on its texels, and edits in atlas space.
 
 Atlas images and their bounding boxes
 -------------------------------------
@@ -178,7 +178,8 @@ def bbox_from_extent(model: LayeredAtlas, layer: str, extent_uv: tuple, resoluti
 
 @torch.no_grad()
 def discretise_atlas(model: LayeredAtlas, bbox: AtlasBBox, on_chunk=None) -> torch.Tensor:
-    """Evaluate the atlas colour at every texel centre of ``bbox`` (the discretised atlas, NLA Sec. 3.4).
+    """Evaluate the atlas colour at every texel centre of ``bbox`` (Text2LIVE Appendix A.4: the atlas network
+    queried at uniformly sampled uv locations).
 
     Args:
         model: the atlas.

@@ -32,8 +32,8 @@ from .initialisation import init_alpha_from_masks, init_colour_from_frames, moti
 from .optical_flow import VideoFlow, compute_video_flow, frames_fingerprint, load_flow, make_flow_estimator, save_flow
 from .reconstruction import reconstruct_frame, reconstruct_video, sampled_psnr
 
-__all__ = ["FittedNLA", "NLAFitConfig", "estimate_fit_memory", "fit_key", "fit_nla", "fit_optimizer",
-           "reconstruct_video", "resume_key", "training_step"]
+# the fit, and the names of the modules above that its callers import from here
+__all__ = ["FittedNLA", "NLAFitConfig", "estimate_fit_memory", "fit_key", "fit_nla", "fit_optimizer", "training_step"]
 
 EVAL_SEED = 12345  # the fixed pixel sample of the sampled PSNR
 
