@@ -224,10 +224,7 @@ class LayeredAtlas(nn.Module):
     def initial_mapping(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """A layer's initial mapping (the warm-up loss's target).
 
-        Args:
-            layer: "fg" or "bg".
-            x, y: [N] pixel coordinates (float).
-            t: [N] frame indices (long).
+        Args: as :meth:`mapping`.
 
         Returns:
             [N,2] in mapping units.
@@ -259,10 +256,7 @@ class LayeredAtlas(nn.Module):
     def uv(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The atlas uv of pixels in a layer.
 
-        Args:
-            layer: "fg" or "bg".
-            x, y: [N] pixel coordinates (float).
-            t: [N] frame indices (long).
+        Args: as :meth:`mapping`.
 
         Returns:
             [N,2]: fg in [0,1]^2, bg in [-1,0]^2.
