@@ -49,16 +49,17 @@ def edit_checkpoint_bytes(folder: Path) -> int:
 def atlas_files_bytes(folder: Path, frames: int, height: int, width: int) -> tuple[int, int, int]:
     """(checkpoint bytes, flow cache bytes, atlas parameters) of a fit with masks at this size, as the fit
     writes them (atlas networks + Adam state after one step; flow in fp16 + consistency masks)."""
-    import t2l_core.nla.fit as nla_fit
+    from t2l_core.nla.fit import fit_optimizer
+    from t2l_core.nla.fit_checkpoint import fit_checkpoint_file, write_fit_state
     from t2l_core.nla.optical_flow import VideoFlow
 
     model = LayeredAtlas(AtlasConfig(height=height, width=width, frames=frames, has_foreground=True))
-    opt = torch.optim.Adam(nla_fit._param_groups(model, NLAFitConfig()), betas=(0.9, 0.99))
+    opt = fit_optimizer(model, NLAFitConfig())
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()
     ck = str(folder / "fit.safetensors")
-    nla_fit.save_checkpoint(ck, model, opt, 1, torch.Generator(), "0" * 16, NLAFitConfig())
+    write_fit_state(fit_checkpoint_file(ck, "0" * 16), model, opt, 1, torch.Generator(), NLAFitConfig())
     shape = (frames - 1, height, width)
     flow = VideoFlow(torch.zeros(shape[0], 2, height, width, dtype=torch.float16),
                      torch.zeros(shape[0], 2, height, width, dtype=torch.float16),

@@ -175,14 +175,15 @@ def _openai_like_state_dict() -> tuple[dict, "ClipModel"]:
     """A tiny CLIP whose widths follow OpenAI's 64-wide heads, as an OpenAI-layout state dict."""
     clip = build_tiny_clip(patch_size=16, seed=5, width=128, text_width=64)
     # OpenAI head width is 64: rebuild with that head width so the inferred config matches
-    from t2l_core.clip.loading import _build_model, tiny_clip_config
+    from t2l_core.clip.architectures import build_model
+    from t2l_core.clip.tiny import tiny_clip_config
 
     cfg = tiny_clip_config(patch_size=16, width=128, text_width=64)
     cfg["vision_cfg"]["head_width"] = 64
     cfg["text_cfg"]["heads"] = 1
     cfg["quick_gelu"] = True
     torch.manual_seed(5)
-    model = _build_model(cfg)
+    model = build_model(cfg)
     sd = dict(model.state_dict())
     sd.pop("attn_mask", None)
     sd["input_resolution"] = torch.tensor(64)

@@ -18,7 +18,10 @@ from synthetic_video import make_synthetic_video  # noqa: E402
 from t2l_core.nla import losses as L  # noqa: E402
 from t2l_core.nla.render import (AtlasEdit, frame_alpha, frame_uv, push_frame_edit, render_edits,  # noqa: E402
                                    sample_atlas)
-from t2l_core.nla.fit import NLAFitConfig, fit_nla, load_checkpoint, reconstruct_video  # noqa: E402
+from t2l_core.nla.config import NLAFitConfig  # noqa: E402
+from t2l_core.nla.fit import fit_nla  # noqa: E402
+from t2l_core.nla.fit_checkpoint import fit_checkpoint_file, fit_key, read_fit_state, resume_key  # noqa: E402
+from t2l_core.nla.reconstruction import reconstruct_video  # noqa: E402
 from t2l_core.nla.atlas_files import load_nla, save_nla  # noqa: E402
 from t2l_core.nla.optical_flow import compute_video_flow, find_raft_weights, make_flow_estimator, pyramid_lk_flow, fb_consistency  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
@@ -303,10 +306,16 @@ def test_cancel_leaves_a_checkpoint_that_resumes_identically(tmp_path):
     with pytest.raises(Cancelled):
         fit_nla(v.frames, None, cfg, hooks=hooks, checkpoint_path=ckpt, flow=flow)
     assert os.path.isfile(ckpt)
-    from t2l_core.nla.fit import fit_key, resume_key
+    notes: list = []
+    state = read_fit_state(fit_checkpoint_file(ckpt, resume_key(fit_key(v.frames, None, cfg), "lk", torch.device("cpu"))),
+                           notes)
+    assert state is not None and state.step == 12 and not notes
+    from safetensors import safe_open
 
-    state = load_checkpoint(ckpt, resume_key(fit_key(v.frames, None, cfg), "lk", torch.device("cpu")))
-    assert state is not None and state[1] == 12
+    with safe_open(ckpt, framework="pt") as f:  # the shared checkpoint format, tagged as an atlas fit
+        meta = f.metadata()
+    assert meta["format"] == "t2l-checkpoint" and meta["job"] == "atlas-fit" and meta["step"] == "12"
+    assert state.atlas_config.has_foreground is False and "rng_state" in state.tensors
     steps = []
     resumed = fit_nla(v.frames, None, cfg, hooks=Hooks(on_step=lambda s, n, l, p: steps.append(s)),
                       checkpoint_path=ckpt, resume=True, flow=flow)
@@ -315,3 +324,39 @@ def test_cancel_leaves_a_checkpoint_that_resumes_identically(tmp_path):
     sd0, sd1 = ref.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(sd0[k], sd1[k]) for k in sd0)  # bit for bit
     assert resumed.notes and "resumed" in resumed.notes[0]
+
+
+def test_a_file_that_is_not_an_atlas_fit_checkpoint_is_refused_by_name(tmp_path):
+    from t2l_core.checkpoint import EDIT_JOB, CheckpointFile
+
+    v = make_synthetic_video(frames=3, height=32, width=40)
+    path = tmp_path / "fit.safetensors"
+    CheckpointFile(path, EDIT_JOB, "0" * 16).write({"gen.w": torch.zeros(2)}, 1)
+    with pytest.raises(ValueError, match="not a Text2LIVE atlas fit checkpoint"):
+        fit_nla(v.frames, None, NLAFitConfig(iterations=2, batch_pixels=256, flow="lk"), checkpoint_path=str(path))
+    fit_nla(v.frames, None, NLAFitConfig(iterations=2, batch_pixels=256, flow="lk"), checkpoint_path=str(path),
+            resume=False)  # without resume the file is not read; the finished fit removes it
+    assert not path.exists()
+
+
+def test_a_fit_step_is_the_weighted_sum_of_its_scheduled_terms(video):
+    """The step's total is sum(weight * term) over the terms its schedules switch on (float64 reference)."""
+    from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas
+    from t2l_core.nla.fit_step import term_weights, training_step
+
+    est, name = make_flow_estimator(torch.device("cpu"), (), "lk")
+    frames = video.frames[:3]
+    flow = compute_video_flow(lambda i: frames[i], 3, est, name)
+    model = LayeredAtlas(AtlasConfig(height=48, width=64, frames=3, has_foreground=True))
+    cfg = NLAFitConfig(iterations=100, batch_pixels=256)  # warm-up until step 5, global rigidity 30, bootstrap 50
+    for step, expect in ((0, {"warmup_fg", "warmup_bg", "global_rigidity", "bootstrap"}), (10, {"global_rigidity", "bootstrap"}),
+                         (40, {"bootstrap"}), (60, set())):
+        loss, terms = training_step(model, frames.half(), video.masks[:3], flow, step, cfg.iterations, cfg,
+                                    torch.Generator().manual_seed(0), torch.device("cpu"))
+        scheduled = {"warmup_fg", "warmup_bg", "bootstrap"} & set(terms)
+        scheduled |= {"global_rigidity"} if terms["global_rigidity"] > 0 else set()
+        assert scheduled == expect, (step, sorted(terms))
+        weights = term_weights(cfg.weights)
+        total = sum(weights[k] * terms[k] for k in terms if k != "psnr_batch")
+        assert math.isclose(float(loss.detach()), total, rel_tol=1e-5)
+        assert terms["psnr_batch"] == L.psnr(terms["rgb"] / 3.0)

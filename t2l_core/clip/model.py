@@ -1,6 +1,6 @@
 """A frozen open_clip model with the image side Text2LIVE needs.
 
-* image encoding at any H x W: the patch position grid is interpolated bicubically to
+* image encoding at any H x W (Text2LIVE Appendix A.3): the patch position grid is interpolated bicubically to
   (H/p rows x W/p columns), DINO style (scale factors (rows+0.1)/g and (cols+0.1)/g), for every input
   that is not square (as the authors do), and the stock embedding is used untouched for square inputs with
   the native g x g grid;
@@ -117,10 +117,18 @@ class ClipModel:
     # ------------------------------------------------------------------ image side
     @property
     def visual(self) -> torch.nn.Module:
+        """The open_clip vision transformer."""
         return self.model.visual
 
     def to(self, device: torch.device | str) -> "ClipModel":
-        """Move weights and caches to ``device`` (in place); returns self."""
+        """Move the weights and caches to another device (in place).
+
+        Args:
+            device: the device.
+
+        Returns:
+            self.
+        """
         device = torch.device(device)
         self.model.to(device)
         self._mean, self._std = self._mean.to(device), self._std.to(device)
@@ -129,7 +137,14 @@ class ClipModel:
         return self
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] in 0..1 -> CLIP-normalised, in the model dtype."""
+        """CLIP's input normalisation.
+
+        Args:
+            images: [B,3,H,W] in 0..1.
+
+        Returns:
+            [B,3,H,W] normalised by the model's mean and std, in the model dtype on its device.
+        """
         return ((images.to(self.device, torch.float32) - self._mean) / self._std).to(self.dtype)
 
     def _check_images(self, images: torch.Tensor) -> None:
@@ -140,8 +155,15 @@ class ClipModel:
             raise ValueError(f"image {h}x{w} is smaller than one CLIP patch ({self.patch_size} px)")
 
     def position_embedding(self, rows: int, cols: int, square: bool = True) -> torch.Tensor:
-        """[1 + rows*cols, width] position embeddings (CLS first) for a rows x cols patch grid of an image
-        that is square or not (see :func:`interpolate_pos_grid`)."""
+        """The position embeddings of an image's patch grid (:func:`interpolate_pos_grid`).
+
+        Args:
+            rows, cols: the patch grid (H // p, W // p).
+            square: whether the image is square.
+
+        Returns:
+            [1 + rows*cols, width], CLS first.
+        """
         pos = self.visual.positional_embedding
         patches = interpolate_pos_grid(pos[1:], rows, cols, self.pos_grid, square=square)
         return torch.cat([pos[:1], patches], dim=0)
@@ -201,14 +223,29 @@ class ClipModel:
         return self._head(x), tokens
 
     def image_tokens(self, images: torch.Tensor, block: int = -1) -> torch.Tensor:
-        """The residual stream entering ``block`` (-1 = last), CLS first: [B, 1+rows*cols, width]."""
+        """The residual stream entering a block (the structure loss's tokens use the last block).
+
+        Args:
+            images: [B,3,H,W] in 0..1.
+            block: the block index (-1 = last).
+
+        Returns:
+            [B, 1+rows*cols, width], CLS first.
+        """
         k = self._block_index(block)
         return self._run_blocks(self._embed_patches(images), 0, k)
 
     # ------------------------------------------------------------------ text side
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """[N, D] unnormalised text embeddings (no grad), cached per string."""
+        """Embed texts (no gradient), cached per string.
+
+        Args:
+            texts: N strings.
+
+        Returns:
+            [N, D] unnormalised embeddings.
+        """
         texts = list(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if missing:
@@ -220,10 +257,19 @@ class ClipModel:
         return torch.stack([self._text_cache[t] for t in texts])
 
     def text_bank(self, prompts: str | Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-        """Every prompt with every template, encoded: [P*T, D] in prompt-major order."""
+        """Every prompt with every template, encoded (Text2LIVE Appendix A.2, text augmentations).
+
+        Args:
+            prompts: one prompt or several (see :func:`~t2l_core.clip.templates.as_prompt_list`).
+            templates: T templates with one ``{}`` each.
+
+        Returns:
+            [P*T, D] in prompt-major order.
+        """
         return self.encode_text(expand(as_prompt_list(prompts), tuple(templates)))
 
     def logit_scale(self) -> torch.Tensor:
+        """CLIP's learnt logit scale (exp of the stored log), a scalar."""
         return self.model.logit_scale.exp()
 
     def describe(self) -> dict:

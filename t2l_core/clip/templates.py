@@ -1,4 +1,4 @@
-"""Text templates used to augment prompts (supplement section 2.2; method notes 1.5)."""
+"""Text templates that augment prompts (Text2LIVE Appendix A.2; supplementary material Sec. 2.2)."""
 
 COMPOSITION_TEMPLATES: tuple[str, ...] = (
     "photo of {}.",
@@ -26,8 +26,12 @@ SCREEN_TEMPLATES: tuple[str, ...] = (
 def as_prompt_list(prompts: "str | list[str] | tuple[str, ...]", field: str = "prompt") -> list[str]:
     """Normalise one prompt or several into a non-empty list of stripped strings.
 
-    A single string may hold several prompts separated by newlines or ``|``.
-    Raises ValueError naming ``field`` when nothing is left.
+    Args:
+        prompts: a string (several prompts separated by newlines or ``|``) or a sequence of strings.
+        field: the input's name as the user sees it (a ValueError names it when nothing is left).
+
+    Returns:
+        The prompts, stripped, empty ones dropped.
     """
     if isinstance(prompts, str):
         parts = [p for chunk in prompts.splitlines() for p in chunk.split("|")]
@@ -40,5 +44,13 @@ def as_prompt_list(prompts: "str | list[str] | tuple[str, ...]", field: str = "p
 
 
 def expand(prompts: "list[str]", templates: "tuple[str, ...] | list[str]") -> list[str]:
-    """Every prompt with every template, prompt-major: [p0t0, p0t1, ..., p1t0, ...]."""
+    """Every prompt with every template.
+
+    Args:
+        prompts: P prompts.
+        templates: T templates with one ``{}`` each.
+
+    Returns:
+        P*T texts, prompt-major: [p0t0, p0t1, ..., p1t0, ...].
+    """
     return [t.format(p) for p in prompts for t in templates]

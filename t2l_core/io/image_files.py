@@ -10,7 +10,14 @@ from PIL import Image
 
 
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read any PIL-readable file as RGB ``[1,3,H,W]`` float 0..1 (grayscale expanded, alpha dropped)."""
+    """Read any PIL-readable image as RGB (grayscale expanded, alpha dropped).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        [1,3,H,W] float in 0..1.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p}")
@@ -21,7 +28,14 @@ def load_image(path: str | Path) -> torch.Tensor:
 
 
 def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """A numpy image (HxW gray, HxWx3 RGB or HxWx4 RGBA; uint8 or float 0..1) -> RGB ``[1,3,H,W]`` 0..1."""
+    """A numpy image as an RGB tensor (alpha dropped, gray expanded).
+
+    Args:
+        arr: HxW gray, HxWx3 RGB or HxWx4 RGBA; uint8, or float in 0..1.
+
+    Returns:
+        [1,3,H,W] float in 0..1.
+    """
     a = np.asarray(arr)
     t = torch.from_numpy(a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32))
     if t.ndim == 2:
@@ -33,7 +47,14 @@ def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """``[C,H,W]`` or ``[1,C,H,W]`` 0..1 -> HxWxC (or HxW when C==1) uint8."""
+    """An image tensor as 8-bit values (clamped to 0..1, rounded).
+
+    Args:
+        x: [C,H,W] or [1,C,H,W] in 0..1, C in (1, 3, 4).
+
+    Returns:
+        HxWxC (HxW when C == 1) uint8 array.
+    """
     if x.ndim == 4:
         if x.shape[0] != 1:
             raise ValueError(f"to_uint8 takes one image, got a batch of {x.shape[0]}")
@@ -45,7 +66,15 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def save_png(x: torch.Tensor, path: str | Path) -> Path:
-    """Write ``[C,H,W]``/``[1,C,H,W]`` (C = 1 gray, 3 RGB, 4 RGBA) as PNG; creates the folder."""
+    """Write an image as PNG (atomic: ``<path>.part`` renamed into place; folders are created).
+
+    Args:
+        x: [C,H,W] or [1,C,H,W] in 0..1; C = 1 gray, 3 RGB, 4 RGBA.
+        path: the PNG file.
+
+    Returns:
+        The path written.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(x)

@@ -6,11 +6,15 @@ import torch
 
 
 def require_finite(tensor: torch.Tensor, name: str, fix: str = "") -> None:
-    """Raise ValueError if ``tensor`` holds NaN or infinite values.
+    """Raise ValueError if ``tensor`` holds NaN or infinite values (non-float tensors always pass).
 
-    ``name`` is the input as the user sees it (a node input such as ``frames``, a CLI file, an argument);
-    ``fix`` says what to change (default: replace the values at their source). The message gives how many
-    values are bad and the first batch item (index 0 of the first dimension) that holds one.
+    The message gives how many values are bad and the first batch item (index along the first dimension)
+    that holds one.
+
+    Args:
+        tensor: any tensor.
+        name: the input as the user sees it (a node input such as ``frames``, a CLI file, an argument).
+        fix: what to change (default: replace the values at their source).
     """
     if not torch.is_tensor(tensor) or not tensor.is_floating_point():
         return

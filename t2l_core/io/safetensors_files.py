@@ -1,9 +1,11 @@
-"""Reading safetensors files with errors that name the file and say what to do.
+"""Reading and writing safetensors files: reads fail with errors that name the file and say what to do,
+writes are atomic.
 
 safetensors reports an empty, truncated or foreign file as a bare ``SafetensorError`` ("header too small",
 "invalid JSON in header") without the file's name. These helpers turn every such failure into a
 :class:`UnreadableFile` (a ``ValueError``) whose message is ``<kind> file '<path>' <problem>. <remedy>``; the
 caller supplies ``remedy`` in the words of the place the message appears (a CLI flag, a ComfyUI folder).
+:func:`write_tensors` writes ``<path>.part`` and renames it into place, so a crash never leaves half a file.
 """
 
 from __future__ import annotations
@@ -35,8 +37,38 @@ def _unreadable(kind: str, p: Path, exc: Exception, remedy: str) -> UnreadableFi
                                             "safetensors file", remedy))
 
 
+def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (``<path>.part``, then renamed into place; folders are created).
+
+    Args:
+        path: the file.
+        tensors: {name: tensor} (copied to contiguous CPU memory).
+        metadata: the header's string metadata.
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    part = p.with_name(p.name + ".part")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(part), metadata=metadata)
+    part.replace(p)
+    return p
+
+
 def read_metadata(path: str | Path, kind: str, remedy: str = "") -> dict:
-    """The header metadata of a safetensors file (no tensors are read)."""
+    """The header metadata of a safetensors file (no tensors are read).
+
+    Args:
+        path: the file.
+        kind: what the file holds, as the user knows it ("CLIP weights", "atlas").
+        remedy: what to do about a missing or damaged file, in the caller's words (ends the message).
+
+    Returns:
+        {key: str}. A missing file raises FileNotFoundError, an unreadable one :class:`UnreadableFile`.
+    """
     from safetensors import safe_open
 
     p = Path(path)
@@ -49,7 +81,13 @@ def read_metadata(path: str | Path, kind: str, remedy: str = "") -> dict:
 
 
 def read_tensors(path: str | Path, kind: str, remedy: str = "") -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a safetensors file; a file cut short after its header is reported too."""
+    """All tensors and the metadata of a safetensors file (a file cut short after its header is reported too).
+
+    Args: as :func:`read_metadata`.
+
+    Returns:
+        (tensors {name: tensor}, metadata {key: str}).
+    """
     from safetensors import safe_open
 
     p = Path(path)

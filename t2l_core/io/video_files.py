@@ -1,4 +1,5 @@
-"""Reading frames (a directory of images or a video file decoded with PyAV) and writing frames as PNGs."""
+"""Reading frames and masks (a directory of images, or a video file decoded with PyAV) and writing frames and
+RGBA images as PNGs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Optional
 
 import numpy as np
 import torch
+
+from .image_files import save_png
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -20,7 +23,15 @@ def _list_images(directory: str) -> list:
 
 
 def read_video_file(path: str, max_frames: Optional[int] = None) -> torch.Tensor:
-    """Decode a video with PyAV -> [T,3,H,W] float 0..1."""
+    """Decode a video file with PyAV.
+
+    Args:
+        path: the video file.
+        max_frames: stop after this many frames (None or 0: all).
+
+    Returns:
+        [T,3,H,W] float in 0..1.
+    """
     import av
 
     frames = []
@@ -35,9 +46,16 @@ def read_video_file(path: str, max_frames: Optional[int] = None) -> torch.Tensor
 
 
 def read_frames(source: str, max_frames: Optional[int] = None, size: Optional[tuple] = None) -> torch.Tensor:
-    """Frames from a directory of images (sorted by name) or a video file -> [T,3,H,W] float 0..1.
+    """Frames from a directory of images (sorted by name) or a video file.
 
-    ``size=(H, W)`` resizes (bilinear, antialiased)."""
+    Args:
+        source: a folder of images of one size, or a video file.
+        max_frames: at most this many frames (None or 0: all).
+        size: None, or (H, W) to resize to (bilinear, antialiased).
+
+    Returns:
+        [T,3,H,W] float in 0..1.
+    """
     from PIL import Image
 
     if os.path.isdir(source):
@@ -58,7 +76,15 @@ def read_frames(source: str, max_frames: Optional[int] = None, size: Optional[tu
 
 
 def read_masks(directory: str, max_frames: Optional[int] = None) -> torch.Tensor:
-    """Masks from a directory of images -> [T,H,W] float 0..1 (the alpha channel if present, else luminance)."""
+    """Masks from a directory of images (sorted by name; the alpha channel if present, else the luminance).
+
+    Args:
+        directory: the folder.
+        max_frames: at most this many masks (None or 0: all).
+
+    Returns:
+        [T,H,W] float in 0..1.
+    """
     from PIL import Image
 
     out = []
@@ -70,7 +96,14 @@ def read_masks(directory: str, max_frames: Optional[int] = None) -> torch.Tensor
 
 
 def read_rgba(path: str) -> tuple:
-    """An RGBA (or RGB) image -> (rgb [3,H,W], alpha [H,W]) float 0..1; alpha is 1 without an alpha channel."""
+    """Read an RGBA (or RGB) image.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        (rgb [3,H,W], alpha [H,W]) float in 0..1; alpha is 1 without an alpha channel.
+    """
     from PIL import Image
 
     im = Image.open(path)
@@ -81,23 +114,34 @@ def read_rgba(path: str) -> tuple:
 
 
 def write_rgba(path: str, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None) -> str:
-    from PIL import Image
+    """Write an RGB or RGBA image as PNG (8 bits per channel).
 
-    arr = rgb if alpha is None else torch.cat([rgb, alpha[None]], 0)
-    a = (arr.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(a).save(path)
+    Args:
+        path: the PNG file (folders are created).
+        rgb: [3,H,W] in 0..1.
+        alpha: None, or [H,W] in 0..1.
+
+    Returns:
+        ``path``.
+    """
+    save_png(rgb if alpha is None else torch.cat([rgb, alpha[None]], 0), path)
     return path
 
 
 def write_frames(frames: torch.Tensor, directory: str, prefix: str = "frame") -> list:
-    """Write [T,3,H,W] (0..1) as PNGs ``<prefix>_00000.png``... Returns the paths."""
-    from PIL import Image
+    """Write frames as PNGs ``<prefix>_00000.png``, ``<prefix>_00001.png``, ...
 
-    os.makedirs(directory, exist_ok=True)
+    Args:
+        frames: [T,3,H,W] in 0..1.
+        directory: the folder (created).
+        prefix: the file names' start.
+
+    Returns:
+        The paths written, in frame order.
+    """
     paths = []
     for t in range(frames.shape[0]):
-        a = (frames[t].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         p = os.path.join(directory, f"{prefix}_{t:05d}.png")
-        Image.fromarray(a).save(p)
+        save_png(frames[t], p)
         paths.append(p)
     return paths

@@ -1,4 +1,4 @@
-"""Save and load a fitted layered atlas (:class:`~t2l_core.nla.fit.FittedNLA`) as one safetensors file.
+"""Save and load a fitted layered atlas (:class:`~t2l_core.nla.fitted.FittedNLA`) as one safetensors file.
 
 Tensors: ``model.*`` (atlas parameters) and ``frames_u8`` [T,3,H,W] (the original frames, needed to blend
 edits). Metadata: format tag, atlas config (frame size/count, uv scale, grid sizes), fit config, atlas
@@ -8,24 +8,30 @@ bounding boxes, PSNR, steps and the flow estimator used.
 from __future__ import annotations
 
 import json
-import os
 from typing import Optional
 
 import torch
 
-from .atlas_model import AtlasConfig, LayeredAtlas
-from .render import AtlasBBox
 from ..device import resolve_device
-from .fit import FittedNLA
+from ..io.safetensors_files import read_metadata, write_tensors
+from .atlas_images import AtlasBBox
+from .atlas_model import AtlasConfig, LayeredAtlas
+from .fitted import FittedNLA
 
 FORMAT = "t2l-nla"
 FORMAT_VERSION = "1"
 
 
 def save_nla(nla: FittedNLA, path: str) -> str:
-    """Write ``nla`` to ``path`` (.safetensors). Returns the path."""
-    from safetensors.torch import save_file
+    """Write a fitted atlas to one file (atomic).
 
+    Args:
+        nla: the fitted atlas.
+        path: a ``.safetensors`` path (folders are created).
+
+    Returns:
+        The path, as a string.
+    """
     if not str(path).endswith(".safetensors"):
         raise ValueError(f"an atlas file must end with .safetensors, got '{path}'")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in nla.model.state_dict().items()}
@@ -44,17 +50,20 @@ def save_nla(nla: FittedNLA, path: str) -> str:
         "height": str(cfg.height),
         "width": str(cfg.width),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = str(path) + ".tmp"
-    save_file(tensors, tmp, metadata=meta)
-    os.replace(tmp, path)
+    write_tensors(path, tensors, meta)
     return str(path)
 
 
 def read_nla_header(path: str) -> dict:
-    """Metadata of an atlas file (frames, height, width, psnr, ...), without loading tensors."""
-    from ..io.safetensors_files import read_metadata
+    """The metadata of an atlas file, without loading tensors.
 
+    Args:
+        path: the atlas file.
+
+    Returns:
+        {key: str}: format, frames, height, width, psnr, steps, atlas_config, fit_config, bboxes, ...
+        A file that is not an atlas raises ValueError.
+    """
     meta = read_metadata(path, "atlas", "Fit the atlas again (Fit Layered Atlas + Save Atlas, or the nla command).")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a Text2LIVE atlas file (format tag {meta.get('format')!r}); "
@@ -63,8 +72,17 @@ def read_nla_header(path: str) -> dict:
 
 
 def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[torch.Tensor] = None) -> FittedNLA:
-    """Load an atlas file. If ``frames`` [T,3,H,W] are given they must match the fitted size and count
-    (clear error otherwise) and replace the stored originals."""
+    """Load an atlas file (frozen, in eval mode).
+
+    Args:
+        path: the atlas file.
+        device: where the model goes.
+        frames: None, or [T,3,H,W] in 0..1 replacing the stored originals; they must match the fitted size
+            and count (a ValueError says what to change).
+
+    Returns:
+        The :class:`FittedNLA`.
+    """
     from safetensors import safe_open
 
     meta = read_nla_header(path)

@@ -28,7 +28,8 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .grids import ColourPyramid, Grid3D
 
 LAYERS = ("fg", "bg")
 
@@ -51,9 +52,11 @@ class AtlasConfig:
 
     @property
     def long_side(self) -> int:
+        """L = max(H, W), the side that spans [-1, 1] in normalised coordinates."""
         return max(self.height, self.width)
 
     def resolved_colour_max_res(self) -> int:
+        """The finest colour grid's resolution: ``colour_max_res``, or about one texel per frame pixel."""
         if self.colour_max_res > 0:
             return int(self.colour_max_res)
         # the frame's long side spans uv_scale uv-units; the atlas square is 2 uv-units wide
@@ -61,6 +64,7 @@ class AtlasConfig:
         return max(self.colour_min_res, int(math.ceil(need / 8.0)) * 8)
 
     def resolved_alpha_res(self) -> tuple:
+        """The opacity grids' resolutions along the long side: ``alpha_spatial_res``, or 16, 32, ... up to L/2."""
         if self.alpha_spatial_res:
             return tuple(int(r) for r in self.alpha_spatial_res)
         top = max(16, self.long_side // 2)
@@ -73,6 +77,7 @@ class AtlasConfig:
         return tuple(levels)
 
     def to_dict(self) -> dict:
+        """Every field as plain JSON values (stored with a saved atlas)."""
         d = asdict(self)
         d["alpha_spatial_res"] = list(self.alpha_spatial_res)
         d["mapping_spatial_res"] = list(self.mapping_spatial_res)
@@ -80,6 +85,14 @@ class AtlasConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "AtlasConfig":
+        """The config that :meth:`to_dict` wrote.
+
+        Args:
+            d: a dict from :meth:`to_dict` (a saved atlas's ``atlas_config``).
+
+        Returns:
+            The :class:`AtlasConfig`.
+        """
         d = dict(d)
         d["alpha_spatial_res"] = tuple(d.get("alpha_spatial_res", ()))
         d["mapping_spatial_res"] = tuple(d.get("mapping_spatial_res", (8, 16, 32)))
@@ -87,73 +100,21 @@ class AtlasConfig:
 
 
 def normalise_xyt(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, cfg: AtlasConfig) -> torch.Tensor:
-    """Pixel coordinates (any float, t integer-valued) -> [N,3] normalised (xn, yn, tn)."""
+    """Normalise pixel coordinates (see the module docstring).
+
+    Args:
+        x, y: [N] pixel coordinates (float).
+        t: [N] frame indices (integer-valued).
+        cfg: the atlas's frame size and count.
+
+    Returns:
+        [N,3] (xn, yn, tn); the frame's long side and the frame range span [-1, 1].
+    """
     half = cfg.long_side / 2.0
     xn = (x - (cfg.width - 1) / 2.0) / half
     yn = (y - (cfg.height - 1) / 2.0) / half
     tn = 2.0 * t / max(cfg.frames - 1, 1) - 1.0
     return torch.stack([xn, yn, tn], dim=-1)
-
-
-class Grid3D(nn.Module):
-    """Sum of dense 3D grids at several resolutions -> C channels. Input [N,3] normalised (xn, yn, tn).
-
-    Each grid covers the frame (x and y rescaled so the frame spans [-1,1] on both axes) and all frames;
-    ``r`` is the resolution along the frame's long side.
-    """
-
-    def __init__(self, channels: int, spatial: tuple, frames: int, height: int, width: int):
-        super().__init__()
-        long_side = max(height, width)
-        self.sx = long_side / width
-        self.sy = long_side / height
-        self.grids = nn.ParameterList()
-        for r in spatial:
-            rx = max(2, int(round(r * width / long_side)))
-            ry = max(2, int(round(r * height / long_side)))
-            rt = max(1, min(frames, max(2, int(r) // 2)))
-            self.grids.append(nn.Parameter(torch.zeros(1, channels, rt, ry, rx)))
-
-    def forward(self, p: torch.Tensor) -> torch.Tensor:
-        n = p.shape[0]
-        q = torch.stack([p[:, 0] * self.sx, p[:, 1] * self.sy, p[:, 2]], dim=-1)
-        out = None
-        for g in self.grids:
-            if g.shape[2] == 1:  # single temporal slice: sample in 2D
-                s = F.grid_sample(g[:, :, 0], q[:, :2].view(1, n, 1, 2), mode="bilinear", padding_mode="border", align_corners=True)
-            else:
-                s = F.grid_sample(g, q.view(1, n, 1, 1, 3), mode="bilinear", padding_mode="border", align_corners=True)
-            s = s.reshape(g.shape[1], n)
-            out = s if out is None else out + s
-        return out.t()
-
-
-class ColourPyramid(nn.Module):
-    """Sum of dense RGB grids over the atlas square [-1,1]^2 at resolutions min_res, 2 min_res, ..., max_res."""
-
-    def __init__(self, min_res: int, max_res: int):
-        super().__init__()
-        self.levels = nn.ParameterList()
-        sizes = [min_res]
-        while sizes[-1] * 2 <= max_res:
-            sizes.append(sizes[-1] * 2)
-        if sizes[-1] != max_res:
-            sizes[-1] = max_res  # the finest level is exactly max_res (no power-of-two overshoot)
-        if len(sizes) > 1 and sizes[-1] <= sizes[-2]:
-            sizes.pop(-2)
-        for i, r in enumerate(sizes):
-            init = torch.full((1, 3, r, r), 0.5) if i == 0 else torch.zeros(1, 3, r, r)
-            self.levels.append(nn.Parameter(init))
-
-    def forward(self, uv: torch.Tensor) -> torch.Tensor:
-        """uv [N,2] in [-1,1] (u horizontal) -> rgb [N,3] (unclamped, ~0..1)."""
-        n = uv.shape[0]
-        g = uv.view(1, n, 1, 2)
-        out = None
-        for lv in self.levels:
-            s = F.grid_sample(lv, g, mode="bilinear", padding_mode="border", align_corners=True).reshape(3, n)
-            out = s if out is None else out + s
-        return out.t()
 
 
 class LayerMapping(nn.Module):
@@ -172,6 +133,16 @@ class LayerMapping(nn.Module):
         self.residual = Grid3D(2, cfg.mapping_spatial_res, T, cfg.height, cfg.width)
 
     def base(self, p: torch.Tensor, t_idx: torch.Tensor, params: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The affine part of the mapping, s * (A_t [xn,yn] + b_t).
+
+        Args:
+            p: [N,3] normalised points (xn, yn, tn).
+            t_idx: [N] frame indices (long).
+            params: None, or [T,6] parameters replacing the learnt ones.
+
+        Returns:
+            [N,2] in mapping units.
+        """
         a = (self.affine if params is None else params)[t_idx]
         x, y = p[:, 0], p[:, 1]
         u = a[:, 0] * x + a[:, 1] * y + a[:, 4]
@@ -179,10 +150,27 @@ class LayerMapping(nn.Module):
         return self.scale * torch.stack([u, v], dim=-1)
 
     def initial(self, p: torch.Tensor, t_idx: torch.Tensor) -> torch.Tensor:
-        """The mapping the model was initialised to (target of the warm-up loss)."""
+        """The mapping the model was initialised to (the warm-up loss's target).
+
+        Args:
+            p: [N,3] normalised points (xn, yn, tn).
+            t_idx: [N] frame indices (long).
+
+        Returns:
+            [N,2] in mapping units.
+        """
         return self.base(p, t_idx, self.init_params)
 
     def forward(self, p: torch.Tensor, t_idx: torch.Tensor) -> torch.Tensor:
+        """The mapping M: affine motion plus the residual grids, clamped.
+
+        Args:
+            p: [N,3] normalised points (xn, yn, tn).
+            t_idx: [N] frame indices (long).
+
+        Returns:
+            [N,2] in [-1,1].
+        """
         m = self.base(p, t_idx) + self.residual(p)
         return m.clamp(-1.0, 1.0)
 
@@ -208,14 +196,39 @@ class LayeredAtlas(nn.Module):
 
     # --- building blocks -----------------------------------------------------------------------
     def coords(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Normalised coordinates of pixels (:func:`normalise_xyt`).
+
+        Args:
+            x, y: [N] pixel coordinates.
+            t: [N] frame indices.
+
+        Returns:
+            [N,3] (xn, yn, tn) float.
+        """
         return normalise_xyt(x.float(), y.float(), t.float(), self.cfg)
 
     def mapping(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Mapping-space coordinates M [N,2] in [-1,1] of a layer ("fg" or "bg")."""
+        """A layer's mapping M(x, y, t) (NLA Sec. 3: the mapping networks M_f and M_b).
+
+        Args:
+            layer: "fg" or "bg".
+            x, y: [N] pixel coordinates (float; any value, also outside the frame).
+            t: [N] frame indices (long, 0..T-1).
+
+        Returns:
+            [N,2] mapping-space coordinates in [-1,1].
+        """
         net = self._net(layer)
         return net(self.coords(x, y, t), t.long())
 
     def initial_mapping(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """A layer's initial mapping (the warm-up loss's target).
+
+        Args: as :meth:`mapping`.
+
+        Returns:
+            [N,2] in mapping units.
+        """
         return self._net(layer).initial(self.coords(x, y, t), t.long())
 
     def _net(self, layer: str) -> LayerMapping:
@@ -229,26 +242,64 @@ class LayeredAtlas(nn.Module):
 
     @staticmethod
     def to_uv(layer: str, m: torch.Tensor) -> torch.Tensor:
-        """Mapping space -> atlas uv: fg in [0,1]^2, bg in [-1,0]^2."""
+        """Mapping space -> atlas uv.
+
+        Args:
+            layer: "fg" or "bg".
+            m: [N,2] in [-1,1].
+
+        Returns:
+            [N,2] uv: fg in [0,1]^2, bg in [-1,0]^2.
+        """
         return 0.5 * m + (0.5 if layer == "fg" else -0.5)
 
     def uv(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Atlas uv [N,2] of pixels in a layer."""
+        """The atlas uv of pixels in a layer.
+
+        Args: as :meth:`mapping`.
+
+        Returns:
+            [N,2]: fg in [0,1]^2, bg in [-1,0]^2.
+        """
         return self.to_uv(layer, self.mapping(layer, x, y, t))
 
     def alpha(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Foreground opacity [N] in (0.001, 0.999); zeros without a foreground."""
+        """The foreground opacity of pixels.
+
+        Args:
+            x, y: [N] pixel coordinates (float; any value, also outside the frame).
+            t: [N] frame indices (long, 0..T-1).
+
+        Returns:
+            [N] in (0.001, 0.999); zeros without a foreground.
+        """
         if self.alpha_grid is None:
             return torch.zeros(x.shape[0], device=x.device)
         logit = self.alpha_grid(self.coords(x, y, t))[:, 0]
         return 0.998 * torch.sigmoid(logit) + 0.001
 
     def colour_at(self, uv: torch.Tensor) -> torch.Tensor:
-        """Atlas colour [N,3] at uv [N,2]."""
+        """The atlas colour at uv points (NLA's atlas network A).
+
+        Args:
+            uv: [N,2] in [-1,1].
+
+        Returns:
+            [N,3], about 0..1 (unclamped).
+        """
         return self.colour(uv)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> dict:
-        """Reconstruct pixels. Returns dict with rgb [N,3], alpha [N], m_bg/m_fg [N,2], rgb_bg/rgb_fg [N,3]."""
+        """Reconstruct pixels: alpha * fg colour + (1 - alpha) * bg colour (NLA Sec. 3).
+
+        Args:
+            x, y: [N] pixel coordinates (float; any value, also outside the frame).
+            t: [N] frame indices (long, 0..T-1).
+
+        Returns:
+            {"rgb": [N,3], "alpha": [N], "m_bg"/"m_fg": [N,2] mappings, "rgb_bg"/"rgb_fg": [N,3] layer colours}
+            (the fg entries only with a foreground; colours unclamped, about 0..1).
+        """
         out: dict = {}
         m_bg = self.mapping("bg", x, y, t)
         rgb_bg = self.colour(self.to_uv("bg", m_bg))
@@ -264,11 +315,21 @@ class LayeredAtlas(nn.Module):
         return out
 
     def layers(self) -> tuple:
+        """The layers, ("fg", "bg") or ("bg",) without a foreground."""
         return ("fg", "bg") if self.map_fg is not None else ("bg",)
 
 
 def frame_pixel_grid(height: int, width: int, device=None, crop: Optional[tuple] = None) -> tuple:
-    """Flattened pixel coordinates (x, y) of a frame, or of ``crop=(top, left, h, w)``."""
+    """The pixel coordinates of a frame (or a crop), row-major.
+
+    Args:
+        height, width: the frame size H, W.
+        device: where the tensors are made.
+        crop: None, or (top, left, h, w) in pixels.
+
+    Returns:
+        (xs, ys), each [h*w] float32.
+    """
     top, left, h, w = crop if crop is not None else (0, 0, height, width)
     ys = torch.arange(top, top + h, device=device, dtype=torch.float32)
     xs = torch.arange(left, left + w, device=device, dtype=torch.float32)

@@ -21,6 +21,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from ..io.safetensors_files import write_tensors
+
 RAFT_PATTERNS = ("raft_large*.pth", "raft_large*.safetensors", "raft_small*.pth", "raft_small*.safetensors")
 
 
@@ -40,9 +42,11 @@ class VideoFlow:
 
     @property
     def frames(self) -> int:
+        """T, the video's frame count."""
         return self.fwd.shape[0] + 1
 
     def nbytes(self) -> int:
+        """The bytes the flow and its masks take."""
         return sum(t.numel() * t.element_size() for t in (self.fwd, self.bwd, self.fwd_ok, self.bwd_ok))
 
 
@@ -50,7 +54,15 @@ class VideoFlow:
 # warping helpers
 
 def sample_at(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Bilinear sample img [C,H,W] at pixel coordinates x, y (same shape S) -> [C,*S] (border padding)."""
+    """Sample an image bilinearly at pixel coordinates (border padding).
+
+    Args:
+        img: [C,H,W].
+        x, y: pixel coordinates, both of shape S.
+
+    Returns:
+        [C,*S].
+    """
     C, H, W = img.shape
     gx = 2.0 * x / max(W - 1, 1) - 1.0
     gy = 2.0 * y / max(H - 1, 1) - 1.0
@@ -60,7 +72,15 @@ def sample_at(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 
 def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """img [B,C,H,W] sampled at p + flow(p); flow [B,2,H,W] in pixels."""
+    """Backward-warp images by a flow: each pixel p takes the value at p + flow(p) (bilinear, border padding).
+
+    Args:
+        img: [B,C,H,W].
+        flow: [B,2,H,W] (dx, dy) in pixels.
+
+    Returns:
+        [B,C,H,W].
+    """
     B, C, H, W = img.shape
     ys, xs = torch.meshgrid(torch.arange(H, device=img.device, dtype=img.dtype),
                             torch.arange(W, device=img.device, dtype=img.dtype), indexing="ij")
@@ -70,7 +90,15 @@ def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 
 def fb_consistency(flow_ab: torch.Tensor, flow_ba: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
-    """[H,W] bool: |f_ab(p) + f_ba(p + f_ab(p))| < threshold and p + f_ab(p) inside the frame."""
+    """Forward-backward consistency of a flow (NLA uses only consistent pixels in its flow terms).
+
+    Args:
+        flow_ab, flow_ba: [2,H,W] flows a -> b and b -> a in pixels.
+        threshold: the largest round-trip error in pixels.
+
+    Returns:
+        [H,W] bool: |f_ab(p) + f_ba(p + f_ab(p))| < threshold and p + f_ab(p) inside the frame.
+    """
     _, H, W = flow_ab.shape
     back = warp(flow_ba[None].float(), flow_ab[None].float())[0]
     err = torch.linalg.vector_norm(flow_ab.float() + back, dim=0)
@@ -90,10 +118,20 @@ def _gray(img: torch.Tensor) -> torch.Tensor:
 
 def pyramid_lk_flow(img_a: torch.Tensor, img_b: torch.Tensor, window: int = 9, iters: int = 2,
                     min_size: int = 12, reg: float = 1e-6) -> torch.Tensor:
-    """Coarse-to-fine iterative Lucas-Kanade flow a -> b. img_* [3,H,W] in 0..1 -> flow [2,H,W] (px).
+    """Coarse-to-fine iterative Lucas-Kanade flow a -> b.
 
     At each pyramid level: warp b by the current flow, solve the windowed 2x2 normal equations
     (Tikhonov-regularised by ``reg`` so flat regions keep the coarser estimate), iterate, then 3x3 median.
+
+    Args:
+        img_a, img_b: [3,H,W] (or [1,H,W]) in 0..1.
+        window: the normal equations' window side (px).
+        iters: iterations per pyramid level.
+        min_size: the coarsest level's shortest side is at least this (px).
+        reg: added to the normal equations' diagonal.
+
+    Returns:
+        [2,H,W] flow (dx, dy) in pixels.
     """
     a = _gray(img_a[None].float())
     b = _gray(img_b[None].float())
@@ -134,7 +172,14 @@ def pyramid_lk_flow(img_a: torch.Tensor, img_b: torch.Tensor, window: int = 9, i
 # RAFT (local weights only)
 
 def find_raft_weights(search_dirs: Sequence[str] = ()) -> Optional[str]:
-    """Path of local torchvision RAFT weights in ``search_dirs`` or torch's hub cache, or None."""
+    """Local torchvision RAFT weights (never downloaded).
+
+    Args:
+        search_dirs: folders searched (recursively) before torch's hub cache.
+
+    Returns:
+        The first ``raft_large*``/``raft_small*`` file found, or None.
+    """
     dirs = [d for d in search_dirs if d]
     try:
         dirs.append(os.path.join(torch.hub.get_dir(), "checkpoints"))
@@ -184,7 +229,17 @@ class RaftFlow:
 
 
 def make_flow_estimator(device: torch.device, search_dirs: Sequence[str] = (), prefer: str = "auto") -> tuple:
-    """Return (callable(img_a, img_b) -> flow [2,H,W], name). ``prefer``: "auto" | "raft" | "lk"."""
+    """The flow estimator to use.
+
+    Args:
+        device: where it runs.
+        search_dirs: folders searched for RAFT weights.
+        prefer: "auto" (RAFT when its weights are local, else the built-in Lucas-Kanade), "raft" (an error
+            when no weights are found) or "lk".
+
+    Returns:
+        (estimator(img_a [3,H,W], img_b [3,H,W]) -> flow [2,H,W] in pixels, name).
+    """
     if prefer in ("auto", "raft"):
         path = find_raft_weights(search_dirs)
         if path is not None:
@@ -201,7 +256,19 @@ def make_flow_estimator(device: torch.device, search_dirs: Sequence[str] = (), p
 def compute_video_flow(get_frame: Callable[[int], torch.Tensor], frames: int, estimator: Callable,
                        name: str = "lk", fb_threshold: float = 1.0,
                        on_pair: Optional[Callable[[int, int], None]] = None) -> VideoFlow:
-    """Flow for every consecutive pair, streamed one pair at a time. get_frame(t) -> [3,H,W] in 0..1."""
+    """Flow for every consecutive pair, both ways, streamed one pair at a time, with consistency masks.
+
+    Args:
+        get_frame: t -> [3,H,W] in 0..1.
+        frames: T >= 2.
+        estimator: (img_a, img_b) -> flow [2,H,W] (:func:`make_flow_estimator`).
+        name: the estimator's name (stored with the flow).
+        fb_threshold: see :func:`fb_consistency`.
+        on_pair: ``(done, total)`` after each pair (progress and cancellation).
+
+    Returns:
+        The :class:`VideoFlow` (fp16 flow).
+    """
     if frames < 2:
         raise ValueError("optical flow needs at least 2 frames")
     first = get_frame(0)
@@ -226,8 +293,15 @@ def compute_video_flow(get_frame: Callable[[int], torch.Tensor], frames: int, es
 
 
 def frames_fingerprint(frames: torch.Tensor) -> str:
-    """Short content hash of a frame stack: its shape, dtype and every value (cache and checkpoint keys; two
-    stacks that differ anywhere get different keys)."""
+    """A short content hash of a tensor stack (cache and checkpoint keys: two stacks that differ anywhere get
+    different keys).
+
+    Args:
+        frames: any tensor; its shape, dtype and every value count.
+
+    Returns:
+        16 hex digits.
+    """
     t = frames.detach().to("cpu").contiguous()
     h = hashlib.sha256(f"{tuple(t.shape)}:{t.dtype}".encode())
     h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
@@ -235,19 +309,28 @@ def frames_fingerprint(frames: torch.Tensor) -> str:
 
 
 def save_flow(flow: VideoFlow, path: str, key: str = "") -> None:
-    from safetensors.torch import save_file
+    """Cache a video's flow (atomic: an interrupted save never leaves a damaged cache).
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".part"  # written whole, then renamed: an interrupted save never leaves a damaged cache
-    save_file({"fwd": flow.fwd.contiguous(), "bwd": flow.bwd.contiguous(),
-               "fwd_ok": flow.fwd_ok.to(torch.uint8).contiguous(), "bwd_ok": flow.bwd_ok.to(torch.uint8).contiguous()},
-              tmp, metadata={"key": key, "estimator": flow.estimator})
-    os.replace(tmp, path)
+    Args:
+        flow: the flow.
+        path: the cache file (.safetensors).
+        key: what :func:`load_flow` must be given to use it (the frames' fingerprint and the estimator setting).
+    """
+    write_tensors(path, {"fwd": flow.fwd, "bwd": flow.bwd, "fwd_ok": flow.fwd_ok.to(torch.uint8),
+                         "bwd_ok": flow.bwd_ok.to(torch.uint8)}, {"key": key, "estimator": flow.estimator})
 
 
 def load_flow(path: str, key: str = "") -> Optional[VideoFlow]:
-    """Load a cached flow if it exists and matches ``key``; None otherwise (also for a damaged cache file,
-    which is then computed again)."""
+    """A cached flow.
+
+    Args:
+        path: the cache file.
+        key: the key it must have been saved with ("" accepts any).
+
+    Returns:
+        The :class:`VideoFlow`, or None when there is no cache, it has another key or it is damaged (the flow
+        is then computed again).
+    """
     if not os.path.isfile(path):
         return None
     from safetensors import safe_open

@@ -1,0 +1,130 @@
+"""The atlas fit's checkpoint: the key a resumable fit must match, and the fit's state (atlas, Adam, RNG)
+written to and restored from a :class:`~t2l_core.checkpoint.CheckpointFile` of job ``atlas-fit``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..checkpoint import ATLAS_FIT_JOB, CheckpointFile, load_optimizer_state, optimizer_state_tensors
+from .atlas_model import AtlasConfig, LayeredAtlas
+from .config import NLAFitConfig
+from .optical_flow import frames_fingerprint
+
+CODE_VERSION = "nla-1"
+
+
+def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:
+    """The key of a fit's inputs and settings (names the checkpoint file).
+
+    Args:
+        frames: [T,3,H,W] (every value counts).
+        masks: None, or [T,H,W] (every value counts).
+        cfg: every setting but ``checkpoint_every`` counts.
+
+    Returns:
+        16 hex digits.
+    """
+    h = hashlib.sha1(CODE_VERSION.encode())
+    h.update(frames_fingerprint(frames).encode())
+    if masks is not None:
+        h.update(frames_fingerprint(masks[:, None]).encode())
+    d = cfg.to_dict()
+    d.pop("checkpoint_every", None)
+    h.update(json.dumps(d, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def resume_key(key: str, flow_estimator: str, device: torch.device) -> str:
+    """What a checkpoint must match to be resumed.
+
+    Args:
+        key: :func:`fit_key`.
+        flow_estimator: the estimator actually used (``auto`` picks RAFT or the built-in one by what is
+            installed).
+        device: only its type counts (CPU and CUDA round differently).
+
+    Returns:
+        16 hex digits.
+    """
+    return hashlib.sha1(f"{key}|{flow_estimator}|{torch.device(device).type}".encode()).hexdigest()[:16]
+
+
+def fit_checkpoint_file(path: Optional[str], key: str) -> CheckpointFile:
+    """The checkpoint file of a fit.
+
+    Args:
+        path: where it is kept; None when the fit keeps none.
+        key: :func:`resume_key`.
+
+    Returns:
+        A :class:`~t2l_core.checkpoint.CheckpointFile` of job ``atlas-fit``.
+    """
+    return CheckpointFile(path, ATLAS_FIT_JOB, key)
+
+
+def write_fit_state(file: CheckpointFile, model: LayeredAtlas, opt: torch.optim.Optimizer, step: int,
+                    gen: torch.Generator, cfg: NLAFitConfig) -> Optional[Path]:
+    """Write the fit's state at the start of ``step``: the atlas (``model.*``), Adam's state, the generator's
+    state, and the atlas and fit settings in the metadata.
+
+    Args:
+        file: the fit's checkpoint file.
+        model: the atlas.
+        opt: the fit's Adam.
+        step: the 0-based step the state resumes at.
+        gen: the generator whose state resumes the pixel draws.
+        cfg: the fit's settings.
+
+    Returns:
+        The checkpoint's path, None when the fit keeps no checkpoint.
+    """
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update(optimizer_state_tensors(opt))
+    tensors["rng_state"] = gen.get_state().clone()
+    meta = {"atlas_config": json.dumps(model.cfg.to_dict()), "fit_config": json.dumps(cfg.to_dict())}
+    return file.write(tensors, step, meta)
+
+
+@dataclass
+class FitState:
+    """A checkpoint of this fit: its tensors, the step it resumes at and the atlas it rebuilds."""
+
+    tensors: dict
+    step: int
+    atlas_config: AtlasConfig
+
+
+def read_fit_state(file: CheckpointFile, notes: list) -> Optional[FitState]:
+    """The checkpoint of this fit, if there is one (a checkpoint of another fit gets a note and is not used).
+
+    Args:
+        file: the fit's checkpoint.
+        notes: receives a note when the file belongs to another fit.
+
+    Returns:
+        The :class:`FitState`, or None when there is no checkpoint of this fit.
+    """
+    found = file.read(notes)
+    if found is None:
+        return None
+    return FitState(found.tensors, found.step, AtlasConfig.from_dict(json.loads(found.meta["atlas_config"])))
+
+
+def restore_fit_state(state: FitState, model: LayeredAtlas, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+    """Load a checkpoint's atlas, Adam state and generator state into a fresh fit (bit for bit).
+
+    Args:
+        state: from :func:`read_fit_state`.
+        model: an atlas built from ``state.atlas_config``.
+        opt: its :func:`~t2l_core.nla.fit.fit_optimizer`.
+        gen: the fit's generator.
+    """
+    model.load_state_dict({k[6:]: v for k, v in state.tensors.items() if k.startswith("model.")})
+    load_optimizer_state(opt, state.tensors)
+    gen.set_state(state.tensors["rng_state"])
