@@ -27,7 +27,8 @@ from t2l_core.edit.objective import TextBanks, edit_objective
 from t2l_core.edit.generator import build_generator
 from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
-from t2l_core.image.training import EditConfig, input_fingerprint, train_edit_layer
+from t2l_core.edit.config import EditConfig
+from t2l_core.image.training import input_fingerprint, train_edit_layer
 
 F64_REL_TOL = 1e-5  # float64 paths; the fp32 loss values they report carry ~1e-7 rounding
 REL_TOL = 1e-4
@@ -114,10 +115,10 @@ def test_objective_equal_on_trained_weights(tiny_clip, tiny_clip64, astronaut):
 
 
 def test_speed_settings_do_not_change_the_checkpoint_key(astronaut):
-    a = EditConfig(prompt="x", fast=True, threads=0, compile=False, autocast="auto")
-    b = EditConfig(prompt="x", fast=False, threads=3, compile=True, autocast="off")
+    a = EditConfig.from_flat(prompt="x", fast=True, threads=0, compile=False, autocast="auto")
+    b = EditConfig.from_flat(prompt="x", fast=False, threads=3, compile=True, autocast="off")
     assert input_fingerprint(astronaut, a) == input_fingerprint(astronaut, b)
-    assert input_fingerprint(astronaut, a) != input_fingerprint(astronaut, EditConfig(prompt="y"))
+    assert input_fingerprint(astronaut, a) != input_fingerprint(astronaut, EditConfig.from_flat(prompt="y"))
 
 
 def test_threads_respect_the_users_setting_and_autocast_choice():
@@ -132,7 +133,7 @@ def test_threads_respect_the_users_setting_and_autocast_choice():
     assert autocast_dtype("bf16", cpu) == torch.bfloat16
     assert autocast_dtype("off", cpu) is None
     try:
-        EditConfig(prompt="x", autocast="fp8").validate()
+        EditConfig.from_flat(prompt="x", autocast="fp8").validate()
     except ValueError as e:
         assert "autocast" in str(e)
     else:

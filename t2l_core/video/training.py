@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..nla.render import AtlasBBox, AtlasEdit, discretise_atlas, frame_alpha, render_frame
 from ..checkpoint import NonFiniteLoss, nonfinite_message, remove_run_file
-from ..edit.views import VIDEO_FILL, structure_view
+from ..edit.views import structure_view
 from ..edit.compositing import GREEN, on_green_screen, solid_background
 from ..edit.layer import EditLayer
 from ..edit.objective import TextBanks, edit_objective
@@ -50,56 +50,9 @@ from ..nla.fit import FittedNLA
 from ..progress import Hooks, cancel_inside, losses_to_floats
 from ..seeding import make_generator
 from ..clip.templates import as_prompt_list
-from ..image.training import EditConfig, _relevancy, _resume, _save_if_finite, result_settings, save_checkpoint
-from .atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, layer_key, training_bbox
-
-@dataclass
-class VideoEditConfig(EditConfig):
-    """Every setting of a video (atlas) edit: the image settings with the authors' video defaults (4.6)
-    plus the atlas sampling settings (4.4). ``size``/``scale_*`` of the image config are not used."""
-
-    layer: str = "fg"                 # "fg" | "bg": the atlas layer to edit (one per run)
-    iters: int = 3000
-    lr_decay: float = 0.999
-    n_views: int = 6
-    view_fill: float = VIDEO_FILL     # black fill in the CLIP view augmentations
-    lambda_structure: float = 3.0
-    sparsity_l1: float = 1e-3         # 0.1 · 0.01
-    sparsity_l0: float = 5e-4         # 0.1 · 0.005
-    bootstrap_schedule: str = "none"  # constant λ for the whole run when roi_text is given (car-turn example)
-    crop_min: float = 0.95            # frame crops cover U[0.95, 1] of the mask box / frame
-    full_image_every: int = 75        # the whole atlas joins the batch every N steps
-    frame_offset: int = 2             # frames t-2, t, t+2
-    mask_threshold: float = 0.95      # foreground mask box: NLA opacity >= this ...
-    mask_border: int = 30             # ... grown by this many px
-    bg_full_downscale: float = 3.0    # whole background atlas downscaled by this (antialias) on whole-atlas steps
-    atlas_scale: float = 1.0          # texels of the training atlas per native texel (~1 per frame pixel)
-    multiply_foreground_alpha: bool = True  # fg: sampled maps and the direct pass times the NLA opacity
-    direct_pass: bool = True          # also run the generator directly on one of the three frame crops
-    # The authors feed the foreground loss the atlas crop sampled into the frame WITHOUT the NLA opacity
-    # while the outputs are multiplied by it (structure/direction targets then show atlas content outside
-    # the object). Default: the inputs are multiplied too, so inputs and outputs agree; True = authors.
-    authors_fg_inputs: bool = False
-
-    def dataset_config(self) -> VideoDatasetConfig:  # type: ignore[override]
-        return VideoDatasetConfig(
-            layer=layer_key(self.layer), frame_offset=self.frame_offset, crop_min=self.crop_min,
-            mask_threshold=self.mask_threshold, mask_border=self.mask_border,
-            min_size=2 ** self.generator.num_scales + 1, flip_p=self.flip_p, jitter_p=self.jitter_p,
-            full_every=self.full_image_every, bg_full_downscale=self.bg_full_downscale, atlas_scale=self.atlas_scale)
-
-    def validate(self) -> None:
-        super().validate()
-        layer_key(self.layer)
-        if not 0 < self.crop_min <= 1:
-            raise ValueError(f"crop_min must be in (0, 1], got {self.crop_min}")
-        if self.frame_offset < 0:
-            raise ValueError(f"frame_offset must be >= 0, got {self.frame_offset}")
-        if self.atlas_scale <= 0:
-            raise ValueError(f"atlas_scale must be > 0, got {self.atlas_scale}")
-        if self.bg_full_downscale < 1:
-            raise ValueError(f"bg_full_downscale must be >= 1, got {self.bg_full_downscale}")
-
+from ..image.training import _relevancy, _resume, _save_if_finite, result_settings, save_checkpoint
+from .atlas_dataset import VideoAtlasDataset, layer_key, training_bbox
+from .config import VideoEditConfig
 
 @dataclass
 class VideoEditResult:
