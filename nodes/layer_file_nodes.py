@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..t2l_core.edit.layer import EditLayer
+from ..t2l_core.api import EditLayer
 from . import comfy_bridge as cb
+from .widgets import saved_file_result
 
 LAYER_FOLDER = "output/text2live/layers"
 NONE_SAVED = "(no layer saved yet)"
@@ -70,7 +71,7 @@ class SaveEditLayer:
         d = _resolve(folder) if folder else layers_dir()
         d.mkdir(parents=True, exist_ok=True)
         path = str(edit_layer.save(cb.numbered_file(d, stem or "edit_layer")))
-        return {"ui": {"text": [path]}, "result": (path,)}
+        return saved_file_result(path)
 
 
 class LoadEditLayer:

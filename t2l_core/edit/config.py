@@ -61,8 +61,8 @@ class RuntimeConfig:
                             choices=AUTOCAST_MODES)
     threads: int = setting(0, "CPU threads for this run (0 = keep torch's setting).", min=0)
     compile: bool = setting(False, "Experimental: torch.compile the generator (compiling is slow on small CPUs).")
-    save_memory: bool = setting(False, "Lower peak memory for slower steps (every memory measure on, activations "
-                                       "recomputed in the backward pass). Same result.")
+    save_memory: bool = setting(False, "Lower peak memory for slower steps: every memory-saving measure on and "
+                                       "activations recomputed in the backward pass. Same result.")
 
 
 @dataclass

@@ -31,7 +31,8 @@ VIDEO_FILL = 0.0
 class ViewConfig:
     """CLIP view parameters (image defaults; video uses n_views=6 and fill=0)."""
 
-    n_views: int = setting(16, "Augmented CLIP views per image and step (paper: 16). Fewer = faster, noisier.",
+    n_views: int = setting(16, "Augmented CLIP views per image and step (paper: 16 for an image, 6 for a video). "
+                                "Fewer = faster, noisier.",
                            min=1, max=64)
     short_side: int = setting(224, "Shorter side of the CLIP views in px.", min=1)
     max_long: int = setting(320, "Longest side of the CLIP views in px.", min=1)
