@@ -38,7 +38,8 @@ def edit_checkpoint_bytes(folder: Path) -> int:
 
     cfg = EditConfig.from_flat(prompt="x", generator=GeneratorConfig())
     gen = build_generator(cfg.generator, seed=0)
-    opt = madgrad.MADGRAD(gen.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = madgrad.MADGRAD(gen.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                          weight_decay=cfg.optim.weight_decay)
     for p in gen.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()

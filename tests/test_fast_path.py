@@ -41,7 +41,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _term_weights(config: EditConfig, bootstrap_weight: float) -> dict[str, float]:
     """The factor in front of each loss term (the size of its unit-scale ingredients)."""
-    w = config.loss_weights()
+    w = config.weights
     return {"composition": w.composition, "directional": w.composition, "screen": w.screen,
             "structure": w.structure, "sparsity": w.sparsity_l1 + w.sparsity_l0, "bootstrap": bootstrap_weight,
             "total": w.composition * 2 + w.screen + w.structure + w.sparsity_l1 + w.sparsity_l0 + bootstrap_weight}
@@ -98,15 +98,15 @@ def test_objective_equal_on_trained_weights(tiny_clip, tiny_clip64, astronaut):
     gen.load_state_dict(layer.state_dict)
     gen = gen.double()
     gen_fast = copy.deepcopy(gen).to(memory_format=torch.channels_last)
-    x = working_image(astronaut, config.size).flip(-1).double().contiguous()  # an input the layer was not trained on
+    x = working_image(astronaut, config.dataset.size).flip(-1).double().contiguous()  # an input the layer was not trained on
     banks = TextBanks.build(tiny_clip64, config.prompt, None, config.source_prompt)
-    views = config.view_config()
+    views = config.views
     results = []
     for clip, g, fmt in ((tiny_clip64, gen, torch.contiguous_format),
                          (fast_clip(tiny_clip64), gen_fast, torch.channels_last)):
         out = g(x.contiguous(memory_format=fmt))
         rel = relevancy_map(clip, x, "astronaut", size=(224, 224))
-        _, terms = edit_objective(clip, [x], [out[:, :3]], [out[:, 3:]], banks, views, config.loss_weights(),
+        _, terms = edit_objective(clip, [x], [out[:, :3]], [out[:, 3:]], banks, views, config.weights,
                                   make_generator(7), bootstrap_targets=[rel], bootstrap_weight=5.0)
         results.append(terms)
     plain, fast = results

@@ -59,7 +59,7 @@ def _step(clip, image, staged: bool, tracker: SavedBytes | None = None):
     rt = EditRuntime(clip, fast=True)
     gen = rt.prepare(build_generator(SMALL_GENERATOR, seed=3).double())
     generate = rt.wrap(gen)
-    x = working_image(image, config.size).double()
+    x = working_image(image, config.dataset.size).double()
     inputs = [x[..., :, 2:131].flip(-1).contiguous(), x]  # two examples of different sizes
     banks = TextBanks.build(rt.clip, config.prompt, None, config.source_prompt)
     targets = [torch.rand(1, *i.shape[-2:], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -67,7 +67,7 @@ def _step(clip, image, staged: bool, tracker: SavedBytes | None = None):
     with tracker.hooks() if tracker else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
         outs = [generate(inputs[0])] + [deferred_output(generate, i) if staged else generate(i) for i in inputs[1:]]
         total, terms = edit_objective(rt.clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks,
-                                      config.view_config(), config.loss_weights(), make_generator(5),
+                                      config.views, config.weights, make_generator(5),
                                       bootstrap_targets=targets, bootstrap_weight=5.0, staged_backward=staged)
         if staged:
             assert not total.requires_grad  # already back-propagated: the caller must not do it again

@@ -53,11 +53,16 @@ def video_config(**kw) -> VideoEditConfig:
 
 def test_video_defaults_are_the_papers():
     c = VideoEditConfig.from_flat(prompt="x")
-    assert (c.n_views, c.view_fill, c.lambda_structure, c.sparsity_l1, c.sparsity_l0) == (6, 0.0, 3.0, 1e-3, 5e-4)
-    assert (c.lr_decay, c.iters, c.lr, c.full_image_every, c.frame_offset) == (0.999, 3000, 2.5e-3, 75, 2)
-    assert (c.crop_min, c.mask_threshold, c.mask_border, c.bg_full_downscale, c.flip_p, c.jitter_p) == \
-        (0.95, 0.95, 30, 3.0, 0.5, 0.1)
-    assert c.bootstrap_schedule == "none"  # constant lambda when bootstrapping is enabled
+    assert (c.views.n_views, c.views.fill, c.weights.structure, c.weights.sparsity_l1, c.weights.sparsity_l0) == \
+        (6, 0.0, 3.0, 1e-3, 5e-4)
+    assert (c.optim.lr_decay, c.iters, c.optim.lr, c.dataset.full_image_every, c.atlas.frame_offset) == \
+        (0.999, 3000, 2.5e-3, 75, 2)
+    assert (c.dataset.crop_min, c.atlas.mask_threshold, c.atlas.mask_border, c.atlas.bg_full_downscale,
+            c.dataset.flip_p, c.dataset.jitter_p) == (0.95, 0.95, 30, 3.0, 0.5, 0.1)
+    assert c.bootstrap.schedule == "none"  # constant lambda when bootstrapping is enabled
+    flat = c.to_flat()  # the same defaults under the public flat names
+    assert (flat["n_views"], flat["view_fill"], flat["lambda_structure"], flat["lr_decay"], flat["crop_min"]) == \
+        (6, 0.0, 3.0, 0.999, 0.95)
     with pytest.raises(ValueError, match="layer"):
         VideoEditConfig.from_flat(prompt="x", layer="middle").validate()
 

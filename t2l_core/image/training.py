@@ -95,7 +95,7 @@ def result_settings(config: EditConfig, clip=None) -> dict:
         d.pop(name, None)
     if clip is not None:
         d["clip"] = clip.identity()
-        amp = autocast_dtype(config.autocast, clip.device) if config.fast else None
+        amp = autocast_dtype(config.runtime.autocast, clip.device) if config.runtime.fast else None
         d["autocast_dtype"] = str(amp)
     return d
 
@@ -214,7 +214,7 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
     config.validate()
     hooks = hooks or Hooks()
-    with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.threads):
+    with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.runtime.threads):
         free_cuda_memory(clip.device)
         try:
             return _train(clip, image, config, hooks, bootstrap_mask, checkpoint_path, resume, output_size,
@@ -368,6 +368,6 @@ def _relevancy(clip, images: torch.Tensor, config: EditConfig, size: tuple[int, 
     """Relevancy of ``config.roi_text`` on ``images`` ``[1,3,h,w]`` -> ``[1,*size]`` in 0..1 (no grad)."""
     from ..clip.relevancy import relevancy_map
 
-    r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.relevancy_layers,
+    r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.bootstrap.relevancy_layers,
                       size=size, check_size=False)
     return r.detach()

@@ -160,7 +160,7 @@ def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, fra
     """
     config.validate()
     hooks = hooks or Hooks()
-    with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.threads):
+    with torch.inference_mode(False), torch.enable_grad(), thread_scope(config.runtime.threads):
         free_cuda_memory(clip.device)
         try:
             return _train(clip, nla, config, frames, hooks, checkpoint_path, resume, render, other_edit,
