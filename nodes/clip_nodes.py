@@ -10,6 +10,7 @@ from ..t2l_core.api import (check_weights_file, find_local_weights, heatmap, loa
                             min_relevancy_side, missing_weights_message, pretrained_choices, relevancy_map,
                             weights_obtainable)
 from . import comfy_bridge as cb
+from .declarations import file_signature
 
 DEFAULT_MODEL = "ViT-B-32:openai"
 #: What to do once weights are in place, in ComfyUI's words (the CLI's messages name --clip instead).
@@ -87,10 +88,7 @@ class LoadCLIP:
     @classmethod
     def IS_CHANGED(cls, model, device="auto", precision="fp32", architecture=""):
         path = cb.resolve_model_file(model)
-        if path:
-            st = os.stat(path)
-            return f"{path}:{st.st_size}:{st.st_mtime_ns}"
-        return model
+        return f"{path}:{file_signature(path)}" if path else model
 
     def load(self, model, device="auto", precision="fp32", architecture=""):
         dev = _device_choice(device)

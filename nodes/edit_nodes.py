@@ -7,7 +7,7 @@ from ..t2l_core.api import (EditConfig, EditLayer, VideoEditConfig, composite, d
                             default_of, default_video_checkpoint_path, on_green_screen, parse_hex_color,
                             solid_background, train_edit_layer, train_video_edit_layer)
 from . import comfy_bridge as cb
-from .widgets import setting_widget, with_defaults
+from .declarations import setting_widget, with_defaults
 
 IMAGE_ITERATIONS = default_of(EditConfig, "iters")  # the paper's image setting and the iterations widget's default
 VIDEO_ITERATIONS = default_of(VideoEditConfig, "iters")

@@ -14,7 +14,7 @@ from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_
                             estimate_fit_memory, fit_key, fit_nla, frame_edit_to_atlas, frames_fingerprint, load_nla,
                             read_nla_header, render_edits, save_nla)
 from . import comfy_bridge as cb
-from .widgets import saved_file_result, with_defaults
+from .declarations import SavesFile, file_signature, with_defaults
 
 CATEGORY = "Text2LIVE/video"
 log = logging.getLogger("text2live")
@@ -242,16 +242,11 @@ class AtlasRender:
         return cb.with_notes((cb.bchw_to_image(out),), notes)
 
 
-class SaveNLA:
+class SaveNLA(SavesFile):
     NODE_ID = "T2L_SaveNLA"
     DISPLAY_NAME = "Save Atlas (NLA)"
     CATEGORY = CATEGORY
     DESCRIPTION = "Saves a fitted atlas (with its frames, config and atlas framing) as a .safetensors file under output/text2live/nla/."
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("Full path of the written file.",)
-    FUNCTION = "save"
-    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -263,7 +258,7 @@ class SaveNLA:
     def save(self, nla, filename_prefix="atlas"):
         prefix = os.path.basename(filename_prefix.strip()) or "atlas"
         path = save_nla(nla, str(cb.numbered_file(_nla_dir(), prefix)))
-        return saved_file_result(path)
+        return self.saved(path)
 
 
 class LoadNLA:
@@ -310,8 +305,7 @@ class LoadNLA:
 
     @classmethod
     def IS_CHANGED(cls, file, path=""):
-        p = cls._resolve(file, path)
-        return os.path.getmtime(p) if os.path.isfile(p) else float("nan")
+        return file_signature(cls._resolve(file, path))
 
     def load(self, file, path=""):
         if file == "(none saved yet)" and not (path and path.strip()):

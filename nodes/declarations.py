@@ -1,8 +1,10 @@
-"""Widget options taken from the core's settings (default, limits and help stated once in the config
-dataclasses), and the defaults of widgets a saved workflow or a script leaves out."""
+"""What node classes declare alike: widget options taken from the core's settings (default, limits and help
+stated once in the config dataclasses), the defaults of widgets a saved workflow or a script leaves out, the
+outputs of a node that writes a file, and the change signature of a file a node reads."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..t2l_core import api
@@ -38,6 +40,26 @@ def with_defaults(input_types: dict, given: dict) -> dict:
     return out
 
 
-def saved_file_result(path: str) -> dict:
-    """What an output node that wrote ``path`` returns: the path shown on the node and as its output."""
-    return {"ui": {"text": [path]}, "result": (path,)}
+class SavesFile:
+    """Outputs of a node that writes one file: its full path, shown on the node and returned as STRING."""
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("Full path of the written file.",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @staticmethod
+    def saved(path: str) -> dict:
+        """What ``save`` returns once ``path`` is written."""
+        return {"ui": {"text": [path]}, "result": (path,)}
+
+
+def file_signature(path: str | os.PathLike) -> str | float:
+    """``IS_CHANGED`` value of a file a node reads: size and modification time (NaN, never equal to itself,
+    when the file is missing, so the node runs and reports it)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return float("nan")
+    return f"{st.st_size}:{st.st_mtime_ns}"
