@@ -27,7 +27,7 @@ from .text_sampling import sample_directions, sample_targets
 
 @dataclass
 class LossWeights:
-    """Loss weights (image defaults). Video: structure 3, sparsity_l1 1e-3, sparsity_l0 5e-4."""
+    """Loss weights (image defaults; the video ones are in :class:`t2l_core.video.config.VideoEditConfig`)."""
 
     composition: float = setting(1.0, "Weight of the CLIP loss on the composite (+ directional loss).", min=0.0,
                                  max=100.0)

@@ -29,7 +29,7 @@ VIDEO_FILL = 0.0
 
 @dataclass
 class ViewConfig:
-    """CLIP view parameters (image defaults; video uses n_views=6 and fill=0)."""
+    """CLIP view parameters (image defaults; the video ones are in :class:`t2l_core.video.config.VideoEditConfig`)."""
 
     n_views: int = setting(16, "Augmented CLIP views per image and step (paper: 16 for an image, 6 for a video). "
                                 "Fewer = faster, noisier.",

@@ -2,7 +2,7 @@
 
 Public API::
 
-    config = EditConfig(prompt="oreo cake", source_prompt="cake", iters=1000, size=512, seed=0)
+    config = EditConfig.from_flat(prompt="oreo cake", source_prompt="cake", iters=1000, size=512, seed=0)
     result = train_edit_layer(clip, image_1x3xHxW, config, hooks=Hooks(...),
                               checkpoint_path="ckpt.safetensors", resume=True)
     result.layer            # EditLayer: apply to other images/frames, save/load safetensors

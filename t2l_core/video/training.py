@@ -2,7 +2,7 @@
 
 Public API::
 
-    config = VideoEditConfig(prompt="snowy countryside", layer="bg", iters=3000, seed=0)
+    config = VideoEditConfig.from_flat(prompt="snowy countryside", layer="bg", iters=3000, seed=0)
     result = train_video_edit_layer(clip, nla, config, hooks=Hooks(...), checkpoint_path="ckpt.safetensors")
     result.layer        # EditLayer (info["atlas"] records the layer and atlas framing it was trained on)
     result.atlas_edit   # AtlasEdit: the whole atlas through the generator once (RGBA over the atlas bbox)
