@@ -13,6 +13,7 @@ sub-config stored as a dict. A plain dataclass without ``FLAT`` has its own fiel
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import MISSING, field
 from typing import Any, Optional, Sequence
@@ -101,7 +102,7 @@ def choices_of(cls: type, flat: str) -> Optional[tuple]:
 
 
 def to_flat(config: Any) -> dict:
-    """``{flat name: value}`` of a config in its table's order; whole sub-configs as dicts."""
+    """``{flat name: value}`` of a config in its table's order (copies); whole sub-configs as dicts."""
     out = {}
     for flat, (sub, name) in flat_table(type(config)).items():
         if sub == TOP:
@@ -110,7 +111,7 @@ def to_flat(config: Any) -> dict:
             out[flat] = dataclasses.asdict(getattr(config, sub))
         else:
             out[flat] = getattr(getattr(config, sub), name)
-    return out
+    return copy.deepcopy(out)
 
 
 def from_flat(cls: type, settings: dict, *, strict: bool = True) -> Any:
