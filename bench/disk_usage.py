@@ -25,7 +25,8 @@ from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas  # noqa: E402
 from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E402
 from t2l_core.nla.fit import NLAFitConfig  # noqa: E402
 from t2l_core.nla.optical_flow import save_flow  # noqa: E402
-from t2l_core.image.training import EditConfig, save_checkpoint  # noqa: E402
+from t2l_core.edit.config import EditConfig  # noqa: E402
+from t2l_core.image.training import save_checkpoint  # noqa: E402
 
 MB = 1e6
 
@@ -35,9 +36,10 @@ def edit_checkpoint_bytes(folder: Path) -> int:
     one step, RNG state, config and history in the header)."""
     import madgrad
 
-    cfg = EditConfig(prompt="x", generator=GeneratorConfig())
+    cfg = EditConfig.from_flat(prompt="x", generator=GeneratorConfig())
     gen = build_generator(cfg.generator, seed=0)
-    opt = madgrad.MADGRAD(gen.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = madgrad.MADGRAD(gen.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                          weight_decay=cfg.optim.weight_decay)
     for p in gen.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()

@@ -35,7 +35,7 @@ from report import publish, table  # noqa: E402
 from t2l_core.clip.loading import build_random_clip  # noqa: E402
 from t2l_core.edit.objective import TextBanks  # noqa: E402
 from t2l_core.runtime.measures import FastMeasures, default_measures, forced_measures  # noqa: E402
-from t2l_core.image.training import EditConfig  # noqa: E402
+from t2l_core.edit.config import EditConfig  # noqa: E402
 
 MEASURES = [f.name for f in dataclasses.fields(FastMeasures)]
 
@@ -43,13 +43,13 @@ MEASURES = [f.name for f in dataclasses.fields(FastMeasures)]
 def paths(base: dict, device: torch.device) -> dict[str, tuple[EditConfig, FastMeasures | None]]:
     """Name -> (config, forced measures or None for the runtime's own choice)."""
     out: dict[str, tuple[EditConfig, FastMeasures | None]] = {
-        "plain fp32": (EditConfig(fast=False, **base), None),
-        "fast, every measure": (EditConfig(fast=True, **base), FastMeasures()),
+        "plain fp32": (EditConfig.from_flat(fast=False, **base), None),
+        "fast, every measure": (EditConfig.from_flat(fast=True, **base), FastMeasures()),
     }
     for name in MEASURES:
-        out[f"fast without {name}"] = (EditConfig(fast=True, **base), FastMeasures().without(name))
-    out["default (this CPU)"] = (EditConfig(fast=True, **base), None)
-    out["save_memory"] = (EditConfig(fast=True, save_memory=True, **base), None)
+        out[f"fast without {name}"] = (EditConfig.from_flat(fast=True, **base), FastMeasures().without(name))
+    out["default (this CPU)"] = (EditConfig.from_flat(fast=True, **base), None)
+    out["save_memory"] = (EditConfig.from_flat(fast=True, save_memory=True, **base), None)
     return out
 
 

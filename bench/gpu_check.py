@@ -328,12 +328,12 @@ def _image_paths(plan: Plan) -> list[tuple[str, dict, str]]:
 
 def _image_config(plan: Plan, iters: int, **overrides):
     from image_step import PROMPTS
-    from t2l_core.image.training import EditConfig
+    from t2l_core.edit.config import EditConfig
 
     base = dict(iters=iters, size=plan.image_size, n_views=plan.views, bootstrap_steps=1000, **PROMPTS,
                 **_config_kwargs(plan.image_extra))
     base.update(overrides)
-    return EditConfig(**base)
+    return EditConfig.from_flat(**base)
 
 
 def _timed_image_run(clip, image, config, device, deadline=None) -> tuple[list[float], float]:
@@ -458,7 +458,7 @@ def section_compile(plan: Plan, rec: Recorder, deadline: float, out_dir: Optiona
 def section_video(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from video_step import fitted_atlas
     from memory import peak_gib, reset_peak
-    from t2l_core.video.training import VideoEditConfig
+    from t2l_core.video.config import VideoEditConfig
     from t2l_core.api import train_video_edit_layer
 
     device = torch.device(plan.device)
@@ -470,7 +470,7 @@ def section_video(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[
     extra = _config_kwargs(plan.video_extra)
 
     def config(layer, fast, iters):
-        return VideoEditConfig(prompt="golden ball", source_prompt="ball", layer=layer, fast=fast, iters=iters,
+        return VideoEditConfig.from_flat(prompt="golden ball", source_prompt="ball", layer=layer, fast=fast, iters=iters,
                                full_image_every=iters, **extra)
 
     flops = {}

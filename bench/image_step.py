@@ -41,7 +41,7 @@ from report import publish, table  # noqa: E402
 from t2l_core.clip.loading import build_random_clip  # noqa: E402
 from t2l_core.edit.objective import TextBanks  # noqa: E402
 from t2l_core.progress import Hooks  # noqa: E402
-from t2l_core.image.training import EditConfig  # noqa: E402
+from t2l_core.edit.config import EditConfig  # noqa: E402
 from t2l_core.api import train_edit_layer  # noqa: E402
 
 PROMPTS = dict(prompt="golden astronaut", source_prompt="astronaut", roi_text="astronaut")
@@ -147,13 +147,13 @@ def main() -> None:
     image = paper_image(a.size)
     TextBanks.build(clip, PROMPTS["prompt"], None, PROMPTS["source_prompt"])  # warm the text cache
     base = dict(iters=a.steps, size=a.size, n_views=a.views, bootstrap_steps=1000, **PROMPTS)
-    paths = {"plain fp32": EditConfig(fast=False, **base), "fast": EditConfig(fast=True, save_memory=False, **base)}
+    paths = {"plain fp32": EditConfig.from_flat(fast=False, **base), "fast": EditConfig.from_flat(fast=True, save_memory=False, **base)}
     if a.save_memory:
-        paths["fast + save_memory"] = EditConfig(fast=True, save_memory=True, **base)
+        paths["fast + save_memory"] = EditConfig.from_flat(fast=True, save_memory=True, **base)
     if a.compile:
-        paths["fast + torch.compile"] = EditConfig(fast=True, compile=True, **base)
+        paths["fast + torch.compile"] = EditConfig.from_flat(fast=True, compile=True, **base)
     if a.cpu_bf16:
-        paths["fast + bf16 autocast"] = EditConfig(fast=True, autocast="bf16", **base)
+        paths["fast + bf16 autocast"] = EditConfig.from_flat(fast=True, autocast="bf16", **base)
 
     with torch.no_grad():
         ceil = measure_ceiling(device, a.ceiling_seconds)

@@ -30,7 +30,7 @@ from t2l_core.device import AUTOCAST_MODES, CPU_DEFAULT_AUTOCAST, CUDA_DEFAULT_A
 from t2l_core.edit.generator import GeneratorConfig  # noqa: E402
 from t2l_core.image.internal_dataset import working_image  # noqa: E402
 from t2l_core.runtime.precision_check import AGREEMENT_BOUND, agreement, generator_gradients  # noqa: E402
-from t2l_core.image.training import EditConfig  # noqa: E402
+from t2l_core.edit.config import EditConfig  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
     image = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255.0
     x = working_image(image, args.size)
     clip = build_random_clip("ViT-B-32-quickgelu", seed=0, device=device)
-    config = EditConfig(prompt="golden astronaut", source_prompt="astronaut", n_views=args.views)
+    config = EditConfig.from_flat(prompt="golden astronaut", source_prompt="astronaut", n_views=args.views)
     gen_cfg = GeneratorConfig()
     generator_gradients(clip, x, config, "off", gen_cfg, weights_seed=0, views_seed=1)  # warm-up
     t0 = time.perf_counter()

@@ -67,7 +67,7 @@ def main() -> None:
     report.apply_no_write(a)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    from t2l_core.video.training import VideoEditConfig
+    from t2l_core.video.config import VideoEditConfig
     from t2l_core.api import train_video_edit_layer
     device = torch.device(a.device)
     load0 = os.getloadavg()
@@ -79,7 +79,7 @@ def main() -> None:
         raise SystemExit("--steps must be at least 2 (regular steps, then one step with the whole atlas)")
     # the whole atlas joins every 75th step in training; here the last step of each run, to time it too
     fasts = [p == "fast" for p in a.paths]
-    runs = {(layer, fast, scale): VideoEditConfig(layer=layer, fast=fast, iters=a.steps, full_image_every=a.steps,
+    runs = {(layer, fast, scale): VideoEditConfig.from_flat(layer=layer, fast=fast, iters=a.steps, full_image_every=a.steps,
                                                   atlas_scale=scale, **prompts)
             for layer in a.layers for scale in a.atlas_scales for fast in fasts}
     crop = {k: [] for k in runs}

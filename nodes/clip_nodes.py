@@ -6,9 +6,11 @@ import os
 
 import torch
 
-from ..t2l_core.clip import loading as clip_loading
-from ..t2l_core.clip.relevancy import heatmap, min_relevancy_side, relevancy_map
+from ..t2l_core.api import (check_weights_file, find_local_weights, heatmap, load_clip, load_clip_file,
+                            min_relevancy_side, missing_weights_message, pretrained_choices, relevancy_map,
+                            weights_obtainable)
 from . import comfy_bridge as cb
+from .declarations import file_signature
 
 DEFAULT_MODEL = "ViT-B-32:openai"
 #: What to do once weights are in place, in ComfyUI's words (the CLI's messages name --clip instead).
@@ -17,7 +19,7 @@ SELECT_HINT = ("then press R (Refresh in the ComfyUI menu) so the file appears i
 
 
 def _model_choices() -> list[str]:
-    pairs = clip_loading.pretrained_choices()
+    pairs = pretrained_choices()
     ordered = [DEFAULT_MODEL] + [p for p in pairs if p != DEFAULT_MODEL]
     return cb.list_model_files() + ordered
 
@@ -66,7 +68,7 @@ class LoadCLIP:
         path = cb.resolve_model_file(model) or (model if os.path.isfile(model) else None)
         if path:
             try:
-                clip_loading.check_weights_file(path, SELECT_HINT)
+                check_weights_file(path, SELECT_HINT)
             except ValueError as exc:
                 return str(exc)
             return True
@@ -77,19 +79,16 @@ class LoadCLIP:
         arch, _, tag = model.partition(":")
         dirs = [os.fspath(d) for d in cb.model_folders()]
         try:
-            if clip_loading.find_local_weights(arch, tag, dirs) or clip_loading.weights_obtainable(arch, tag):
+            if find_local_weights(arch, tag, dirs) or weights_obtainable(arch, tag):
                 return True
         except ValueError as exc:
             return str(exc)
-        return clip_loading.missing_weights_message(arch, tag, dirs, "offline and not in any cache", SELECT_HINT)
+        return missing_weights_message(arch, tag, dirs, "offline and not in any cache", SELECT_HINT)
 
     @classmethod
     def IS_CHANGED(cls, model, device="auto", precision="fp32", architecture=""):
         path = cb.resolve_model_file(model)
-        if path:
-            st = os.stat(path)
-            return f"{path}:{st.st_size}:{st.st_mtime_ns}"
-        return model
+        return f"{path}:{file_signature(path)}" if path else model
 
     def load(self, model, device="auto", precision="fp32", architecture=""):
         dev = _device_choice(device)
@@ -99,10 +98,10 @@ class LoadCLIP:
         path = cb.resolve_model_file(model)
         with cb.training_mode():  # weights must not become inference tensors: later nodes backpropagate
             if path:
-                clip = clip_loading.load_clip_file(path, architecture.strip() or None, device=dev,
+                clip = load_clip_file(path, architecture.strip() or None, device=dev,
                                                    precision=precision, select_hint=SELECT_HINT)
             else:
-                clip = clip_loading.load_clip(model, device=dev, precision=precision,
+                clip = load_clip(model, device=dev, precision=precision,
                                               search_dirs=cb.model_folders(), select_hint=SELECT_HINT)
         return (clip,)
 

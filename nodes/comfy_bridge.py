@@ -25,9 +25,7 @@ except Exception:  # ImportError, or a partially importable ComfyUI
     _mm = _cutils = _folder_paths = None
     HAVE_COMFY = False
 
-from ..t2l_core.clip.loading import WEIGHT_SUFFIXES
-from ..t2l_core.io.input_checks import require_finite
-from ..t2l_core.progress import Hooks
+from ..t2l_core.api import WEIGHT_SUFFIXES, Hooks, require_finite
 
 log = logging.getLogger("text2live")
 

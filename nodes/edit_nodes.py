@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 
-from ..t2l_core.edit.compositing import composite, on_green_screen, parse_hex_color, solid_background
-from ..t2l_core.edit.layer import EditLayer
-from ..t2l_core.image.training import EditConfig, default_checkpoint_path
-from ..t2l_core.api import train_edit_layer
-from ..t2l_core.video.training import VideoEditConfig, default_video_checkpoint_path
-from ..t2l_core.api import train_video_edit_layer
+from ..t2l_core.api import (EditConfig, EditLayer, VideoEditConfig, composite, default_checkpoint_path,
+                            default_of, default_video_checkpoint_path, on_green_screen, parse_hex_color,
+                            solid_background, train_edit_layer, train_video_edit_layer)
 from . import comfy_bridge as cb
+from .declarations import setting_widget, with_defaults
 
-IMAGE_ITERATIONS = 1000  # the paper's image setting and the iterations widget's default
+IMAGE_ITERATIONS = default_of(EditConfig, "iters")  # the paper's image setting and the iterations widget's default
+VIDEO_ITERATIONS = default_of(VideoEditConfig, "iters")
+#: the image widgets the paper's video settings replace (video_defaults on)
+_VIDEO_DEFAULTS = ("lambda_structure", "sparsity_l1", "sparsity_l0", "n_views")
 
 # widget value -> t2l_core value
 GENERATOR_RESOLUTIONS = {"working size": "working", "native": "native"}
@@ -62,44 +63,28 @@ class TrainEditLayer:
             "required": {
                 "clip": ("T2L_CLIP", {"tooltip": "From Load CLIP (Text2LIVE); the paper uses ViT-B-32:openai."}),
                 "image": ("IMAGE", {"tooltip": "The one image to edit (a batch of 1)."}),
-                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip":
-                           "What the edited image should show, e.g. 'oreo cake'. Several prompts: one per line."}),
-                "screen_prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
-                                  "What the layer alone shows, matched as '<text> over a green screen.' "
-                                  "Empty = the prompt. E.g. 'oreo'."}),
-                "source_prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
-                                  "What the input shows, e.g. 'cake': the source text of the directional loss. Empty "
-                                  "= roi_text when that is set (the paper's L_dir with T_ROI), otherwise no "
-                                  "directional loss."}),
-                "iterations": ("INT", {"default": IMAGE_ITERATIONS, "min": 1, "max": 100000, "tooltip":
-                               "Training steps (paper: 1000 for an image). Video (nla connected, video_defaults "
-                               "on): the default 1000 means the paper's 3000 video steps; any other value is "
-                               "used as is."}),
-                "size": ("INT", {"default": 512, "min": 129, "max": 4096, "step": 1, "tooltip":
-                         "Working resolution: shorter side in px during training (paper: 512; minimum 129). "
-                         "The result is rendered at the input's own resolution."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                         "tooltip": "Same seed and inputs give the same result."}),
+                "prompt": ("STRING", setting_widget(EditConfig, "prompt", multiline=True)),
+                "screen_prompt": ("STRING", setting_widget(EditConfig, "screen_prompt", "E.g. 'oreo'.",
+                                                           multiline=False)),
+                "source_prompt": ("STRING", setting_widget(EditConfig, "source_prompt", multiline=False)),
+                "iterations": ("INT", setting_widget(
+                    EditConfig, "iters", f"Video (nla connected, video_defaults on): the default {IMAGE_ITERATIONS} "
+                                         f"means the paper's {VIDEO_ITERATIONS} video steps; any other value is used "
+                                         "as is.")),
+                "size": ("INT", setting_widget(EditConfig, "size", step=1)),
+                "seed": ("INT", setting_widget(EditConfig, "seed", control_after_generate=True)),
             },
             "optional": {
-                "roi_text": ("STRING", {"default": "", "tooltip":
-                             "Region to edit, e.g. 'horse': its relevancy map guides the opacity early on. Empty = off."}),
+                "roi_text": ("STRING", setting_widget(EditConfig, "roi_text")),
                 "bootstrap_mask": ("MASK", {"tooltip":
                                    "Any mask (1 = region to edit) used instead of the relevancy map; image size."}),
-                "lambda_composition": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
-                                       "Weight of the CLIP loss on the composite (+ directional loss)."}),
-                "lambda_screen": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
-                                  "Weight of the green-screen CLIP loss."}),
-                "lambda_structure": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
-                                     "Weight of the structure (self-similarity) loss; higher keeps the layout."}),
-                "sparsity_l1": ("FLOAT", {"default": 0.06, "min": 0.0, "max": 100.0, "step": 0.001, "tooltip":
-                                "L1 opacity penalty; higher = smaller edit area."}),
-                "sparsity_l0": ("FLOAT", {"default": 0.06, "min": 0.0, "max": 100.0, "step": 0.001, "tooltip":
-                                "Approximate-L0 opacity penalty; higher = smaller edit area."}),
-                "lambda_bootstrap": ("FLOAT", {"default": 10.0, "min": 0.0, "max": 1000.0, "step": 0.1, "tooltip":
-                                     "Initial weight of the bootstrap (relevancy/mask) loss, annealed to 0."}),
-                "views": ("INT", {"default": 16, "min": 1, "max": 64, "tooltip":
-                          "Augmented CLIP views per image and step (paper: 16). Fewer = faster, noisier."}),
+                "lambda_composition": ("FLOAT", setting_widget(EditConfig, "lambda_composition", step=0.01)),
+                "lambda_screen": ("FLOAT", setting_widget(EditConfig, "lambda_screen", step=0.01)),
+                "lambda_structure": ("FLOAT", setting_widget(EditConfig, "lambda_structure", step=0.01)),
+                "sparsity_l1": ("FLOAT", setting_widget(EditConfig, "sparsity_l1", step=0.001)),
+                "sparsity_l0": ("FLOAT", setting_widget(EditConfig, "sparsity_l0", step=0.001)),
+                "lambda_bootstrap": ("FLOAT", setting_widget(EditConfig, "lambda_bootstrap", step=0.1)),
+                "views": ("INT", setting_widget(EditConfig, "n_views")),
                 "resume": ("BOOLEAN", {"default": True, "tooltip":
                            "Continue from the checkpoint a cancelled run left, if it had the same inputs, settings, "
                            "iterations and CLIP. A checkpoint of another run is not used (trained from the start)."}),
@@ -112,18 +97,14 @@ class TrainEditLayer:
                 "atlas_layer": (["foreground", "background"], {"default": "foreground", "tooltip":
                                 "Video: which atlas to edit. Train the other one in a second node and connect both "
                                 "layers to Atlas Render to combine them."}),
-                "video_defaults": ("BOOLEAN", {"default": True, "tooltip":
-                                   "Video: use the paper's video settings (6 views with black fill, structure 3, "
-                                   "sparsity 1e-3 L1 + 5e-4 L0, lr decay 0.999, constant bootstrap weight) instead "
-                                   "of the views / lambda_structure / sparsity widgets. Off = use the widgets."}),
+                "video_defaults": ("BOOLEAN", {"default": True, "tooltip": _video_defaults_tip()}),
                 "keep_checkpoint": ("BOOLEAN", {"default": False, "tooltip":
                                     "Keep the checkpoint (tens of MB in output/text2live/checkpoints) when the run "
                                     "finishes, so the same graph returns the result without training after a "
                                     "restart. Off: only a cancelled or failed run leaves one."}),
-                "save_memory": ("BOOLEAN", {"default": False, "tooltip":
-                                "Lower peak memory for slower steps: every memory-saving measure on and activations "
-                                "recomputed in the backward pass. Same result. Off = the fastest way this machine "
-                                "trains within the pack's memory target (about 4 GiB at 512 px on a CPU)."}),
+                "save_memory": ("BOOLEAN", setting_widget(
+                    EditConfig, "save_memory", "Off = the fastest way this machine trains within the pack's memory "
+                                               "target (about 4 GiB at 512 px on a CPU).")),
                 "generator_resolution": (list(GENERATOR_RESOLUTIONS), {"default": "working size", "tooltip":
                                          "Image: how the result is rendered. " + _RESOLUTION_TIP}),
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip":
@@ -133,51 +114,37 @@ class TrainEditLayer:
             },
         }
 
-    def train(self, clip, image, prompt, screen_prompt="", source_prompt="", iterations=1000, size=512, seed=0,
-              roi_text="", bootstrap_mask=None, lambda_composition=1.0, lambda_screen=1.0, lambda_structure=2.0,
-              sparsity_l1=0.06, sparsity_l0=0.06, lambda_bootstrap=10.0, views=16, resume=True, preview_every=25,
-              nla=None, atlas_layer="foreground", video_defaults=True, keep_checkpoint=False, save_memory=False,
-              generator_resolution="working size", precision="auto"):
-        if generator_resolution not in GENERATOR_RESOLUTIONS:
+    def train(self, clip, image, prompt, **widgets):
+        w = with_defaults(self.INPUT_TYPES(), widgets)
+        if w["generator_resolution"] not in GENERATOR_RESOLUTIONS:
             raise ValueError(f"generator_resolution must be one of {list(GENERATOR_RESOLUTIONS)}, "
-                             f"got '{generator_resolution}'")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
-        if nla is not None:
-            if video_defaults and int(iterations) == IMAGE_ITERATIONS:  # left at its default: the paper's video 3000
-                iterations = VideoEditConfig.iters
+                             f"got '{w['generator_resolution']}'")
+        if w["precision"] not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{w['precision']}'")
+        settings = _settings(prompt, w)
+        if w["nla"] is not None:
+            if w["video_defaults"] and int(w["iterations"]) == IMAGE_ITERATIONS:  # left at its default: video's
+                settings["iters"] = VIDEO_ITERATIONS
             return self._train_video(
-                clip, image, nla, atlas_layer, bool(video_defaults), preview_every, resume, bool(keep_checkpoint),
-                save_memory=bool(save_memory),
-                prompt=prompt, screen_prompt=screen_prompt or None, source_prompt=source_prompt or None,
-                roi_text=roi_text or None, bootstrap_mask=bootstrap_mask, iters=int(iterations), seed=int(seed),
-                lambda_composition=lambda_composition,
-                lambda_screen=lambda_screen, lambda_structure=lambda_structure, sparsity_l1=sparsity_l1,
-                sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views),
-                autocast=PRECISIONS[precision])
+                clip, image, w["nla"], w["atlas_layer"], bool(w["video_defaults"]), w["preview_every"], w["resume"],
+                bool(w["keep_checkpoint"]), bootstrap_mask=w["bootstrap_mask"], **settings)
         if image.ndim == 4 and image.shape[0] != 1:
             raise ValueError(f"Train Edit Layer trains on one image but got a batch of {image.shape[0]}: pick one "
                              "(e.g. Image From Batch), then use Apply Edit Layer on the others.")
-        config = EditConfig(
-            prompt=prompt, screen_prompt=screen_prompt or None, source_prompt=source_prompt or None,
-            roi_text=roi_text or None, iters=int(iterations), size=int(size), seed=int(seed),
-            lambda_composition=lambda_composition, lambda_screen=lambda_screen, lambda_structure=lambda_structure,
-            sparsity_l1=sparsity_l1, sparsity_l0=sparsity_l0, lambda_bootstrap=lambda_bootstrap, n_views=int(views),
-            save_memory=bool(save_memory), autocast=PRECISIONS[precision],
-        )
+        config = EditConfig.from_flat(settings, size=int(w["size"]))
         config.validate()
-        cb.free_memory(_training_bytes(config.size), cb.torch_device())
+        cb.free_memory(_training_bytes(config.dataset.size), cb.torch_device())
         with cb.training_mode():
             x = cb.image_to_bchw(image, "image")
-            mask = cb.mask_to_bhw(bootstrap_mask, "bootstrap_mask") if bootstrap_mask is not None else None
+            mask = cb.mask_to_bhw(w["bootstrap_mask"], "bootstrap_mask") if w["bootstrap_mask"] is not None else None
             if mask is not None and mask.shape[0] != 1:
                 raise ValueError(f"bootstrap_mask has {mask.shape[0]} masks; give one mask for the one image")
             ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip)
-            hooks = cb.make_hooks(preview_every=int(preview_every))
+            hooks = cb.make_hooks(preview_every=int(w["preview_every"]))
             try:
                 result = train_edit_layer(clip, x, config, hooks=hooks, bootstrap_mask=mask, checkpoint_path=ckpt,
-                                          resume=bool(resume), keep_checkpoint=bool(keep_checkpoint),
-                                          resolution=GENERATOR_RESOLUTIONS[generator_resolution])
+                                          resume=bool(w["resume"]), keep_checkpoint=bool(w["keep_checkpoint"]),
+                                          resolution=GENERATOR_RESOLUTIONS[w["generator_resolution"]])
             finally:
                 cb.soft_empty_cache()
         cb.tell_user("Train Edit Layer", result.notes)
@@ -191,9 +158,9 @@ class TrainEditLayer:
                              "edit region, or disconnect the mask")
         layer = "fg" if atlas_layer == "foreground" else "bg"
         if video_defaults:  # the VideoEditConfig defaults (paper's video settings) replace the image widgets
-            for name in ("lambda_structure", "sparsity_l1", "sparsity_l0", "n_views"):
+            for name in _VIDEO_DEFAULTS:
                 settings.pop(name)
-        config = VideoEditConfig(layer=layer, **settings)
+        config = VideoEditConfig.from_flat(settings, layer=layer)
         config.validate()
         cb.free_memory(_training_bytes(max(nla.size)), cb.torch_device())
         with cb.training_mode():
@@ -213,6 +180,30 @@ class TrainEditLayer:
         cb.tell_user("Train Edit Layer", r.notes)
         return cb.with_notes((cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
                               cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), r.notes)
+
+
+def _settings(prompt: str, w: dict) -> dict:
+    """The flat settings the Train Edit Layer widgets set (empty texts = not given), the same for an image and
+    an atlas; ``size`` only applies to an image."""
+    settings = dict(prompt=prompt, screen_prompt=w["screen_prompt"] or None,
+                    source_prompt=w["source_prompt"] or None, roi_text=w["roi_text"] or None,
+                    iters=int(w["iterations"]), seed=int(w["seed"]), n_views=int(w["views"]),
+                    save_memory=bool(w["save_memory"]), autocast=PRECISIONS[w["precision"]])
+    for name in ("lambda_composition", "lambda_screen", "lambda_structure", "sparsity_l1", "sparsity_l0",
+                 "lambda_bootstrap"):
+        settings[name] = w[name]
+    return settings
+
+
+def _video_defaults_tip() -> str:
+    """The video_defaults tooltip, naming the video settings' defaults."""
+    def d(name: str):
+        return default_of(VideoEditConfig, name)
+
+    return (f"Video: use the paper's video settings ({d('n_views')} views with black fill, structure "
+            f"{d('lambda_structure'):g}, sparsity {d('sparsity_l1'):g} L1 + {d('sparsity_l0'):g} L0, lr decay "
+            f"{d('lr_decay')}, constant bootstrap weight) instead of the views / lambda_structure / sparsity "
+            "widgets. Off = use the widgets.")
 
 
 def _training_bytes(working_size: int) -> int:

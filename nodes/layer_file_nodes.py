@@ -6,11 +6,11 @@ between ComfyUI and ``python -m t2l_core apply-layer`` / ``video --other-layer``
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ..t2l_core.edit.layer import EditLayer
+from ..t2l_core.api import EditLayer
 from . import comfy_bridge as cb
+from .declarations import SavesFile, file_signature
 
 LAYER_FOLDER = "output/text2live/layers"
 NONE_SAVED = "(no layer saved yet)"
@@ -39,7 +39,7 @@ def _resolve(file: str) -> Path:
     return p
 
 
-class SaveEditLayer:
+class SaveEditLayer(SavesFile):
     NODE_ID = "T2L_SaveEditLayer"
     DISPLAY_NAME = "Save Edit Layer (Text2LIVE)"
     CATEGORY = "Text2LIVE"
@@ -47,11 +47,6 @@ class SaveEditLayer:
         f"Saves a trained edit layer as a .safetensors file in {LAYER_FOLDER}/ (the same format as the CLI's "
         "edit_layer.safetensors). Load it again with Load Edit Layer, in any workflow, without training again."
     )
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("Full path of the written file.",)
-    FUNCTION = "save"
-    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -70,7 +65,7 @@ class SaveEditLayer:
         d = _resolve(folder) if folder else layers_dir()
         d.mkdir(parents=True, exist_ok=True)
         path = str(edit_layer.save(cb.numbered_file(d, stem or "edit_layer")))
-        return {"ui": {"text": [path]}, "result": (path,)}
+        return self.saved(path)
 
 
 class LoadEditLayer:
@@ -108,10 +103,9 @@ class LoadEditLayer:
     @classmethod
     def IS_CHANGED(cls, file):
         try:
-            st = os.stat(_resolve(file))
-        except (OSError, ValueError):
+            return file_signature(_resolve(file))
+        except ValueError:  # a name outside the folder: the node runs and says so
             return float("nan")
-        return f"{st.st_size}:{st.st_mtime_ns}"
 
     def load(self, file):
         return (EditLayer.load(_resolve(file), _REMEDY),)

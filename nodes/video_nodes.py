@@ -1,5 +1,5 @@
 """Video nodes: fit a layered neural atlas (NLAFit), render atlas edits into the video (AtlasRender),
-save/load fitted atlases. Thin wrappers over t2l_core.nla.fit / atlas_render / nla_io."""
+save/load fitted atlases. Thin wrappers over t2l_core.api."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Optional
 
 import torch
 
-from ..t2l_core.nla.render import AtlasEdit, frame_edit_to_atlas, render_edits
-from ..t2l_core.nla.fit import FittedNLA, NLAFitConfig, estimate_fit_memory, fit_key, fit_nla
-from ..t2l_core.nla.atlas_files import load_nla, read_nla_header, save_nla
-from ..t2l_core.nla.optical_flow import frames_fingerprint
+from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, default_of,
+                            estimate_fit_memory, fit_key, fit_nla, frame_edit_to_atlas, frames_fingerprint, load_nla,
+                            read_nla_header, render_edits, save_nla)
 from . import comfy_bridge as cb
+from .declarations import SavesFile, file_signature, with_defaults
 
 CATEGORY = "Text2LIVE/video"
 log = logging.getLogger("text2live")
@@ -62,21 +62,21 @@ class NLAFit:
         return {
             "required": {
                 "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch (one image per frame, all the same size)."}),
-                "iterations": ("INT", {"default": 2000, "min": 10, "max": 400000, "step": 10, "tooltip":
+                "iterations": ("INT", {"default": default_of(NLAFitConfig, "iterations"), "min": 10, "max": 400000, "step": 10, "tooltip":
                                "Training steps. About 1000-3000 reach 30 dB on short clips; more gives sharper atlases."}),
-                "atlas_resolution": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip":
+                "atlas_resolution": ("INT", {"default": default_of(NLAFitConfig, "atlas_resolution"), "min": 0, "max": 8192, "step": 8, "tooltip":
                                      "Long side in pixels of the atlas images. 0 = native (about one atlas pixel "
                                      "per video pixel)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
+                "seed": ("INT", {"default": default_of(NLAFitConfig, "seed"), "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
                          "tooltip": "Seed of the random pixel batches (same seed and inputs = same atlas)."}),
             },
             "optional": {
                 "masks": ("MASK", {"tooltip": "Foreground masks, one per frame (from any segmentation node; 1 = "
                                    "foreground). Without masks only a background atlas is fitted (enough for "
                                    "scene-wide edits)."}),
-                "batch_pixels": ("INT", {"default": 8192, "min": 512, "max": 262144, "step": 512, "tooltip":
+                "batch_pixels": ("INT", {"default": default_of(NLAFitConfig, "batch_pixels"), "min": 512, "max": 262144, "step": 512, "tooltip":
                                  "Random pixels per step. Larger is smoother but slower per step."}),
-                "flow": (["auto", "lk", "raft"], {"default": "auto", "tooltip":
+                "flow": (["auto", "lk", "raft"], {"default": default_of(NLAFitConfig, "flow"), "tooltip":
                          "Optical flow: auto = RAFT if its weights are local, else the built-in estimator; "
                          "lk = always the built-in one; raft = require RAFT weights."}),
                 "resume": ("BOOLEAN", {"default": True, "tooltip":
@@ -89,8 +89,10 @@ class NLAFit:
             },
         }
 
-    def fit(self, frames, iterations, atlas_resolution, seed, masks=None, batch_pixels=8192, flow="auto", resume=True,
-            keep_checkpoint=False):
+    def fit(self, frames, **widgets):
+        w = with_defaults(self.INPUT_TYPES(), widgets)
+        iterations, atlas_resolution, seed, masks, flow = (w[k] for k in ("iterations", "atlas_resolution", "seed",
+                                                                          "masks", "flow"))
         with cb.training_mode():
             x = cb.image_to_bchw(frames, "frames")
             m = None
@@ -100,7 +102,7 @@ class NLAFit:
                     raise ValueError(
                         f"masks are {m.shape[0]} x {m.shape[2]}x{m.shape[1]} but the frames are {x.shape[0]} x "
                         f"{x.shape[3]}x{x.shape[2]}: give one mask per frame at the frames' size.")
-            cfg = NLAFitConfig(iterations=int(iterations), seed=int(seed), batch_pixels=int(batch_pixels),
+            cfg = NLAFitConfig(iterations=int(iterations), seed=int(seed), batch_pixels=int(w["batch_pixels"]),
                                flow=flow, atlas_resolution=int(atlas_resolution))
             device = cb.torch_device()
             need = estimate_fit_memory(x.shape[0], x.shape[2], x.shape[3], m is not None, cfg.batch_pixels)
@@ -111,8 +113,8 @@ class NLAFit:
             hooks = cb.make_hooks(preview_every=50)
             try:
                 nla = fit_nla(x, m, cfg, hooks=hooks, device=device,
-                              checkpoint_path=ckpt, resume=bool(resume), flow_search_dirs=cb.model_folders(),
-                              flow_cache_path=flow_cache, keep_checkpoint=bool(keep_checkpoint))
+                              checkpoint_path=ckpt, resume=bool(w["resume"]), flow_search_dirs=cb.model_folders(),
+                              flow_cache_path=flow_cache, keep_checkpoint=bool(w["keep_checkpoint"]))
             finally:
                 cb.soft_empty_cache()
             rec, alpha = nla.reconstruction
@@ -174,8 +176,6 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
         return painted
     if painted is not None:
         raise ValueError(f"connect either {layer}_atlas or {layer}_edit_layer, not both")
-    from ..t2l_core.api import atlas_edit_from_layer
-
     seen = len(edit_layer.notes)
     hooks = cb.make_hooks()
     with cb.training_mode():
@@ -242,16 +242,11 @@ class AtlasRender:
         return cb.with_notes((cb.bchw_to_image(out),), notes)
 
 
-class SaveNLA:
+class SaveNLA(SavesFile):
     NODE_ID = "T2L_SaveNLA"
     DISPLAY_NAME = "Save Atlas (NLA)"
     CATEGORY = CATEGORY
     DESCRIPTION = "Saves a fitted atlas (with its frames, config and atlas framing) as a .safetensors file under output/text2live/nla/."
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("Full path of the written file.",)
-    FUNCTION = "save"
-    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -263,7 +258,7 @@ class SaveNLA:
     def save(self, nla, filename_prefix="atlas"):
         prefix = os.path.basename(filename_prefix.strip()) or "atlas"
         path = save_nla(nla, str(cb.numbered_file(_nla_dir(), prefix)))
-        return {"ui": {"text": [path]}, "result": (path,)}
+        return self.saved(path)
 
 
 class LoadNLA:
@@ -310,8 +305,7 @@ class LoadNLA:
 
     @classmethod
     def IS_CHANGED(cls, file, path=""):
-        p = cls._resolve(file, path)
-        return os.path.getmtime(p) if os.path.isfile(p) else float("nan")
+        return file_signature(cls._resolve(file, path))
 
     def load(self, file, path=""):
         if file == "(none saved yet)" and not (path and path.strip()):

@@ -5,22 +5,46 @@ Everything a node does can be done from here::
     from t2l_core import api
     clip = api.load_clip("ViT-B-32")
     result = api.train_edit_layer(clip, image_1x3xHxW, api.image_edit_config(prompt="oreo cake", iters=1000))
+
+Settings are read by their flat public names (``lr``, ``n_views``, ``lambda_structure``...):
+``api.default_of(api.EditConfig, "n_views")``, ``api.help_of(...)``, ``api.limits_of(...)``.
+The nodes import from this module only (``tests/test_layers.py``).
 """
 
 from __future__ import annotations
 
-from .nla.render import AtlasBBox, AtlasEdit, frame_edit_to_atlas, render_edits
-from .clip.loading import build_tiny_clip
+# settings
+from .settings import choices_of, default_of, help_of, limits_of
+from .edit.config import EditConfig
+from .video.config import VideoEditConfig
+from .nla.fit import NLAFitConfig
+
+# CLIP
+from .clip.loading import (WEIGHT_SUFFIXES, build_tiny_clip, check_weights_file, find_local_weights, load_clip,
+                           load_clip_file, missing_weights_message, pretrained_choices, weights_obtainable)
+from .clip.relevancy import heatmap, min_relevancy_side, relevancy_map
+
+# image edits
+from .edit.compositing import composite, on_green_screen, parse_hex_color, solid_background
 from .edit.layer import EditLayer, LayerOutput
-from .nla.fit import FittedNLA, NLAFitConfig, fit_nla
+from .image.training import default_checkpoint_path
+
+# layered atlases (NLA) and video edits
+from .nla.fit import FittedNLA, estimate_fit_memory, fit_key, fit_nla
 from .nla.atlas_files import load_nla, read_nla_header, save_nla
+from .nla.optical_flow import frames_fingerprint
+from .nla.render import AtlasBBox, AtlasEdit, frame_edit_to_atlas, render_edits
+from .video.atlas_apply import atlas_edit_from_layer
+from .video.training import default_video_checkpoint_path
+
+# progress, cancellation, input checks
+from .io.input_checks import require_finite
 from .progress import Cancelled, Hooks
 from .image import training as image_training
-from .image.training import EditConfig, EditResult
+from .image.training import EditResult
 from .runtime.edit_runtime import step_runner
 from .video import training as video_training
-from .video.atlas_apply import atlas_edit_from_layer
-from .video.training import VideoEditConfig, VideoEditResult
+from .video.training import VideoEditResult
 
 
 def train_edit_layer(clip, image, config: EditConfig, **options) -> EditResult:
@@ -36,15 +60,8 @@ def train_video_edit_layer(clip, nla, config: VideoEditConfig, **options) -> Vid
     options.setdefault("runner", step_runner(clip, config))
     return video_training.train_video_edit_layer(clip, nla, config, **options)
 
-
-def image_edit_config(**settings) -> EditConfig:
-    """An image edit's settings from their flat names (``prompt``, ``iters``, ``n_views``, ``generator``...)."""
-    return EditConfig.from_dict(settings)
-
-
-def video_edit_config(**settings) -> VideoEditConfig:
-    """An atlas (video) edit's settings from their flat names (``layer``, ``iters``, ``n_views``...)."""
-    return VideoEditConfig.from_dict(settings)
+image_edit_config = EditConfig.from_flat  # an image edit's settings from flat names (prompt=..., n_views=...)
+video_edit_config = VideoEditConfig.from_flat  # an atlas edit's settings from flat names (layer=..., iters=...)
 
 
 def nla_fit_config(**settings) -> NLAFitConfig:

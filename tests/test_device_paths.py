@@ -27,7 +27,7 @@ from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E4
 from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 from t2l_core.nla.optical_flow import make_flow_estimator, pyramid_lk_flow  # noqa: E402
 from t2l_core.api import train_edit_layer  # noqa: E402
-from t2l_core.video.training import VideoEditConfig  # noqa: E402
+from t2l_core.video.config import VideoEditConfig  # noqa: E402
 from t2l_core.api import train_video_edit_layer  # noqa: E402
 
 pytestmark = pytest.mark.device
@@ -92,7 +92,7 @@ def test_edit_layer_on_the_device_equals_the_generator_on_the_cpu(device, astron
 def test_video_edit_trains_on_a_device_atlas(device_clip, device_nla, device):
     """Foreground layer (NLA opacity, direct pass) with the whole atlas on the last step, then the render."""
     assert next(device_nla.model.parameters()).device.type == device.type
-    config = VideoEditConfig(prompt="golden astronaut", source_prompt="astronaut", layer="fg", iters=3, n_views=4,
+    config = VideoEditConfig.from_flat(prompt="golden astronaut", source_prompt="astronaut", layer="fg", iters=3, n_views=4,
                              view_short_side=48, view_max_long=64, structure_max_long=80, full_image_every=3,
                              generator=VIDEO_GEN, mask_border=4)
     result = train_video_edit_layer(device_clip, device_nla, config)

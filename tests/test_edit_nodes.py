@@ -98,7 +98,7 @@ def test_composite_node(pack):
 
 def test_video_iterations_default_is_the_papers_3000_unless_changed(pack, monkeypatch):
     """With nla and video_defaults, the widget's untouched default (1000, the image setting) means 3000."""
-    from t2l_core.video.training import VideoEditConfig
+    from t2l_core.video.config import VideoEditConfig
 
     node_cls = pack.NODE_CLASS_MAPPINGS["T2L_TrainEditLayer"]
     seen = []

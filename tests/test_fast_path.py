@@ -27,7 +27,8 @@ from t2l_core.edit.objective import TextBanks, edit_objective
 from t2l_core.edit.generator import build_generator
 from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
-from t2l_core.image.training import EditConfig, input_fingerprint
+from t2l_core.edit.config import EditConfig
+from t2l_core.image.training import input_fingerprint
 from t2l_core.api import train_edit_layer
 
 F64_REL_TOL = 1e-5  # float64 paths; the fp32 loss values they report carry ~1e-7 rounding
@@ -41,7 +42,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _term_weights(config: EditConfig, bootstrap_weight: float) -> dict[str, float]:
     """The factor in front of each loss term (the size of its unit-scale ingredients)."""
-    w = config.loss_weights()
+    w = config.weights
     return {"composition": w.composition, "directional": w.composition, "screen": w.screen,
             "structure": w.structure, "sparsity": w.sparsity_l1 + w.sparsity_l0, "bootstrap": bootstrap_weight,
             "total": w.composition * 2 + w.screen + w.structure + w.sparsity_l1 + w.sparsity_l0 + bootstrap_weight}
@@ -98,15 +99,15 @@ def test_objective_equal_on_trained_weights(tiny_clip, tiny_clip64, astronaut):
     gen.load_state_dict(layer.state_dict)
     gen = gen.double()
     gen_fast = copy.deepcopy(gen).to(memory_format=torch.channels_last)
-    x = working_image(astronaut, config.size).flip(-1).double().contiguous()  # an input the layer was not trained on
+    x = working_image(astronaut, config.dataset.size).flip(-1).double().contiguous()  # an input the layer was not trained on
     banks = TextBanks.build(tiny_clip64, config.prompt, None, config.source_prompt)
-    views = config.view_config()
+    views = config.views
     results = []
     for clip, g, fmt in ((tiny_clip64, gen, torch.contiguous_format),
                          (fast_clip(tiny_clip64), gen_fast, torch.channels_last)):
         out = g(x.contiguous(memory_format=fmt))
         rel = relevancy_map(clip, x, "astronaut", size=(224, 224))
-        _, terms = edit_objective(clip, [x], [out[:, :3]], [out[:, 3:]], banks, views, config.loss_weights(),
+        _, terms = edit_objective(clip, [x], [out[:, :3]], [out[:, 3:]], banks, views, config.weights,
                                   make_generator(7), bootstrap_targets=[rel], bootstrap_weight=5.0)
         results.append(terms)
     plain, fast = results
@@ -115,10 +116,10 @@ def test_objective_equal_on_trained_weights(tiny_clip, tiny_clip64, astronaut):
 
 
 def test_speed_settings_do_not_change_the_checkpoint_key(astronaut):
-    a = EditConfig(prompt="x", fast=True, threads=0, compile=False, autocast="auto")
-    b = EditConfig(prompt="x", fast=False, threads=3, compile=True, autocast="off")
+    a = EditConfig.from_flat(prompt="x", fast=True, threads=0, compile=False, autocast="auto")
+    b = EditConfig.from_flat(prompt="x", fast=False, threads=3, compile=True, autocast="off")
     assert input_fingerprint(astronaut, a) == input_fingerprint(astronaut, b)
-    assert input_fingerprint(astronaut, a) != input_fingerprint(astronaut, EditConfig(prompt="y"))
+    assert input_fingerprint(astronaut, a) != input_fingerprint(astronaut, EditConfig.from_flat(prompt="y"))
 
 
 def test_threads_respect_the_users_setting_and_autocast_choice():
@@ -133,7 +134,7 @@ def test_threads_respect_the_users_setting_and_autocast_choice():
     assert autocast_dtype("bf16", cpu) == torch.bfloat16
     assert autocast_dtype("off", cpu) is None
     try:
-        EditConfig(prompt="x", autocast="fp8").validate()
+        EditConfig.from_flat(prompt="x", autocast="fp8").validate()
     except ValueError as e:
         assert "autocast" in str(e)
     else:

@@ -46,7 +46,7 @@ def test_load_clip_messages_speak_comfyui(pack, models_dir, monkeypatch):
         assert isinstance(msg, str) and name in msg and problem in msg, msg
         assert "press R" in msg and "--clip" not in msg, msg
     assert "models/text2live" in LoadCLIP.VALIDATE_INPUTS("missing.safetensors")
-    monkeypatch.setattr(pack.nodes.clip_nodes.clip_loading, "weights_obtainable", lambda a, t: False)
+    monkeypatch.setattr(pack.nodes.clip_nodes, "weights_obtainable", lambda a, t: False)
     msg = LoadCLIP.VALIDATE_INPUTS("ViT-B-32:openai")
     assert str(models_dir) in msg and "ViT-B-32.pt" in msg and "press R" in msg and "--clip" not in msg
     # the precision/device combination is refused when the node runs, once, naming the widgets

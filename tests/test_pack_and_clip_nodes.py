@@ -82,7 +82,7 @@ def test_load_clip_node_validation_messages(pack, models_dir, monkeypatch):
     assert isinstance(msg, str) and str(models_dir) in msg
     with pytest.raises(ValueError, match="fp16"):
         LoadCLIP().load("tiny.safetensors", device="cpu", precision="fp16")
-    monkeypatch.setattr(pack.nodes.clip_nodes.clip_loading, "weights_obtainable", lambda a, t: False)
+    monkeypatch.setattr(pack.nodes.clip_nodes, "weights_obtainable", lambda a, t: False)
     msg = LoadCLIP.VALIDATE_INPUTS("ViT-B-32:openai")
     assert isinstance(msg, str) and str(models_dir) in msg and "ViT-B-32.pt" in msg
 

@@ -29,7 +29,7 @@ def _losses_and_grads(clip, image, save_memory: bool):
     gen = rt.prepare(build_generator(SMALL_GENERATOR, seed=3).double())
     assert gen.recompute_top is save_memory
     generate = rt.forward
-    x = working_image(image, config.size).double()
+    x = working_image(image, config.dataset.size).double()
     crop = x[..., :, 2:131].flip(-1).contiguous()  # two examples of different sizes, as on a full-image step
     inputs = [crop, x]
     outs = [generate(i) for i in inputs]
@@ -37,7 +37,7 @@ def _losses_and_grads(clip, image, save_memory: bool):
     targets = [torch.rand(1, *i.shape[-2:], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
                for i in inputs]
     total, terms = edit_objective(rt.clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks,
-                                  config.view_config(), config.loss_weights(), make_generator(5),
+                                  config.views, config.weights, make_generator(5),
                                   bootstrap_targets=targets, bootstrap_weight=5.0)
     total.backward()
     return terms, {n: p.grad.clone() for n, p in gen.named_parameters()}
@@ -99,7 +99,7 @@ def test_which_path_recomputes_what(tiny_clip):
     """Fast: generator tails. save_memory: also the view augmentations. Plain: nothing."""
     fast, plain = EditRuntime(tiny_clip, fast=True), EditRuntime(tiny_clip, fast=False)
     lean = EditRuntime(tiny_clip, fast=True, save_memory=True)
-    views = tiny_config().view_config()
+    views = tiny_config().views
     assert lean.augmenter(views).recompute
     assert not fast.augmenter(views).recompute and not plain.augmenter(views).recompute
     assert fast.prepare(build_generator(SMALL_GENERATOR, seed=0)).recompute_tails
@@ -111,7 +111,7 @@ def test_recomputed_view_augmentations_draw_the_same_views_and_gradients():
     """The augmentations are redone in the backward pass with the same random parameters (RNG restored)."""
     from t2l_core.edit.views import ViewAugmenter, make_views
 
-    cfg = tiny_config().view_config()
+    cfg = tiny_config().views
     image = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(6))
     weight = torch.rand(cfg.n_views, 3, *make_views(image, cfg, make_generator(0)).shape[-2:])
     results = []

@@ -63,7 +63,7 @@ def _step(clip, image, staged: bool, tracker: SavedBytes | None = None):
     measures = dataclasses.replace(default_measures(torch.device("cpu")), staged_backward=staged)
     rt = EditRuntime(clip, fast=True, measures=measures)
     gen = rt.prepare(build_generator(SMALL_GENERATOR, seed=3).double())
-    x = working_image(image, config.size).double()
+    x = working_image(image, config.dataset.size).double()
     inputs = [x[..., :, 2:131].flip(-1).contiguous(), x]  # two examples of different sizes
     banks = TextBanks.build(rt.clip, config.prompt, None, config.source_prompt)
     targets = [torch.rand(1, *i.shape[-2:], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -73,9 +73,9 @@ def _step(clip, image, staged: bool, tracker: SavedBytes | None = None):
         if staged:
             assert not outs[1].requires_grad or outs[1].grad_fn is None  # the whole image: no graph kept
         colors, alphas = [o[:, :3] for o in outs], [o[:, 3:] for o in outs]
-        plan = plan_objective(rt.clip, inputs, colors, alphas, banks, config.view_config(), config.loss_weights(),
+        plan = plan_objective(rt.clip, inputs, colors, alphas, banks, config.views, config.weights,
                               make_generator(5))
-        rest = opacity_terms(alphas, config.loss_weights(), targets, 5.0, False)
+        rest = opacity_terms(alphas, config.weights, targets, 5.0, False)
         terms = losses_to_floats(rt.backward(plan, rest, alphas[0], lambda: None))
     return terms, {n: p.grad.clone() for n, p in gen.named_parameters()}
 

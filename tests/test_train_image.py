@@ -7,7 +7,7 @@ import torch
 
 from t2l_core.edit.layer import EditLayer
 from t2l_core.progress import Cancelled, Hooks
-from t2l_core.image.training import EditConfig
+from t2l_core.edit.config import EditConfig
 from t2l_core.api import train_edit_layer
 
 from _edit_helpers import tiny_config
@@ -147,11 +147,11 @@ def test_config_roundtrip():
 
 def test_roi_text_is_the_directional_source_when_source_prompt_is_empty(tiny_clip, astronaut):
     """Paper eq. 3, L_dir(I_s, I_o, T_ROI, T): without a source prompt the ROI text is the source text."""
-    from t2l_core.image.training import EditConfig
+    from t2l_core.edit.config import EditConfig
 
-    assert EditConfig(prompt="x", source_prompt="cake", roi_text="cat").directional_source() == "cake"
-    assert EditConfig(prompt="x", source_prompt=" ", roi_text="cat").directional_source() == "cat"
-    assert EditConfig(prompt="x").directional_source() is None
+    assert EditConfig.from_flat(prompt="x", source_prompt="cake", roi_text="cat").directional_source() == "cake"
+    assert EditConfig.from_flat(prompt="x", source_prompt=" ", roi_text="cat").directional_source() == "cat"
+    assert EditConfig.from_flat(prompt="x").directional_source() is None
     with_roi = train_edit_layer(tiny_clip, astronaut, tiny_config(iters=1, source_prompt=None, roi_text="astronaut"))
     without = train_edit_layer(tiny_clip, astronaut, tiny_config(iters=1, source_prompt=None, roi_text=None))
     assert with_roi.history[0]["directional"] > 0 and "directional" not in without.history[0]

@@ -23,7 +23,8 @@ from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
 from t2l_core.progress import Cancelled, Hooks  # noqa: E402
 from t2l_core.api import train_video_edit_layer  # noqa: E402
 from t2l_core.video.atlas_apply import atlas_edit_from_layer, frames_baseline  # noqa: E402
-from t2l_core.video.training import VideoEditConfig, atlas_examples  # noqa: E402
+from t2l_core.video.config import VideoEditConfig  # noqa: E402
+from t2l_core.video.training import atlas_examples  # noqa: E402
 from t2l_core.video.atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, mask_boxes, training_bbox  # noqa: E402
 
 GEN = GeneratorConfig(num_scales=5, channels_down=16, channels_up=16)  # min input 33 px
@@ -46,20 +47,25 @@ def video_config(**kw) -> VideoEditConfig:
     base = dict(prompt="golden astronaut", source_prompt="astronaut", layer="bg", iters=6, n_views=4,
                 view_short_side=48, view_max_long=64, structure_max_long=80, full_image_every=10, generator=GEN)
     base.update(kw)
-    return VideoEditConfig(**base)
+    return VideoEditConfig.from_flat(**base)
 
 
 # ------------------------------------------------------------------------------------------------ defaults
 
 def test_video_defaults_are_the_papers():
-    c = VideoEditConfig(prompt="x")
-    assert (c.n_views, c.view_fill, c.lambda_structure, c.sparsity_l1, c.sparsity_l0) == (6, 0.0, 3.0, 1e-3, 5e-4)
-    assert (c.lr_decay, c.iters, c.lr, c.full_image_every, c.frame_offset) == (0.999, 3000, 2.5e-3, 75, 2)
-    assert (c.crop_min, c.mask_threshold, c.mask_border, c.bg_full_downscale, c.flip_p, c.jitter_p) == \
-        (0.95, 0.95, 30, 3.0, 0.5, 0.1)
-    assert c.bootstrap_schedule == "none"  # constant lambda when bootstrapping is enabled
+    c = VideoEditConfig.from_flat(prompt="x")
+    assert (c.views.n_views, c.views.fill, c.weights.structure, c.weights.sparsity_l1, c.weights.sparsity_l0) == \
+        (6, 0.0, 3.0, 1e-3, 5e-4)
+    assert (c.optim.lr_decay, c.iters, c.optim.lr, c.dataset.full_image_every, c.atlas.frame_offset) == \
+        (0.999, 3000, 2.5e-3, 75, 2)
+    assert (c.dataset.crop_min, c.atlas.mask_threshold, c.atlas.mask_border, c.atlas.bg_full_downscale,
+            c.dataset.flip_p, c.dataset.jitter_p) == (0.95, 0.95, 30, 3.0, 0.5, 0.1)
+    assert c.bootstrap.schedule == "none"  # constant lambda when bootstrapping is enabled
+    flat = c.to_flat()  # the same defaults under the public flat names
+    assert (flat["n_views"], flat["view_fill"], flat["lambda_structure"], flat["lr_decay"], flat["crop_min"]) == \
+        (6, 0.0, 3.0, 0.999, 0.95)
     with pytest.raises(ValueError, match="layer"):
-        VideoEditConfig(prompt="x", layer="middle").validate()
+        VideoEditConfig.from_flat(prompt="x", layer="middle").validate()
 
 
 # ------------------------------------------------------------------------------------------------ examples

@@ -10,20 +10,26 @@ import os
 
 import torch
 
+from ..nla.fit import NLAFitConfig
+from ..settings import default_of
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("nla", help="fit a layered neural atlas to a video (frames directory or video file)")
     p.add_argument("source", metavar="FRAMES_DIR_OR_VIDEO")
     p.add_argument("--masks", default=None, help="directory of foreground masks, one per frame (white = foreground)")
-    p.add_argument("--iters", type=int, default=2000, help="training iterations (default 2000)")
+    p.add_argument("--iters", type=int, default=default_of(NLAFitConfig, "iterations"),
+                   help="training iterations (default %(default)s)")
     p.add_argument("--out", default="atlas.safetensors", help="output atlas file (.safetensors)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
-    p.add_argument("--resolution", type=int, default=0, help="long side of the atlas images (0 = native)")
-    p.add_argument("--target-psnr", type=float, default=0.0,
+    p.add_argument("--resolution", type=int, default=default_of(NLAFitConfig, "atlas_resolution"),
+                   help="long side of the atlas images (0 = native)")
+    p.add_argument("--target-psnr", type=float, default=default_of(NLAFitConfig, "target_psnr"),
                    help="stop early once the reconstruction PSNR (on a pixel sample) reaches this many dB (0 = off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=8192, help="random pixels per step")
-    p.add_argument("--flow", choices=["auto", "raft", "lk"], default="auto",
+    p.add_argument("--seed", type=int, default=default_of(NLAFitConfig, "seed"))
+    p.add_argument("--batch", type=int, default=default_of(NLAFitConfig, "batch_pixels"),
+                   help="random pixels per step (default %(default)s)")
+    p.add_argument("--flow", choices=["auto", "raft", "lk"], default=default_of(NLAFitConfig, "flow"),
                    help="optical flow: RAFT if its weights are local (auto), or the built-in estimator (lk)")
     p.add_argument("--models-dir", action="append", default=[], help="extra folder to look for RAFT weights")
     p.add_argument("--device", default="auto")
@@ -48,7 +54,7 @@ def register(subparsers) -> None:
 
 
 def run_nla(args) -> int:
-    from ..nla.fit import NLAFitConfig, fit_nla
+    from ..nla.fit import fit_nla
     from ..nla.atlas_files import save_nla
     from ..progress import Hooks, console_phase_printer, console_printer
     from ..io.video_files import read_frames, read_masks, write_rgba

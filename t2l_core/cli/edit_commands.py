@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .clip_commands import add_clip_arguments, clip_from_args
+from ..edit.config import EditConfig
+from ..edit.layer import RESOLUTIONS
+from ..settings import choices_of
+from .clip_commands import clip_from_args
+from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_arguments, add_settings,
+                           checkpoint_from_args, config_from_args, console_hooks)
 
 OUTPUT_FILES = ("composite.png", "edit.png", "alpha.png", "greenscreen.png")
-# t2l_core.device.AUTOCAST_MODES, spelled out so that --help does not import torch (a test keeps them equal)
-PRECISIONS = ("auto", "off", "bf16", "fp16", "bf16-clip", "fp16-clip")
-RESOLUTIONS = ("working", "native")  # t2l_core.edit.layer.RESOLUTIONS
+PRECISIONS = choices_of(EditConfig, "autocast")  # the fast path's precisions (--autocast)
 
 
 def _write_outputs(output, out: Path, index: int | None = None) -> list[Path]:
@@ -35,26 +38,15 @@ def _train(args: argparse.Namespace) -> int:
     from ..io.image_files import load_image
     from ..progress import Hooks, console_printer
     from ..api import train_edit_layer
-    from ..image.training import EditConfig, default_checkpoint_path
+    from ..image.training import default_checkpoint_path
 
     image = load_image(args.image)  # RGB [1,3,H,W]; gray/RGBA converted
-    config = EditConfig(
-        prompt=args.prompt, screen_prompt=args.screen_prompt, source_prompt=args.src_prompt,
-        roi_text=args.roi_prompt, iters=args.iters, size=args.size, seed=args.seed,
-        lambda_composition=args.lambda_composition, lambda_screen=args.lambda_screen,
-        lambda_structure=args.lambda_structure, sparsity_l1=args.sparsity_l1, sparsity_l0=args.sparsity_l0,
-        lambda_bootstrap=args.lambda_bootstrap, n_views=args.views,
-        fast=not args.no_fast, autocast=args.autocast, threads=args.threads, compile=args.compile,
-        save_memory=args.save_memory,
-    )
-    config.validate()  # fail before loading CLIP
+    config = config_from_args(EditConfig, args)  # fails before loading CLIP
     out = Path(args.out)
     clip = clip_from_args(args)
-    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_path(out / "checkpoints", image, config,
-                                                                                  clip=clip)
-    hooks = Hooks(on_step=console_printer(args.log_every) if not args.quiet else None)
-    result = train_edit_layer(clip, image, config, hooks=hooks, checkpoint_path=ckpt, resume=args.resume,
-                              keep_checkpoint=args.keep_checkpoint, resolution=args.resolution)
+    ckpt = checkpoint_from_args(args, lambda: default_checkpoint_path(out / "checkpoints", image, config, clip=clip))
+    result = train_edit_layer(clip, image, config, hooks=console_hooks(args), checkpoint_path=ckpt,
+                              resume=args.resume, keep_checkpoint=args.keep_checkpoint, resolution=args.resolution)
     written = _write_outputs(result.output, out)
     written.append(result.layer.save(out / "edit_layer.safetensors"))
     for note in result.notes:
@@ -84,50 +76,14 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_prompt_arguments(p, roi_help: str) -> None:
-    """``--screen-prompt/--src-prompt/--roi-prompt`` and the CLIP options, shared by the image and video edits."""
-    p.add_argument("--screen-prompt", default=None, help="green-screen text (default: the prompt)")
-    p.add_argument("--src-prompt", "--source-prompt", dest="src_prompt", default=None,
-                   help="text describing the input, e.g. 'cake': the directional loss's source text (default: the "
-                        "--roi-prompt when given, the paper's form; without either no directional loss)")
-    p.add_argument("--roi-prompt", "--roi-text", dest="roi_prompt", default=None, help=roi_help)
-    add_clip_arguments(p)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("image", aliases=["edit"], help="train a text-driven edit layer on one image (Text2LIVE)")
     p.add_argument("image", help="input image file (any PIL format; gray/RGBA are converted to RGB)")
-    p.add_argument("--prompt", required=True, help="target text, e.g. 'oreo cake' (several: separate with |)")
-    add_prompt_arguments(p, roi_help="text of the region to edit; its relevancy map bootstraps the opacity")
-    p.add_argument("--iters", type=int, default=1000, help="training steps (default %(default)s)")
-    p.add_argument("--size", type=int, default=512, help="working size, shorter side in px (>=129; default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
-    p.add_argument("--views", type=int, default=16, help="CLIP views per image (default %(default)s)")
-    p.add_argument("--lambda-composition", type=float, default=1.0)
-    p.add_argument("--lambda-screen", type=float, default=1.0)
-    p.add_argument("--lambda-structure", type=float, default=2.0)
-    p.add_argument("--sparsity-l1", type=float, default=0.06)
-    p.add_argument("--sparsity-l0", type=float, default=0.06)
-    p.add_argument("--lambda-bootstrap", type=float, default=10.0)
-    p.add_argument("--no-fast", action="store_true",
-                   help="use the plain fp32 path (the fast path is on by default and gives equal losses)")
-    p.add_argument("--autocast", default="auto", choices=list(PRECISIONS),
-                   help="precision of the fast path: auto = fp32 generator (TF32) + bf16 CLIP on CUDA, fp32 on CPU; "
-                        "off = fp32 everywhere; bf16-clip/fp16-clip = CLIP passes only; bf16/fp16 = generator too "
-                        "(its gradients disagree with fp32, bench/RESULTS.md) (default %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = keep torch's setting)")
-    p.add_argument("--compile", action="store_true", help="experimental: torch.compile the generator (compiling is slow)")
-    p.add_argument("--save-memory", action="store_true",
-                   help="lower peak memory for slower steps (every memory measure on, activations recomputed)")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file (default: OUT/checkpoints/edit_<hash>.safetensors)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the checkpoint if a cancelled run with the same image, settings, --iters and "
-                        "CLIP left it (another run's checkpoint is not used: training starts over)")
-    p.add_argument("--keep-checkpoint", action="store_true",
-                   help="keep the checkpoint when the run finishes (default: only a cancelled or failed run leaves one)")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--quiet", action="store_true")
+    add_prompt_arguments(p, EditConfig, roi_help="text of the region to edit; its relevancy map bootstraps the opacity")
+    add_settings(p, EditConfig, SHARED_SETTINGS[:1] + (("--size", "size"),) + SHARED_SETTINGS[1:])
+    add_settings(p, EditConfig, (("--no-fast", "fast"), ("--autocast", "autocast"), ("--threads", "threads"),
+                                 ("--compile", "compile")))
+    add_run_arguments(p, EditConfig, "image", "OUT/checkpoints/edit_<hash>.safetensors")
     p.add_argument("--out", required=True, help="output folder for composite/edit/alpha/greenscreen PNGs and the layer")
     _add_resolution_argument(p)
     p.set_defaults(func=_train)

@@ -10,20 +10,20 @@ from .losses import bootstrap_weight
 
 
 def bootstrap_schedule(config) -> Callable[[int], float]:
-    """``step -> λ_b(step)`` (paper appendix A.3: the bootstrap term is annealed) for an edit config (``lambda_bootstrap``, ``bootstrap_schedule``, ``bootstrap_steps``
-    (None = ``iters``), ``bootstrap_min``)."""
-    steps = config.bootstrap_steps if config.bootstrap_steps is not None else config.iters
+    """``step -> λ_b(step)`` for an edit config: the bootstrap weight annealed over ``bootstrap_steps`` (paper
+    appendix A.3)."""
+    steps, b = config.bootstrap_steps_or_iters(), config.bootstrap
 
     def weight(step: int) -> float:
-        return bootstrap_weight(step, lambda_bootstrap=config.lambda_bootstrap, bootstrap_steps=steps,
-                                schedule=config.bootstrap_schedule, min_weight=config.bootstrap_min)
+        return bootstrap_weight(step, lambda_bootstrap=config.weights.bootstrap, bootstrap_steps=steps,
+                                schedule=b.schedule, min_weight=b.min)
 
     return weight
 
 
 def uses_relevancy(config) -> bool:
     """Whether the opacity is bootstrapped from relevancy maps of ``config.roi_text``."""
-    return bool(config.roi_text and config.roi_text.strip()) and config.lambda_bootstrap > 0
+    return bool(config.roi_text and config.roi_text.strip()) and config.weights.bootstrap > 0
 
 
 def relevancy_target(clip, images: torch.Tensor, config, size: tuple[int, int]) -> torch.Tensor:
@@ -31,6 +31,6 @@ def relevancy_target(clip, images: torch.Tensor, config, size: tuple[int, int]) 
     resized to ``size`` -> ``[1,*size]`` in 0..1, without grad."""
     from ..clip.relevancy import relevancy_map
 
-    r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.relevancy_layers,
+    r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.bootstrap.relevancy_layers,
                       size=size, check_size=False)
     return r.detach()

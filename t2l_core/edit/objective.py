@@ -23,20 +23,25 @@ from . import losses as L
 from .views import ViewAugmenter, ViewConfig, make_views, structure_view
 from .compositing import composite, on_green_screen
 from ..progress import losses_to_floats
+from ..settings import setting
 from ..clip.templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, as_prompt_list
 from .text_sampling import sample_directions, sample_targets
 
 
 @dataclass
 class LossWeights:
-    """Loss weights (image defaults). Video: structure 3, sparsity_l1 1e-3, sparsity_l0 5e-4."""
+    """Loss weights (image defaults; the video ones are in :class:`t2l_core.video.config.VideoEditConfig`)."""
 
-    composition: float = 1.0
-    screen: float = 1.0
-    structure: float = 2.0
-    sparsity_l1: float = 0.06
-    sparsity_l0: float = 0.06
-    bootstrap: float = 10.0
+    composition: float = setting(1.0, "Weight of the CLIP loss on the composite (+ directional loss).", min=0.0,
+                                 max=100.0)
+    screen: float = setting(1.0, "Weight of the green-screen CLIP loss.", min=0.0, max=100.0)
+    structure: float = setting(2.0, "Weight of the structure (self-similarity) loss; higher keeps the layout.",
+                               min=0.0, max=100.0)
+    sparsity_l1: float = setting(0.06, "L1 opacity penalty; higher = smaller edit area.", min=0.0, max=100.0)
+    sparsity_l0: float = setting(0.06, "Approximate-L0 opacity penalty; higher = smaller edit area.", min=0.0,
+                                 max=100.0)
+    bootstrap: float = setting(10.0, "Initial weight of the bootstrap (relevancy/mask) loss, annealed to 0.",
+                               min=0.0, max=1000.0)
 
     def to_dict(self) -> dict:
         return asdict(self)

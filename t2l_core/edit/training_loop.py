@@ -78,10 +78,10 @@ class LoopSettings:
     @classmethod
     def from_config(cls, config, banks: TextBanks) -> "LoopSettings":
         """The loop's settings from an image or video edit config and its encoded text banks."""
-        return cls(iters=config.iters, seed=config.seed, lr=config.lr, momentum=config.momentum,
-                   weight_decay=config.weight_decay, lr_decay=config.lr_decay, lr_min=config.lr_min, banks=banks,
-                   views=config.view_config(), weights=config.loss_weights(),
-                   bootstrap_weight=bootstrap_schedule(config), authors_bootstrap_bug=config.authors_bootstrap_bug,
+        o = config.optim
+        return cls(iters=config.iters, seed=config.seed, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                   lr_decay=o.lr_decay, lr_min=o.lr_min, banks=banks, views=config.views, weights=config.weights,
+                   bootstrap_weight=bootstrap_schedule(config), authors_bootstrap_bug=config.bootstrap.authors_bug,
                    settings=config.to_dict())
 
 

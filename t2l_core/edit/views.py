@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..seeding import forked_rng, uniform, randint
+from ..settings import setting
 
 IMAGE_FILL = 1.0
 VIDEO_FILL = 0.0
@@ -28,14 +29,18 @@ VIDEO_FILL = 0.0
 
 @dataclass
 class ViewConfig:
-    """CLIP view parameters (image defaults; video uses n_views=6 and fill=0)."""
+    """CLIP view parameters (image defaults; the video ones are in :class:`t2l_core.video.config.VideoEditConfig`)."""
 
-    n_views: int = 16
-    short_side: int = 224
-    max_long: int = 320
-    structure_max_long: int = 380
-    min_crop: float = 0.6
-    fill: float = IMAGE_FILL
+    n_views: int = setting(16, "Augmented CLIP views per image and step (paper: 16 for an image, 6 for a video). "
+                                "Fewer = faster, noisier.",
+                           min=1, max=64)
+    short_side: int = setting(224, "Shorter side of the CLIP views in px.", min=1)
+    max_long: int = setting(320, "Longest side of the CLIP views in px.", min=1)
+    structure_max_long: int = setting(380, "Longest side of the structure-loss view in px.", min=1)
+    min_crop: float = setting(0.6, "Smallest crop of the image a CLIP view shows, as a fraction of each side.",
+                              min=0.0, max=1.0)
+    fill: float = setting(IMAGE_FILL, "Fill of pixels outside a warped view: 1 = white (images), 0 = black (video).",
+                          min=0.0, max=1.0)
     flip_p: float = 0.5
     affine_degrees: float = 15.0
     affine_translate: float = 0.1

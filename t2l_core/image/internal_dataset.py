@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..edit.generator import MIN_SIZE
 from ..seeding import forked_rng, randint, uniform
+from ..settings import setting
 
 MIN_INPUT_SIDE = 32  # smaller images are refused (upscaling them 4x+ produces nothing useful)
 
@@ -27,14 +28,15 @@ MIN_INPUT_SIDE = 32  # smaller images are refused (upscaling them 4x+ produces n
 class DatasetConfig:
     """Working resolution and crop augmentation parameters (authors' image defaults)."""
 
-    size: int = 512  # shorter side of the working image (0 = keep the input size)
-    jitter_p: float = 0.1
+    size: int = setting(512, "Working resolution: shorter side in px during training (paper: 512; minimum 129). "
+                             "The result is rendered at the input's own resolution.", min=MIN_SIZE, max=4096)
+    jitter_p: float = setting(0.1, "Probability of the colour jitter of a crop.", min=0.0, max=1.0)
     jitter: float = 0.1  # brightness = contrast = saturation = hue strength
-    flip_p: float = 0.5
-    scale_min: float = 0.8
-    scale_max: float = 1.2
-    crop_min: float = 0.85
-    full_image_every: int = 75
+    flip_p: float = setting(0.5, "Probability of a horizontal flip of a crop.", min=0.0, max=1.0)
+    scale_min: float = setting(0.8, "Smallest scale factor of a crop's image.", min=0.0)
+    scale_max: float = setting(1.2, "Largest scale factor of a crop's image.", min=0.0)
+    crop_min: float = setting(0.85, "Smallest crop side as a fraction of the scaled image's side.", min=0.0, max=1.0)
+    full_image_every: int = setting(75, "The whole working image joins the step's examples every N steps.", min=0)
 
 
 def short_side_size(h: int, w: int, size: int) -> tuple[int, int]:

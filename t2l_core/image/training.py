@@ -2,7 +2,7 @@
 
 Public API::
 
-    config = EditConfig(prompt="oreo cake", source_prompt="cake", iters=1000, size=512, seed=0)
+    config = EditConfig.from_flat(prompt="oreo cake", source_prompt="cake", iters=1000, size=512, seed=0)
     result = train_edit_layer(clip, image_1x3xHxW, config, hooks=Hooks(...),
                               checkpoint_path="ckpt.safetensors", resume=True)
     result.layer            # EditLayer: apply to other images/frames, save/load safetensors
@@ -15,7 +15,6 @@ working image every ``full_image_every`` steps; the loop itself (objective, MADG
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -28,127 +27,19 @@ import torch.nn.functional as F
 from .. import __version__
 from ..checkpoint import EDIT_JOB, CheckpointFile
 from ..clip.templates import as_prompt_list
-from ..device import AUTOCAST_MODES, autocast_dtype
+from ..device import autocast_dtype
+from ..edit.config import RUNTIME_FIELDS, EditConfig
 from ..edit.bootstrap import relevancy_target, uses_relevancy
 from ..edit.compositing import composite
-from ..edit.generator import GeneratorConfig, build_generator
+from ..edit.generator import build_generator
 from ..edit.layer import RESOLUTIONS, EditLayer, LayerOutput
-from ..edit.objective import LossWeights, TextBanks
+from ..edit.objective import TextBanks
 from ..edit.step_runner import PlainSteps
 from ..edit.training_loop import LoopSettings, StepExamples, train_generator
-from ..edit.views import IMAGE_FILL, ViewConfig, structure_view
+from ..edit.views import structure_view
 from ..io.input_checks import require_finite
 from ..progress import Hooks
-from .internal_dataset import DatasetConfig, InternalDataset, working_image
-
-# settings that change only how a step is computed: a checkpoint made with one value resumes with another
-RUNTIME_FIELDS = ("fast", "autocast", "threads", "compile", "save_memory")
-
-
-@dataclass
-class EditConfig:
-    """Every setting of an image edit, with the authors' defaults (paper appendices A.2-A.3)."""
-
-    prompt: str | list[str] = ""  # target/composition prompt(s); newline- or |-separated
-    screen_prompt: str | list[str] | None = None  # green-screen prompt(s); None = the target prompt
-    source_prompt: str | list[str] | None = None  # directional-loss source prompt(s); None = roi_text (paper eq. 3), or no L_dir without it
-    roi_text: Optional[str] = None  # bootstrap (relevancy) text; None = no relevancy bootstrapping
-    iters: int = 1000
-    seed: int = 0
-    # optimisation
-    lr: float = 2.5e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.01
-    lr_decay: float = 0.99
-    lr_min: float = 1e-5
-    # internal dataset
-    size: int = 512
-    full_image_every: int = 75
-    jitter_p: float = 0.1
-    flip_p: float = 0.5
-    scale_min: float = 0.8
-    scale_max: float = 1.2
-    crop_min: float = 0.85
-    # CLIP views
-    n_views: int = 16
-    view_short_side: int = 224
-    view_max_long: int = 320
-    structure_max_long: int = 380
-    view_min_crop: float = 0.6
-    view_fill: float = IMAGE_FILL
-    # loss weights
-    lambda_composition: float = 1.0
-    lambda_screen: float = 1.0
-    lambda_structure: float = 2.0
-    sparsity_l1: float = 0.06
-    sparsity_l0: float = 0.06
-    lambda_bootstrap: float = 10.0
-    bootstrap_schedule: str = "linear"  # linear | exponential | none
-    bootstrap_steps: Optional[int] = None  # None = iters
-    bootstrap_min: float = 0.0
-    relevancy_layers: int = 1
-    relevancy_on: str = "crop"  # "crop": relevancy of each augmented crop (authors); "once": of the whole image
-    authors_bootstrap_bug: bool = False  # True: only the last example's bootstrap MSE counts (authors' code)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    # speed (how things are computed, never what; not part of the checkpoint fingerprint)
-    fast: bool = True  # channels-last generator, fused CLIP image kernels, autocast where it pays (fast_path.py)
-    autocast: str = "auto"  # with fast: auto = bf16 CLIP + fp32/TF32 generator on CUDA, fp32 on CPU; off|bf16-clip|fp16-clip|bf16|fp16 (fast_path.py)
-    threads: int = 0  # CPU threads for this run; 0 = keep the current torch.set_num_threads setting
-    compile: bool = False  # experimental: torch.compile the generator (with fast); compiling is very slow on small CPUs
-    save_memory: bool = False  # with fast: also recompute CLIP blocks, the generator's top level and the view augmentations in backward: less memory, slower steps (bench/RESULTS.md)
-
-    def directional_source(self) -> str | list[str] | None:
-        """The source text T_ROI of the directional loss L_dir(I_s, I_o, T_ROI, T) (paper eq. 3):
-        ``source_prompt`` when given, else ``roi_text`` when given, else None (no directional loss)."""
-        for text in (self.source_prompt, self.roi_text):
-            if isinstance(text, str) and text.strip():
-                return text
-            if isinstance(text, (list, tuple)) and any(t and t.strip() for t in text):
-                return list(text)
-        return None
-
-    def dataset_config(self) -> DatasetConfig:
-        return DatasetConfig(size=self.size, jitter_p=self.jitter_p, flip_p=self.flip_p, scale_min=self.scale_min,
-                             scale_max=self.scale_max, crop_min=self.crop_min, full_image_every=self.full_image_every)
-
-    def view_config(self) -> ViewConfig:
-        return ViewConfig(n_views=self.n_views, short_side=self.view_short_side, max_long=self.view_max_long,
-                          structure_max_long=self.structure_max_long, min_crop=self.view_min_crop, fill=self.view_fill)
-
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(composition=self.lambda_composition, screen=self.lambda_screen,
-                           structure=self.lambda_structure, sparsity_l1=self.sparsity_l1,
-                           sparsity_l0=self.sparsity_l0, bootstrap=self.lambda_bootstrap)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EditConfig":
-        d = dict(d)
-        if isinstance(d.get("generator"), dict):
-            d["generator"] = GeneratorConfig(**d["generator"])
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def validate(self) -> None:
-        """Raise ValueError with what to change."""
-        as_prompt_list(self.prompt, "target prompt")
-        if self.iters < 1:
-            raise ValueError(f"iters must be at least 1, got {self.iters}")
-        if self.n_views < 1:
-            raise ValueError(f"n_views must be at least 1, got {self.n_views}")
-        if self.bootstrap_schedule not in ("linear", "exponential", "none"):
-            raise ValueError(f"bootstrap_schedule must be linear, exponential or none, got '{self.bootstrap_schedule}'")
-        if self.relevancy_on not in ("crop", "once"):
-            raise ValueError(f"relevancy_on must be 'crop' or 'once', got '{self.relevancy_on}'")
-        if self.lr <= 0 or self.lr_min < 0:
-            raise ValueError("lr must be > 0 and lr_min >= 0")
-        if self.autocast not in AUTOCAST_MODES:
-            raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got '{self.autocast}'")
-        if self.threads < 0:
-            raise ValueError(f"threads must be 0 (keep the current setting) or positive, got {self.threads}")
-
+from .internal_dataset import InternalDataset, working_image
 
 @dataclass
 class EditResult:
@@ -192,7 +83,7 @@ def result_settings(config: EditConfig, clip=None) -> dict:
         d.pop(name, None)
     if clip is not None:
         d["clip"] = clip.identity()
-        amp = autocast_dtype(config.autocast, clip.device) if config.fast else None
+        amp = autocast_dtype(config.runtime.autocast, clip.device) if config.runtime.fast else None
         d["autocast_dtype"] = str(amp)
     return d
 
@@ -250,11 +141,11 @@ class ImageExamples:
     def __init__(self, runner_clip, work: torch.Tensor, mask: Optional[torch.Tensor], config: EditConfig) -> None:
         self.clip, self.work, self.config = runner_clip, work, config
         self.use_relevancy = mask is None and uses_relevancy(config)
-        if self.use_relevancy and config.relevancy_on == "once":
+        if self.use_relevancy and config.bootstrap.relevancy_on == "once":
             mask = relevancy_target(runner_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
         self.mask = mask
-        self.dataset = InternalDataset(work, config.dataset_config(), mask=mask)
-        self.views = config.view_config()
+        self.dataset = InternalDataset(work, config.dataset, mask=mask)
+        self.views = config.views
         self._full_tokens: Optional[torch.Tensor] = None  # structure target of the whole image (fixed)
 
     def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
@@ -273,7 +164,7 @@ class ImageExamples:
                             source_tokens=self._source_tokens(sample.full is not None), bootstrap_targets=targets)
 
     def _source_tokens(self, has_full: bool) -> Optional[list]:
-        if not (self.config.lambda_structure > 0 and has_full):
+        if not (self.config.weights.structure > 0 and has_full):
             return None
         if self._full_tokens is None:
             with torch.no_grad():
@@ -313,12 +204,12 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
     config.validate()
-    runner = runner or PlainSteps(clip, config.threads)
+    runner = runner or PlainSteps(clip, config.runtime.threads)
     with torch.inference_mode(False), torch.enable_grad(), runner.run_scope():
         image = prepare_image(image)
         mask = prepare_mask(bootstrap_mask, image)
         file = CheckpointFile(checkpoint_path, EDIT_JOB, input_fingerprint(image, config, mask, clip))
-        work = working_image(image, config.size).to(clip.device)
+        work = working_image(image, config.dataset.size).to(clip.device)
         work_mask = None if mask is None else F.interpolate(mask.to(clip.device), size=work.shape[-2:],
                                                             mode="bilinear", align_corners=False, antialias=True)
         source = ImageExamples(runner.clip, work, work_mask, config)
@@ -337,6 +228,6 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
 
 def _layer_info(config: EditConfig, steps: int, work: torch.Tensor, image: torch.Tensor) -> dict:
     """What a saved layer records about its training."""
-    return {"prompt": as_prompt_list(config.prompt), "steps": steps, "seed": config.seed, "size": config.size,
+    return {"prompt": as_prompt_list(config.prompt), "steps": steps, "seed": config.seed, "size": config.dataset.size,
             "working_size": list(work.shape[-2:]), "input_size": list(image.shape[-2:]),
             "config": json.loads(json.dumps(config.to_dict(), default=str)), "version": __version__}

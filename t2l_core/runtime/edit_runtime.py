@@ -66,9 +66,9 @@ class EditRuntime(PlainSteps):
 
     @classmethod
     def from_config(cls, clip, config) -> "EditRuntime":
-        """The runtime a config's speed settings ask for (``fast``, ``autocast``, ``compile``, ``save_memory``,
-        ``threads``)."""
-        return cls(clip, config.fast, config.autocast, config.compile, config.save_memory, threads=config.threads)
+        """The runtime an edit config's speed settings (:class:`t2l_core.edit.config.RuntimeConfig`) ask for."""
+        r = config.runtime
+        return cls(clip, r.fast, r.autocast, r.compile, r.save_memory, threads=r.threads)
 
     def prepare(self, generator: torch.nn.Module) -> torch.nn.Module:
         generator.set_recompute(top=self.save_memory, tails=self.measures.recompute_tails)
@@ -124,5 +124,5 @@ class EditRuntime(PlainSteps):
 
 
 def step_runner(clip, config) -> EditRuntime:
-    """The step runner for a job's speed settings (``config.fast`` False gives the plain computation)."""
+    """The step runner for an edit config's speed settings (``fast`` off gives the plain computation)."""
     return EditRuntime.from_config(clip, config)

@@ -55,8 +55,8 @@ def generator_gradients(clip, image: torch.Tensor, config, mode: str, generator:
     with rt.loop_scope():
         out = rt.forward(x)
         banks = TextBanks.build(rt.clip, config.prompt, config.screen_prompt, config.directional_source())
-        total, _ = edit_objective(rt.clip, [x], [out[:, :3]], [out[:, 3:]], banks, config.view_config(),
-                                  config.loss_weights(), make_generator(views_seed))
+        total, _ = edit_objective(rt.clip, [x], [out[:, :3]], [out[:, 3:]], banks, config.views,
+                                  config.weights, make_generator(views_seed))
         total.backward()
     return {n: p.grad.detach().float().cpu().clone() for n, p in gen.named_parameters()}
 

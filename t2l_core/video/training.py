@@ -2,7 +2,7 @@
 
 Public API::
 
-    config = VideoEditConfig(prompt="snowy countryside", layer="bg", iters=3000, seed=0)
+    config = VideoEditConfig.from_flat(prompt="snowy countryside", layer="bg", iters=3000, seed=0)
     result = train_video_edit_layer(clip, nla, config, hooks=Hooks(...), checkpoint_path="ckpt.safetensors")
     result.layer        # EditLayer (info["atlas"] records the layer and atlas framing it was trained on)
     result.atlas_edit   # AtlasEdit: the whole atlas through the generator once (RGBA over the atlas bbox)
@@ -40,62 +40,15 @@ from ..edit.layer import EditLayer
 from ..edit.objective import TextBanks
 from ..edit.step_runner import PlainSteps
 from ..edit.training_loop import LoopSettings, StepExamples, train_generator
-from ..edit.views import VIDEO_FILL, structure_view
-from ..image.training import EditConfig, result_settings
+from ..edit.views import structure_view
+from ..image.training import result_settings
 from ..nla.fit import FittedNLA
 from ..nla.render import AtlasEdit, render_frame
 from ..progress import Hooks
 from .atlas_apply import (atlas_edit_from_layer, frames_baseline, layer_atlas_bbox, render_video,  # noqa: F401
                           video_frames_u8, whole_atlas_edit)
-from .atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, layer_key
-
-
-@dataclass
-class VideoEditConfig(EditConfig):
-    """Every setting of a video (atlas) edit: the image settings with the authors' video defaults
-    (paper appendix A.4, supplement section 3.1) plus the atlas sampling settings. ``size``/``scale_*`` of the image config are not used."""
-
-    layer: str = "fg"                 # "fg" | "bg": the atlas layer to edit (one per run)
-    iters: int = 3000
-    lr_decay: float = 0.999
-    n_views: int = 6
-    view_fill: float = VIDEO_FILL     # black fill in the CLIP view augmentations
-    lambda_structure: float = 3.0
-    sparsity_l1: float = 1e-3         # 0.1 · 0.01
-    sparsity_l0: float = 5e-4         # 0.1 · 0.005
-    bootstrap_schedule: str = "none"  # constant λ for the whole run when roi_text is given (car-turn example)
-    crop_min: float = 0.95            # frame crops cover U[0.95, 1] of the mask box / frame
-    full_image_every: int = 75        # the whole atlas joins the batch every N steps
-    frame_offset: int = 2             # frames t-2, t, t+2
-    mask_threshold: float = 0.95      # foreground mask box: NLA opacity >= this ...
-    mask_border: int = 30             # ... grown by this many px
-    bg_full_downscale: float = 3.0    # whole background atlas downscaled by this (antialias) on whole-atlas steps
-    atlas_scale: float = 1.0          # texels of the training atlas per native texel (~1 per frame pixel)
-    multiply_foreground_alpha: bool = True  # fg: sampled maps and the direct pass times the NLA opacity
-    direct_pass: bool = True          # also run the generator directly on one of the three frame crops
-    # The authors feed the foreground loss the atlas crop sampled into the frame WITHOUT the NLA opacity
-    # while the outputs are multiplied by it (structure/direction targets then show atlas content outside
-    # the object). Default: the inputs are multiplied too, so inputs and outputs agree; True = authors.
-    authors_fg_inputs: bool = False
-
-    def dataset_config(self) -> VideoDatasetConfig:  # type: ignore[override]
-        return VideoDatasetConfig(
-            layer=layer_key(self.layer), frame_offset=self.frame_offset, crop_min=self.crop_min,
-            mask_threshold=self.mask_threshold, mask_border=self.mask_border,
-            min_size=2 ** self.generator.num_scales + 1, flip_p=self.flip_p, jitter_p=self.jitter_p,
-            full_every=self.full_image_every, bg_full_downscale=self.bg_full_downscale, atlas_scale=self.atlas_scale)
-
-    def validate(self) -> None:
-        super().validate()
-        layer_key(self.layer)
-        if not 0 < self.crop_min <= 1:
-            raise ValueError(f"crop_min must be in (0, 1], got {self.crop_min}")
-        if self.frame_offset < 0:
-            raise ValueError(f"frame_offset must be >= 0, got {self.frame_offset}")
-        if self.atlas_scale <= 0:
-            raise ValueError(f"atlas_scale must be > 0, got {self.atlas_scale}")
-        if self.bg_full_downscale < 1:
-            raise ValueError(f"bg_full_downscale must be >= 1, got {self.bg_full_downscale}")
+from .atlas_dataset import VideoAtlasDataset, layer_key
+from .config import VideoEditConfig
 
 
 @dataclass
@@ -193,19 +146,19 @@ class AtlasExamples:
     def __init__(self, runner_clip, dataset: VideoAtlasDataset, layer: str, config: VideoEditConfig,
                  preview: Callable[[torch.nn.Module], torch.Tensor]) -> None:
         self.clip, self.dataset, self.layer, self.config = runner_clip, dataset, layer, config
-        self.views = config.view_config()
+        self.views = config.views
         self.use_relevancy = uses_relevancy(config)
         self._preview = preview
         self._full_tokens: Optional[torch.Tensor] = None  # structure target of the whole atlas (fixed)
 
     def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
         cfg, sample = self.config, self.dataset.sample(step, rng)
-        fg_alpha = self.layer == "fg" and cfg.multiply_foreground_alpha
+        fg_alpha = self.layer == "fg" and cfg.atlas.multiply_foreground_alpha
         ex = StepExamples([], [], [], composites=[], screens=[])
         for x, c, a, cp, sc in atlas_examples(runner.generate(sample.atlas_crop), sample.atlas_crop, sample.frames,
-                                              self.layer, cfg.multiply_foreground_alpha, cfg.authors_fg_inputs):
+                                              self.layer, cfg.atlas.multiply_foreground_alpha, cfg.atlas.authors_fg_inputs):
             _add(ex, x, c, a, cp, sc)
-        if cfg.direct_pass:
+        if cfg.atlas.direct_pass:
             fc = sample.frames[sample.direct]
             o = runner.generate(fc.image)
             o = o * fc.nla_alpha if fg_alpha else o
@@ -219,7 +172,7 @@ class AtlasExamples:
         return ex
 
     def _source_tokens(self, full: torch.Tensor, n: int) -> Optional[list]:
-        if self.config.lambda_structure <= 0:
+        if self.config.weights.structure <= 0:
             return None
         if self._full_tokens is None:
             with torch.no_grad():
@@ -265,11 +218,11 @@ def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, fra
         raise ValueError(f"this atlas has no {'foreground' if layer == 'fg' else 'background'} layer"
                          + (" (it was fitted without masks): edit the background instead" if layer == "fg" else ""))
     hooks = hooks or Hooks()
-    runner = runner or PlainSteps(clip, config.threads)
+    runner = runner or PlainSteps(clip, config.runtime.threads)
     with torch.inference_mode(False), torch.enable_grad(), runner.run_scope():
         u8 = video_frames_u8(nla, frames)
         file = CheckpointFile(checkpoint_path, EDIT_JOB, nla_fingerprint(nla, config, clip, u8))
-        dataset = VideoAtlasDataset(nla.model, nla.bboxes[layer], u8, config.dataset_config(), device=clip.device,
+        dataset = VideoAtlasDataset(nla.model, nla.bboxes[layer], u8, config.atlas_sampling(), device=clip.device,
                                     on_progress=hooks.phase_callback("sampling the atlas (texel chunks)"))
         edits = _EditsOnVideo(nla, u8, layer, other_edit)
         source = AtlasExamples(runner.clip, dataset, layer, config,

@@ -1,0 +1,146 @@
+"""Settings stated once: config dataclasses whose fields carry their help text and limits, grouped in nested
+sub-configs, and read or written through one flat public name per setting.
+
+A field is declared with :func:`setting` (default, help, optional ``min``/``max``/``choices``). A config made
+of sub-configs lists its flat names in a class attribute ``FLAT``: ``{flat name: (sub-config, field)}``
+where the sub-config is ``""`` for a field of the config itself and the field is ``""`` for a whole
+sub-config stored as a dict. A plain dataclass without ``FLAT`` has its own field names as flat names.
+
+    lr = default_of(EditConfig, "lr")            # 2.5e-3, from OptimConfig.lr
+    help_of(EditConfig, "n_views")               # the help text of ViewConfig.n_views
+    limits_of(EditConfig, "size")                # (min, max); None where a side is open
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import MISSING, field
+from typing import Any, Optional, Sequence
+
+TOP = ""  # the sub-config name of a config's own fields in a FLAT table
+WHOLE = ""  # the field name of a whole sub-config (stored as a dict) in a FLAT table
+
+
+def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING,
+            min: Optional[float] = None, max: Optional[float] = None,
+            choices: Optional[Sequence[Any]] = None) -> Any:
+    """A dataclass field with its help text and limits in the field's metadata.
+
+    Args:
+        default / default_factory: as :func:`dataclasses.field`.
+        help: one sentence a user reads (CLI ``--help``, node tooltips).
+        min / max: the inclusive range the setting accepts (None = open).
+        choices: the values a text setting accepts.
+    """
+    meta = {"help": help, "min": min, "max": max, "choices": tuple(choices) if choices is not None else None}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flat_table(cls: type) -> dict[str, tuple[str, str]]:
+    """``{flat name: (sub-config, field)}`` of a config class (its own fields when it has no ``FLAT``)."""
+    table = getattr(cls, "FLAT", None)
+    if table is not None:
+        return table
+    return {f.name: (TOP, f.name) for f in dataclasses.fields(cls)}
+
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f
+    raise KeyError(f"{cls.__name__} has no field '{name}'")
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    if f.default is MISSING:
+        raise KeyError(f"field '{f.name}' has no default")
+    return f.default
+
+
+def _locate(cls: type, flat: str) -> tuple[type, Optional[dataclasses.Field], Any]:
+    """(owner class, owner field or None for a whole sub-config, default value) of a flat name."""
+    try:
+        sub, name = flat_table(cls)[flat]
+    except KeyError:
+        raise KeyError(f"{cls.__name__} has no setting '{flat}'") from None
+    if sub == TOP:
+        f = _field(cls, name)
+        return cls, f, _field_default(f)
+    sub_default = _field_default(_field(cls, sub))
+    if name == WHOLE:
+        return type(sub_default), None, sub_default
+    owner = type(sub_default)
+    return owner, _field(owner, name), getattr(sub_default, name)
+
+
+def default_of(cls: type, flat: str) -> Any:
+    """The default of setting ``flat`` in config class ``cls`` (sub-config defaults of ``cls`` included)."""
+    return _locate(cls, flat)[2]
+
+
+def help_of(cls: type, flat: str) -> str:
+    """The help text of setting ``flat`` of ``cls`` ("" when none is stated)."""
+    _, f, _ = _locate(cls, flat)
+    return "" if f is None else f.metadata.get("help", "")
+
+
+def limits_of(cls: type, flat: str) -> tuple[Optional[float], Optional[float]]:
+    """The inclusive (min, max) of setting ``flat`` of ``cls``; None for an open side."""
+    _, f, _ = _locate(cls, flat)
+    return (None, None) if f is None else (f.metadata.get("min"), f.metadata.get("max"))
+
+
+def choices_of(cls: type, flat: str) -> Optional[tuple]:
+    """The values setting ``flat`` of ``cls`` accepts, or None when any value of its type does."""
+    _, f, _ = _locate(cls, flat)
+    return None if f is None else f.metadata.get("choices")
+
+
+def to_flat(config: Any) -> dict:
+    """``{flat name: value}`` of a config in its table's order (copies); whole sub-configs as dicts."""
+    out = {}
+    for flat, (sub, name) in flat_table(type(config)).items():
+        if sub == TOP:
+            out[flat] = getattr(config, name)
+        elif name == WHOLE:
+            out[flat] = dataclasses.asdict(getattr(config, sub))
+        else:
+            out[flat] = getattr(getattr(config, sub), name)
+    return copy.deepcopy(out)
+
+
+def from_flat(cls: type, settings: dict, *, strict: bool = True) -> Any:
+    """A ``cls`` from ``{flat name: value}``; unset settings keep ``cls``'s defaults. ``strict``: an unknown
+    name raises ValueError (listing the known ones); otherwise it is ignored (files of other versions)."""
+    table = flat_table(cls)
+    unknown = sorted(set(settings) - set(table))
+    if unknown and strict:
+        raise ValueError(f"unknown setting(s) {unknown} for {cls.__name__}; known: {', '.join(table)}")
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for flat, value in settings.items():
+        if flat not in table:
+            continue
+        sub, name = table[flat]
+        if sub == TOP:
+            top[name] = value
+        elif name == WHOLE:
+            top[sub] = value
+        else:
+            nested.setdefault(sub, {})[name] = value
+    for sub, value in list(top.items()):
+        if isinstance(value, dict) and sub in nested_names(cls):  # a whole sub-config given as a dict
+            top[sub] = type(_field_default(_field(cls, sub)))(**value)
+    for sub, values in nested.items():
+        top[sub] = dataclasses.replace(_field_default(_field(cls, sub)), **values)
+    return cls(**top)
+
+
+def nested_names(cls: type) -> set[str]:
+    """The fields of ``cls`` that are sub-configs in its flat table."""
+    return {sub for sub, _ in flat_table(cls).values() if sub != TOP}
