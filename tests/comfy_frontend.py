@@ -1,7 +1,7 @@
 """Drive the real ComfyUI web frontend in headless Chromium (Playwright + Debian's chromium): load a
 UI-format workflow, let the frontend convert it to an API prompt, and take screenshots of the graph.
 
-Used by tests/test_e2e_comfyui.py (opt-in) and to make the workflow thumbnails and README pictures:
+Used by tests/nodes/test_e2e_comfyui.py (opt-in) and to make the workflow thumbnails and README pictures:
 
     python tests/comfy_frontend.py http://127.0.0.1:8199 workflows/image_edit.json shot.png
 

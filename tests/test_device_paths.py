@@ -9,26 +9,23 @@ Tiny sizes: the tiny CLIP, a 16-channel generator, 129 px images, 8-frame 48x64 
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from _edit_helpers import SMALL_GENERATOR, tiny_config  # noqa: E402
-from synthetic_video import make_synthetic_video  # noqa: E402
+from _edit_helpers import SMALL_GENERATOR, tiny_config
+from synthetic_video import make_synthetic_video
 
-from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas  # noqa: E402
-from t2l_core.nla.render import AtlasEdit, make_bbox, render_edits  # noqa: E402
-from t2l_core.edit.layer import EditLayer  # noqa: E402
-from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E402
-from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
-from t2l_core.nla.optical_flow import make_flow_estimator, pyramid_lk_flow  # noqa: E402
-from t2l_core.api import train_edit_layer  # noqa: E402
-from t2l_core.video.config import VideoEditConfig  # noqa: E402
-from t2l_core.api import train_video_edit_layer  # noqa: E402
+from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas
+from t2l_core.nla.render import AtlasEdit, make_bbox, render_edits
+from t2l_core.edit.layer import EditLayer
+from t2l_core.edit.generator import GeneratorConfig, build_generator
+from t2l_core.nla.fit import NLAFitConfig, fit_nla
+from t2l_core.nla.optical_flow import make_flow_estimator, pyramid_lk_flow
+from t2l_core.api import train_edit_layer
+from t2l_core.video.config import VideoEditConfig
+from t2l_core.api import train_video_edit_layer
 
 pytestmark = pytest.mark.device
 

@@ -5,24 +5,22 @@ leaves no checkpoint unless asked to keep it. Tiny sizes, CPU."""
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from _edit_helpers import tiny_config  # noqa: E402
-from synthetic_video import make_synthetic_video  # noqa: E402
+from _edit_helpers import tiny_config
+from synthetic_video import make_synthetic_video
 
-import t2l_core.edit.training_loop as training_loop  # noqa: E402
-from t2l_core.checkpoint import NonFiniteLoss  # noqa: E402
-from t2l_core.clip.loading import build_tiny_clip  # noqa: E402
-from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
-from t2l_core.nla.optical_flow import compute_video_flow, make_flow_estimator  # noqa: E402
-from t2l_core.progress import Cancelled, Hooks  # noqa: E402
-from t2l_core.image.training import default_checkpoint_path, input_fingerprint  # noqa: E402
-from t2l_core.api import train_edit_layer  # noqa: E402
+import t2l_core.edit.training_loop as training_loop
+from t2l_core.checkpoint import NonFiniteLoss
+from t2l_core.clip.loading import build_tiny_clip
+from t2l_core.nla.fit import NLAFitConfig, fit_nla
+from t2l_core.nla.optical_flow import compute_video_flow, make_flow_estimator
+from t2l_core.progress import Cancelled, Hooks
+from t2l_core.image.training import default_checkpoint_path, input_fingerprint
+from t2l_core.api import train_edit_layer
 
 
 def _edit(clip, image, hooks=None, **kw):

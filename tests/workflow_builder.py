@@ -4,7 +4,7 @@ our node definitions. Regenerate after changing a node's inputs:
 
     python tests/workflow_builder.py        # writes workflows/*.json and tests/workflows_api/*.json
 
-Hand edits in the ComfyUI editor are fine too; tests/test_workflows.py checks whatever is shipped.
+Hand edits in the ComfyUI editor are fine too; tests/nodes/test_workflows.py checks whatever is shipped.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ text cache) whose image passes differ only in how they are computed:
 
 Every caller of ``encode_image`` / ``image_tokens`` / ``_embed_patches`` / ``_run_blocks`` (the edit
 objective, relevancy maps) gets the fast path through the view. Results equal the plain path up to float
-rounding (see tests/test_fast_path.py for the tolerance).
+rounding (see tests/runtime/test_fast_path.py for the tolerance).
 """
 
 from __future__ import annotations

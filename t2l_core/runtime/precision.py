@@ -1,6 +1,6 @@
 """Autocast and TF32 contexts for the fast path (what a precision setting means: :mod:`t2l_core.device`).
 
-Precision (``autocast``): the generator's gradients must agree with fp32 ones (tests/test_precision.py,
+Precision (``autocast``): the generator's gradients must agree with fp32 ones (tests/runtime/test_precision.py,
 bench/RESULTS.md). bf16 autocast of the generator does not (its BatchNorm-normalised 7-scale stack loses
 the gradient's direction at initialisation), bf16 autocast of CLIP alone does, as in the authors' code
 (fp32 generator, fp16 CLIP). So ``"auto"`` is ``"bf16-clip"`` on CUDA with TF32 matrix products, and fp32

@@ -207,7 +207,7 @@ def test_training_heap_scope_gives_freed_blocks_back_at_once():
 
     def check(mode: str) -> list[str]:
         return subprocess.run([sys.executable, "-c", _HEAP_SCOPE_CHECK, mode], capture_output=True, text=True,
-                              check=True, cwd=str(Path(__file__).resolve().parents[1])).stdout.split()
+                              check=True, cwd=str(Path(__file__).resolve().parents[2])).stdout.split()
 
     on, off = check("on"), check("off")
     if on[0] != "True":

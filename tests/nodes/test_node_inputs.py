@@ -4,18 +4,16 @@ of memory is reported in the node's UI text; finished fits leave no files behind
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from _edit_helpers import SMALL_GENERATOR  # noqa: E402
-from synthetic_video import make_synthetic_video  # noqa: E402
+from _edit_helpers import SMALL_GENERATOR
+from synthetic_video import make_synthetic_video
 
-from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla
 
 T, H, W = 4, 32, 40
 

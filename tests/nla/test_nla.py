@@ -5,26 +5,24 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from synthetic_video import make_synthetic_video  # noqa: E402
+from synthetic_video import make_synthetic_video
 
-from t2l_core.nla import losses as L  # noqa: E402
-from t2l_core.nla.render import (AtlasEdit, frame_alpha, frame_uv, push_frame_edit, render_edits,  # noqa: E402
+from t2l_core.nla import losses as L
+from t2l_core.nla.render import (AtlasEdit, frame_alpha, frame_uv, push_frame_edit, render_edits,
                                    sample_atlas)
-from t2l_core.nla.config import NLAFitConfig  # noqa: E402
-from t2l_core.nla.fit import fit_nla  # noqa: E402
-from t2l_core.nla.fit_checkpoint import fit_checkpoint_file, fit_key, read_fit_state, resume_key  # noqa: E402
-from t2l_core.nla.reconstruction import reconstruct_video  # noqa: E402
-from t2l_core.nla.atlas_files import load_nla, save_nla  # noqa: E402
-from t2l_core.nla.optical_flow import compute_video_flow, find_raft_weights, make_flow_estimator, pyramid_lk_flow, fb_consistency  # noqa: E402
-from t2l_core.progress import Cancelled, Hooks  # noqa: E402
+from t2l_core.nla.config import NLAFitConfig
+from t2l_core.nla.fit import fit_nla
+from t2l_core.nla.fit_checkpoint import fit_checkpoint_file, fit_key, read_fit_state, resume_key
+from t2l_core.nla.reconstruction import reconstruct_video
+from t2l_core.nla.atlas_files import load_nla, save_nla
+from t2l_core.nla.optical_flow import compute_video_flow, find_raft_weights, make_flow_estimator, pyramid_lk_flow, fb_consistency
+from t2l_core.progress import Cancelled, Hooks
 
 FIT_ITERS = 200
 

@@ -3,17 +3,15 @@ as plain classes (ComfyUI runs them in inference mode); the `video` CLI."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from synthetic_video import make_synthetic_video  # noqa: E402
+from synthetic_video import make_synthetic_video
 
-from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
+from t2l_core.nla.fit import NLAFitConfig, fit_nla
 
 
 

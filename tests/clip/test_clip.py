@@ -15,7 +15,7 @@ from t2l_core.clip.loading import (ClipWeightsNotFound, build_tiny_clip, load_cl
 from t2l_core.clip.model import ClipModel, interpolate_pos_grid
 from t2l_core.clip.templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, expand
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def _cubic(t: float, a: float = -0.75) -> float:

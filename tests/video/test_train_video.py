@@ -6,26 +6,23 @@ Tiny sizes: 10 frames of 64x48, a 5-scale 16-channel generator (minimum input 33
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from _video_flicker import background_flicker, foreground_flicker  # noqa: E402
-from synthetic_video import make_synthetic_video  # noqa: E402
+from _video_flicker import background_flicker, foreground_flicker
+from synthetic_video import make_synthetic_video
 
-from t2l_core.nla.render import AtlasBBox, render_edits  # noqa: E402
-from t2l_core.edit.generator import GeneratorConfig  # noqa: E402
-from t2l_core.nla.fit import NLAFitConfig, fit_nla  # noqa: E402
-from t2l_core.progress import Cancelled, Hooks  # noqa: E402
-from t2l_core.api import train_video_edit_layer  # noqa: E402
-from t2l_core.video.atlas_apply import atlas_edit_from_layer, frames_baseline  # noqa: E402
-from t2l_core.video.config import VideoEditConfig  # noqa: E402
-from t2l_core.video.training import atlas_examples  # noqa: E402
-from t2l_core.video.atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, mask_boxes, training_bbox  # noqa: E402
+from t2l_core.nla.render import AtlasBBox, render_edits
+from t2l_core.edit.generator import GeneratorConfig
+from t2l_core.nla.fit import NLAFitConfig, fit_nla
+from t2l_core.progress import Cancelled, Hooks
+from t2l_core.api import train_video_edit_layer
+from t2l_core.video.atlas_apply import atlas_edit_from_layer, frames_baseline
+from t2l_core.video.config import VideoEditConfig
+from t2l_core.video.training import atlas_examples
+from t2l_core.video.atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, mask_boxes, training_bbox
 
 GEN = GeneratorConfig(num_scales=5, channels_down=16, channels_up=16)  # min input 33 px
 

@@ -8,9 +8,8 @@ import sys
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from synthetic_video import make_synthetic_video  # noqa: E402
+from synthetic_video import make_synthetic_video
 
 
 

@@ -1,7 +1,7 @@
 """End to end against a REAL ComfyUI server (opt-in).
 
     T2L_COMFYUI_DIR=/path/to/ComfyUI [T2L_COMFYUI_PYTHON=/path/to/venv/bin/python] \
-        python -m pytest tests/test_e2e_comfyui.py -m e2e -q
+        python -m pytest tests/nodes/test_e2e_comfyui.py -m e2e -q
 
 Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whose ``custom_nodes`` holds a
 symlink to this repository and whose ``models/text2live`` holds a tiny random CLIP; waits for our node ids in
