@@ -14,10 +14,10 @@ The nodes import from this module only (``tests/test_layers.py``).
 from __future__ import annotations
 
 # settings
-from .settings import choices_of, default_of, help_of, limits_of
 from .edit.config import EditConfig
-from .video.config import VideoEditConfig
 from .nla.fit import NLAFitConfig
+from .settings import choices_of, default_of, help_of, limits_of
+from .video.config import VideoEditConfig
 
 # CLIP
 from .clip.loading import (WEIGHT_SUFFIXES, build_tiny_clip, check_weights_file, find_local_weights, load_clip,
@@ -27,38 +27,55 @@ from .clip.relevancy import heatmap, min_relevancy_side, relevancy_map
 # image edits
 from .edit.compositing import composite, on_green_screen, parse_hex_color, solid_background
 from .edit.layer import EditLayer, LayerOutput
-from .image.training import default_checkpoint_path
+from .image import training as image_training
+from .image.training import EditResult, default_checkpoint_path
 
 # layered atlases (NLA) and video edits
-from .nla.fit import FittedNLA, estimate_fit_memory, fit_key, fit_nla
 from .nla.atlas_files import load_nla, read_nla_header, save_nla
+from .nla.fit import FittedNLA, estimate_fit_memory, fit_key, fit_nla
 from .nla.optical_flow import frames_fingerprint
 from .nla.render import AtlasBBox, AtlasEdit, frame_edit_to_atlas, render_edits
+from .video import training as video_training
 from .video.atlas_apply import atlas_edit_from_layer
-from .video.training import default_video_checkpoint_path
+from .video.training import VideoEditResult, default_video_checkpoint_path
 
-# progress, cancellation, input checks
+# how steps are computed, progress, cancellation, input checks
 from .io.input_checks import require_finite
 from .progress import Cancelled, Hooks
-from .image import training as image_training
-from .image.training import EditResult
 from .runtime.edit_runtime import step_runner
-from .video import training as video_training
-from .video.training import VideoEditResult
+
+__all__ = [
+    "EditConfig", "NLAFitConfig", "VideoEditConfig", "choices_of", "default_of", "help_of", "limits_of",
+    "WEIGHT_SUFFIXES", "build_tiny_clip", "check_weights_file", "find_local_weights", "load_clip", "load_clip_file",
+    "missing_weights_message", "pretrained_choices", "weights_obtainable", "heatmap", "min_relevancy_side",
+    "relevancy_map", "composite", "on_green_screen", "parse_hex_color", "solid_background", "EditLayer",
+    "LayerOutput", "EditResult", "default_checkpoint_path", "train_edit_layer", "image_edit_config",
+    "load_nla", "read_nla_header", "save_nla", "FittedNLA", "estimate_fit_memory", "fit_key", "fit_nla",
+    "nla_fit_config", "frames_fingerprint", "AtlasBBox", "AtlasEdit", "frame_edit_to_atlas", "render_edits",
+    "atlas_edit_from_layer", "VideoEditResult", "default_video_checkpoint_path", "train_video_edit_layer",
+    "video_edit_config", "require_finite", "Cancelled", "Hooks",
+]
 
 
 def train_edit_layer(clip, image, config: EditConfig, **options) -> EditResult:
-    """Train an edit layer on one image with the steps computed as ``config``'s speed settings ask (the fast
-    path by default). Arguments and result: :func:`t2l_core.image.training.train_edit_layer`."""
+    """Train an edit layer on one image, each step computed as ``config.runtime`` asks (the fast path by default).
+
+    Args and returns: as :func:`t2l_core.image.training.train_edit_layer`, which this calls with the step runner
+    of :func:`t2l_core.runtime.edit_runtime.step_runner` unless ``runner=`` is given.
+    """
     options.setdefault("runner", step_runner(clip, config))
     return image_training.train_edit_layer(clip, image, config, **options)
 
 
-def train_video_edit_layer(clip, nla, config: VideoEditConfig, **options) -> VideoEditResult:
-    """Train an edit layer on an atlas layer with the steps computed as ``config``'s speed settings ask.
-    Arguments and result: :func:`t2l_core.video.training.train_video_edit_layer`."""
+def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, **options) -> VideoEditResult:
+    """Train an edit layer on one layer's atlas, each step computed as ``config.runtime`` asks.
+
+    Args and returns: as :func:`t2l_core.video.training.train_video_edit_layer`, which this calls with the step
+    runner of :func:`t2l_core.runtime.edit_runtime.step_runner` unless ``runner=`` is given.
+    """
     options.setdefault("runner", step_runner(clip, config))
     return video_training.train_video_edit_layer(clip, nla, config, **options)
+
 
 image_edit_config = EditConfig.from_flat  # an image edit's settings from flat names (prompt=..., n_views=...)
 video_edit_config = VideoEditConfig.from_flat  # an atlas edit's settings from flat names (layer=..., iters=...)

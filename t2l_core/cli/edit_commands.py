@@ -36,7 +36,6 @@ def _write_outputs(output, out: Path, index: int | None = None) -> list[Path]:
 
 def _train(args: argparse.Namespace) -> int:
     from ..io.image_files import load_image
-    from ..progress import Hooks, console_printer
     from ..api import train_edit_layer
     from ..image.training import default_checkpoint_path
 

@@ -23,7 +23,6 @@ from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_argume
 def _run(args: argparse.Namespace) -> int:
     from ..edit.layer import EditLayer
     from ..nla.atlas_files import load_nla
-    from ..progress import Hooks, console_phase_printer, console_printer
     from ..api import atlas_edit_from_layer, train_video_edit_layer
     from ..video.training import default_video_checkpoint_path
     from ..video.atlas_dataset import layer_key

@@ -45,8 +45,7 @@ from ..image.training import result_settings
 from ..nla.fit import FittedNLA
 from ..nla.render import AtlasEdit, render_frame
 from ..progress import Hooks
-from .atlas_apply import (atlas_edit_from_layer, frames_baseline, layer_atlas_bbox, render_video,  # noqa: F401
-                          video_frames_u8, whole_atlas_edit)
+from .atlas_apply import render_video, video_frames_u8, whole_atlas_edit
 from .atlas_dataset import VideoAtlasDataset, layer_key
 from .config import VideoEditConfig
 
