@@ -23,6 +23,7 @@ from ..checkpoint import CheckpointFile, NonFiniteLoss, nonfinite_message
 from ..progress import Hooks, cancel_inside, losses_to_floats
 from ..seeding import make_generator
 from .bootstrap import bootstrap_schedule
+from .config import OptimConfig
 from .objective import LossWeights, TextBanks, opacity_terms, plan_objective
 from .step_runner import PlainSteps
 from .training_state import read_state, write_if_finite, write_state
@@ -63,11 +64,7 @@ class LoopSettings:
 
     iters: int
     seed: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    lr_decay: float
-    lr_min: float
+    optim: OptimConfig
     banks: TextBanks
     views: ViewConfig
     weights: LossWeights
@@ -78,11 +75,9 @@ class LoopSettings:
     @classmethod
     def from_config(cls, config, banks: TextBanks) -> "LoopSettings":
         """The loop's settings from an image or video edit config and its encoded text banks."""
-        o = config.optim
-        return cls(iters=config.iters, seed=config.seed, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                   lr_decay=o.lr_decay, lr_min=o.lr_min, banks=banks, views=config.views, weights=config.weights,
-                   bootstrap_weight=bootstrap_schedule(config), authors_bootstrap_bug=config.bootstrap.authors_bug,
-                   settings=config.to_dict())
+        return cls(iters=config.iters, seed=config.seed, optim=config.optim, banks=banks, views=config.views,
+                   weights=config.weights, bootstrap_weight=bootstrap_schedule(config),
+                   authors_bootstrap_bug=config.bootstrap.authors_bug, settings=config.to_dict())
 
 
 @dataclass
@@ -99,7 +94,8 @@ def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: Loo
                     hooks: Hooks, checkpoint: CheckpointFile, resume: bool = False,
                     keep_checkpoint: bool = False) -> LoopResult:
     """Train ``generator`` (prepared by ``runner``) on ``source``'s examples for ``loop.iters`` steps."""
-    opt = madgrad.MADGRAD(generator.parameters(), lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
+    o = loop.optim
+    opt = madgrad.MADGRAD(generator.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     rng = make_generator(loop.seed)
     notes: list[str] = []
     start, history = read_state(checkpoint, resume, generator, opt, rng, loop.iters, notes)
@@ -165,5 +161,5 @@ def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSte
 def _update(opt: torch.optim.Optimizer, loop: LoopSettings) -> float:
     """The MADGRAD step, then the learning-rate decay; returns the new learning rate."""
     opt.step()
-    opt.param_groups[0]["lr"] = max(loop.lr_min, loop.lr_decay * opt.param_groups[0]["lr"])
+    opt.param_groups[0]["lr"] = max(loop.optim.lr_min, loop.optim.lr_decay * opt.param_groups[0]["lr"])
     return opt.param_groups[0]["lr"]
