@@ -15,11 +15,7 @@ from ..settings import default_of
 
 
 def register(subparsers) -> None:
-    """Add this module's subcommands.
-
-    Args:
-        subparsers: the subparsers of the ``t2l`` parser.
-    """
+    """Add the ``nla`` and ``render`` commands to the ``t2l`` parser's ``subparsers``."""
     p = subparsers.add_parser("nla", help="fit a layered neural atlas to a video (frames directory or video file)")
     p.add_argument("source", metavar="FRAMES_DIR_OR_VIDEO")
     p.add_argument("--masks", default=None, help="directory of foreground masks, one per frame (white = foreground)")
@@ -111,13 +107,10 @@ def run_render(args) -> int:
     """``render``: render RGBA atlas edits, or one painted frame, into the video's frames.
 
     Args:
-        args: the parsed options.
+        args: the parsed ``render`` options (``--fg-edit``/``--bg-edit`` or ``--frame-edit``, never both).
 
     Returns:
-        The exit status, 0.
-
-    Raises:
-        ValueError: an option or input is wrong (printed by :func:`t2l_core.cli.main.main`).
+        0; bad options raise ValueError, which the command line prints.
     """
     from ..nla.render import AtlasEdit, frame_edit_to_atlas, render_edits
     from ..nla.atlas_files import load_nla

@@ -86,11 +86,7 @@ def _relevancy(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands.
-
-    Args:
-        sub: the subparsers of the ``t2l`` parser.
-    """
+    """Add ``make-tiny-clip``, ``clip-info``, ``clip-convert`` and ``relevancy`` to the subparsers ``sub``."""
     p = sub.add_parser("make-tiny-clip", help="write a tiny randomly initialised CLIP (NOT a real model) for tests")
     p.add_argument("out", help="output .safetensors file")
     p.add_argument("--patch-size", type=int, default=16)

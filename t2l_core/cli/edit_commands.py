@@ -80,11 +80,7 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands.
-
-    Args:
-        sub: the subparsers of the ``t2l`` parser.
-    """
+    """Add ``image`` (alias ``edit``) and ``apply-layer`` to the ``t2l`` parser's subparsers ``sub``."""
     p = sub.add_parser("image", aliases=["edit"], help="train a text-driven edit layer on one image (Text2LIVE)")
     p.add_argument("image", help="input image file (any PIL format; gray/RGBA are converted to RGB)")
     add_prompt_arguments(p, EditConfig, roi_help="text of the region to edit; its relevancy map bootstraps the opacity")

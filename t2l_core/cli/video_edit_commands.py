@@ -63,11 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands.
-
-    Args:
-        sub: the subparsers of the ``t2l`` parser.
-    """
+    """Add the ``video`` command to the ``t2l`` parser's subparsers ``sub``."""
     p = sub.add_parser("video", help="text-driven edit of a video through a fitted layered atlas (Text2LIVE video)")
     p.add_argument("nla_file", metavar="NLA_FILE", help="atlas .safetensors written by the nla command or Save Atlas")
     p.add_argument("--frames", default=None, help="original frames (directory or video file) to blend over; default: "

@@ -63,12 +63,12 @@ def green_screen_loss(view_embeddings: torch.Tensor, screen_text: torch.Tensor, 
     """L_screen (paper eq. 4): views of the edit over the green screen vs "... over a green screen." texts.
 
     Args:
-        view_embeddings: [E,V,D] or [V,D].
-        screen_text: [T,D].
-        weight: the factor of the term.
+        view_embeddings: the green-screen views' embeddings, [E,V,D] or [V,D].
+        screen_text: [T,D], the sampled screen texts (raw).
+        weight: λ_g of eq. 2.
 
     Returns:
-        A scalar.
+        A scalar (a mean of spherical distances times ``weight``).
     """
     return clip_text_loss(view_embeddings, screen_text, weight=weight)
 

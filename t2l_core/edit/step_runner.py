@@ -62,13 +62,10 @@ class PlainSteps:
         return generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The generator's output, fp32 in the standard layout.
-
-        Args:
-            x: [B,3,h,w] in 0..1.
+        """The generator on ``x`` ([B,3,h,w] in 0..1), with its graph.
 
         Returns:
-            [B,4,h,w] in 0..1, with its graph.
+            [B,4,h,w] in 0..1, fp32 in the standard memory layout.
         """
         return self.generator(x).float().contiguous()
 
