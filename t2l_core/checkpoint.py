@@ -9,8 +9,8 @@ that is not a checkpoint of this kind of job is an error that names it.
 File: safetensors, written to ``<path>.part`` and renamed into place (a crash never leaves half a file).
 Tensors: the job's state (``gen.*`` or ``model.*``), the optimizer state (``opt.<parameter index>.<name>``
 and ``opt.<name>`` for state not tied to a parameter) and ``rng_state``. Metadata: ``format`` (the tag
-:data:`FORMAT`), ``job``, ``key``, ``step`` and whatever the job adds (settings, history...). Files written
-by earlier versions (tags ``t2l_edit_checkpoint/1`` and ``t2l-nla-checkpoint``) are read as well.
+:data:`FORMAT`), ``job``, ``key``, ``step`` and whatever the job adds (settings, history...). Files with the
+older tags ``t2l_edit_checkpoint/1`` (edits) and ``t2l-nla-checkpoint`` (atlas fits) are read as well.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ FORMAT = "t2l-checkpoint"
 FORMAT_VERSION = "1"
 EDIT_JOB = "edit"  # an image edit or an atlas edit (the generator and its MADGRAD state)
 ATLAS_FIT_JOB = "atlas-fit"  # a layered-atlas fit (the atlas model and its Adam state)
-# earlier tags: job -> (format tag, metadata field of the key)
+# the older tags, still read: job -> (format tag, metadata field of the key)
 LEGACY_TAGS = {EDIT_JOB: ("t2l_edit_checkpoint/1", "fingerprint"), ATLAS_FIT_JOB: ("t2l-nla-checkpoint", "key")}
 JOB_NAMES = {EDIT_JOB: "edit", ATLAS_FIT_JOB: "atlas fit"}
 PARTIAL_SUFFIXES = (".part", ".tmp")  # a checkpoint being written (renamed into place when complete)

@@ -1,4 +1,5 @@
-"""Every setting of an edit (paper section 3.1 and appendix A.3), stated once: :class:`EditConfig` made of the sub-configs of the parts it drives.
+"""Every setting of an edit (paper section 3.1 and appendix A.3), stated once: :class:`EditConfig` made of
+the sub-configs of the parts it drives.
 
 Each setting keeps one flat public name (``lr``, ``n_views``, ``lambda_structure``, ``bootstrap_schedule``,
 ``fast`` ...), mapped to its sub-config field by :attr:`EditConfig.FLAT`. The flat dict

@@ -6,10 +6,10 @@ statistics exactly as during training, see generator.py). ``resolution="working"
 size it was trained at (what the training previews showed) and brings the layer to the image's resolution
 with a guided filter (:mod:`t2l_core.edit.layer_upsampling`); ``"native"`` runs it at the image's own
 resolution, where the result is exactly a direct generator pass. Images whose pass does not fit the memory
-budget are generated at the largest size that fits and upscaled, with a warning (or refused with a clear message). Tiling is deliberately not used:
-the 7-scale network's receptive field covers the whole image and its BatchNorm uses whole-image
-statistics, so tiles (with per-tile or fixed statistics) differ visibly from a whole-image pass
-(mean |Δ| 0.03-0.13 measured on a 384x512 photo with 256 px tiles). Layers are saved as safetensors.
+budget are generated at the largest size that fits and upscaled, with a warning (or refused with a clear
+message). Tiling is deliberately not used: the 7-scale network's receptive field covers the whole image and
+its BatchNorm uses whole-image statistics, so tiles (with per-tile or fixed statistics) differ visibly from a
+whole-image pass (mean |Δ| 0.03-0.13 measured on a 384x512 photo with 256 px tiles).
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: Loo
 
 @dataclass
 class _RunState:
-    """How far the run is: what a checkpoint written now stores."""
+    """How far the run is: what a checkpoint written at this point stores."""
 
     done: int  # finished steps
     rng_state: torch.Tensor  # the RNG at the start of step ``done`` (what a resume repeats)

@@ -1,8 +1,9 @@
 """Autocast and TF32 contexts for the fast path (what a precision setting means: :mod:`t2l_core.device`).
 
 Precision (``autocast``): the generator's gradients must agree with fp32 ones
-(:mod:`t2l_core.runtime.precision_check`, bench/RESULTS.md). bf16 autocast of the generator does not (its BatchNorm-normalised 7-scale stack loses
-the gradient's direction at initialisation), bf16 autocast of CLIP alone does, as in the authors' code
+(:mod:`t2l_core.runtime.precision_check`, bench/RESULTS.md). bf16 autocast of the generator does not (its
+BatchNorm-normalised 7-scale stack loses the gradient's direction at initialisation), bf16 autocast of CLIP
+alone does, as in the authors' code
 (fp32 generator, fp16 CLIP). So ``"auto"`` is ``"bf16-clip"`` on CUDA with TF32 matrix products, and fp32
 on CPU, where bf16 matrix products and convolutions run *slower* than fp32 on CPUs without AMX
 (bench/RESULTS.md). ``"bf16"``/``"fp16"`` autocast the generator too (not a default: they fail the gradient
