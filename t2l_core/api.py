@@ -8,7 +8,7 @@ Everything a node does can be done from here::
 
 Settings are read by their flat public names (``lr``, ``n_views``, ``lambda_structure``...):
 ``api.default_of(api.EditConfig, "n_views")``, ``api.help_of(...)``, ``api.limits_of(...)``.
-The nodes import from this module only (``tests/test_layers.py``).
+The nodes import from this module only (the layer-rule test enforces it).
 """
 
 from __future__ import annotations
@@ -58,20 +58,36 @@ __all__ = [
 
 
 def train_edit_layer(clip, image, config: EditConfig, **options) -> EditResult:
-    """Train an edit layer on one image, each step computed as ``config.runtime`` asks (the fast path by default).
+    """Train an edit layer on one image (paper section 3.1) with the steps computed as ``config``'s speed
+    settings ask (the fast path by default).
 
-    Args and returns: as :func:`t2l_core.image.training.train_edit_layer`, which this calls with the step runner
-    of :func:`t2l_core.runtime.edit_runtime.step_runner` unless ``runner=`` is given.
+    Args:
+        clip: the loaded CLIP.
+        image: [1,3,H,W] (or [3,H,W]) in 0..1.
+        config: the edit's settings.
+        **options: as :func:`t2l_core.image.training.train_edit_layer` (``runner`` defaults to
+            :func:`t2l_core.runtime.edit_runtime.step_runner`).
+
+    Returns:
+        The layer, its output at the input's resolution and the loss history.
     """
     options.setdefault("runner", step_runner(clip, config))
     return image_training.train_edit_layer(clip, image, config, **options)
 
 
 def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, **options) -> VideoEditResult:
-    """Train an edit layer on one layer's atlas, each step computed as ``config.runtime`` asks.
+    """Train an edit layer on an atlas layer (paper section 3.2) with the steps computed as ``config``'s speed
+    settings ask.
 
-    Args and returns: as :func:`t2l_core.video.training.train_video_edit_layer`, which this calls with the step
-    runner of :func:`t2l_core.runtime.edit_runtime.step_runner` unless ``runner=`` is given.
+    Args:
+        clip: the loaded CLIP.
+        nla: the fitted atlas.
+        config: the edit's settings.
+        **options: as :func:`t2l_core.video.training.train_video_edit_layer` (``runner`` defaults to
+            :func:`t2l_core.runtime.edit_runtime.step_runner`).
+
+    Returns:
+        The layer, its atlas edit, the edited video and the loss history.
     """
     options.setdefault("runner", step_runner(clip, config))
     return video_training.train_video_edit_layer(clip, nla, config, **options)
@@ -82,5 +98,12 @@ video_edit_config = VideoEditConfig.from_flat  # an atlas edit's settings from f
 
 
 def nla_fit_config(**settings) -> NLAFitConfig:
-    """An atlas fit's settings from their flat names (``iterations``, ``batch_pixels``, ``flow``...)."""
+    """An atlas fit's settings.
+
+    Args:
+        **settings: flat names (``iterations``, ``batch_pixels``, ``flow``...).
+
+    Returns:
+        The settings, defaults for every name not given.
+    """
     return NLAFitConfig.from_dict(settings)

@@ -9,8 +9,8 @@ that is not a checkpoint of this kind of job is an error that names it.
 File: safetensors, written to ``<path>.part`` and renamed into place (a crash never leaves half a file).
 Tensors: the job's state (``gen.*`` or ``model.*``), the optimizer state (``opt.<parameter index>.<name>``
 and ``opt.<name>`` for state not tied to a parameter) and ``rng_state``. Metadata: ``format`` (the tag
-:data:`FORMAT`), ``job``, ``key``, ``step`` and whatever the job adds (settings, history...). Files written
-by earlier versions (tags ``t2l_edit_checkpoint/1`` and ``t2l-nla-checkpoint``) are read as well.
+:data:`FORMAT`), ``job``, ``key``, ``step`` and whatever the job adds (settings, history...). Files with the
+older tags ``t2l_edit_checkpoint/1`` (edits) and ``t2l-nla-checkpoint`` (atlas fits) are read as well.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ FORMAT = "t2l-checkpoint"
 FORMAT_VERSION = "1"
 EDIT_JOB = "edit"  # an image edit or an atlas edit (the generator and its MADGRAD state)
 ATLAS_FIT_JOB = "atlas-fit"  # a layered-atlas fit (the atlas model and its Adam state)
-# earlier tags: job -> (format tag, metadata field of the key)
+# the older tags, still read: job -> (format tag, metadata field of the key)
 LEGACY_TAGS = {EDIT_JOB: ("t2l_edit_checkpoint/1", "fingerprint"), ATLAS_FIT_JOB: ("t2l-nla-checkpoint", "key")}
 JOB_NAMES = {EDIT_JOB: "edit", ATLAS_FIT_JOB: "atlas fit"}
 PARTIAL_SUFFIXES = (".part", ".tmp")  # a checkpoint being written (renamed into place when complete)
@@ -46,7 +46,16 @@ class Checkpoint:
 
 
 class CheckpointFile:
-    """The checkpoint of one run: ``path`` (None = the run keeps none), its ``job`` kind and result ``key``."""
+    """The checkpoint of one run.
+
+    Args:
+        path: the file; None = the run keeps none.
+        job: :data:`EDIT_JOB` or :data:`ATLAS_FIT_JOB`.
+        key: the run's result key (a fingerprint of its inputs and settings).
+
+    Raises:
+        ValueError: an unknown job.
+    """
 
     def __init__(self, path: str | Path | None, job: str, key: str) -> None:
         if job not in LEGACY_TAGS:
@@ -55,7 +64,16 @@ class CheckpointFile:
         self.job, self.key = job, key
 
     def write(self, tensors: dict[str, torch.Tensor], step: int, meta: Optional[dict[str, str]] = None) -> Optional[Path]:
-        """Write the state at the start of ``step`` (atomic); returns the path, None when there is none."""
+        """Write the state at the start of a step, atomically.
+
+        Args:
+            tensors: the job's state.
+            step: the number of finished steps.
+            meta: more metadata (strings).
+
+        Returns:
+            The path, or None when the run keeps no checkpoint.
+        """
         if self.path is None:
             return None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +87,17 @@ class CheckpointFile:
         return self.path
 
     def read(self, notes: list[str]) -> Optional[Checkpoint]:
-        """The checkpoint at ``path`` when it belongs to this run; None when there is none or it was made by a run
-        with another key (a note then says it is not used). A file that is not a checkpoint of this job raises
-        ValueError."""
+        """The checkpoint at ``path`` when it belongs to this run.
+
+        Args:
+            notes: a note is appended when the file was made by a run with another key (it is not used).
+
+        Returns:
+            The checkpoint, or None when there is none or its key differs.
+
+        Raises:
+            ValueError: the file is not a checkpoint of this job.
+        """
         if self.path is None or not self.path.is_file():
             return None
         from safetensors import safe_open
@@ -88,8 +114,15 @@ class CheckpointFile:
         return Checkpoint(tensors, meta, int(meta["step"]))
 
     def finish(self, keep: bool, write_final) -> Optional[Path]:
-        """At the end of a run: ``write_final()`` (which writes the final state) when ``keep``, else remove the
-        checkpoint. Returns the kept path or None."""
+        """At the end of a run: keep the final state or remove the checkpoint.
+
+        Args:
+            keep: whether to keep a checkpoint.
+            write_final: called (to write the final state) when ``keep``.
+
+        Returns:
+            The kept path, or None.
+        """
         if self.path is None:
             return None
         if keep:
@@ -100,6 +133,7 @@ class CheckpointFile:
 
 
 def _key_of(meta: dict[str, str], job: str) -> Optional[str]:
+    """The result key a checkpoint's metadata holds for ``job`` (any format tag), None if not one of its."""
     if meta.get("format") == FORMAT:
         return meta.get("key") if meta.get("job") == job else None
     tag, field = LEGACY_TAGS[job]
@@ -112,8 +146,15 @@ def _key_of(meta: dict[str, str], job: str) -> Optional[str]:
 
 
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """The optimizer's state as tensors: ``opt.<i>.<name>`` for the i-th parameter (over all groups, in order)
-    and ``opt.<name>`` for state not tied to a parameter (MADGRAD's step count ``k``)."""
+    """The optimizer's state as tensors.
+
+    Args:
+        optimizer: MADGRAD or Adam.
+
+    Returns:
+        ``opt.<i>.<name>`` for the i-th parameter (over all groups, in order) and ``opt.<name>`` for state
+        not tied to a parameter (MADGRAD's step count ``k``), on the CPU.
+    """
     index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
     out: dict[str, torch.Tensor] = {}
     for owner, state in optimizer.state.items():
@@ -127,10 +168,17 @@ def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    """Restore what :func:`optimizer_state_tensors` wrote (also the ``opt.<group>.<j>.<name>`` keys of atlas-fit
-    checkpoints of earlier versions). State of a parameter's shape takes the parameter's memory format, so a
-    channels-last generator resumes bit for bit; scalar state (Adam's ``step``) becomes a 0-dim tensor on the
-    parameter's device, MADGRAD's ``k`` a long tensor."""
+    """Restore what :func:`optimizer_state_tensors` wrote (also the ``opt.<group>.<j>.<name>`` keys of the
+    ``t2l-nla-checkpoint`` format).
+
+    State of a parameter's shape takes the parameter's memory format, so a channels-last generator resumes
+    bit for bit; scalar state (Adam's ``step``) becomes a 0-dim tensor on the parameter's device, MADGRAD's
+    ``k`` a long tensor.
+
+    Args:
+        optimizer: restored in place.
+        tensors: a checkpoint's tensors; those not starting with ``opt.`` are ignored.
+    """
     groups = [g["params"] for g in optimizer.param_groups]
     params = [p for g in groups for p in g]
     for key, value in tensors.items():
@@ -151,12 +199,26 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list:
-    """Every tensor in the optimizer's state (for :func:`all_finite`)."""
+    """Every tensor in the optimizer's state (for :func:`all_finite`).
+
+    Args:
+        optimizer: any torch optimizer.
+
+    Returns:
+        The tensors.
+    """
     return [v for st in optimizer.state.values() if isinstance(st, dict) for v in st.values() if torch.is_tensor(v)]
 
 
 def all_finite(*tensor_groups) -> bool:
-    """Whether every floating tensor in the given iterables (parameters, optimizer states) is finite."""
+    """Whether every floating tensor is finite.
+
+    Args:
+        *tensor_groups: iterables of tensors (parameters, buffers, optimizer states); other items are skipped.
+
+    Returns:
+        True when no floating tensor holds inf or NaN.
+    """
     for group in tensor_groups:
         for t in group:
             if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
@@ -168,7 +230,14 @@ def all_finite(*tensor_groups) -> bool:
 
 
 def remove_run_file(path: str | Path | None) -> bool:
-    """Delete ``path`` and any half-written sibling (``.part``/``.tmp``). Returns whether ``path`` existed."""
+    """Delete a run's file and any half-written sibling (``.part``/``.tmp``).
+
+    Args:
+        path: the file, or None (nothing to do).
+
+    Returns:
+        Whether ``path`` existed.
+    """
     if path is None:
         return False
     p = Path(path)
@@ -182,16 +251,29 @@ def remove_run_file(path: str | Path | None) -> bool:
 
 
 def stale_note(path: str | Path) -> str:
+    """The note that the checkpoint at ``path`` belongs to another run and is replaced."""
     return (f"the checkpoint {path} was made by a run with other inputs or settings (image/frames, masks, "
             "prompts, iterations, seed, CLIP weights or precision); it was not used: this run trains from the "
             "start and takes its place")
 
 
 def resumed_note(path: str | Path, step: int, total: int) -> str:
+    """The note that a run resumed from ``path`` at ``step`` of ``total``."""
     return f"resumed from the checkpoint {path} at step {step} of {total}"
 
 
 def nonfinite_message(step: int, terms, saved: Optional[str | Path], hint: str) -> str:
+    """The message of :class:`NonFiniteLoss`.
+
+    Args:
+        step: the 1-based step whose loss was not finite.
+        terms: the step's loss terms, as shown to the user.
+        saved: the checkpoint holding the last good state, or None when none was written.
+        hint: what to change, e.g. "Lower the learning rate or the loss weights."
+
+    Returns:
+        The message.
+    """
     where = (f"the checkpoint {saved} holds the last good state (step {step - 1})" if saved is not None
              else "no checkpoint was written (the weights themselves were no longer finite)")
     return f"the loss became non-finite at step {step} ({terms}); {where}. {hint}"

@@ -16,10 +16,17 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return a torch.device; ``"auto"``/None picks CUDA when available, else CPU.
+    """The device a job runs on.
 
-    Raises ValueError for a name torch does not know as a device, and RuntimeError when CUDA
-    (or CUDA device N) is asked for on a machine without it.
+    Args:
+        device: ``"auto"``/None (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device.
+
+    Returns:
+        The torch.device.
+
+    Raises:
+        ValueError: a name torch does not know as a device.
+        RuntimeError: CUDA (or CUDA device N) asked for on a machine without it.
     """
     if device is None or (isinstance(device, str) and device.strip() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -38,10 +45,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(precision: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """Map a precision name (``fp32``/``fp16``/``bf16``/``auto``) to a dtype valid on ``device``.
+    """The dtype of CLIP weights for a precision name.
 
-    ``auto`` is fp32: CLIP weights are kept in fp32 and the fast path uses autocast instead.
-    fp16 weights on CPU are refused because most CPU kernels do not support them.
+    Args:
+        precision: ``fp32``/``fp16``/``bf16``/``auto`` or a dtype. ``auto`` is fp32: CLIP weights are kept in
+            fp32 and the fast path uses autocast instead.
+        device: where the weights go.
+
+    Returns:
+        A dtype valid on ``device``.
+
+    Raises:
+        ValueError: an unknown name, or fp16 on CPU (most CPU kernels do not support it).
     """
     if isinstance(precision, torch.dtype):
         return precision
@@ -63,8 +78,19 @@ CPU_DEFAULT_AUTOCAST = "off"
 
 
 def resolve_autocast(mode: str, device: torch.device) -> str:
-    """``mode`` with ``"auto"`` replaced by what it means on ``device``: ``"bf16-clip"`` on a CUDA device that
-    supports bf16, ``"off"`` (fp32) elsewhere."""
+    """What an autocast setting means on a device.
+
+    Args:
+        mode: one of :data:`AUTOCAST_MODES`.
+        device: the training device.
+
+    Returns:
+        ``mode``, with ``"auto"`` replaced by ``"bf16-clip"`` on a CUDA device that supports bf16 and by
+        ``"off"`` (fp32) elsewhere.
+
+    Raises:
+        ValueError: an unknown mode.
+    """
     if mode not in AUTOCAST_MODES:
         raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got '{mode}'")
     if mode != "auto":
@@ -75,7 +101,18 @@ def resolve_autocast(mode: str, device: torch.device) -> str:
 
 
 def autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of the CLIP image passes for ``mode`` on ``device`` (None = no autocast)."""
+    """The autocast dtype of the CLIP image passes.
+
+    Args:
+        mode: one of :data:`AUTOCAST_MODES`.
+        device: the training device.
+
+    Returns:
+        The dtype, or None (no autocast).
+
+    Raises:
+        ValueError: an unknown mode, or an fp16 mode off CUDA.
+    """
     mode = resolve_autocast(mode, device)
     if mode == "off":
         return None
@@ -87,7 +124,15 @@ def autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
 
 
 def generator_autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of the generator for ``mode`` on ``device``: only ``"bf16"``/``"fp16"`` autocast it."""
+    """The autocast dtype of the generator: only ``"bf16"``/``"fp16"`` autocast it.
+
+    Args:
+        mode: one of :data:`AUTOCAST_MODES`.
+        device: the training device.
+
+    Returns:
+        The dtype, or None (fp32).
+    """
     return autocast_dtype(mode, device) if resolve_autocast(mode, device) in ("bf16", "fp16") else None
 
 
@@ -97,6 +142,12 @@ def channels_last_pays(device: torch.device | str = "cpu") -> bool:
     On CUDA, yes (cuDNN's NHWC kernels). On a CPU only where PyTorch dispatches AVX-512 kernels: there the
     layout is as fast or faster (bench/RESULTS.md), while on AVX2-only CPUs oneDNN's channels-last
     convolution backward made a 512 px step ~1.25x slower than the standard layout.
+
+    Args:
+        device: the device.
+
+    Returns:
+        Whether channels-last pays.
     """
     if torch.device(device).type != "cpu":
         return True
@@ -105,7 +156,11 @@ def channels_last_pays(device: torch.device | str = "cpu") -> bool:
 
 @contextlib.contextmanager
 def thread_scope(threads: int = 0) -> Iterator[None]:
-    """Use ``threads`` intra-op threads inside the block (0 = leave the user's/torch's setting alone)."""
+    """Use a number of intra-op threads inside the block (restored after).
+
+    Args:
+        threads: the threads; 0 or None = leave the user's/torch's setting alone.
+    """
     if threads is None or threads <= 0:
         yield
         return
@@ -118,7 +173,11 @@ def thread_scope(threads: int = 0) -> Iterator[None]:
 
 
 def free_cuda_memory(device: torch.device) -> None:
-    """Release cached CUDA blocks (before and after a long run); a no-op on CPU."""
+    """Release cached CUDA blocks (before and after a long run); a no-op on CPU.
+
+    Args:
+        device: the job's device.
+    """
     if device.type == "cuda" and torch.cuda.is_available():
         gc.collect()
         torch.cuda.empty_cache()

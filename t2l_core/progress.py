@@ -21,11 +21,17 @@ PhaseCallback = Callable[[str, int, int], None]
 
 
 def losses_to_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Detached scalar loss tensors -> Python floats with ONE device-to-host transfer (same key order).
+    """Loss tensors as Python floats, with ONE device-to-host transfer.
 
     Training loops call it once per step, after the backward pass: converting term by term before it
     (``float(t)`` each) would make the host wait for the device several times inside the step. The values
     are exactly ``float(t)`` of each tensor (float32 -> float64 is exact).
+
+    Args:
+        terms: ``{name: one-element tensor}``, detached.
+
+    Returns:
+        ``{name: float}`` in the same key order.
     """
     if not terms:
         return {}
@@ -40,7 +46,16 @@ class Cancelled(RuntimeError):
 
 @dataclass
 class Hooks:
-    """Callbacks a long loop calls every step. ``check_cancel`` may raise to stop."""
+    """Callbacks a long loop calls every step.
+
+    Args:
+        on_step: ``on_step(step, total, losses, preview)`` after each step (1-based; preview None or
+            [H,W,3] float in 0..1).
+        check_cancel: called at cancel points; raises (e.g. :class:`Cancelled`) to stop.
+        preview_every: steps between previews (0 = none).
+        extra: free-form data a caller passes along.
+        on_phase: ``on_phase(name, done, total)`` during phases other than training steps.
+    """
 
     on_step: Optional[StepCallback] = None
     check_cancel: Optional[CancelCheck] = None
@@ -49,7 +64,14 @@ class Hooks:
     on_phase: Optional[PhaseCallback] = None
 
     def step(self, step: int, total: int, losses: dict, preview_fn: Optional[Callable[[], torch.Tensor]] = None) -> None:
-        """Report a finished step; compute a preview only every ``preview_every`` steps (and at the end)."""
+        """Report a finished step; compute a preview only every ``preview_every`` steps (and at the end).
+
+        Args:
+            step: the 1-based step just finished.
+            total: the run's steps.
+            losses: the step's loss terms.
+            preview_fn: None, or returns the preview, [H,W,3] float in 0..1 (called without grad).
+        """
         if self.on_step is not None:
             preview = None
             if preview_fn is not None and self.preview_every > 0 and (step % self.preview_every == 0 or step == total):
@@ -58,22 +80,43 @@ class Hooks:
             self.on_step(step, total, losses, preview)
 
     def cancel_point(self) -> None:
+        """Call ``check_cancel`` (which raises to stop) when there is one."""
         if self.check_cancel is not None:
             self.check_cancel()
 
     def phase(self, name: str, done: int, total: int) -> None:
-        """Report ``done`` of ``total`` units of a long phase other than training (also a cancel point)."""
+        """Report progress of a long phase other than training (also a cancel point).
+
+        Args:
+            name: the phase, as shown to the user.
+            done: finished units (frame pairs, frames, rows).
+            total: all units.
+        """
         self.cancel_point()
         if self.on_phase is not None:
             self.on_phase(name, done, total)
 
     def phase_callback(self, name: str) -> Callable[[int, int], None]:
-        """``(done, total) -> None`` for loops that take an ``on_frame``/``on_pair`` callback."""
+        """A progress callback for loops that take an ``on_frame``/``on_pair`` callback.
+
+        Args:
+            name: the phase, as shown to the user.
+
+        Returns:
+            ``(done, total) -> None``, reporting through :meth:`phase`.
+        """
         return lambda done, total: self.phase(name, done, total)
 
 
 def console_printer(every: int = 50) -> StepCallback:
-    """A StepCallback that prints the losses every ``every`` steps (for the CLI)."""
+    """A StepCallback that prints the losses (for the CLI).
+
+    Args:
+        every: print every this many steps (and the first and last).
+
+    Returns:
+        The callback.
+    """
 
     def _print(step: int, total: int, losses: dict, preview: Optional[torch.Tensor]) -> None:
         if step % every == 0 or step == total or step == 1:
@@ -84,7 +127,14 @@ def console_printer(every: int = 50) -> StepCallback:
 
 
 def console_phase_printer(parts: int = 10) -> PhaseCallback:
-    """A PhaseCallback that prints a phase at its start, about every 1/``parts`` of it and at its end."""
+    """A PhaseCallback that prints a phase at its start, about every 1/``parts`` of it and at its end.
+
+    Args:
+        parts: how many progress lines a phase prints at most (plus start and end).
+
+    Returns:
+        The callback.
+    """
     shown: dict = {}
 
     def _print(name: str, done: int, total: int) -> None:
@@ -104,6 +154,10 @@ def cancel_inside(check_cancel: Optional[CancelCheck], *modules: torch.nn.Module
     each CLIP block) in the forward pass, and again when the gradient of that module's output is computed in
     the backward pass, so a cancel takes effect within one layer's work instead of one whole training step.
     Hooks are removed on exit.
+
+    Args:
+        check_cancel: None (the block runs unhooked), or raises to cancel.
+        *modules: the modules whose leaf modules are hooked.
     """
     if check_cancel is None:
         yield

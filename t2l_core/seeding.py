@@ -14,25 +14,52 @@ import torch
 
 
 def make_generator(seed: int) -> torch.Generator:
-    """A CPU generator seeded with ``seed``."""
+    """A CPU generator for a run.
+
+    Args:
+        seed: the run's seed.
+
+    Returns:
+        The generator.
+    """
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
     return g
 
 
 def uniform(generator: torch.Generator, low: float, high: float) -> float:
-    """One float ~ U(low, high) from ``generator``."""
+    """One float ~ U(low, high).
+
+    Args:
+        generator: the RNG.
+        low, high: the range.
+
+    Returns:
+        The float.
+    """
     return float(low + (high - low) * torch.rand((), generator=generator).item())
 
 
 def randint(generator: torch.Generator, low: int, high: int) -> int:
-    """One int uniform in [low, high] (inclusive) from ``generator``."""
+    """One int uniform in [low, high] (inclusive).
+
+    Args:
+        generator: the RNG.
+        low, high: the range, ``low <= high``.
+
+    Returns:
+        The int.
+    """
     return int(torch.randint(low, high + 1, (), generator=generator).item())
 
 
 @contextlib.contextmanager
 def forked_rng(generator: torch.Generator) -> Iterator[None]:
-    """Run the block with the global CPU (and CUDA) RNG seeded from ``generator``; restore it afterwards."""
+    """Run the block with the global CPU (and CUDA) RNG seeded from ``generator``; restore it afterwards.
+
+    Args:
+        generator: the run's RNG (one draw is taken from it).
+    """
     seed = int(torch.randint(0, 2**62, (), generator=generator).item())
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):

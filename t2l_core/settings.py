@@ -32,6 +32,9 @@ def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MI
         help: one sentence a user reads (CLI ``--help``, node tooltips).
         min / max: the inclusive range the setting accepts (None = open).
         choices: the values a text setting accepts.
+
+    Returns:
+        The :func:`dataclasses.field`.
     """
     meta = {"help": help, "min": min, "max": max, "choices": tuple(choices) if choices is not None else None}
     if default_factory is not MISSING:
@@ -40,7 +43,14 @@ def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MI
 
 
 def flat_table(cls: type) -> dict[str, tuple[str, str]]:
-    """``{flat name: (sub-config, field)}`` of a config class (its own fields when it has no ``FLAT``)."""
+    """The flat names of a config class.
+
+    Args:
+        cls: the config class.
+
+    Returns:
+        ``{flat name: (sub-config, field)}`` (its own fields when it has no ``FLAT``).
+    """
     table = getattr(cls, "FLAT", None)
     if table is not None:
         return table
@@ -48,6 +58,7 @@ def flat_table(cls: type) -> dict[str, tuple[str, str]]:
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:
+    """The dataclass field ``name`` of ``cls`` (KeyError when none)."""
     for f in dataclasses.fields(cls):
         if f.name == name:
             return f
@@ -55,6 +66,7 @@ def _field(cls: type, name: str) -> dataclasses.Field:
 
 
 def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default (a fresh one from its factory; KeyError when none)."""
     if f.default_factory is not MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
     if f.default is MISSING:
@@ -79,30 +91,72 @@ def _locate(cls: type, flat: str) -> tuple[type, Optional[dataclasses.Field], An
 
 
 def default_of(cls: type, flat: str) -> Any:
-    """The default of setting ``flat`` in config class ``cls`` (sub-config defaults of ``cls`` included)."""
+    """The default of a setting (sub-config defaults of ``cls`` included).
+
+    Args:
+        cls: the config class.
+        flat: the setting's flat name.
+
+    Returns:
+        The default.
+
+    Raises:
+        KeyError: ``cls`` has no such setting.
+    """
     return _locate(cls, flat)[2]
 
 
 def help_of(cls: type, flat: str) -> str:
-    """The help text of setting ``flat`` of ``cls`` ("" when none is stated)."""
+    """The help text of a setting.
+
+    Args:
+        cls: the config class.
+        flat: the setting's flat name.
+
+    Returns:
+        The text ("" when none is stated).
+    """
     _, f, _ = _locate(cls, flat)
     return "" if f is None else f.metadata.get("help", "")
 
 
 def limits_of(cls: type, flat: str) -> tuple[Optional[float], Optional[float]]:
-    """The inclusive (min, max) of setting ``flat`` of ``cls``; None for an open side."""
+    """The inclusive range of a setting.
+
+    Args:
+        cls: the config class.
+        flat: the setting's flat name.
+
+    Returns:
+        (min, max); None for an open side.
+    """
     _, f, _ = _locate(cls, flat)
     return (None, None) if f is None else (f.metadata.get("min"), f.metadata.get("max"))
 
 
 def choices_of(cls: type, flat: str) -> Optional[tuple]:
-    """The values setting ``flat`` of ``cls`` accepts, or None when any value of its type does."""
+    """The values a setting accepts.
+
+    Args:
+        cls: the config class.
+        flat: the setting's flat name.
+
+    Returns:
+        The values, or None when any value of its type does.
+    """
     _, f, _ = _locate(cls, flat)
     return None if f is None else f.metadata.get("choices")
 
 
 def to_flat(config: Any) -> dict:
-    """``{flat name: value}`` of a config in its table's order (copies); whole sub-configs as dicts."""
+    """A config as flat settings.
+
+    Args:
+        config: a config instance.
+
+    Returns:
+        ``{flat name: value}`` in its table's order (copies); whole sub-configs as dicts.
+    """
     out = {}
     for flat, (sub, name) in flat_table(type(config)).items():
         if sub == TOP:
@@ -115,8 +169,19 @@ def to_flat(config: Any) -> dict:
 
 
 def from_flat(cls: type, settings: dict, *, strict: bool = True) -> Any:
-    """A ``cls`` from ``{flat name: value}``; unset settings keep ``cls``'s defaults. ``strict``: an unknown
-    name raises ValueError (listing the known ones); otherwise it is ignored (files of other versions)."""
+    """A config from flat settings; unset settings keep ``cls``'s defaults.
+
+    Args:
+        cls: the config class.
+        settings: ``{flat name: value}``.
+        strict: an unknown name raises; otherwise it is ignored (files of other versions).
+
+    Returns:
+        The config.
+
+    Raises:
+        ValueError: with ``strict``, an unknown name (the message lists the known ones).
+    """
     table = flat_table(cls)
     unknown = sorted(set(settings) - set(table))
     if unknown and strict:
@@ -142,5 +207,12 @@ def from_flat(cls: type, settings: dict, *, strict: bool = True) -> Any:
 
 
 def nested_names(cls: type) -> set[str]:
-    """The fields of ``cls`` that are sub-configs in its flat table."""
+    """The fields of a config class that are sub-configs in its flat table.
+
+    Args:
+        cls: the config class.
+
+    Returns:
+        Their names.
+    """
     return {sub for sub, _ in flat_table(cls).values() if sub != TOP}

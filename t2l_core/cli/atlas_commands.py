@@ -1,4 +1,4 @@
-"""CLI for layered atlases:
+"""CLI for layered atlases (the video representation of paper section 3.2, appendix A.4):
 
 ``python -m t2l_core nla FRAMES_DIR_OR_VIDEO [--masks DIR] [--iters N] [--out FILE.safetensors]``
 ``python -m t2l_core render FILE.safetensors [--fg-edit RGBA.png] [--bg-edit RGBA.png] --out DIR``
@@ -15,6 +15,7 @@ from ..settings import default_of
 
 
 def register(subparsers) -> None:
+    """Add the ``nla`` and ``render`` commands to the ``t2l`` parser's ``subparsers``."""
     p = subparsers.add_parser("nla", help="fit a layered neural atlas to a video (frames directory or video file)")
     p.add_argument("source", metavar="FRAMES_DIR_OR_VIDEO")
     p.add_argument("--masks", default=None, help="directory of foreground masks, one per frame (white = foreground)")
@@ -54,6 +55,17 @@ def register(subparsers) -> None:
 
 
 def run_nla(args) -> int:
+    """``nla``: fit an atlas to a video and save it (and its atlas images with ``--save-atlases``).
+
+    Args:
+        args: the parsed options.
+
+    Returns:
+        The exit status, 0.
+
+    Raises:
+        ValueError: an option or input is wrong (printed by :func:`t2l_core.cli.main.main`).
+    """
     from ..nla.fit import fit_nla
     from ..nla.atlas_files import save_nla
     from ..progress import Hooks, console_phase_printer, console_printer
@@ -92,6 +104,14 @@ def run_nla(args) -> int:
 
 
 def run_render(args) -> int:
+    """``render``: render RGBA atlas edits, or one painted frame, into the video's frames.
+
+    Args:
+        args: the parsed ``render`` options (``--fg-edit``/``--bg-edit`` or ``--frame-edit``, never both).
+
+    Returns:
+        0; bad options raise ValueError, which the command line prints.
+    """
     from ..nla.render import AtlasEdit, frame_edit_to_atlas, render_edits
     from ..nla.atlas_files import load_nla
     from ..progress import Hooks, console_phase_printer

@@ -8,7 +8,12 @@ from pathlib import Path
 
 
 def add_clip_arguments(p: argparse.ArgumentParser, default: str = "ViT-B-32:openai") -> None:
-    """The ``--clip/--device/--precision`` options every command that needs CLIP shares."""
+    """The ``--clip/--device/--precision`` options every command that needs CLIP shares.
+
+    Args:
+        p: the command's parser.
+        default: the default of ``--clip``.
+    """
     p.add_argument("--clip", default=default,
                    help="weights file, a file name in models/text2live, or ARCH:tag (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
@@ -16,12 +21,21 @@ def add_clip_arguments(p: argparse.ArgumentParser, default: str = "ViT-B-32:open
 
 
 def clip_from_args(args: argparse.Namespace):
+    """The CLIP model ``--clip``, ``--device`` and ``--precision`` name.
+
+    Args:
+        args: the parsed options.
+
+    Returns:
+        The loaded :class:`t2l_core.clip.model.ClipModel`.
+    """
     from ..clip.loading import load_clip
 
     return load_clip(args.clip, device=args.device, precision=args.precision)
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
+    """``make-tiny-clip``: write a tiny random CLIP."""
     from ..clip.loading import TINY_NOTE, build_tiny_clip, save_clip
 
     clip = build_tiny_clip(patch_size=args.patch_size, seed=args.seed, layers=args.layers, width=args.width,
@@ -33,6 +47,7 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    """``clip-info``: print a CLIP's architecture as JSON."""
     from ..clip.loading import read_file_info
 
     clip = clip_from_args(argparse.Namespace(clip=args.target, device="cpu", precision="fp32"))
@@ -46,6 +61,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    """``clip-convert``: store a bare state dict with its config."""
     from ..clip.loading import load_clip_file, save_clip
 
     clip = load_clip_file(args.src, args.arch, device="cpu")
@@ -55,6 +71,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _relevancy(args: argparse.Namespace) -> int:
+    """``relevancy``: write an image's relevancy map for a text (paper section 3.1) and its heatmap."""
     from ..io.image_files import load_image, save_png
     from ..clip.relevancy import heatmap, relevancy_map
 
@@ -69,6 +86,7 @@ def _relevancy(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``make-tiny-clip``, ``clip-info``, ``clip-convert`` and ``relevancy`` to the subparsers ``sub``."""
     p = sub.add_parser("make-tiny-clip", help="write a tiny randomly initialised CLIP (NOT a real model) for tests")
     p.add_argument("out", help="output .safetensors file")
     p.add_argument("--patch-size", type=int, default=16)

@@ -21,6 +21,7 @@ PRECISIONS = choices_of(EditConfig, "autocast")  # the fast path's precisions (-
 
 
 def _write_outputs(output, out: Path, index: int | None = None) -> list[Path]:
+    """Write image ``index`` of a :class:`t2l_core.edit.layer.LayerOutput` as the four PNGs; their paths."""
     from ..io.image_files import save_png
 
     suffix = "" if index is None else f"_{index:04d}"
@@ -35,6 +36,7 @@ def _write_outputs(output, out: Path, index: int | None = None) -> list[Path]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """``image``: train an edit layer on one image, write its outputs and the layer."""
     from ..io.image_files import load_image
     from ..api import train_edit_layer
     from ..image.training import default_checkpoint_path
@@ -55,6 +57,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    """``apply-layer``: apply a saved layer to images and write their outputs."""
     from ..device import resolve_device
     from ..edit.layer import EditLayer
     from ..io.image_files import load_image
@@ -76,6 +79,7 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``image`` (alias ``edit``) and ``apply-layer`` to the ``t2l`` parser's subparsers ``sub``."""
     p = sub.add_parser("image", aliases=["edit"], help="train a text-driven edit layer on one image (Text2LIVE)")
     p.add_argument("image", help="input image file (any PIL format; gray/RGBA are converted to RGB)")
     add_prompt_arguments(p, EditConfig, roi_help="text of the region to edit; its relevancy map bootstraps the opacity")
@@ -100,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_resolution_argument(p) -> None:
+    """The ``--resolution`` option (:data:`t2l_core.edit.layer.RESOLUTIONS`)."""
     p.add_argument("--resolution", default="working", choices=list(RESOLUTIONS),
                    help="where the generator runs for the output: working = at the training working size, the layer "
                         "then upsampled to the input's size guided by the input (what the training previews show); "

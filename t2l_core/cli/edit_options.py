@@ -19,8 +19,17 @@ SHARED_SETTINGS = (
 
 
 def add_setting(p: argparse.ArgumentParser, config_cls: type, option: str, flat: str, text: str = "") -> None:
-    """``option`` for setting ``flat`` of ``config_cls`` (stored under ``args.<flat>``; help ``text`` or the
-    field's). A boolean that is off by default becomes a switch; one that is on by default a ``--no-...`` switch."""
+    """Add the option of one setting, with the field's default, choices and help.
+
+    A boolean that is off by default becomes a switch; one that is on by default a ``--no-...`` switch.
+
+    Args:
+        p: the command's parser.
+        config_cls: the config class the setting belongs to.
+        option: the option, e.g. ``"--iters"``.
+        flat: the setting's flat name; the value is stored under ``args.<flat>``.
+        text: the help; empty = the field's.
+    """
     default = default_of(config_cls, flat)
     text = text or help_of(config_cls, flat)
     if isinstance(default, bool):
@@ -33,13 +42,25 @@ def add_setting(p: argparse.ArgumentParser, config_cls: type, option: str, flat:
 
 
 def add_settings(p: argparse.ArgumentParser, config_cls: type, options: Sequence[tuple[str, ...]]) -> None:
-    """:func:`add_setting` for each (option, flat name[, help]) of ``options``."""
+    """:func:`add_setting` for each setting.
+
+    Args:
+        p: the command's parser.
+        config_cls: the config class.
+        options: (option, flat name[, help]) tuples.
+    """
     for option in options:
         add_setting(p, config_cls, *option)
 
 
 def add_prompt_arguments(p: argparse.ArgumentParser, config_cls: type, roi_help: str) -> None:
-    """``--prompt`` (required), ``--screen-prompt``, ``--src-prompt``, ``--roi-prompt`` and the CLIP options."""
+    """``--prompt`` (required), ``--screen-prompt``, ``--src-prompt``, ``--roi-prompt`` and the CLIP options.
+
+    Args:
+        p: the command's parser.
+        config_cls: the config class whose field help the options show.
+        roi_help: the help of ``--roi-prompt``.
+    """
     p.add_argument("--prompt", required=True, help=help_of(config_cls, "prompt"))
     p.add_argument("--screen-prompt", dest="screen_prompt", default=None, help=help_of(config_cls, "screen_prompt"))
     p.add_argument("--src-prompt", "--source-prompt", dest="source_prompt", default=None,
@@ -49,7 +70,14 @@ def add_prompt_arguments(p: argparse.ArgumentParser, config_cls: type, roi_help:
 
 
 def add_run_arguments(p: argparse.ArgumentParser, config_cls: type, same_inputs: str, default_checkpoint: str) -> None:
-    """``--save-memory``, the checkpoint options and the console output options of a training command."""
+    """``--save-memory``, the checkpoint options and the console output options of a training command.
+
+    Args:
+        p: the command's parser.
+        config_cls: the config class.
+        same_inputs: what must match for ``--resume``, in the help's words (e.g. ``"image"``).
+        default_checkpoint: the default checkpoint path, as the help shows it.
+    """
     add_setting(p, config_cls, "--save-memory", "save_memory")
     p.add_argument("--checkpoint", default=None, help=f"checkpoint file (default: {default_checkpoint})")
     p.add_argument("--resume", action="store_true",
@@ -62,7 +90,19 @@ def add_run_arguments(p: argparse.ArgumentParser, config_cls: type, same_inputs:
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace, **more):
-    """A ``config_cls`` from every parsed option stored under a flat setting name, plus ``more``; validated."""
+    """The config of a command's options.
+
+    Args:
+        config_cls: the config class.
+        args: the parsed options; those stored under a flat setting name are used.
+        **more: more flat settings.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ValueError: a setting is wrong (said before anything large is loaded).
+    """
     names = config_cls.FLAT
     config = config_cls.from_flat({k: v for k, v in vars(args).items() if k in names}, **more)
     config.validate()  # fail before loading anything large
@@ -70,14 +110,30 @@ def config_from_args(config_cls: type, args: argparse.Namespace, **more):
 
 
 def checkpoint_from_args(args: argparse.Namespace, default_path):
-    """``--checkpoint`` when given, else ``default_path()``."""
+    """The checkpoint file of a training command.
+
+    Args:
+        args: the parsed options.
+        default_path: called for the path when ``--checkpoint`` is not given.
+
+    Returns:
+        The path.
+    """
     from pathlib import Path
 
     return Path(args.checkpoint) if args.checkpoint else default_path()
 
 
 def console_hooks(args: argparse.Namespace, phases: bool = False):
-    """Progress printed every ``--log-every`` steps (and, with ``phases``, on every phase) unless ``--quiet``."""
+    """Progress printed every ``--log-every`` steps (and, with ``phases``, on every phase) unless ``--quiet``.
+
+    Args:
+        args: the parsed options.
+        phases: also print each phase (atlas sampling, rendering).
+
+    Returns:
+        The :class:`t2l_core.progress.Hooks`.
+    """
     from ..progress import Hooks, console_phase_printer, console_printer
 
     if args.quiet:

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``t2l`` parser with every module's subcommands."""
     parser = argparse.ArgumentParser(prog="t2l", description="Text2LIVE: text-driven layered image and video editing.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -28,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command.
+
+    Args:
+        argv: the arguments; None = ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0, or 2 after printing an error (bad ``--device``, a missing file, a bad value).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "device", None) is not None:  # every command that computes takes --device

@@ -1,4 +1,5 @@
-"""CLI: ``video``: train a text-driven edit on one layer's atlas of a fitted NLA and render the edited video.
+"""CLI: ``video``: train a text-driven edit on one layer's atlas of a fitted NLA and render the edited video
+(paper section 3.2).
 
     python -m t2l_core video atlas.safetensors --frames frames/ --prompt "snowy countryside" --layer bg --out out/
     python -m t2l_core video atlas.safetensors --prompt "golden car" --layer fg \\
@@ -21,6 +22,7 @@ from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_argume
 
 
 def _run(args: argparse.Namespace) -> int:
+    """``video``: train the atlas edit, write the edited frames, the atlas edit and the layer."""
     from ..edit.layer import EditLayer
     from ..nla.atlas_files import load_nla
     from ..api import atlas_edit_from_layer, train_video_edit_layer
@@ -60,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``video`` command to the ``t2l`` parser's subparsers ``sub``."""
     p = sub.add_parser("video", help="text-driven edit of a video through a fitted layered atlas (Text2LIVE video)")
     p.add_argument("nla_file", metavar="NLA_FILE", help="atlas .safetensors written by the nla command or Save Atlas")
     p.add_argument("--frames", default=None, help="original frames (directory or video file) to blend over; default: "

@@ -15,12 +15,25 @@ GREEN = (0.0, 177.0 / 255.0, 64.0 / 255.0)
 
 
 def _check(name: str, t: torch.Tensor, channels: Sequence[int]) -> None:
+    """Raise ValueError unless ``t`` is [B,C,H,W] with C in ``channels``."""
     if t.ndim != 4 or t.shape[1] not in channels:
         raise ValueError(f"{name} must be [B,C,H,W] with C in {tuple(channels)}, got {tuple(t.shape)}")
 
 
 def composite(color: torch.Tensor, alpha: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """α·C + (1−α)·I. ``color``/``background`` [B,3,H,W], ``alpha`` [B,1,H,W]; returns [B',3,H,W]."""
+    """The composite I_o = α·C + (1−α)·I_s (paper eq. 1).
+
+    Args:
+        color: [B,3,H,W] in 0..1, the edit colour C.
+        alpha: [B,1,H,W] in 0..1, the opacity α.
+        background: [B,3,H,W] in 0..1, the image I_s under the edit.
+
+    Returns:
+        [B',3,H,W] in 0..1, B' the largest of the three batch sizes.
+
+    Raises:
+        ValueError: a tensor has the wrong shape, the sizes differ, or the batch sizes do not broadcast.
+    """
     _check("color", color, (3,))
     _check("alpha", alpha, (1,))
     _check("background", background, (3,))
@@ -41,18 +54,44 @@ def composite(color: torch.Tensor, alpha: torch.Tensor, background: torch.Tensor
 
 
 def solid_background(like: torch.Tensor, rgb: Sequence[float] = GREEN) -> torch.Tensor:
-    """A [1,3,H,W] constant image with the size/device/dtype of ``like``."""
+    """A constant-colour image.
+
+    Args:
+        like: [...,H,W]; the result takes its size, device and dtype.
+        rgb: the colour, three floats in 0..1.
+
+    Returns:
+        [1,3,H,W] (an expanded view).
+    """
     c = torch.tensor(list(rgb), dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
     return c.expand(1, 3, like.shape[-2], like.shape[-1])
 
 
 def on_green_screen(color: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """α·C + (1−α)·G with G the green screen (0,177,64)/255."""
+    """The edit layer over a green screen, I_screen = α·C + (1−α)·G with G = (0,177,64)/255 (paper eq. 4).
+
+    Args:
+        color: [B,3,H,W] in 0..1.
+        alpha: [B,1,H,W] in 0..1.
+
+    Returns:
+        [B,3,H,W] in 0..1.
+    """
     return composite(color, alpha, solid_background(color, GREEN))
 
 
 def parse_hex_color(text: str) -> tuple[float, float, float]:
-    """'#00B140' or '0,177,64' -> RGB floats in 0..1."""
+    """Parse a colour written as hex or as 0..255 components.
+
+    Args:
+        text: ``'#00B140'`` or ``'0,177,64'``.
+
+    Returns:
+        (r, g, b) floats in 0..1.
+
+    Raises:
+        ValueError: the text is neither form.
+    """
     s = text.strip()
     try:
         if "," in s:

@@ -1,4 +1,5 @@
-"""Every setting of an edit, stated once: :class:`EditConfig` made of the sub-configs of the parts it drives.
+"""Every setting of an edit (paper section 3.1 and appendix A.3), stated once: :class:`EditConfig` made of
+the sub-configs of the parts it drives.
 
 Each setting keeps one flat public name (``lr``, ``n_views``, ``lambda_structure``, ``bootstrap_schedule``,
 ``fast`` ...), mapped to its sub-config field by :attr:`EditConfig.FLAT`. The flat dict
@@ -118,7 +119,18 @@ class EditConfig:
 
     @classmethod
     def from_flat(cls, settings: Optional[dict] = None, /, **more: Any) -> "EditConfig":
-        """A config from flat names (a dict and/or keywords); an unknown name raises ValueError."""
+        """A config from flat names.
+
+        Args:
+            settings: ``{flat name: value}``, or None.
+            **more: more flat names; they override ``settings``.
+
+        Returns:
+            The config, defaults for every name not given.
+
+        Raises:
+            ValueError: a name is not in :attr:`FLAT`.
+        """
         return from_flat(cls, {**(settings or {}), **more})
 
     def to_flat(self) -> dict:
@@ -127,7 +139,14 @@ class EditConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EditConfig":
-        """A config from the flat dict a layer file or checkpoint stored (names it does not know are ignored)."""
+        """A config from the flat dict a layer file or checkpoint stored.
+
+        Args:
+            d: ``{flat name: value}``; names not in :attr:`FLAT` are ignored.
+
+        Returns:
+            The config.
+        """
         return from_flat(cls, d, strict=False)
 
     def to_dict(self) -> dict:
@@ -151,7 +170,11 @@ class EditConfig:
         return self.bootstrap.steps if self.bootstrap.steps is not None else self.iters
 
     def validate(self) -> None:
-        """Raise ValueError with what to change."""
+        """Check the settings that the field limits alone do not cover.
+
+        Raises:
+            ValueError: saying which setting to change and how.
+        """
         as_prompt_list(self.prompt, "target prompt")
         if self.iters < 1:
             raise ValueError(f"iters must be at least 1, got {self.iters}")

@@ -33,7 +33,11 @@ MIN_SIZE = 129
 def decorrelation_matrix() -> torch.Tensor:
     """The authors' DecorrelatedColorsToRGB matrix M (out_c = sum_k M[c,k] · x_k), computed as they do in
     float32: the square root of the SVD colour correlation, first column divided by 1.6 (saturation), divided
-    by the largest column norm. About ((0.5628, 0.3117, 0.0693), (0.5845, 0, -0.1732), (0.5845, -0.3117, 0.1039))."""
+    by the largest column norm (paper appendix A.1).
+
+    Returns:
+        [3,3] float32, about ((0.5628, 0.3117, 0.0693), (0.5845, 0, -0.1732), (0.5845, -0.3117, 0.1039)).
+    """
     sqrt_corr = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=torch.float32)
     sqrt_corr = sqrt_corr / torch.tensor([1.6, 1.0, 1.0])
     return sqrt_corr / sqrt_corr.norm(dim=0).max()
@@ -53,6 +57,7 @@ class GeneratorConfig:
     decorrelate_rgb: bool = True
 
     def to_dict(self) -> dict:
+        """``{field: value}``, as layer files and checkpoints store it."""
         return asdict(self)
 
 
@@ -73,7 +78,15 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
 
 
 def center_crop_concat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Concatenate on channels after center-cropping both to the smaller spatial size."""
+    """Concatenate on channels after center-cropping both to the smaller spatial size.
+
+    Args:
+        a: [B,Ca,Ha,Wa].
+        b: [B,Cb,Hb,Wb].
+
+    Returns:
+        [B,Ca+Cb,min(Ha,Hb),min(Wa,Wb)].
+    """
     h = min(a.shape[-2], b.shape[-2])
     w = min(a.shape[-1], b.shape[-1])
 
@@ -114,10 +127,18 @@ class _Level(nn.Module):
         self.recompute_tail = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,C,H,W] -> this level's output features at the same H,W."""
         return self.post_forward(center_crop_concat(self.skip(x), self.deeper(x)))
 
     def post_forward(self, cat: torch.Tensor, tail: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
         """The post-concat layers on ``cat``, then ``tail`` (the generator's head, for the top level).
+
+        Args:
+            cat: [B,s+k,H,W], the skip branch concatenated with the deeper branch.
+            tail: None, or a function applied to the result (inside the recomputed part).
+
+        Returns:
+            [B,channels_up,H,W], or what ``tail`` returns.
 
         With ``recompute_tail`` and gradients on, everything after the 3×3 convolution (BatchNorm, activations,
         1×1 convolution, ``tail``) is recomputed in the backward pass from the convolution's output, which its
@@ -135,7 +156,11 @@ class _Level(nn.Module):
 
 
 class SkipGenerator(nn.Module):
-    """DIP skip network producing an RGBA edit layer. ``forward([B,3,H,W] 0..1) -> [B,4,H,W] 0..1``."""
+    """DIP skip network producing an RGBA edit layer (paper appendix A.1).
+
+    Args:
+        config: the architecture.
+    """
 
     def __init__(self, config: GeneratorConfig = GeneratorConfig()) -> None:
         super().__init__()
@@ -155,9 +180,18 @@ class SkipGenerator(nn.Module):
 
     @property
     def min_size(self) -> int:
+        """The smallest side, in px, the network accepts: 2**num_scales + 1."""
         return 2 ** self.config.num_scales + 1
 
     def check_input(self, x: torch.Tensor) -> None:
+        """Check an input's shape.
+
+        Args:
+            x: the input the network is about to get.
+
+        Raises:
+            ValueError: ``x`` is not [B,in_channels,H,W] or a side is below :attr:`min_size`.
+        """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"generator input must be [B,{self.config.in_channels},H,W], got {tuple(x.shape)}"
@@ -170,6 +204,14 @@ class SkipGenerator(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The edit layer of an image.
+
+        Args:
+            x: [B,3,H,W] in 0..1 (not normalised), both sides at least :attr:`min_size`.
+
+        Returns:
+            [B,4,H,W] in 0..1: the colour C (channels 0-2) and the opacity α (channel 3).
+        """
         self.check_input(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -185,6 +227,9 @@ class SkipGenerator(nn.Module):
         Args:
             top: the full-resolution part after the top level's concatenation.
             tails: each level's layers after its 3×3 convolution (BatchNorm, activation, 1×1 convolution).
+
+        Returns:
+            ``self``.
         """
         self.recompute_top = bool(top)
         for level in self.levels():
@@ -197,13 +242,16 @@ class SkipGenerator(nn.Module):
         return all(level.recompute_tail for level in self.levels())
 
     def set_memory_layout(self, channels_last: bool = False, inplace_activations: bool = False) -> "SkipGenerator":
-        """Memory layout of the network (same values up to float summation order); returns ``self``.
+        """Memory layout of the network (same values up to float summation order).
 
         Args:
             channels_last: convolutions in channels-last layout; inputs are converted in :meth:`forward`.
             inplace_activations: LeakyReLUs in place. Safe here: each follows a BatchNorm or a convolution,
                 whose backward passes do not need their outputs (autograd's version check would raise
                 otherwise); saves one feature map per activation.
+
+        Returns:
+            ``self``, converted to channels-last when asked.
         """
         for m in self.modules():
             if isinstance(m, nn.LeakyReLU):
@@ -212,6 +260,7 @@ class SkipGenerator(nn.Module):
         return self.to(memory_format=torch.channels_last) if channels_last else self
 
     def levels(self) -> list["_Level"]:
+        """The network's scales, top (full resolution) first."""
         return [m for m in self.modules() if isinstance(m, _Level)]
 
     def _top_output(self, skip: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
@@ -230,16 +279,27 @@ class SkipGenerator(nn.Module):
         return torch.sigmoid(y)
 
     def norm_layers(self) -> list[BatchStatNorm2d]:
+        """Every normalisation layer of the network."""
         return [m for m in self.modules() if isinstance(m, BatchStatNorm2d)]
 
 
 def count_parameters(module: nn.Module) -> int:
+    """The number of parameter values of ``module`` (3,115,548 for the default generator)."""
     return sum(p.numel() for p in module.parameters())
 
 
 def build_generator(config: Optional[GeneratorConfig] = None, *, device: torch.device | str = "cpu",
                     seed: Optional[int] = None) -> SkipGenerator:
-    """Build a generator; with ``seed`` its initial weights come from a local RNG (global RNG untouched)."""
+    """Build a generator.
+
+    Args:
+        config: the architecture; None = :class:`GeneratorConfig` defaults.
+        device: where the weights go.
+        seed: None, or the seed of a local RNG the initial weights come from (the global RNG is untouched).
+
+    Returns:
+        The generator on ``device``.
+    """
     config = config or GeneratorConfig()
     if seed is None:
         gen = SkipGenerator(config)

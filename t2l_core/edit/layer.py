@@ -1,14 +1,15 @@
-"""A trained edit layer: the generator's weights plus the settings it was trained with.
+"""A trained edit layer (the generator G_θ of paper section 3.1 after training): its weights plus the settings
+it was trained with, applied to images and saved as safetensors.
 
 ``EditLayer.predict`` runs the generator on any image, one image per forward (so BatchNorm sees that image's
 statistics exactly as during training, see generator.py). ``resolution="working"`` (default) runs it at the
 size it was trained at (what the training previews showed) and brings the layer to the image's resolution
 with a guided filter (:mod:`t2l_core.edit.layer_upsampling`); ``"native"`` runs it at the image's own
-resolution, where the result is exactly a direct generator pass. Images whose pass does not fit the memory budget are generated at the largest size
-that fits and upscaled, with a warning (or refused with a clear message). Tiling is deliberately not used:
-the 7-scale network's receptive field covers the whole image and its BatchNorm uses whole-image
-statistics, so tiles (with per-tile or fixed statistics) differ visibly from a whole-image pass
-(mean |Δ| 0.03-0.13 measured on a 384x512 photo with 256 px tiles). Layers are saved as safetensors.
+resolution, where the result is exactly a direct generator pass. Images whose pass does not fit the memory
+budget are generated at the largest size that fits and upscaled, with a warning (or refused with a clear
+message). Tiling is deliberately not used: the 7-scale network's receptive field covers the whole image and
+its BatchNorm uses whole-image statistics, so tiles (with per-tile or fixed statistics) differ visibly from a
+whole-image pass (mean |Δ| 0.03-0.13 measured on a 384x512 photo with 256 px tiles).
 """
 
 from __future__ import annotations
@@ -39,8 +40,14 @@ BYTES_PER_PIXEL = 3200
 
 
 def default_memory_budget(device: torch.device) -> int:
-    """Bytes we allow one generator forward to use: 80% of free CUDA memory, or half the available RAM
-    (at most 8 GiB) on CPU."""
+    """The bytes one generator forward may use.
+
+    Args:
+        device: where the generator runs.
+
+    Returns:
+        80% of the free CUDA memory, or on CPU half the available RAM (at most 8 GiB; 4 GiB when unknown).
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.8)
@@ -52,7 +59,7 @@ def default_memory_budget(device: torch.device) -> int:
 
 
 def estimate_bytes(h: int, w: int) -> int:
-    """Approximate peak memory of one no-grad forward at h×w."""
+    """Approximate peak memory, in bytes, of one no-grad forward at h×w px."""
     return BYTES_PER_PIXEL * h * w
 
 
@@ -66,11 +73,18 @@ class LayerOutput:
     greenscreen: torch.Tensor  # [B,3,H,W] α·C + (1−α)·green
 
     def rgba(self) -> torch.Tensor:
+        """[B,4,H,W] in 0..1: colour and opacity."""
         return torch.cat([self.color, self.alpha], dim=1)
 
 
 class EditLayer:
-    """Trained generator weights + generator config + training info (prompts, sizes, steps...)."""
+    """Trained generator weights + generator config + training info (prompts, sizes, steps...).
+
+    Args:
+        state_dict: the generator's weights (copied to CPU float32).
+        generator_config: its architecture.
+        info: what the training recorded (prompts, working size, steps...), stored in the layer file.
+    """
 
     def __init__(self, state_dict: dict[str, torch.Tensor], generator_config: GeneratorConfig = GeneratorConfig(),
                  info: Optional[dict] = None) -> None:
@@ -82,7 +96,14 @@ class EditLayer:
 
     # -- model ---------------------------------------------------------------------------------------
     def generator(self, device: torch.device | str = "cpu") -> SkipGenerator:
-        """A generator with this layer's weights on ``device`` (cached; do not train it)."""
+        """A generator with this layer's weights (cached per device; do not train it).
+
+        Args:
+            device: where it runs.
+
+        Returns:
+            The generator, without grad, in the memory layout that pays on ``device``.
+        """
         key = str(torch.device(device))
         if key not in self._cache:
             with torch.inference_mode(False):
@@ -95,6 +116,7 @@ class EditLayer:
         return self._cache[key]
 
     def _generate(self, gen: SkipGenerator, x: torch.Tensor) -> torch.Tensor:
+        """One generator pass: [1,3,h,w] -> [1,4,h,w], contiguous."""
         return gen(x).contiguous()
 
     def working_side(self) -> Optional[int]:
@@ -111,18 +133,22 @@ class EditLayer:
                 size: Optional[int] = None, memory_budget: Optional[int] = None, oversize: str = "downscale",
                 on_image: Optional[Callable[[int, int], None]] = None, resolution: str = "working",
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Colour ``[B,3,H,W]`` and opacity ``[B,1,H,W]`` for images ``[B,3,H,W]`` 0..1 (output on the input's device).
+        """The layer's colour and opacity on images, one generator pass per image.
 
-        ``resolution="working"``: the generator runs with shorter side ``size`` (None = the layer's working
-        size, :meth:`working_side`, never more than the image's own) and, when that is smaller than the image,
-        the layer is brought to the image's size by :func:`guided_upsample` guided by the image (opacity 0
-        stays exactly 0). ``resolution="native"``: ``size`` None = the image's own resolution; an int =
-        process with that shorter side and resize the result back (bilinear).
-        Images with a side below 129 px are upscaled for the pass. An image whose pass
-        would exceed ``memory_budget`` bytes is, with ``oversize="downscale"``, generated at the largest size
-        that fits and upscaled (a warning is issued and recorded in ``self.notes``); ``"error"`` raises
-        MemoryError with a message saying what to change.
-        ``on_image(i, B)`` is called after each image (progress / cancellation).
+        Args:
+            images: [B,3,H,W] in 0..1; sides below 129 px are upscaled for the pass.
+            device: where the generator runs; None = the images' device.
+            size: shorter side of the pass. None = the working size (:meth:`working_side`, at most the image's)
+                for ``"working"``, the image's own for ``"native"``, where an int is resized back (bilinear).
+            memory_budget: bytes one pass may use; None = :func:`default_memory_budget`.
+            oversize: a pass over budget is generated at the largest size that fits and upscaled, with a
+                warning also recorded in ``self.notes`` (``"downscale"``), or raises MemoryError (``"error"``).
+            on_image: called as ``on_image(i, B)`` after each image (progress / cancellation).
+            resolution: ``"working"``: a smaller pass is brought to the image's size by :func:`guided_upsample`
+                (opacity 0 stays exactly 0); ``"native"``: see ``size``.
+
+        Returns:
+            colour [B,3,H,W] and opacity [B,1,H,W] in 0..1, on the images' device.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
@@ -161,12 +187,22 @@ class EditLayer:
         return torch.cat(colors), torch.cat(alphas)
 
     def render(self, images: torch.Tensor, background: Optional[torch.Tensor] = None, **kwargs) -> LayerOutput:
-        """:meth:`predict` plus the composite over ``background`` (default: the images) and the green screen."""
+        """:meth:`predict` plus the composite (paper eq. 1) and the green screen (eq. 4).
+
+        Args:
+            images: [B,3,H,W] in 0..1.
+            background: [B,3,H,W] in 0..1 under the edit; None = the images.
+            **kwargs: passed to :meth:`predict`.
+
+        Returns:
+            The four [B,C,H,W] images at the input resolution.
+        """
         color, alpha = self.predict(images, **kwargs)
         bg = images if background is None else background
         return LayerOutput(color, alpha, composite(color, alpha, bg.to(color)), on_green_screen(color, alpha))
 
     def _run(self, gen: SkipGenerator, x: torch.Tensor, budget: int, oversize: str) -> torch.Tensor:
+        """One pass within ``budget`` bytes: [1,3,h,w] -> [1,4,h,w] (downscaled and upscaled, or MemoryError)."""
         h, w = x.shape[-2:]
         if estimate_bytes(h, w) <= budget:
             return self._generate(gen, x)
@@ -187,7 +223,14 @@ class EditLayer:
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the layer as safetensors (weights + JSON metadata)."""
+        """Write the layer as safetensors (weights + JSON metadata), atomically.
+
+        Args:
+            path: the file to write; its folder is created.
+
+        Returns:
+            The path written.
+        """
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "generator_config": json.dumps(self.generator_config.to_dict()),
@@ -199,8 +242,18 @@ class EditLayer:
 
     @classmethod
     def check_file(cls, path: str | Path, remedy: str = "") -> dict:
-        """The metadata of a layer file (header only); a ValueError naming the file when it is not a layer
-        (missing, empty, truncated, or another kind of safetensors file). ``remedy`` ends the message."""
+        """The metadata of a layer file, read from its header only.
+
+        Args:
+            path: the file.
+            remedy: what the user should do, appended to error messages.
+
+        Returns:
+            ``{key: str}``, the safetensors metadata.
+
+        Raises:
+            ValueError: naming the file, when it is missing, empty, truncated, or another kind of file.
+        """
         from ..io.safetensors_files import read_metadata
 
         p = Path(path)
@@ -213,7 +266,18 @@ class EditLayer:
 
     @classmethod
     def load(cls, path: str | Path, remedy: str = "") -> "EditLayer":
-        """Read a layer written by :meth:`save`; errors name the file and end with ``remedy``."""
+        """Read a layer written by :meth:`save`.
+
+        Args:
+            path: the file.
+            remedy: what the user should do, appended to error messages.
+
+        Returns:
+            The layer.
+
+        Raises:
+            ValueError: as :meth:`check_file`.
+        """
         from ..io.safetensors_files import read_tensors
 
         cls.check_file(path, remedy)

@@ -27,6 +27,7 @@ GUIDE_EPS = 1e-4  # regulariser: image variations with variance below it (std ~0
 
 
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over k×k windows (reflected border), same size."""
     return box_blur(x, (k, k), border_type="reflect")
 
 
@@ -35,7 +36,11 @@ def guided_coefficients(guide: torch.Tensor, target: torch.Tensor, radius: int =
     """Window-averaged guided-filter coefficients of ``target ~ A·guide + b``.
 
     Args:
-        guide: ``[B,3,h,w]``; target: ``[B,C,h,w]`` (same grid).
+        guide: [B,3,h,w].
+        target: [B,C,h,w], on the same grid.
+        radius: fitting window radius in pixels.
+        eps: the regulariser.
+
     Returns:
         ``A`` ``[B,3,C,h,w]`` and ``b`` ``[B,C,h,w]``: the filtered target is ``sum_k A[:,k] * guide[:,k] + b``.
     """
@@ -62,10 +67,15 @@ def guided_upsample(color: torch.Tensor, alpha: torch.Tensor, guide: torch.Tenso
         color: ``[B,3,h,w]`` 0..1, the layer's colour at the generator's resolution.
         alpha: ``[B,1,h,w]`` 0..1, its opacity.
         guide: ``[B,3,H,W]`` 0..1, the full-resolution input (H >= h, W >= w).
-        radius: fitting window radius in ``h x w`` pixels; eps: the guided filter's regulariser.
+        radius: fitting window radius in ``h x w`` pixels.
+        eps: the guided filter's regulariser.
+
     Returns:
         colour ``[B,3,H,W]`` and opacity ``[B,1,H,W]`` in 0..1; opacity is 0 wherever the bilinear
         upsampling of ``alpha`` is 0.
+
+    Raises:
+        ValueError: the shapes do not belong together, or the guide is smaller than the layer.
     """
     if color.shape[-2:] != alpha.shape[-2:] or color.shape[0] != alpha.shape[0] or guide.shape[0] != color.shape[0]:
         raise ValueError(f"guided_upsample: colour {tuple(color.shape)}, opacity {tuple(alpha.shape)} and guide "

@@ -44,6 +44,7 @@ class LossWeights:
                                min=0.0, max=1000.0)
 
     def to_dict(self) -> dict:
+        """``{field: value}``."""
         return asdict(self)
 
 
@@ -58,7 +59,20 @@ class TextBanks:
     @classmethod
     def build(cls, clip, prompt: str | Sequence[str], screen_prompt: str | Sequence[str] | None = None,
               source_prompt: str | Sequence[str] | None = None) -> "TextBanks":
-        """Encode the banks once. ``screen_prompt`` defaults to ``prompt``; empty ``source_prompt`` = none."""
+        """Encode the banks once, each prompt expanded with the templates of paper appendix A.2.
+
+        Args:
+            clip: the CLIP model (its ``text_bank``).
+            prompt: the target text(s) T.
+            screen_prompt: the green-screen text(s) T_screen; None or empty = ``prompt``.
+            source_prompt: the source text(s) T_ROI of L_dir; None or empty = no directional loss.
+
+        Returns:
+            The banks, each [N,D].
+
+        Raises:
+            ValueError: the target prompt is empty.
+        """
         comp = as_prompt_list(prompt, "target prompt")
         screen = as_prompt_list(screen_prompt, "green-screen prompt") if _given(screen_prompt) else comp
         source = as_prompt_list(source_prompt, "source prompt") if _given(source_prompt) else None
@@ -70,6 +84,7 @@ class TextBanks:
 
 
 def _given(p) -> bool:
+    """Whether a prompt (a string or a list of strings) has any text."""
     if p is None:
         return False
     if isinstance(p, str):
@@ -78,7 +93,15 @@ def _given(p) -> bool:
 
 
 def encode_grouped(fn: Callable[[torch.Tensor], torch.Tensor], batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Apply ``fn`` once per distinct spatial size to the concatenation of ``batches``; split back."""
+    """Apply ``fn`` once per distinct spatial size to the concatenation of ``batches``; split back.
+
+    Args:
+        fn: an encoder, [N,3,h,w] -> [N,...].
+        batches: [V_i,3,h_i,w_i] each.
+
+    Returns:
+        ``fn``'s output per batch, [V_i,...], in the order of ``batches``.
+    """
     groups: dict[tuple[int, int], list[int]] = {}
     for i, b in enumerate(batches):
         groups.setdefault(tuple(b.shape[-2:]), []).append(i)
@@ -91,6 +114,7 @@ def encode_grouped(fn: Callable[[torch.Tensor], torch.Tensor], batches: Sequence
 
 
 def _noop() -> None:
+    """The default cancel point: does nothing."""
     pass
 
 
@@ -107,14 +131,20 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     """Total loss (paper eq. 2) and its weighted terms for one step's examples, with one autograd graph.
 
     Args:
-        inputs: per example the input ``[1,3,h,w]`` in 0..1 (a crop, the whole image, a frame crop).
-        colors, alphas: per example the generator's colour ``[1,3,h,w]`` and opacity ``[1,1,h,w]`` in 0..1.
+        clip: the CLIP model.
+        inputs: per example the input [1,3,h,w] in 0..1 (a crop, the whole image, a frame crop).
+        colors, alphas: per example the generator's colour [1,3,h,w] and opacity [1,1,h,w] in 0..1.
+        banks, views, weights: the texts, the CLIP views and the loss weights.
+        generator: the RNG of the step's texts and views.
         composites, screens: optional per-example ``[1,3,h,w]`` replacing the composite α·C + (1−α)·I and the
             green-screen render (video: maps rendered in the atlas and sampled into a frame); None entries
             are computed as usual.
         bootstrap_targets: per example a ``[1,h',w']`` map in 0..1 (relevancy or user mask), used when
             ``bootstrap_weight`` > 0.
         source_tokens: optional cached structure targets per example.
+        augmenter: the view augmenter; None = a new one for ``views``.
+        authors_bootstrap_bug: see :func:`t2l_core.edit.losses.bootstrap_loss`.
+        cancel_point: called between CLIP passes; raises to cancel.
         defer_report: keep the reported terms as detached 0-dim device tensors (the caller converts them with
             :func:`t2l_core.progress.losses_to_floats` after the backward pass, one host-device wait a step).
 
@@ -133,8 +163,15 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
 
 def total_and_report(terms: dict[str, torch.Tensor],
                      like: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The sum of the weighted ``terms`` (accumulated in ``like``'s dtype) and a report of each term (detached)
-    with ``"total"`` last."""
+    """The total of paper eq. 2 and a report of its terms.
+
+    Args:
+        terms: each weighted term, a 0-dim tensor.
+        like: the total is accumulated in its dtype and device.
+
+    Returns:
+        ``(total, report)``: the sum with its graph, and each term detached with ``"total"`` last.
+    """
     total = sum(terms.values(), like.new_zeros(()))
     report = {name: v.detach() for name, v in terms.items()}
     report["total"] = total.detach()
@@ -171,7 +208,15 @@ class ObjectivePlan:
     views: ViewConfig
 
     def composition_terms(self, emb: torch.Tensor, examples: Sequence[int]) -> dict[str, torch.Tensor]:
-        """L_cos and L_dir of L_comp (paper eq. 3) of composite views ``emb`` ``[k,V,D]`` of ``examples``."""
+        """L_cos and L_dir of L_comp (paper eq. 3).
+
+        Args:
+            emb: [k,V,D], the composite views' embeddings of ``examples``.
+            examples: the k example indices.
+
+        Returns:
+            ``{"composition", "directional" (when on)}``, weighted.
+        """
         w = self.weights
         emb = emb.float()
         terms = {"composition": L.composition_loss(emb, self.comp_text.float(), weight=w.composition)}
@@ -182,17 +227,39 @@ class ObjectivePlan:
         return terms
 
     def screen_terms(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L_screen (paper eq. 4) of green-screen views ``emb`` ``[k,V,D]``."""
+        """L_screen (paper eq. 4).
+
+        Args:
+            emb: [k,V,D], the green-screen views' embeddings.
+
+        Returns:
+            ``{"screen"}``, weighted.
+        """
         return {"screen": L.green_screen_loss(emb.float(), self.screen_text.float(), weight=self.weights.screen)}
 
     def structure_terms(self, tokens: Sequence[torch.Tensor], examples: Sequence[int]) -> dict[str, torch.Tensor]:
-        """L_structure (paper eqs. 5-6) of the composites' tokens against the inputs' of ``examples``."""
+        """L_structure (paper eqs. 5-6).
+
+        Args:
+            tokens: the composites' tokens of ``examples``, [1,T,C] each.
+            examples: the example indices.
+
+        Returns:
+            ``{"structure"}``, weighted.
+        """
         return {"structure": L.structure_loss([t.float() for t in tokens],
                                               [self.src_tok[e].float() for e in examples],
                                               weight=self.weights.structure)}
 
     def passes(self, e: int) -> list[ClipPass]:
-        """Example ``e``'s CLIP passes, each with the terms of its output (weighted, not yet divided by n)."""
+        """One example's CLIP passes, each with the terms of its output (weighted, not yet divided by n).
+
+        Args:
+            e: the example index, 0..n-1.
+
+        Returns:
+            The passes (composites, green screen, structure; those whose loss is on).
+        """
         out = []
         if self.comp_views:
             out.append(ClipPass(self.comp_views[e], "encode_image",
@@ -210,8 +277,17 @@ def plan_objective(clip, inputs, colors, alphas, banks: TextBanks, views: ViewCo
                    composites=None, screens=None) -> ObjectivePlan:
     """Draw the step's randomness in a fixed order and build every view; encode the no-grad inputs.
 
-    Arguments as in :func:`edit_objective`. Texts are sampled first (composition, direction, screen), then the
-    views of every composite, every green-screen render and every input, so a seed fixes the whole step.
+    Texts are sampled first (composition, direction, screen), then the views of every composite, every
+    green-screen render and every input, so a seed fixes the whole step.
+
+    Args:
+        As in :func:`edit_objective`.
+
+    Returns:
+        The plan.
+
+    Raises:
+        ValueError: the numbers of inputs, colours and opacities differ, or are 0.
     """
     n = len(inputs)
     if not (len(colors) == len(alphas) == n) or n == 0:
@@ -253,7 +329,18 @@ def _structure_targets(clip, inputs, views: ViewConfig, cached) -> list[torch.Te
 def opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_weight: float,
                   authors_bootstrap_bug: bool) -> dict[str, torch.Tensor]:
     """The terms computed on α alone: sparsity L_reg (paper eq. 7), and bootstrapping L_init (eq. 8) when its
-    weight is positive."""
+    weight is positive.
+
+    Args:
+        alphas: per example [1,1,h,w] in 0..1.
+        weights: the loss weights.
+        bootstrap_targets: None, or per example a [1,h',w'] map in 0..1.
+        bootstrap_weight: λ_b of this step.
+        authors_bootstrap_bug: see :func:`t2l_core.edit.losses.bootstrap_loss`.
+
+    Returns:
+        ``{"sparsity", "bootstrap" (when on)}``, weighted.
+    """
     terms = {"sparsity": L.sparsity_loss(list(alphas), l1_weight=weights.sparsity_l1, l0_weight=weights.sparsity_l0)}
     if bootstrap_weight > 0 and bootstrap_targets is not None:
         terms["bootstrap"] = L.bootstrap_loss(list(alphas), list(bootstrap_targets), weight=bootstrap_weight,
@@ -262,7 +349,16 @@ def opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_wei
 
 
 def clip_terms(clip, plan: ObjectivePlan, cancel_point: Callable[[], None] = _noop) -> dict[str, torch.Tensor]:
-    """The CLIP terms with one graph: every output view of a size in one ``encode_image`` call."""
+    """The CLIP terms with one graph: every output view of a size in one ``encode_image`` call.
+
+    Args:
+        clip: the CLIP model.
+        plan: the step's plan.
+        cancel_point: called between CLIP passes; raises to cancel.
+
+    Returns:
+        Each weighted CLIP term (composition, directional, screen, structure; those that are on).
+    """
     n, every = plan.n, list(range(plan.n))
     out_emb = encode_grouped(clip.encode_image, plan.comp_views + plan.screen_views)
     cancel_point()

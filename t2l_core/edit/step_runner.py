@@ -50,30 +50,59 @@ class PlainSteps:
 
     # -- the generator --------------------------------------------------------------------------------
     def prepare(self, generator: torch.nn.Module) -> torch.nn.Module:
-        """Take the generator this runner calls; returns it (the fast path sets its layout and recomputation)."""
+        """Take the generator this runner calls (the fast path sets its layout and recomputation).
+
+        Args:
+            generator: the generator being trained.
+
+        Returns:
+            The generator to train.
+        """
         self.generator = generator
         return generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The generator on ``x`` ``[B,3,h,w]`` -> ``[B,4,h,w]`` fp32, standard layout."""
+        """The generator on ``x`` ([B,3,h,w] in 0..1), with its graph.
+
+        Returns:
+            [B,4,h,w] in 0..1, fp32 in the standard memory layout.
+        """
         return self.generator(x).float().contiguous()
 
     def generate(self, x: torch.Tensor, deferred: bool = False) -> torch.Tensor:
-        """The generator on one example ``x`` ``[1,3,h,w]`` -> RGBA ``[1,4,h,w]`` with its graph.
+        """The generator on one example, with its graph.
 
-        ``deferred`` marks an extra example (the whole image or atlas) that a runner may regenerate for its
-        backward pass instead of keeping its activations; the plain path keeps them.
+        Args:
+            x: [1,3,h,w] in 0..1.
+            deferred: an extra example (the whole image or atlas) that a runner may regenerate for its
+                backward pass instead of keeping its activations; the plain path keeps them.
+
+        Returns:
+            RGBA [1,4,h,w] in 0..1.
         """
         return self.forward(x)
 
     def augmenter(self, views: ViewConfig) -> ViewAugmenter:
-        """The CLIP-view augmenter (the fast path's ``save_memory`` recomputes its intermediates)."""
+        """The CLIP-view augmenter (the fast path's ``save_memory`` recomputes its intermediates).
+
+        Args:
+            views: the view settings.
+
+        Returns:
+            The augmenter.
+        """
         return ViewAugmenter(views)
 
     # -- the backward pass ----------------------------------------------------------------------------
     def backward(self, plan: ObjectivePlan, rest: dict[str, torch.Tensor], like: torch.Tensor,
                  cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
-        """Back-propagate the objective of ``plan`` plus the opacity terms ``rest`` into the generator.
+        """Back-propagate the objective (paper eq. 2) into the generator.
+
+        Args:
+            plan: the step's CLIP work.
+            rest: the opacity terms (:func:`t2l_core.edit.objective.opacity_terms`).
+            like: the total is accumulated in its dtype.
+            cancel_point: called between CLIP passes; raises to cancel.
 
         Returns:
             Each weighted term and ``"total"``, detached 0-dim tensors on the device (``like``'s dtype).

@@ -52,10 +52,27 @@ class ExampleSource(Protocol):
     """What an image or a video edit gives the loop: its examples and a preview."""
 
     def examples(self, step: int, rng: torch.Generator, runner: PlainSteps, bootstrap_weight: float) -> StepExamples:
-        """Sample step ``step``'s examples with ``rng`` and run the generator on them through ``runner``."""
+        """Sample a step's examples and run the generator on them.
+
+        Args:
+            step: the 0-based step.
+            rng: the run's RNG (all of the step's randomness).
+            runner: runs the generator (:meth:`PlainSteps.generate`).
+            bootstrap_weight: λ_b of this step; 0 = no bootstrap targets are needed.
+
+        Returns:
+            The examples, with the generator's graph.
+        """
 
     def preview(self, runner: PlainSteps) -> torch.Tensor:
-        """The current edit on the whole input, ``[H,W,3]`` in 0..1 (no grad)."""
+        """The current edit on the whole input (no grad).
+
+        Args:
+            runner: runs the generator.
+
+        Returns:
+            [H,W,3] in 0..1.
+        """
 
 
 @dataclass
@@ -74,7 +91,15 @@ class LoopSettings:
 
     @classmethod
     def from_config(cls, config, banks: TextBanks) -> "LoopSettings":
-        """The loop's settings from an image or video edit config and its encoded text banks."""
+        """The loop's settings of an edit.
+
+        Args:
+            config: an image or video edit config.
+            banks: its encoded text banks.
+
+        Returns:
+            The settings.
+        """
         return cls(iters=config.iters, seed=config.seed, optim=config.optim, banks=banks, views=config.views,
                    weights=config.weights, bootstrap_weight=bootstrap_schedule(config),
                    authors_bootstrap_bug=config.bootstrap.authors_bug, settings=config.to_dict())
@@ -93,7 +118,24 @@ class LoopResult:
 def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: LoopSettings, runner: PlainSteps,
                     hooks: Hooks, checkpoint: CheckpointFile, resume: bool = False,
                     keep_checkpoint: bool = False) -> LoopResult:
-    """Train ``generator`` (prepared by ``runner``) on ``source``'s examples for ``loop.iters`` steps."""
+    """Train the generator on the examples of an image or video edit (paper sections 3.1-3.2, appendix A.3).
+
+    Args:
+        generator: the generator G_θ, prepared by ``runner``.
+        source: builds each step's examples.
+        loop: steps, seed, optimizer and objective settings.
+        runner: how a step is computed.
+        hooks: progress, cancel and preview callbacks.
+        checkpoint: the run's checkpoint file.
+        resume: continue from ``checkpoint`` when it belongs to this run.
+        keep_checkpoint: keep the checkpoint of a finished run.
+
+    Returns:
+        The loss history and step counts.
+
+    Raises:
+        NonFiniteLoss: a loss was not finite (the last good state is written).
+    """
     o = loop.optim
     opt = madgrad.MADGRAD(generator.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     rng = make_generator(loop.seed)
@@ -135,13 +177,15 @@ def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: Loo
 
 @dataclass
 class _RunState:
+    """How far the run is: what a checkpoint written at this point stores."""
+
     done: int  # finished steps
     rng_state: torch.Tensor  # the RNG at the start of step ``done`` (what a resume repeats)
 
 
 def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSteps, augmenter: ViewAugmenter,
           opt: torch.optim.Optimizer, rng: torch.Generator, hooks: Hooks) -> tuple[dict, Optional[float]]:
-    """Sample, generate, objective, backward for step ``step`` (the update is not applied yet).
+    """Sample, generate, objective (paper eq. 2), backward for step ``step`` (the update is not applied yet).
 
     Returns:
         The weighted loss terms and ``"total"`` as floats, and the bootstrap weight when the step bootstrapped.

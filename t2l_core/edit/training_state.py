@@ -18,7 +18,19 @@ from ..checkpoint import (CheckpointFile, all_finite, load_optimizer_state, opti
 
 def write_state(file: CheckpointFile, generator: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                 rng_state: torch.Tensor, settings: dict, history: Sequence[dict]):
-    """Write the state at the start of ``step`` (``rng_state`` = the RNG then); returns the path or None."""
+    """Write the state at the start of a step.
+
+    Args:
+        file: the checkpoint file.
+        generator, optimizer: the generator and its MADGRAD optimizer.
+        step: the number of finished steps.
+        rng_state: the RNG at the start of ``step``.
+        settings: the flat settings (stored as JSON; the fingerprint comes from them).
+        history: the per-step losses so far.
+
+    Returns:
+        The path written, or None when the file writes nothing.
+    """
     tensors = {f"gen.{k}": v for k, v in generator.state_dict().items()}
     tensors.update(optimizer_state_tensors(optimizer))
     tensors["rng_state"] = rng_state
@@ -29,7 +41,14 @@ def write_state(file: CheckpointFile, generator: torch.nn.Module, optimizer: tor
 
 def write_if_finite(file: CheckpointFile, generator: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                     rng_state: torch.Tensor, settings: dict, history: Sequence[dict]):
-    """:func:`write_state` when the weights and optimizer state are finite (the last good state); else None."""
+    """:func:`write_state` when the weights and optimizer state are finite (the last good state).
+
+    Args:
+        As :func:`write_state`.
+
+    Returns:
+        The path written, or None when nothing was written.
+    """
     if not all_finite(generator.parameters(), generator.buffers(), optimizer_tensors(optimizer)):
         return None
     return write_state(file, generator, optimizer, step, rng_state, settings, history)
@@ -38,6 +57,13 @@ def write_if_finite(file: CheckpointFile, generator: torch.nn.Module, optimizer:
 def read_state(file: CheckpointFile, resume: bool, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
                rng: torch.Generator, iters: int, notes: list[str]) -> tuple[int, list[dict]]:
     """Restore the run's state from ``file`` when ``resume`` and it belongs to this run.
+
+    Args:
+        file: the checkpoint file.
+        resume: whether to read it at all.
+        generator, optimizer, rng: restored in place.
+        iters: the run's steps (for the note).
+        notes: messages for the user are appended here.
 
     Returns:
         ``(first step, history so far)``; ``(0, [])`` when there is nothing to resume (``notes`` says why when

@@ -53,7 +53,16 @@ class ViewConfig:
 
 
 def resized_shape(h: int, w: int, short_side: int, max_long: int) -> tuple[int, int]:
-    """Output (h, w) of torchvision ``Resize(short_side, max_size=max_long)`` for an h×w input."""
+    """The output size of torchvision ``Resize(short_side, max_size=max_long)``.
+
+    Args:
+        h, w: the input size in px.
+        short_side: the shorter side of the output.
+        max_long: the most the longer side may be.
+
+    Returns:
+        (h, w) of the output.
+    """
     short, long = (h, w) if h <= w else (w, h)
     new_short, new_long = short_side, int(short_side * long / short)
     if new_long > max_long:
@@ -62,14 +71,27 @@ def resized_shape(h: int, w: int, short_side: int, max_long: int) -> tuple[int, 
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize without antialiasing (no-op when the size already matches)."""
+    """Bilinear resize without antialiasing (no-op when the size already matches).
+
+    Args:
+        x: [B,C,H,W].
+        size: (h, w).
+
+    Returns:
+        [B,C,h,w].
+    """
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
 
 
 class ViewAugmenter(nn.Module):
-    """Per-view random augmentations with a constant fill for pixels warped in from outside."""
+    """Per-view random augmentations with a constant fill for pixels warped in from outside (appendix A.2).
+
+    Args:
+        cfg: the view settings.
+        recompute: redo the augmentations in the backward pass instead of keeping their intermediates.
+    """
 
     def __init__(self, cfg: ViewConfig, recompute: bool = False) -> None:
         super().__init__()
@@ -88,6 +110,14 @@ class ViewAugmenter(nn.Module):
         )
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """Augment each view with its own random parameters.
+
+        Args:
+            views: [V,3,h,w] in 0..1.
+
+        Returns:
+            [V,3,h,w] in 0..1.
+        """
         if self.recompute and torch.is_grad_enabled() and views.requires_grad:
             return checkpoint(self._augment, views, use_reentrant=False)
         return self._augment(views)
@@ -100,12 +130,26 @@ class ViewAugmenter(nn.Module):
 
 
 def view_shape(h: int, w: int, cfg: ViewConfig) -> tuple[int, int]:
+    """The (h0, w0) of the CLIP views of an h×w image."""
     return resized_shape(h, w, cfg.short_side, cfg.max_long)
 
 
 def make_views(image: torch.Tensor, cfg: ViewConfig, generator: torch.Generator,
                augmenter: ViewAugmenter | None = None) -> torch.Tensor:
-    """``[1,3,H,W]`` 0..1 -> ``[n_views,3,h0,w0]`` augmented views (fresh randomness each call)."""
+    """The augmented CLIP views of one image (fresh randomness each call).
+
+    Args:
+        image: [1,3,H,W] in 0..1.
+        cfg: the view settings.
+        generator: the RNG of the crops and augmentations.
+        augmenter: None = a new :class:`ViewAugmenter` for ``cfg``.
+
+    Returns:
+        [n_views,3,h0,w0] in 0..1, differentiable w.r.t. ``image``.
+
+    Raises:
+        ValueError: ``image`` is not one [1,3,H,W] image.
+    """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"make_views takes one image [1,3,H,W], got {tuple(image.shape)}")
     h, w = image.shape[-2:]
@@ -123,5 +167,13 @@ def make_views(image: torch.Tensor, cfg: ViewConfig, generator: torch.Generator,
 
 
 def structure_view(image: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
-    """The unaugmented structure-loss view: shorter side ``short_side``, longer side <= ``structure_max_long``."""
+    """The unaugmented structure-loss view (paper eqs. 5-6).
+
+    Args:
+        image: [B,3,H,W] in 0..1.
+        cfg: the view settings.
+
+    Returns:
+        [B,3,h,w], shorter side ``short_side`` and longer side at most ``structure_max_long``.
+    """
     return resize(image, resized_shape(*image.shape[-2:], cfg.short_side, cfg.structure_max_long))

@@ -1,4 +1,4 @@
-"""The internal dataset: augmented crops of the single source image (paper section 3.1).
+"""The internal dataset: augmented crops of the single source image (paper section 3.1, appendix A.2).
 
 Every step yields one augmented crop; every ``full_image_every`` steps (step 0 included) also the
 unaugmented working image. Augmentations in the authors' order: colour jitter of the whole image (p=0.1;
@@ -40,15 +40,32 @@ class DatasetConfig:
 
 
 def short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
-    """(height, width) with the shorter side ``size`` and the longer one truncated, as torchvision's
-    ``Resize(size)`` computes it (``int(size * long / short)``: 300x451 -> 512x769)."""
+    """The size after torchvision's ``Resize(size)``: the shorter side ``size``, the longer one truncated
+    (``int(size * long / short)``: 300x451 -> 512x769).
+
+    Args:
+        h, w: the input size in px.
+        size: the shorter side of the output.
+
+    Returns:
+        (height, width).
+    """
     if h <= w:
         return size, int(size * w / h)
     return int(size * h / w), size
 
 
 def resize_short_side(x: torch.Tensor, size: int, *, antialias: bool = True) -> torch.Tensor:
-    """Bilinear resize of ``[B,C,H,W]`` so the shorter side is ``size`` (aspect kept, :func:`short_side_size`)."""
+    """Bilinear resize so the shorter side is ``size`` (aspect kept, :func:`short_side_size`).
+
+    Args:
+        x: [B,C,H,W].
+        size: the shorter side of the output.
+        antialias: antialias when downscaling.
+
+    Returns:
+        [B,C,h,w] (``x`` itself when its shorter side is already ``size``).
+    """
     h, w = x.shape[-2:]
     if min(h, w) == size:
         return x
@@ -57,9 +74,17 @@ def resize_short_side(x: torch.Tensor, size: int, *, antialias: bool = True) -> 
 
 
 def working_image(image: torch.Tensor, size: int) -> torch.Tensor:
-    """The training image: ``[1,3,H,W]`` 0..1 resized (PIL-like bilinear) so its shorter side is ``size``.
+    """The training image: the input resized (PIL-like bilinear) so its shorter side is ``size``.
 
-    ``size`` 0 keeps the input, upscaled only if a side is below the generator minimum.
+    Args:
+        image: [1,3,H,W] in 0..1.
+        size: the working size; 0 keeps the input, upscaled only if a side is below the generator minimum.
+
+    Returns:
+        [1,3,h,w] in 0..1.
+
+    Raises:
+        ValueError: not one RGB image, a side below 32 px, or ``size`` below the generator minimum.
     """
     if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
         raise ValueError(f"expected one RGB image [1,3,H,W], got {tuple(image.shape)}")
@@ -77,7 +102,7 @@ def working_image(image: torch.Tensor, size: int) -> torch.Tensor:
 
 @dataclass
 class Sample:
-    """One training example set. Tensors ``[1,C,h,w]``; ``full``/``full_mask`` only on full-image steps."""
+    """One step's examples. Tensors [1,C,h,w] in 0..1; ``full``/``full_mask`` only on full-image steps."""
 
     crop: torch.Tensor
     crop_mask: Optional[torch.Tensor] = None
@@ -93,7 +118,16 @@ class Sample:
 
 
 class InternalDataset:
-    """Samples augmented crops of one working image ``[1,3,H,W]`` (and an optional ``[1,1,H,W]`` mask)."""
+    """Samples augmented crops of one working image.
+
+    Args:
+        image: [1,3,H,W] in 0..1, both sides at least the generator minimum (129 px).
+        config: the augmentation settings.
+        mask: None, or [1,1,H,W] in 0..1 that follows the geometric augmentations.
+
+    Raises:
+        ValueError: the image is too small or the mask's size differs.
+    """
 
     def __init__(self, image: torch.Tensor, config: DatasetConfig = DatasetConfig(),
                  mask: Optional[torch.Tensor] = None) -> None:
@@ -108,6 +142,15 @@ class InternalDataset:
         self.jitter = K.ColorJitter(c.jitter, c.jitter, c.jitter, c.jitter, p=c.jitter_p)
 
     def sample(self, step: int, generator: torch.Generator) -> Sample:
+        """One step's examples.
+
+        Args:
+            step: 0-based; the whole image joins on multiples of ``full_image_every``.
+            generator: the RNG of the augmentations.
+
+        Returns:
+            The augmented crop (and mask), plus the whole image on full-image steps.
+        """
         c = self.config
         with forked_rng(generator):  # the whole image first, as the authors (a mask is not jittered)
             image = self.jitter(self.image).clamp(0, 1)

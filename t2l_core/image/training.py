@@ -55,17 +55,36 @@ class EditResult:
 
 
 def lr_at(step: int, lr: float = 2.5e-3, decay: float = 0.99, lr_min: float = 1e-5) -> float:
-    """Learning rate used for 0-based ``step`` (after ``step`` decays)."""
+    """The learning rate of a step (paper appendix A.3).
+
+    Args:
+        step: 0-based; the rate after ``step`` decays.
+        lr, decay, lr_min: the schedule.
+
+    Returns:
+        max(lr_min, lr·decay**step).
+    """
     return max(lr_min, lr * decay**step)
 
 
 def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[torch.Tensor] = None,
                       clip=None) -> str:
-    """Hash of everything that determines a run's result (a checkpoint key): the image, the optional mask,
-    every setting including ``iters`` (a run resumes only from a run with the same target), the seed and
-    the generator settings, the CLIP's identity (weights, dtype, device class, config; see
-    :meth:`ClipModel.identity`) and the autocast dtype the run uses. Speed settings that leave the
-    computed values unchanged (``RUNTIME_FIELDS``) are left out."""
+    """Hash of everything that determines a run's result (a checkpoint key).
+
+    Covered: the image, the optional mask, every setting including ``iters`` (a run resumes only from a run
+    with the same target), the seed and the generator settings, the CLIP's identity (weights, dtype, device
+    class, config; see :meth:`ClipModel.identity`) and the autocast dtype the run uses. Speed settings that
+    leave the computed values unchanged (``RUNTIME_FIELDS``) are left out.
+
+    Args:
+        image: [1,3,H,W] in 0..1.
+        config: the edit's settings.
+        mask: None, or the bootstrap mask [1,1,H,W].
+        clip: None, or the CLIP model the run uses.
+
+    Returns:
+        A sha256 hex digest.
+    """
     h = hashlib.sha256()
     h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     if mask is not None:
@@ -76,8 +95,16 @@ def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[to
 
 
 def result_settings(config: EditConfig, clip=None) -> dict:
-    """The settings that change a run's result: the config without ``RUNTIME_FIELDS``, plus the CLIP identity
-    and the effective autocast dtype when ``clip`` is given."""
+    """The settings that change a run's result.
+
+    Args:
+        config: the edit's settings.
+        clip: None, or the CLIP model the run uses.
+
+    Returns:
+        The flat config without ``RUNTIME_FIELDS``, plus the CLIP identity and the effective autocast dtype
+        when ``clip`` is given.
+    """
     d = config.to_dict()
     for name in RUNTIME_FIELDS:
         d.pop(name, None)
@@ -90,6 +117,7 @@ def result_settings(config: EditConfig, clip=None) -> dict:
 
 def default_checkpoint_path(folder: str | Path, image: torch.Tensor, config: EditConfig,
                             mask: Optional[torch.Tensor] = None, clip=None) -> Path:
+    """``folder/edit_<fingerprint[:16]>.safetensors``; arguments as :func:`input_fingerprint`."""
     return Path(folder) / f"edit_{input_fingerprint(image, config, mask, clip)[:16]}.safetensors"
 
 
@@ -97,7 +125,17 @@ def default_checkpoint_path(folder: str | Path, image: torch.Tensor, config: Edi
 
 
 def prepare_image(image: torch.Tensor) -> torch.Tensor:
-    """One image ``[1,C,H,W]`` or ``[C,H,W]`` with C in 1, 3, 4 -> ``[1,3,H,W]`` fp32 in 0..1 (a copy)."""
+    """The image an edit trains on.
+
+    Args:
+        image: [1,C,H,W] or [C,H,W], C in 1, 3, 4 (gray repeated, alpha dropped).
+
+    Returns:
+        [1,3,H,W] fp32 in 0..1 (a copy).
+
+    Raises:
+        ValueError: another shape (a batch), or non-finite values.
+    """
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] not in (1, 3, 4):
@@ -113,7 +151,18 @@ def prepare_image(image: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_mask(mask: Optional[torch.Tensor], image: torch.Tensor) -> Optional[torch.Tensor]:
-    """A bootstrap mask ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` of ``image``'s size -> ``[1,1,H,W]`` in 0..1."""
+    """The bootstrap target of paper eq. 8 given by the user.
+
+    Args:
+        mask: None, or [H,W], [1,H,W] or [1,1,H,W] of ``image``'s size (1 = region to edit).
+        image: [1,3,H,W].
+
+    Returns:
+        None, or [1,1,H,W] in 0..1 (a copy).
+
+    Raises:
+        ValueError: another shape or size, or non-finite values.
+    """
     if mask is None:
         return None
     require_finite(mask, "the bootstrap mask")
@@ -136,6 +185,7 @@ class ImageExamples:
         runner_clip: the CLIP the runner computes with (relevancy targets, the fixed structure target).
         work: the working image ``[1,3,h,w]`` in 0..1 on the training device.
         mask: a bootstrap mask ``[1,1,h,w]`` of the working image, or None.
+        config: the edit's settings.
     """
 
     def __init__(self, runner_clip, work: torch.Tensor, mask: Optional[torch.Tensor], config: EditConfig) -> None:
@@ -149,6 +199,7 @@ class ImageExamples:
         self._full_tokens: Optional[torch.Tensor] = None  # structure target of the whole image (fixed)
 
     def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
+        """See :meth:`t2l_core.edit.training_loop.ExampleSource.examples`."""
         sample = self.dataset.sample(step, rng)
         pairs = sample.examples()
         inputs = [x for x, _ in pairs]
@@ -164,6 +215,7 @@ class ImageExamples:
                             source_tokens=self._source_tokens(sample.full is not None), bootstrap_targets=targets)
 
     def _source_tokens(self, has_full: bool) -> Optional[list]:
+        """Cached structure targets: None for the crop, the whole image's fixed tokens on full-image steps."""
         if not (self.config.weights.structure > 0 and has_full):
             return None
         if self._full_tokens is None:
@@ -172,6 +224,7 @@ class ImageExamples:
         return [None, self._full_tokens]
 
     def preview(self, runner) -> torch.Tensor:
+        """The composite on the working image, [h,w,3] in 0..1 on the CPU."""
         out = runner.forward(self.work)
         return composite(out[:, :3], out[:, 3:], self.work)[0].permute(1, 2, 0).cpu()
 
@@ -184,7 +237,10 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
     """Train an edit layer for ``image`` (paper section 3.1).
 
     Args:
+        clip: the CLIP model (:class:`t2l_core.clip.model.ClipModel`).
         image: ``[1,3,H,W]`` (or ``[3,H,W]``; gray/RGBA handled) in 0..1.
+        config: the edit's settings.
+        hooks: progress, cancel and preview callbacks.
         bootstrap_mask: ``[H,W]``/``[1,H,W]``/``[1,1,H,W]`` in 0..1 (1 = region to edit); replaces the relevancy
             map as bootstrap target.
         checkpoint_path: where a cancel or an error leaves a resumable checkpoint; ``resume`` continues from it
@@ -200,6 +256,9 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
 
     Returns:
         An :class:`EditResult`: the layer, its output at the input's resolution, the loss history.
+
+    Raises:
+        ValueError: bad inputs or settings; NonFiniteLoss: the loss diverged.
     """
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")

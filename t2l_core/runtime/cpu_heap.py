@@ -38,7 +38,11 @@ def _libc() -> Optional[ctypes.CDLL]:
 
 
 def release_freed_heap() -> bool:
-    """Return free heap pages to the OS (glibc ``malloc_trim(0)``); False where that is not available."""
+    """Return free heap pages to the OS (glibc ``malloc_trim(0)``).
+
+    Returns:
+        True when done, False where that is not available.
+    """
     libc = _libc()
     if libc is None:
         return False
@@ -47,18 +51,32 @@ def release_freed_heap() -> bool:
 
 
 def set_mmap_threshold(nbytes: int) -> bool:
-    """Serve allocations of ``nbytes`` and more with mmap (glibc ``mallopt``); False where not available."""
+    """Serve allocations of ``nbytes`` and more with mmap (glibc ``mallopt``).
+
+    Args:
+        nbytes: the threshold in bytes.
+
+    Returns:
+        True when set, False where that is not available.
+    """
     libc = _libc()
     return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, int(nbytes)) == 1)
 
 
 @contextlib.contextmanager
 def mmap_threshold_scope(nbytes: int = TRAINING_MMAP_THRESHOLD, enabled: bool = True) -> Iterator[bool]:
-    """Inside the block, mmap every allocation of ``nbytes`` or more; yields whether that took effect.
+    """Inside the block, mmap every allocation of ``nbytes`` or more.
 
     On entry the free pages that earlier work left in the heap are returned first (once: a long-running
     process such as ComfyUI starts a run with them), since glibc serves even large requests from free heap
     space before it mmaps.
+
+    Args:
+        nbytes: the threshold in bytes.
+        enabled: False makes the block a no-op.
+
+    Yields:
+        Whether the threshold took effect.
     """
     active = enabled and set_mmap_threshold(nbytes)
     if active:

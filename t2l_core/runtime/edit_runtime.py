@@ -66,11 +66,27 @@ class EditRuntime(PlainSteps):
 
     @classmethod
     def from_config(cls, clip, config) -> "EditRuntime":
-        """The runtime an edit config's speed settings (:class:`t2l_core.edit.config.RuntimeConfig`) ask for."""
+        """The runtime an edit config's speed settings ask for.
+
+        Args:
+            clip: the loaded CLIP on the training device.
+            config: an image or video edit config (its :class:`t2l_core.edit.config.RuntimeConfig`).
+
+        Returns:
+            The runtime.
+        """
         r = config.runtime
         return cls(clip, r.fast, r.autocast, r.compile, r.save_memory, threads=r.threads)
 
     def prepare(self, generator: torch.nn.Module) -> torch.nn.Module:
+        """As the plain path, plus the generator's recomputation, memory layout and optional compilation.
+
+        Args:
+            generator: the :class:`t2l_core.edit.generator.SkipGenerator` being trained (set up in place).
+
+        Returns:
+            The generator to train (its parameters are the ones the optimizer updates).
+        """
         generator.set_recompute(top=self.save_memory, tails=self.measures.recompute_tails)
         generator.set_memory_layout(self.measures.channels_last, self.measures.inplace_activations)
         super().prepare(generator)
@@ -78,13 +94,29 @@ class EditRuntime(PlainSteps):
         return generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """As the plain path, under the generator's autocast and through the compiled module when asked.
+
+        Args:
+            x: [B,3,h,w] in 0..1.
+
+        Returns:
+            [B,4,h,w] fp32 in 0..1, standard layout, with its graph.
+        """
         with autocast(self.device, self.amp):
             # back to the standard layout: the loss side (crops, resizes, warps, CLIP) is faster on it
             return self._call(x).float().contiguous()
 
     def generate(self, x: torch.Tensor, deferred: bool = False) -> torch.Tensor:
         """As the plain path; with the staged backward a ``deferred`` example is generated without a graph and
-        regenerated for its backward pass (:func:`deferred_output`)."""
+        regenerated for its backward pass (:func:`deferred_output`).
+
+        Args:
+            x: [1,3,h,w] in 0..1.
+            deferred: whether this is an extra example (the whole image or atlas).
+
+        Returns:
+            RGBA [1,4,h,w] in 0..1.
+        """
         if not (deferred and self.staged_backward):
             return self.forward(x)
         out = deferred_output(self.forward, x)
@@ -97,6 +129,12 @@ class EditRuntime(PlainSteps):
         (Not on the plain fast path: with the staged backward the augmentations' intermediates are gone before
         the generator's backward pass, where the peak is, so redoing kornia's warps and colour jitter, ~0.1 s
         per 16 views on a CPU, would buy nothing there.)
+
+        Args:
+            views: the view settings.
+
+        Returns:
+            The augmenter.
         """
         return ViewAugmenter(views, recompute=self.save_memory)
 
@@ -110,6 +148,15 @@ class EditRuntime(PlainSteps):
 
     def backward(self, plan: ObjectivePlan, rest: dict[str, torch.Tensor], like: torch.Tensor,
                  cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
+        """As the plain path; with the staged backward one CLIP pass at a time, then the deferred examples
+        (:mod:`t2l_core.runtime.staged_backward`). Same gradients up to float summation order.
+
+        Args:
+            plan, rest, like, cancel_point: as :meth:`t2l_core.edit.step_runner.PlainSteps.backward`.
+
+        Returns:
+            Each weighted term and ``"total"``, detached 0-dim tensors on the device.
+        """
         if not self.staged_backward:
             return super().backward(plan, rest, like, cancel_point)
         deferred, self._deferred = self._deferred, []
@@ -124,5 +171,13 @@ class EditRuntime(PlainSteps):
 
 
 def step_runner(clip, config) -> EditRuntime:
-    """The step runner for an edit config's speed settings (``fast`` off gives the plain computation)."""
+    """The step runner for an edit config's speed settings (``fast`` off gives the plain computation).
+
+    Args:
+        clip: the loaded CLIP on the training device.
+        config: an image or video edit config.
+
+    Returns:
+        The runner (:meth:`EditRuntime.from_config`).
+    """
     return EditRuntime.from_config(clip, config)

@@ -9,8 +9,8 @@ text cache) whose image passes differ only in how they are computed:
 * attention written out as one QKV projection on ``[B·T, C]`` rows, ``scaled_dot_product_attention`` on
   batch-first heads and the output projection, instead of ``nn.MultiheadAttention`` (which, with gradients
   on, falls back to batched ``bmm`` projections and several layout copies);
-* optional autocast (bf16 on CUDA by default, see :mod:`t2l_core.runtime.precision`; on CPU only when asked: it is slower
-  on CPUs without AMX);
+* optional autocast (bf16 on CUDA by default, see :mod:`t2l_core.runtime.precision`; on CPU only when asked:
+  it is slower on CPUs without AMX);
 * optional activation checkpointing (``checkpoint_blocks``): with gradients on, each residual block keeps
   only its input and recomputes its activations in the backward pass (same values, less memory).
 * in ``encode_image`` the last block runs on the CLS row only (its keys and values still come from every
@@ -22,7 +22,7 @@ text cache) whose image passes differ only in how they are computed:
 
 Every caller of ``encode_image`` / ``image_tokens`` / ``_embed_patches`` / ``_run_blocks`` (the edit
 objective, relevancy maps) gets the fast path through the view. Results equal the plain path up to float
-rounding (see tests/runtime/test_fast_path.py for the tolerance).
+rounding (the fast-path tests state the tolerance; bench/RESULTS.md the speed).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def _cls_attention_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _call_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A block the hand-written kernels do not cover, called as it is."""
     return blk(x)
 
 
@@ -127,6 +128,7 @@ class FastClipModel(ClipModel):
         return self._patch_matrix
 
     def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] (0..1) -> token sequence after ln_pre, [B, 1+rows*cols, width], by one matrix product."""
         self._check_images(images)
         v = self.visual
         p = self.patch_size
@@ -142,9 +144,11 @@ class FastClipModel(ClipModel):
         return v.ln_pre(x)
 
     def _recompute(self, x: torch.Tensor) -> bool:
+        """Whether the blocks on ``x`` recompute their activations in the backward pass."""
         return self.checkpoint_blocks and torch.is_grad_enabled() and x.requires_grad
 
     def _run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Apply resblocks[start:stop] to a batch-first token sequence, plain blocks by hand."""
         tr = self.visual.transformer
         if not getattr(tr, "batch_first", True):
             return ClipModel._run_blocks(self, x, start, stop)
@@ -171,12 +175,21 @@ class FastClipModel(ClipModel):
         return _cls_attention_block(blk, x)
 
     def _autocast(self):
+        """The autocast context of the image passes (disabled when ``autocast_dtype`` is None)."""
         if self.autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def encode_image(self, images: torch.Tensor, *, tokens_block: int | None = None):
-        """As :meth:`ClipModel.encode_image`; the last block is computed for the CLS row only when valid."""
+        """As :meth:`ClipModel.encode_image`; the last block is computed for the CLS row only when valid.
+
+        Args:
+            images: [B,3,H,W] in 0..1 (normalised here).
+            tokens_block: if given, also return the tokens entering that block (-1 = last block).
+
+        Returns:
+            [B,D] fp32 unnormalised embeddings, or (embeddings, tokens [B,1+N,width] fp32).
+        """
         with self._autocast():
             x = self._embed_patches(images)
             if tokens_block is None:
@@ -188,6 +201,15 @@ class FastClipModel(ClipModel):
         return emb.float() if tokens_block is None else (emb.float(), tokens.float())
 
     def image_tokens(self, images: torch.Tensor, block: int = -1) -> torch.Tensor:
+        """As :meth:`ClipModel.image_tokens`, under this view's autocast.
+
+        Args:
+            images: [B,3,H,W] in 0..1.
+            block: the block index (-1 = last).
+
+        Returns:
+            [B,1+rows*cols,width] fp32, CLS first.
+        """
         with self._autocast():
             return ClipModel.image_tokens(self, images, block).float()
 
@@ -196,10 +218,14 @@ def fast_clip(clip: ClipModel, autocast_dtype: Optional[torch.dtype] = None,
               checkpoint_blocks: bool = False) -> ClipModel:
     """A fast view of ``clip`` (shared weights and text cache; ``clip`` itself is unchanged).
 
-    ``autocast_dtype``: run the image passes under autocast in this dtype (``None`` = the model's own dtype).
-    ``checkpoint_blocks``: recompute each block's activations in the backward pass (less memory, ~1 extra
-    forward of the blocks with gradients).
-    Returns ``clip`` itself when its vision tower is not a standard open_clip ViT.
+    Args:
+        clip: the loaded CLIP.
+        autocast_dtype: run the image passes under autocast in this dtype (None = the model's own dtype).
+        checkpoint_blocks: recompute each block's activations in the backward pass (less memory, ~1 extra
+            forward of the blocks with gradients).
+
+    Returns:
+        The view, or ``clip`` itself when its vision tower is not a standard open_clip ViT.
     """
     if isinstance(clip, FastClipModel):
         if clip.autocast_dtype == autocast_dtype and clip.checkpoint_blocks == checkpoint_blocks:

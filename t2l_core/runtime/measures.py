@@ -20,15 +20,16 @@ from ..device import channels_last_pays
 class FastMeasures:
     """Which measures of the fast path are on. Each changes how a step is computed, never what.
 
-    ``channels_last``: the generator in channels-last layout.
-    ``inplace_activations``: the generator's LeakyReLUs in place (one feature map fewer kept per activation).
-    ``fused_clip``: the CLIP image side through :func:`t2l_core.runtime.fused_clip.fast_clip`.
-    ``staged_backward``: back-propagate CLIP pass by CLIP pass; extra examples regenerated for their backward.
-    ``recompute_tails``: the generator's layers after each 3x3 convolution recomputed in the backward pass.
-    ``mmap_large_blocks``: on CPU, blocks of 4 MiB and more mmapped while training, so freeing one gives its
-    pages straight back (:func:`t2l_core.runtime.cpu_heap.mmap_threshold_scope`).
-    ``trim_heap``: on CPU, the heap's free pages returned to the OS after each step
-    (:func:`t2l_core.runtime.cpu_heap.release_freed_heap`).
+    Args:
+        channels_last: the generator in channels-last layout.
+        inplace_activations: the generator's LeakyReLUs in place (one feature map fewer kept per activation).
+        fused_clip: the CLIP image side through :func:`t2l_core.runtime.fused_clip.fast_clip`.
+        staged_backward: back-propagate CLIP pass by CLIP pass; extra examples regenerated for their backward.
+        recompute_tails: the generator's layers after each 3x3 convolution recomputed in the backward pass.
+        mmap_large_blocks: on CPU, blocks of 4 MiB and more mmapped while training, so freeing one gives its
+            pages straight back (:func:`t2l_core.runtime.cpu_heap.mmap_threshold_scope`).
+        trim_heap: on CPU, the heap's free pages returned to the OS after each step
+            (:func:`t2l_core.runtime.cpu_heap.release_freed_heap`).
     """
 
     channels_last: bool = True
@@ -41,10 +42,18 @@ class FastMeasures:
 
     @classmethod
     def none(cls) -> "FastMeasures":
+        """Every measure off: the plain path's computation."""
         return cls(**{f.name: False for f in fields(cls)})
 
     def without(self, *names: str) -> "FastMeasures":
-        """A copy with the named measures off (e.g. ``without("trim_heap")``)."""
+        """A copy with some measures off.
+
+        Args:
+            *names: field names, e.g. ``without("trim_heap")``.
+
+        Returns:
+            The copy.
+        """
         return replace(self, **{n: False for n in names})
 
 
@@ -54,7 +63,11 @@ _FORCED_MEASURES: contextvars.ContextVar[Optional[FastMeasures]] = contextvars.C
 
 @contextlib.contextmanager
 def forced_measures(measures: FastMeasures) -> Iterator[None]:
-    """Inside the block, fast-path runtimes use exactly ``measures`` (for benchmarks that ablate them)."""
+    """Inside the block, fast-path runtimes use exactly ``measures`` (for benchmarks that ablate them).
+
+    Args:
+        measures: the measures every :class:`t2l_core.runtime.edit_runtime.EditRuntime` made inside uses.
+    """
     token = _FORCED_MEASURES.set(measures)
     try:
         yield
@@ -78,6 +91,13 @@ def default_measures(device: torch.device, save_memory: bool = False) -> FastMea
     ``save_memory`` turns every measure on (and the runtime adds activation checkpointing), channels-last
     included even where it is slower: the standard layout's convolution backward allocates im2col buffers
     that raise the peak again.
+
+    Args:
+        device: the training device.
+        save_memory: every measure on.
+
+    Returns:
+        The measures.
     """
     if save_memory:
         return FastMeasures()

@@ -33,11 +33,14 @@ NEGLIGIBLE = 1e-4  # tensors with a gradient norm below this share of the larges
 
 @dataclass
 class Agreement:
+    """How far one precision's gradients are from the fp32 ones (cosines in -1..1)."""
+
     mode: str
     cosine: float
     min_tensor_cosine: float
 
     def passes(self) -> bool:
+        """Whether both cosines reach :data:`AGREEMENT_BOUND`."""
         return (self.cosine >= AGREEMENT_BOUND["cosine"]
                 and self.min_tensor_cosine >= AGREEMENT_BOUND["min_tensor_cosine"])
 
@@ -46,8 +49,17 @@ def generator_gradients(clip, image: torch.Tensor, config, mode: str, generator:
                         weights_seed: int = 0, views_seed: int = 0) -> dict[str, torch.Tensor]:
     """Gradients of one step of the edit objective w.r.t. a freshly initialised generator's weights.
 
-    ``image`` ``[1,3,H,W]`` 0..1; ``config`` an :class:`~t2l_core.image.training.EditConfig` (prompts, views,
-    weights); ``mode`` one of :data:`t2l_core.device.AUTOCAST_MODES` (fast path).
+    Args:
+        clip: the loaded CLIP.
+        image: [1,3,H,W] in 0..1, both sides at least 129 px.
+        config: an :class:`~t2l_core.edit.config.EditConfig` (prompts, views, weights).
+        mode: one of :data:`t2l_core.device.AUTOCAST_MODES` (fast path).
+        generator: the generator's architecture.
+        weights_seed: seed of the generator's initial weights.
+        views_seed: seed of the step's texts and views.
+
+    Returns:
+        ``{parameter name: gradient}``, fp32 on the CPU.
     """
     rt = EditRuntime(clip, fast=True, autocast_mode=mode)
     gen = rt.prepare(build_generator(generator, device=clip.device, seed=weights_seed))
@@ -62,7 +74,16 @@ def generator_gradients(clip, image: torch.Tensor, config, mode: str, generator:
 
 
 def agreement(mode: str, grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> Agreement:
-    """Compare ``grads`` with the fp32 gradients ``ref`` (same names)."""
+    """Compare gradients with the fp32 ones.
+
+    Args:
+        mode: the precision the gradients come from.
+        grads: ``{parameter name: gradient}``.
+        ref: the fp32 gradients, same names.
+
+    Returns:
+        The whole-gradient cosine and the smallest per-tensor cosine.
+    """
     flat = torch.cat([grads[n].flatten() for n in ref]).double()  # float64: no rounding above 1 on 3M entries
     flat_ref = torch.cat([ref[n].flatten() for n in ref]).double()
     largest = max(float(g.norm()) for g in ref.values())

@@ -20,13 +20,19 @@ from ..edit.objective import ObjectivePlan
 
 def staged_objective_backward(clip, plan: ObjectivePlan, rest: dict[str, torch.Tensor],
                               cancel_point: Callable[[], None] = lambda: None) -> dict[str, torch.Tensor]:
-    """Back-propagate the objective one CLIP pass at a time; returns the (detached) weighted terms.
+    """Back-propagate the objective (paper eq. 2) one CLIP pass at a time.
 
     Every CLIP term is a mean over examples of a per-example term, so example e's share is its own term
     divided by n. Each share (the composites' views, the green-screen views, one structure view) is encoded
     from a detached copy of its views and back-propagated to that copy at once, which frees the pass's
     activations before the next one starts. One final backward then carries the view gradients and the
     opacity terms ``rest`` through the augmentations and composites into the caller's graph (the generator).
+
+    Args:
+        clip: the CLIP model.
+        plan: the step's CLIP work.
+        rest: the opacity terms, with their graph.
+        cancel_point: called before each pass; raises to cancel.
 
     Returns:
         The terms in the order of :func:`t2l_core.edit.objective.clip_terms`, then ``rest``, all detached.
@@ -64,6 +70,13 @@ def deferred_output(generate: Callable[[torch.Tensor], torch.Tensor], x: torch.T
 
     Pair with :func:`backward_deferred`, which regenerates it with a graph and back-propagates that gradient
     (one more forward pass of the example, none of its activations kept meanwhile).
+
+    Args:
+        generate: the generator's forward, [1,3,h,w] -> [1,4,h,w].
+        x: [1,3,h,w] in 0..1.
+
+    Returns:
+        [1,4,h,w] in 0..1, a leaf that requires grad.
     """
     with torch.no_grad():
         out = generate(x)
@@ -76,6 +89,12 @@ def backward_deferred(generate: Callable[[torch.Tensor], torch.Tensor], inputs: 
 
     The generator is deterministic for a given input (BatchNorm uses the input's own statistics), so the
     regenerated output equals the leaf and the parameter gradients equal those of a single backward pass.
+
+    Args:
+        generate: the generator's forward, as given to :func:`deferred_output`.
+        inputs: the examples' inputs, [1,3,h,w] each.
+        outputs: their :func:`deferred_output` leaves, in the same order.
+        cancel_point: called before each example; raises to cancel.
     """
     for x, leaf in zip(inputs, outputs):
         cancel_point()

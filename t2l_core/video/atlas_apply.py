@@ -1,6 +1,6 @@
 """Applying edits made on an atlas to a video (paper section 3.2): the whole atlas through a trained
-generator once, mapped back into every frame and blended over the original video (NLA eqs. 15-16); the
-paper's "frames baseline" for comparison; and image-trained layers applied to an atlas.
+generator once, mapped back into every frame (eq. 10) and blended over the original video (NLA eqs. 15-16);
+the paper's "frames baseline" for comparison; and image-trained layers applied to an atlas.
 """
 
 from __future__ import annotations
@@ -17,8 +17,19 @@ from .atlas_dataset import layer_key, training_bbox
 
 
 def video_frames_u8(nla: FittedNLA, frames: Optional[torch.Tensor]) -> torch.Tensor:
-    """The original video as uint8 ``[T,3,H,W]``: ``frames`` (0..1 float or uint8, checked against the atlas)
-    or, when None, the frames stored with the atlas."""
+    """The original video as uint8.
+
+    Args:
+        nla: the fitted atlas.
+        frames: None (the frames stored with the atlas), or [T,3,H,W] float 0..1 or uint8, checked against
+            the atlas.
+
+    Returns:
+        [T,3,H,W] uint8 on the CPU.
+
+    Raises:
+        ValueError: the frames' shape does not match the atlas, or they are not finite.
+    """
     if frames is None:
         return nla.frames_u8
     if frames.ndim != 4 or frames.shape[1] != 3:
@@ -33,8 +44,18 @@ def video_frames_u8(nla: FittedNLA, frames: Optional[torch.Tensor]) -> torch.Ten
 @torch.no_grad()
 def render_video(nla: FittedNLA, frames_u8: torch.Tensor, fg_edit: Optional[AtlasEdit] = None,
                  bg_edit: Optional[AtlasEdit] = None, on_frame=None) -> torch.Tensor:
-    """Edited video [T,3,H,W] float: atlas edits blended over ``frames_u8`` [T,3,H,W] uint8, one frame at a
-    time (only the output is allocated at full size)."""
+    """The edited video: atlas edits blended over the frames, one frame at a time (only the output is
+    allocated at full size).
+
+    Args:
+        nla: the fitted atlas.
+        frames_u8: [T,3,H,W] uint8, the original video.
+        fg_edit, bg_edit: None, or the layer's atlas edit.
+        on_frame: None, or called as ``on_frame(t, T)`` after each frame (progress / cancellation).
+
+    Returns:
+        [T,3,H,W] float in 0..1.
+    """
     T = frames_u8.shape[0]
     out = torch.empty(frames_u8.shape, dtype=torch.float32)
     for t in range(T):
@@ -46,8 +67,18 @@ def render_video(nla: FittedNLA, frames_u8: torch.Tensor, fg_edit: Optional[Atla
 
 @torch.no_grad()
 def frames_baseline(layer: EditLayer, nla: FittedNLA, which: str, frames: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The paper's "frames baseline": the generator applied to every frame independently (foreground input =
-    frame x NLA opacity), blended with the same layer weights as an atlas edit. Returns [T,3,H,W]."""
+    """The paper's "frames baseline" (section 4.2): the generator applied to every frame independently
+    (foreground input = frame x NLA opacity), blended with the same layer weights as an atlas edit.
+
+    Args:
+        layer: the trained edit layer.
+        nla: the fitted atlas.
+        which: ``"fg"``/``"foreground"`` or ``"bg"``/``"background"``.
+        frames: None (the stored frames), or [T,3,H,W] float 0..1 or uint8.
+
+    Returns:
+        [T,3,H,W] float in 0..1.
+    """
     key = layer_key(which)
     u8 = video_frames_u8(nla, frames)
     out = torch.empty(u8.shape, dtype=torch.float32)
@@ -63,15 +94,36 @@ def frames_baseline(layer: EditLayer, nla: FittedNLA, which: str, frames: Option
 
 @torch.no_grad()
 def whole_atlas_edit(gen: torch.nn.Module, atlas: torch.Tensor, bbox: AtlasBBox) -> AtlasEdit:
-    """The whole atlas ``[1,3,Ha,Wa]`` through the generator once -> :class:`AtlasEdit` over ``bbox`` (CPU)
-    (paper section 3.2: the edit is made once in the atlas and mapped into every frame)."""
+    """The whole atlas through the generator once (paper section 3.2: the edit is made once in the atlas and
+    mapped into every frame).
+
+    Args:
+        gen: the generator.
+        atlas: [1,3,Ha,Wa] in 0..1, the discretised atlas.
+        bbox: the uv rectangle the atlas covers.
+
+    Returns:
+        The RGBA edit over ``bbox``, on the CPU.
+    """
     out = gen(atlas).float().cpu()[0]
     return AtlasEdit(rgb=out[:3], alpha=out[3], bbox=bbox)
 
 
 def layer_atlas_bbox(layer: EditLayer, nla: FittedNLA, which: Optional[str] = None) -> AtlasBBox:
-    """The atlas framing an edit layer runs on: the one it was trained on (video layers), else the NLA's
-    discretised atlas of ``which`` (an image-trained layer applied to an atlas: the paper's atlas baseline)."""
+    """The atlas framing an edit layer runs on.
+
+    Args:
+        layer: the edit layer.
+        nla: the fitted atlas.
+        which: None, or the atlas layer (``"fg"``/``"bg"``) to apply it to; required for image-trained layers.
+
+    Returns:
+        The framing it was trained on (video layers), else the NLA's discretised atlas of ``which`` (an
+        image-trained layer applied to an atlas: the paper's atlas baseline).
+
+    Raises:
+        ValueError: not an edit layer, trained on another atlas or layer, or ``which`` missing or absent.
+    """
     if not isinstance(layer, EditLayer):
         raise ValueError("an edit layer must come from Train Edit Layer (Text2LIVE) or EditLayer.load")
     atlas_info = layer.info.get("atlas")
@@ -97,12 +149,20 @@ def layer_atlas_bbox(layer: EditLayer, nla: FittedNLA, which: Optional[str] = No
 def atlas_edit_from_layer(layer: EditLayer, nla: FittedNLA, which: Optional[str] = None,
                           device: torch.device | str = "cpu", memory_budget: Optional[int] = None,
                           on_progress=None, resolution: str = "working") -> AtlasEdit:
-    """Run ``layer`` once on the atlas image it belongs to -> :class:`AtlasEdit` for :func:`render_edits`.
+    """Run an edit layer once on the atlas image it belongs to.
 
-    ``on_progress(i, n)`` is called while the atlas image is sampled (progress / cancellation).
-    ``resolution`` as in :meth:`EditLayer.predict`: a layer trained on this atlas runs at its training size
-    either way; an image-trained layer runs at its working size and is upsampled guided by the atlas image
-    (``"working"``), or at the atlas image's size (``"native"``)."""
+    Args:
+        layer, nla, which: as :func:`layer_atlas_bbox`.
+        device: where the generator runs.
+        memory_budget: bytes one generator pass may use (:meth:`EditLayer.predict`).
+        on_progress: None, or called as ``on_progress(i, n)`` while the atlas image is sampled.
+        resolution: as in :meth:`EditLayer.predict`: a layer trained on this atlas runs at its training size
+            either way; an image-trained layer runs at its working size and is upsampled guided by the atlas
+            image (``"working"``), or at the atlas image's size (``"native"``).
+
+    Returns:
+        The RGBA edit over the atlas framing, on the CPU, for :func:`t2l_core.nla.render.render_edits`.
+    """
     bbox = layer_atlas_bbox(layer, nla, which)
     atlas = discretise_atlas(nla.model, bbox, on_chunk=on_progress)[None]
     with torch.inference_mode(False):

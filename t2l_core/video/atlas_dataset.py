@@ -43,7 +43,17 @@ LAYER_NAMES = {"fg": "fg", "foreground": "fg", "bg": "bg", "background": "bg"}
 
 
 def layer_key(layer: str) -> str:
-    """'fg'/'foreground' -> 'fg', 'bg'/'background' -> 'bg' (clear error otherwise)."""
+    """The short name of an atlas layer.
+
+    Args:
+        layer: ``"fg"``/``"foreground"`` or ``"bg"``/``"background"`` (any case).
+
+    Returns:
+        ``"fg"`` or ``"bg"``.
+
+    Raises:
+        ValueError: another name.
+    """
     key = LAYER_NAMES.get(str(layer).strip().lower())
     if key is None:
         raise ValueError(f"layer must be 'fg' (foreground) or 'bg' (background), got {layer!r}")
@@ -52,7 +62,7 @@ def layer_key(layer: str) -> str:
 
 @dataclass
 class VideoDatasetConfig:
-    """Sampling settings (authors' video defaults)."""
+    """Sampling settings (authors' video defaults, paper appendix A.4)."""
 
     layer: str = "fg"
     frame_offset: int = 2            # frames t-k, t, t+k (center_frame_distance)
@@ -81,6 +91,8 @@ class FrameCrop:
 
 @dataclass
 class VideoSample:
+    """One step's atlas example: the atlas crop I_Ac (eq. 12) and the three frame crops it maps to (eq. 11)."""
+
     atlas_crop: torch.Tensor         # [1,3,ha,wa] (jittered, flipped)
     atlas_box: tuple                 # (top, left, h, w) in training-atlas texels (before flipping)
     frames: list                     # [FrameCrop] x 3 (t - k, t, t + k)
@@ -90,8 +102,19 @@ class VideoSample:
 
 
 def training_bbox(bbox: AtlasBBox, atlas_scale: float = 1.0, min_size: int = MIN_SIZE) -> AtlasBBox:
-    """The same uv rectangle as ``bbox`` with ``atlas_scale`` x its texels, raised so both sides are at least
-    ``min_size`` texels (the generator's minimum input)."""
+    """The framing of the training atlas: the same uv rectangle with more or fewer texels.
+
+    Args:
+        bbox: the NLA's discretised atlas framing.
+        atlas_scale: texels per native texel, > 0.
+        min_size: both sides are raised to at least this many texels (the generator's minimum input).
+
+    Returns:
+        The framing.
+
+    Raises:
+        ValueError: ``atlas_scale`` <= 0.
+    """
     s = float(atlas_scale)
     if s <= 0:
         raise ValueError(f"atlas_scale must be > 0, got {atlas_scale}")
@@ -103,9 +126,20 @@ def training_bbox(bbox: AtlasBBox, atlas_scale: float = 1.0, min_size: int = MIN
 
 @torch.no_grad()
 def mask_boxes(model: LayeredAtlas, threshold: float = 0.95, border: int = 30, min_size: int = MIN_SIZE) -> list:
-    """Per frame (top, left, h, w): bbox of NLA opacity >= ``threshold`` grown by ``border`` px, clipped to the
-    frame, each side padded (around its centre, inside the frame) to at least ``min_size``. A frame without
-    such pixels uses the pixels above half its peak opacity, or the whole frame if it shows no foreground."""
+    """The foreground box of every frame (paper appendix A.4).
+
+    A frame without pixels above ``threshold`` uses the pixels above half its peak opacity, or the whole
+    frame if it shows no foreground.
+
+    Args:
+        model: the fitted atlas.
+        threshold: the NLA opacity the box covers, 0..1.
+        border: px the box grows by on every side (clipped to the frame).
+        min_size: each side is padded (around its centre, inside the frame) to at least this.
+
+    Returns:
+        Per frame (top, left, h, w) in frame px.
+    """
     H, W = model.cfg.height, model.cfg.width
     boxes = []
     for t in range(model.cfg.frames):
@@ -134,14 +168,23 @@ def _pad_span(lo: int, hi: int, size: int, limit: int) -> tuple:
 
 
 def _crop_side(g: torch.Generator, side: int, cover: float, min_size: int) -> int:
+    """A crop side ~ U[round(cover·side), side], at least ``min(min_size, side)``."""
     return max(randint(g, int(round(cover * side)), side), min(min_size, side))
 
 
 class VideoAtlasDataset:
-    """Samples :class:`VideoSample` s for one layer of a fitted atlas.
+    """Samples :class:`VideoSample` s for one layer of a fitted atlas (paper appendix A.4).
 
-    ``frames`` [T,3,H,W] (uint8 or float 0..1, CPU) are the original frames (used for the foreground input).
-    ``on_progress(i, n)`` is called while the atlas image is sampled (progress / cancellation).
+    Args:
+        model: the fitted atlas.
+        bbox: the layer's discretised atlas framing.
+        frames: [T,3,H,W] uint8 or float 0..1 on the CPU, the original frames (the foreground input).
+        config: the sampling settings.
+        device: where the examples go.
+        on_progress: None, or called as ``on_progress(i, n)`` while the atlas image is sampled.
+
+    Raises:
+        ValueError: no foreground layer to edit, frames too small or not the atlas's.
     """
 
     def __init__(self, model: LayeredAtlas, bbox: AtlasBBox, frames: torch.Tensor, config: VideoDatasetConfig,
@@ -182,6 +225,16 @@ class VideoAtlasDataset:
         return self._full
 
     def frame_boxes(self, g: torch.Generator, ts: list) -> list:
+        """The frame crops of frames ``ts``.
+
+        Args:
+            g: the RNG.
+            ts: the frame indices.
+
+        Returns:
+            Per frame (top, left, h, w) in frame px: one window shared by all frames (background), or one
+            inside each frame's mask box (foreground).
+        """
         H, W = self.model.cfg.height, self.model.cfg.width
         c = self.cfg
         if self.layer == "bg":
@@ -197,6 +250,7 @@ class VideoAtlasDataset:
 
     @torch.no_grad()
     def _frame_input(self, t: int, box: tuple, uv: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """The direct-pass input [3,h,w] of a frame crop: frame x opacity (fg) or the NLA reconstruction (bg)."""
         top, left, h, w = box
         if self.layer == "fg":
             f = self.frames[t, :, top:top + h, left:left + w]
@@ -208,7 +262,15 @@ class VideoAtlasDataset:
 
     @torch.no_grad()
     def sample(self, step: int, g: torch.Generator) -> VideoSample:
-        """The example of 0-based ``step`` drawn from ``g`` (all randomness, including kornia's, comes from ``g``)."""
+        """One step's example (paper eqs. 11-12).
+
+        Args:
+            step: 0-based; the whole atlas joins when ``(step + 1) % full_every == 0``.
+            g: the RNG of all of the example's randomness, kornia's included.
+
+        Returns:
+            The example, its tensors on the dataset's device.
+        """
         T = self.model.cfg.frames
         k = self.offset
         t = randint(g, k, T - 1 - k)

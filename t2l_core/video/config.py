@@ -1,5 +1,5 @@
 """Every setting of a video (atlas) edit: the image settings with the authors' video defaults (paper
-section 3.2, supplement 3.1) plus the atlas sampling settings, each stated once here."""
+section 3.2, appendices A.3-A.4) plus the atlas sampling settings, each stated once here."""
 
 from __future__ import annotations
 
@@ -73,6 +73,11 @@ class VideoEditConfig(EditConfig):
             bg_full_downscale=a.bg_full_downscale, atlas_scale=a.atlas_scale)
 
     def validate(self) -> None:
+        """Check the settings that the field limits alone do not cover.
+
+        Raises:
+            ValueError: saying which setting to change and how.
+        """
         super().validate()
         layer_key(self.layer)
         if not 0 < self.dataset.crop_min <= 1:

@@ -1,4 +1,4 @@
-"""Atlas (video) edits (paper section 3.2, supplement section 3.1): the settings, a step's examples, training.
+"""Atlas (video) edits (paper section 3.2, eqs. 9-12, appendix A.4): the settings, a step's examples, training.
 
 Public API::
 
@@ -67,9 +67,19 @@ class VideoEditResult:
 
 def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: Optional[torch.Tensor] = None) -> str:
     """Hash of everything that determines an atlas edit's result (a checkpoint key): the atlas model and its
-    framing, the frames the foreground inputs come from (``frames`` [T,3,H,W] 0..1 or uint8 as given to
-    :func:`train_video_edit_layer`, default the stored ones), every setting including ``iters``, and with
-    ``clip`` its identity and the autocast dtype (as :func:`t2l_core.image.training.input_fingerprint`)."""
+    framing, the frames, every setting including ``iters``, and with ``clip`` its identity and the autocast
+    dtype (as :func:`t2l_core.image.training.input_fingerprint`).
+
+    Args:
+        nla: the fitted atlas.
+        config: the edit's settings.
+        clip: None, or the CLIP model the run uses.
+        frames: None (the stored frames), or [T,3,H,W] float 0..1 or uint8, as given to
+            :func:`train_video_edit_layer`.
+
+    Returns:
+        A sha256 hex digest.
+    """
     h = hashlib.sha256()
     for k, v in sorted(nla.model.state_dict().items()):
         h.update(k.encode())
@@ -85,6 +95,7 @@ def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: 
 
 def default_video_checkpoint_path(folder: str | Path, nla: FittedNLA, config: VideoEditConfig, clip=None,
                                   frames: Optional[torch.Tensor] = None) -> Path:
+    """``folder/video_edit_<fingerprint[:16]>.safetensors``; arguments as :func:`nla_fingerprint`."""
     return Path(folder) / f"video_edit_{nla_fingerprint(nla, config, clip, frames)[:16]}.safetensors"
 
 
@@ -92,19 +103,30 @@ def default_video_checkpoint_path(folder: str | Path, nla: FittedNLA, config: Vi
 
 
 def sample_into_frame(maps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Atlas-crop maps [1,C,ha,wa] -> frame crop [1,C,h,w]: bilinear, align_corners=False, clamped to 0..1."""
+    """Sample atlas-crop maps into a frame crop (paper eq. 10): bilinear, align_corners=False, clamped.
+
+    Args:
+        maps: [1,C,ha,wa], maps over the atlas crop.
+        grid: [1,h,w,2], each frame pixel's grid_sample coordinates in the atlas crop.
+
+    Returns:
+        [1,C,h,w] in 0..1.
+    """
     return F.grid_sample(maps, grid.to(maps), mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
 
 
 def atlas_examples(out: torch.Tensor, atlas_crop: torch.Tensor, frames: list, layer: str,
                    multiply_alpha: bool = True, authors_inputs: bool = False) -> list:
-    """Map a generator output on an atlas crop into the frame crops.
+    """Map a generator output on an atlas crop into the frame crops (paper eq. 10).
 
     Args:
-        out: ``[1,4,ha,wa]`` RGB + opacity in 0..1, the generator on ``atlas_crop`` ``[1,3,ha,wa]``.
+        out: ``[1,4,ha,wa]`` RGB + opacity in 0..1, the generator on ``atlas_crop``.
+        atlas_crop: ``[1,3,ha,wa]`` in 0..1.
         frames: the step's :class:`t2l_core.video.atlas_dataset.FrameCrop` list.
+        layer: ``"fg"`` or ``"bg"``.
         multiply_alpha: foreground: every map times the NLA opacity a_N and the green screen plus
             (1 - a_N)·green, so screen = a_N(aC + (1-a)G) + (1-a_N)G.
+        authors_inputs: foreground: the inputs are not multiplied by a_N (the authors' code).
 
     Returns:
         Per frame (input, colour, opacity, composite, green screen), each ``[1,C,h,w]``: the maps rendered in
@@ -131,7 +153,7 @@ def atlas_examples(out: torch.Tensor, atlas_crop: torch.Tensor, frames: list, la
 
 
 class AtlasExamples:
-    """The examples of an atlas edit (paper section 3.2, supplement section 3.1): the generator runs on an atlas
+    """The examples of an atlas edit (paper section 3.2, appendix A.4): the generator runs on an atlas
     crop whose edit is sampled into three frame crops, plus once directly on one of the frame crops, plus on
     the whole atlas every ``full_image_every`` steps.
 
@@ -139,6 +161,7 @@ class AtlasExamples:
         runner_clip: the CLIP the runner computes with (relevancy targets, the fixed structure target).
         dataset: the atlas layer's :class:`VideoAtlasDataset`.
         layer: ``"fg"`` or ``"bg"``.
+        config: the edit's settings.
         preview: ``generator -> [H,W,3]`` the middle frame with the current edit.
     """
 
@@ -151,6 +174,7 @@ class AtlasExamples:
         self._full_tokens: Optional[torch.Tensor] = None  # structure target of the whole atlas (fixed)
 
     def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
+        """See :meth:`t2l_core.edit.training_loop.ExampleSource.examples`."""
         cfg, sample = self.config, self.dataset.sample(step, rng)
         fg_alpha = self.layer == "fg" and cfg.atlas.multiply_foreground_alpha
         ex = StepExamples([], [], [], composites=[], screens=[])
@@ -171,6 +195,7 @@ class AtlasExamples:
         return ex
 
     def _source_tokens(self, full: torch.Tensor, n: int) -> Optional[list]:
+        """Cached structure targets of ``n`` examples: the whole atlas's fixed tokens last, None for the rest."""
         if self.config.weights.structure <= 0:
             return None
         if self._full_tokens is None:
@@ -179,10 +204,12 @@ class AtlasExamples:
         return [None] * (n - 1) + [self._full_tokens]
 
     def preview(self, runner) -> torch.Tensor:
+        """The middle frame with the current edit, [H,W,3] in 0..1 on the CPU."""
         return self._preview(runner.generator)
 
 
 def _add(ex: StepExamples, x, color, alpha, comp=None, screen=None) -> None:
+    """Append one example to ``ex``."""
     for seq, v in ((ex.inputs, x), (ex.colors, color), (ex.alphas, alpha), (ex.composites, comp),
                    (ex.screens, screen)):
         seq.append(v)
@@ -198,8 +225,12 @@ def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, fra
     """Train an edit layer on ``config.layer``'s atlas of ``nla`` (paper section 3.2).
 
     Args:
+        clip: the CLIP model (:class:`t2l_core.clip.model.ClipModel`).
+        nla: the fitted atlas.
+        config: the edit's settings.
         frames: ``[T,3,H,W]`` (0..1 or uint8) the original video (default: the frames stored with the atlas);
             used for the foreground inputs and as the base the edit is blended over.
+        hooks: progress, cancel and preview callbacks.
         render: also return the edited video (streamed, one frame at a time).
         other_edit: an :class:`AtlasEdit` of the other layer, combined in the rendered video (foreground and
             background are trained one after the other).
@@ -210,6 +241,9 @@ def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, fra
 
     Returns:
         A :class:`VideoEditResult`: the layer, its atlas edit, the edited video, the loss history.
+
+    Raises:
+        ValueError: bad inputs or settings, or no such layer; NonFiniteLoss: the loss diverged.
     """
     config.validate()
     layer = layer_key(config.layer)
@@ -244,13 +278,16 @@ class _EditsOnVideo:
         self.nla, self.u8, self.layer, self.other = nla, u8, layer, other_edit
 
     def _layers(self, edit: AtlasEdit) -> tuple:
+        """(foreground edit, background edit)."""
         return (edit, self.other) if self.layer == "fg" else (self.other, edit)
 
     def middle_frame(self, edit: AtlasEdit) -> torch.Tensor:
+        """The middle frame with the edits, [H,W,3] in 0..1 on the CPU."""
         mid = self.nla.num_frames // 2
         return render_frame(self.nla.model, mid, self.u8[mid].float() / 255.0, *self._layers(edit)).permute(1, 2, 0).cpu()
 
     def render(self, edit: AtlasEdit, on_frame) -> torch.Tensor:
+        """The edited video, [T,3,H,W] float in 0..1 (:func:`render_video`)."""
         return render_video(self.nla, self.u8, *self._layers(edit), on_frame=on_frame)
 
 
