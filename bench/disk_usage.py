@@ -26,7 +26,8 @@ from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E4
 from t2l_core.nla.fit import NLAFitConfig  # noqa: E402
 from t2l_core.nla.optical_flow import save_flow  # noqa: E402
 from t2l_core.edit.config import EditConfig  # noqa: E402
-from t2l_core.image.training import save_checkpoint  # noqa: E402
+from t2l_core.checkpoint import EDIT_JOB, CheckpointFile  # noqa: E402
+from t2l_core.edit.training_state import write_state  # noqa: E402
 
 MB = 1e6
 
@@ -43,8 +44,8 @@ def edit_checkpoint_bytes(folder: Path) -> int:
     for p in gen.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()
-    path = save_checkpoint(folder / "edit.safetensors", gen, opt, 1, torch.Generator().get_state(), cfg, "0" * 64,
-                           [{"total": 1.0}])
+    path = write_state(CheckpointFile(folder / "edit.safetensors", EDIT_JOB, "0" * 64), gen, opt, 1,
+                       torch.Generator().get_state(), cfg.to_dict(), [{"total": 1.0}])
     return path.stat().st_size
 
 

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import datetime as _dt
-import platform
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: t2l_core
+
+from t2l_core.device import cpu_name  # noqa: E402
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {torch.get_num_threads()} threads, {dev}, torch {torch.__version__}, "
             f"CPU capability {torch.backends.cpu.get_cpu_capability()}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import platform
+from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
@@ -181,3 +183,15 @@ def free_cuda_memory(device: torch.device) -> None:
     if device.type == "cuda" and torch.cuda.is_available():
         gc.collect()
         torch.cuda.empty_cache()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` knows), for reports."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name

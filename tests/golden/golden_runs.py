@@ -10,7 +10,6 @@ another, and the recorded files must still load and resume.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from synthetic_video import make_synthetic_video  # noqa: E402
 
 from t2l_core import api  # noqa: E402
+from t2l_core.device import cpu_name  # noqa: E402
 from t2l_core.runtime.measures import FastMeasures, forced_measures  # noqa: E402
 
 IMAGE_STEPS = VIDEO_STEPS = 3
@@ -38,15 +38,7 @@ VIDEO_GENERATOR = dict(num_scales=5, channels_down=16, channels_up=16)
 
 def machine_key() -> dict:
     """What must match for two runs to be equal bit for bit: CPU, vector ISA, torch build, threads."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+    return {"cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
             "threads": torch.get_num_threads()}
 
 
