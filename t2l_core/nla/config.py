@@ -30,6 +30,8 @@ class NLAFitConfig:
     eval_every: int = 250                # how often the sampled PSNR is measured when target_psnr > 0
     eval_pixels: int = 100_000           # pixels in the fixed random evaluation sample
     checkpoint_every: int = 0            # also save a checkpoint every N steps (0 = only on cancel/error)
+    motion_init: str = "affine"          # initial per-frame maps: "affine" (chained robust flow affines, see
+                                         # t2l_core.nla.affine_init) | "translation" (median flow translations)
     weights: NLALossWeights = field(default_factory=NLALossWeights)
 
     def to_dict(self) -> dict:

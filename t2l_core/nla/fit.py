@@ -21,6 +21,7 @@ from ..checkpoint import (CheckpointFile, NonFiniteLoss, all_finite, nonfinite_m
 from ..device import resolve_device
 from ..io.input_checks import require_finite
 from ..progress import Hooks
+from .affine_init import affine_motion_init
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .config import NLAFitConfig
 from .fit_checkpoint import (fit_checkpoint_file, fit_key, read_fit_state, restore_fit_state, resume_key,
@@ -36,6 +37,8 @@ from .reconstruction import reconstruct_frame, reconstruct_video, sampled_psnr
 __all__ = ["FittedNLA", "NLAFitConfig", "estimate_fit_memory", "fit_key", "fit_nla", "fit_optimizer", "training_step"]
 
 EVAL_SEED = 12345  # the fixed pixel sample of the sampled PSNR
+# NLAFitConfig.motion_init -> (flow, masks, height, width) -> (bg_init, fg_init, uv_scale)
+MOTION_INITS = {"affine": affine_motion_init, "translation": motion_init}
 
 
 def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: Optional[NLAFitConfig] = None,
@@ -69,6 +72,8 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     cfg = config or NLAFitConfig()
     hooks = hooks or Hooks()
     validate_inputs(frames, masks)
+    if cfg.motion_init not in MOTION_INITS:
+        raise ValueError(f"motion_init must be one of {sorted(MOTION_INITS)}, got {cfg.motion_init!r}")
     check_fit_memory(frames.shape[0], frames.shape[2], frames.shape[3], masks is not None, cfg.batch_pixels)
     with torch.inference_mode(False), torch.enable_grad():
         # frames are only read (an fp16 copy is made inside); masks are small enough to copy
@@ -153,7 +158,7 @@ def _start(frames, frames16, masks, flow, cfg, hooks, device, checkpoint_path, r
     T, _, H, W = frames.shape
     ckpt = fit_checkpoint_file(checkpoint_path, resume_key(fit_key(frames, masks, cfg), flow.estimator, device))
     notes: list = []
-    bg_init, fg_init, scale = motion_init(flow, masks, H, W)
+    bg_init, fg_init, scale = MOTION_INITS[cfg.motion_init](flow, masks, H, W)
     acfg = AtlasConfig(height=H, width=W, frames=T, has_foreground=masks is not None, uv_scale=scale,
                        fg_init=fg_init, bg_init=bg_init)
     gen = torch.Generator().manual_seed(int(cfg.seed))

@@ -25,7 +25,8 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
     Args:
         frames: [T,3,H,W] (every value counts).
         masks: None, or [T,H,W] (every value counts).
-        cfg: every setting but ``checkpoint_every`` counts.
+        cfg: every setting but ``checkpoint_every`` counts (``motion_init="translation"`` is left out, so fits
+            of configs from before that setting keep their key).
 
     Returns:
         16 hex digits.
@@ -36,6 +37,8 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
         h.update(frames_fingerprint(masks[:, None]).encode())
     d = cfg.to_dict()
     d.pop("checkpoint_every", None)
+    if d.get("motion_init") == "translation":
+        d.pop("motion_init")
     h.update(json.dumps(d, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
