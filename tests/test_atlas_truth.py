@@ -1,0 +1,145 @@
+"""Ground-truth videos (exact correspondences) and the atlas consistency metric; a fitted foreground atlas on a
+small bending, turning subject must not tear (edit-landing bound)."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from atlas_consistency import atlas_consistency, layer_consistency, model_uv_fn  # noqa: E402
+from ground_truth_video import DT, make_ground_truth_video, sample_texture  # noqa: E402
+
+from t2l_core.nla_fit import NLAFitConfig, fit_nla  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def nonrigid():
+    return make_ground_truth_video("nonrigid", frames=8, height=48, width=64)
+
+
+# ---------------------------------------------------------------------------------------------------- generator
+
+@pytest.mark.parametrize("variant,size", [("nonrigid", (48, 64)), ("exit", (48, 64)), ("rigid", (64, 40)),
+                                          ("bg_only", (40, 56))])
+def test_frames_are_the_textures_seen_through_the_correspondences(variant, size):
+    H, W = size
+    v = make_ground_truth_video(variant, frames=6, height=H, width=W)
+    assert v.frames.shape == (6, 3, H, W)
+    for t in (0, 3, 5):
+        bg = sample_texture(v.bg_texture, v.canonical_frame("bg", t))
+        if v.fg_texture is None:
+            assert torch.allclose(v.frames[t].double(), bg, atol=1e-6)
+            assert float(v.alpha[t].abs().max()) == 0.0
+            continue
+        fg = sample_texture(v.fg_texture, v.canonical_frame("fg", t))
+        assert torch.allclose(v.alpha[t].double(), fg[3], atol=1e-6)
+        assert torch.allclose(v.frames[t].double(), fg[3] * fg[:3] + (1 - fg[3]) * bg, atol=1e-6)
+        # every background pixel reads inside the background texture (no black border leaks in)
+        c = v.canonical_frame("bg", t)
+        assert float(c.min()) >= 0 and float(c[..., 0].max()) <= v.bg_texture.shape[2] - 1
+        assert float(c[..., 1].max()) <= v.bg_texture.shape[1] - 1
+    if v.fg_texture is not None:
+        assert float(v.alpha.amax(dim=(1, 2)).min()) > 0.99  # the object is in every frame
+        assert torch.equal(v.masks, (v.alpha > 0.5).float())
+
+
+@pytest.mark.parametrize("variant", ["nonrigid", "exit", "rigid"])
+def test_frame_positions_invert_the_correspondences(variant):
+    v = make_ground_truth_video(variant, frames=8, height=48, width=64)
+    g = torch.Generator().manual_seed(0)
+    q = torch.rand(400, 2, generator=g, dtype=DT) * torch.tensor([63.0, 47.0], dtype=DT)
+    t = torch.randint(0, 8, (400,), generator=g)
+    for layer in ("fg", "bg"):
+        c = v.canonical(layer, q, t)
+        assert float((v.frame_position(layer, c, t) - q).abs().max()) < 1e-8
+    # on the object the warp never folds; rigid motion keeps distances (Jacobian is a rotation)
+    on = v.alpha_at(q, t) > 0
+    J = v.jacobian("fg", q[on], t[on])
+    assert float(torch.linalg.det(J).min()) > 0.5
+    if variant == "rigid":
+        eye = torch.eye(2, dtype=DT).expand_as(J)
+        assert torch.allclose(J.transpose(1, 2) @ J, eye, atol=1e-12)
+    else:  # the non-rigid motion really bends: JtJ is far from a rotation somewhere
+        assert float((J.transpose(1, 2) @ J - torch.eye(2, dtype=DT)).abs().amax()) > 0.2
+
+
+def test_the_exit_variant_leaves_the_frame_partly():
+    v = make_ground_truth_video("exit", frames=8, height=48, width=64)
+    area = v.alpha.sum(dim=(1, 2))
+    assert float(area[-1]) < 0.7 * float(area[0])
+    assert float(v.alpha[-1, :, -1].max()) > 0.99  # cut by the right frame border
+
+
+# ---------------------------------------------------------------------------------------------------- metric
+
+def _truth_uv(video, shift_of_frame=None, scale: float = 0.01):
+    """A uv function from the exact correspondences (canonical coordinates scaled into uv), optionally looking
+    up the frame point shifted by ``shift_of_frame(t)`` [N,2] px."""
+    def fn(layer, q, t):
+        q = q.to(DT)
+        if shift_of_frame is not None:
+            q = q + shift_of_frame(t)
+        return video.canonical(layer, q, t) * scale + (0.5 if layer == "fg" else -0.5)
+    return fn
+
+
+@pytest.mark.parametrize("layer", ["fg", "bg"])
+def test_metric_is_zero_on_the_true_mapping(nonrigid, layer):
+    r = layer_consistency(nonrigid, _truth_uv(nonrigid), layer, stride=4, atlas_px_per_uv=100.0)
+    assert r.points > 10 and r.pairs > 5 * r.points and r.missing == 0
+    assert r.landing_max_px < 1e-3
+    assert r.spread_p95_atlas_px < 1e-6 and r.spread_p95_frame_px < 1e-6
+
+
+@pytest.mark.parametrize("layer", ["fg", "bg"])
+def test_metric_measures_a_known_shift(nonrigid, layer):
+    # every frame but the reference looks 1.5 px right and 2 px down: each dot lands (1.5, 2) px up-left
+    t_ref = 4
+    d = torch.tensor([1.5, 2.0], dtype=DT)
+
+    def shift(t):
+        return (t != t_ref).to(DT)[:, None] * d
+
+    r = layer_consistency(nonrigid, _truth_uv(nonrigid, shift), layer, t_ref=t_ref, stride=4, atlas_px_per_uv=100.0)
+    assert r.missing == 0
+    assert abs(r.landing_median_px - 2.5) < 1e-3 and abs(r.landing_max_px - 2.5) < 1e-3
+    # a shift growing with the distance to the reference frame: error 0.5 |t - t_ref| px per pair
+    step = torch.tensor([0.3, 0.4], dtype=DT)
+    r2, pairs = layer_consistency(nonrigid, _truth_uv(nonrigid, lambda t: (t - t_ref).to(DT)[:, None] * step), layer,
+                                  t_ref=t_ref, stride=4, keep_pairs=True)
+    expect = 0.5 * (pairs["frame"] - t_ref).abs().to(DT)
+    assert torch.allclose(pairs["error"], expect, atol=1e-3)
+    assert abs(r2.landing_median_px - float(expect.median())) < 0.5 + 1e-3  # median between two order statistics
+    assert abs(r2.landing_p95_px - float(torch.quantile(expect, 0.95))) < 1e-3
+    # a uv function that never reaches the reference atlas positions away from the reference frame: missing
+    far = _truth_uv(nonrigid, lambda t: (t != t_ref).to(DT)[:, None] * torch.tensor([1e4, 0.0], dtype=DT))
+    clamped = lambda layer, q, t: far(layer, q, t).clamp(-1, 1)  # noqa: E731
+    r3 = layer_consistency(nonrigid, clamped, layer, t_ref=t_ref, stride=4)
+    assert r3.missing == r3.pairs and math.isinf(r3.landing_median_px)
+
+
+# ---------------------------------------------------------------------------------------------------- fitted atlas
+
+def test_fitted_foreground_atlas_does_not_tear_on_a_bending_subject():
+    v = make_ground_truth_video("nonrigid", frames=8, height=48, width=64)
+    cfg = NLAFitConfig(iterations=300, batch_pixels=4096, seed=0, flow="lk")
+    nla = fit_nla(v.frames, v.masks, cfg)
+    res = atlas_consistency(v, nla.model, stride=3)
+    fg, bg = res["fg"], res["bg"]
+    print(f"PSNR {nla.psnr:.2f} dB; fg {fg}; bg {bg}")
+    assert nla.psnr > 28.0
+    assert fg.points >= 30 and fg.missing == 0 and bg.missing == 0
+    assert fg.landing_median_px < 1.0 and fg.landing_p95_px < 2.5
+    assert bg.landing_median_px < 1.0 and bg.landing_p95_px < 2.5
+    assert fg.spread_p95_frame_px < 2.0
+    # a torn atlas (the foreground mapping of the second half of the video shifted by 6 px) fails the bound
+    fn = model_uv_fn(nla.model)
+    torn = lambda layer, q, t: fn(layer, q + (t >= 4).to(DT)[:, None] * torch.tensor([6.0, 0.0], dtype=DT), t)  # noqa: E731
+    bad = layer_consistency(v, torn, "fg", stride=3)
+    assert bad.landing_p95_px > 2.5
