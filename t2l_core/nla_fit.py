@@ -51,6 +51,7 @@ class NLAFitConfig:
     eval_every: int = 250                # how often the sampled PSNR is measured when target_psnr > 0
     eval_pixels: int = 100_000           # pixels in the fixed random evaluation sample
     checkpoint_every: int = 0            # also save a checkpoint every N steps (0 = only on cancel/error)
+    motion_init: str = "affine"          # initial per-frame maps: "affine" (chained flow affines) | "translation"
     weights: L.NLALossWeights = field(default_factory=L.NLALossWeights)
 
     def to_dict(self) -> dict:
@@ -224,6 +225,111 @@ def motion_init(flow: VideoFlow, masks: Optional[torch.Tensor], height: int, wid
             last = c if c is not None else last
             filled.append(last)
         fg = [[1.0, 0.0, 0.0, 1.0, -float(cx), -float(cy)] for cx, cy in filled]
+    return bg, fg, float(scale)
+
+
+def pair_affine(flow: torch.Tensor, ok: torch.Tensor, irls_iters: int = 3) -> Optional[torch.Tensor]:
+    """Robust least-squares affine [2,3] (pixels) that moves frame t's pixels along ``flow`` [2,H,W], fitted on
+    the pixels where ``ok`` [H,W]; None when fewer than 64 pixels are usable. Iteratively reweighted
+    (weights 1 / max(residual, 1 px)) so a few wrong flow vectors do not tilt it."""
+    ys, xs = torch.nonzero(ok, as_tuple=True)
+    if ys.numel() < 64:
+        return None
+    if ys.numel() > 20000:  # a fixed, evenly spread subset is plenty for 6 parameters
+        sel = torch.linspace(0, ys.numel() - 1, 20000).long()
+        ys, xs = ys[sel], xs[sel]
+    f = flow[:, ys, xs].double()
+    X = torch.stack([xs.double(), ys.double(), torch.ones_like(xs, dtype=torch.float64)], -1)  # [N,3]
+    Y = torch.stack([xs.double() + f[0], ys.double() + f[1]], -1)                               # [N,2]
+    w = torch.ones(X.shape[0], dtype=torch.float64)
+    A = None
+    for _ in range(irls_iters):
+        sw = w.sqrt()[:, None]
+        A = torch.linalg.lstsq(X * sw, Y * sw).solution  # [3,2]
+        r = (X @ A - Y).norm(dim=-1)
+        w = 1.0 / r.clamp_min(1.0)
+    return A.t()
+
+
+def _erode(m: torch.Tensor, px: int) -> torch.Tensor:
+    """Binary erosion of a bool mask [H,W] by a (2 px + 1) square."""
+    return -F.max_pool2d(-m.float()[None, None], 2 * px + 1, stride=1, padding=px)[0, 0] > 0.5
+
+
+def affine_motion_init(flow: VideoFlow, masks: Optional[torch.Tensor], height: int, width: int) -> tuple:
+    """Initial per-frame affine params of both layers and the uv scale, from chained frame-to-frame affines.
+
+    For each layer, a robust affine of the consistent flow of each frame pair (background: outside the
+    masks; foreground: inside the masks eroded by 2 px) is chained from the middle frame, so frame t's pixels
+    map to the middle frame's: a camera that pans, rolls and zooms and an object that turns start aligned.
+    Pairs with too few usable pixels fall back to the median flow translation (the same as
+    :func:`motion_init`), and an affine whose determinant leaves [0.8, 1.25] (a bad flow field) too. Each
+    layer is centred: background on the middle of its frames' footprint, foreground on the mean of its mask
+    centroids. Returns (bg_init, fg_init, uv_scale) like :func:`motion_init`.
+    """
+    T = flow.frames
+    half = max(height, width) / 2.0
+    ctr = torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], dtype=torch.float64)
+
+    def chain(region) -> torch.Tensor:
+        """[T,3,3] maps from frame t pixels to middle-frame pixels."""
+        steps = []
+        for t in range(T - 1):
+            ok = flow.fwd_ok[t] & region(t)
+            A = pair_affine(flow.fwd[t].float(), ok)
+            if A is not None:
+                det = float(torch.linalg.det(A[:, :2]))
+                if not 0.8 <= det <= 1.25:
+                    A = None
+            if A is None:
+                use = ok if ok.sum() >= 16 else torch.ones_like(ok)
+                f = flow.fwd[t].float()
+                A = torch.tensor([[1.0, 0.0, float(_robust_median(f[0][use]))],
+                                  [0.0, 1.0, float(_robust_median(f[1][use]))]], dtype=torch.float64)
+            M = torch.eye(3, dtype=torch.float64)
+            M[:2] = A
+            steps.append(M)
+        G = [torch.eye(3, dtype=torch.float64) for _ in range(T)]
+        ref = T // 2
+        for t in range(ref + 1, T):      # G_t = G_{t-1} M_{t-1}^-1 (frame t -> t-1 -> ... -> ref)
+            G[t] = G[t - 1] @ torch.linalg.inv(steps[t - 1])
+        for t in range(ref - 1, -1, -1):  # G_t = G_{t+1} M_t
+            G[t] = G[t + 1] @ steps[t]
+        return torch.stack(G)
+
+    def params(G: torch.Tensor, centre: torch.Tensor) -> list:
+        """Per-frame [a11,a12,a21,a22,bx,by] on normalised coordinates: (G_t p - centre) / half."""
+        P, e = G[:, :2, :2], G[:, :2, 2]
+        b = ((P @ ctr[:, None])[:, :, 0] + e - centre) / half
+        return [[float(P[t, 0, 0]), float(P[t, 0, 1]), float(P[t, 1, 0]), float(P[t, 1, 1]),
+                 float(b[t, 0]), float(b[t, 1])] for t in range(T)]
+
+    if masks is None:
+        bg_region = lambda t: torch.ones(height, width, dtype=torch.bool)  # noqa: E731
+    else:
+        bg_region = lambda t: masks[t] < 0.5  # noqa: E731
+    Gb = chain(bg_region)
+    corners = torch.tensor([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]],
+                           dtype=torch.float64)
+    cc = (Gb[:, None, :2, :] @ corners[None, :, :, None])[..., 0].reshape(-1, 2)  # every frame corner
+    lo, hi = cc.min(0).values, cc.max(0).values
+    bg = params(Gb, (lo + hi) / 2)
+    span = (hi - lo) / (2 * half)
+    scale = min(0.8, 0.9 / float(span.max()))
+    fg: list = []
+    if masks is not None:
+        Gf = chain(lambda t: _erode(masks[t] > 0.5, 2))
+        cents = []
+        for t in range(T):
+            m = masks[t] > 0.5
+            if m.any():
+                ys, xs = torch.nonzero(m, as_tuple=True)
+                c = torch.tensor([float(xs.double().mean()), float(ys.double().mean()), 1.0], dtype=torch.float64)
+                cents.append((Gf[t] @ c)[:2])
+        if not cents:
+            raise ValueError("every mask is empty; give masks that cover the foreground object, or no masks "
+                             "for a background-only atlas")
+        fg = params(Gf, torch.stack(cents).mean(0))
     return bg, fg, float(scale)
 
 
@@ -603,7 +709,10 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     key = resume_key(fit_key(frames, masks, cfg), flow.estimator, device)
     notes: list = []
 
-    bg_init, fg_init, scale = motion_init(flow, masks, H, W)
+    if cfg.motion_init not in ("affine", "translation"):
+        raise ValueError(f"motion_init must be 'affine' or 'translation', got {cfg.motion_init!r}")
+    init_fn = affine_motion_init if cfg.motion_init == "affine" else motion_init
+    bg_init, fg_init, scale = init_fn(flow, masks, H, W)
     acfg = AtlasConfig(height=H, width=W, frames=T, has_foreground=masks is not None, uv_scale=scale,
                        fg_init=fg_init, bg_init=bg_init)
     gen = torch.Generator().manual_seed(int(cfg.seed))
