@@ -127,7 +127,9 @@ def test_metric_measures_a_known_shift(nonrigid, layer):
 # ---------------------------------------------------------------------------------------------------- fitted atlas
 
 def test_fitted_foreground_atlas_does_not_tear_on_a_bending_subject():
-    v = make_ground_truth_video("nonrigid", frames=8, height=48, width=64)
+    # 16 frames: the object turns up to 25 degrees and bends; a fit started from translations only (
+    # motion_init="translation") tears here (p95 ~4.4 px, some dots missing)
+    v = make_ground_truth_video("nonrigid", frames=16, height=48, width=64)
     cfg = NLAFitConfig(iterations=300, batch_pixels=4096, seed=0, flow="lk")
     nla = fit_nla(v.frames, v.masks, cfg)
     res = atlas_consistency(v, nla.model, stride=3)
@@ -135,11 +137,11 @@ def test_fitted_foreground_atlas_does_not_tear_on_a_bending_subject():
     print(f"PSNR {nla.psnr:.2f} dB; fg {fg}; bg {bg}")
     assert nla.psnr > 28.0
     assert fg.points >= 30 and fg.missing == 0 and bg.missing == 0
-    assert fg.landing_median_px < 1.0 and fg.landing_p95_px < 2.5
+    assert fg.landing_median_px < 1.0 and fg.landing_p95_px < 2.0
     assert bg.landing_median_px < 1.0 and bg.landing_p95_px < 2.5
     assert fg.spread_p95_frame_px < 2.0
     # a torn atlas (the foreground mapping of the second half of the video shifted by 6 px) fails the bound
     fn = model_uv_fn(nla.model)
-    torn = lambda layer, q, t: fn(layer, q + (t >= 4).to(DT)[:, None] * torch.tensor([6.0, 0.0], dtype=DT), t)  # noqa: E731
+    torn = lambda layer, q, t: fn(layer, q + (t >= 8).to(DT)[:, None] * torch.tensor([6.0, 0.0], dtype=DT), t)  # noqa: E731
     bad = layer_consistency(v, torn, "fg", stride=3)
     assert bad.landing_p95_px > 2.5
