@@ -394,6 +394,8 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
         h.update(frames_fingerprint(masks[:, None]).encode())
     d = cfg.to_dict()
     d.pop("checkpoint_every", None)
+    if d.get("motion_init") == "translation":  # what configs without this setting do: keep their key
+        d.pop("motion_init")
     h.update(json.dumps(d, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
