@@ -145,3 +145,54 @@ def test_fitted_foreground_atlas_does_not_tear_on_a_bending_subject():
     torn = lambda layer, q, t: fn(layer, q + (t >= 8).to(DT)[:, None] * torch.tensor([6.0, 0.0], dtype=DT), t)  # noqa: E731
     bad = layer_consistency(v, torn, "fg", stride=3)
     assert bad.landing_p95_px > 2.5
+
+
+# ---------------------------------------------------------------------------------------------------- affine init
+
+def test_pair_affine_recovers_a_known_affine_despite_wrong_flow_vectors():
+    from t2l_core.nla_fit import pair_affine
+
+    H, W = 40, 50
+    c, s = 1.05 * math.cos(0.2), 1.05 * math.sin(0.2)
+    A = torch.tensor([[c, -s, 3.0], [s, c, -2.0]], dtype=DT)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=DT), torch.arange(W, dtype=DT), indexing="ij")
+    p = torch.stack([xs, ys, torch.ones_like(xs)])                      # [3,H,W]
+    flow = torch.einsum("ij,jhw->ihw", A, p) - p[:2]
+    g = torch.Generator().manual_seed(0)
+    bad = torch.rand(H, W, generator=g) < 0.1                           # 10 % wrong vectors, up to 20 px off
+    flow = flow + bad * (torch.rand(2, H, W, generator=g, dtype=DT) - 0.5) * 40
+    got = pair_affine(flow.float(), torch.ones(H, W, dtype=torch.bool))
+    assert torch.allclose(got[:, :2], A[:, :2], atol=5e-3)
+    assert torch.allclose(got[:, 2], A[:, 2], atol=0.2)
+    assert pair_affine(flow.float(), torch.zeros(H, W, dtype=torch.bool)) is None
+
+
+def _true_flow(video, t: int) -> torch.Tensor:
+    """Forward flow t -> t+1 [2,H,W] from the exact correspondences (foreground where alpha > 0.5)."""
+    H, W = video.size
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=DT), torch.arange(W, dtype=DT), indexing="ij")
+    q = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)
+    t0, t1 = torch.full((q.shape[0],), t), torch.full((q.shape[0],), t + 1)
+    out = video.frame_position("bg", video.canonical("bg", q, t0), t1) - q
+    fg = video.alpha[t].reshape(-1) > 0.5
+    out[fg] = video.frame_position("fg", video.canonical("fg", q[fg], t0[fg]), t1[fg]) - q[fg]
+    return out.t().reshape(2, H, W)
+
+
+def test_affine_init_follows_a_turning_object_and_a_rolling_camera():
+    from t2l_core.nla_fit import affine_motion_init
+    from t2l_core.optical_flow import VideoFlow
+
+    v = make_ground_truth_video("rigid", frames=10, height=48, width=64)
+    fwd = torch.stack([_true_flow(v, t) for t in range(9)]).half()
+    ok = torch.ones(9, 48, 64, dtype=torch.bool)
+    flow = VideoFlow(fwd, -fwd, ok, ok.clone(), estimator="ground truth")
+    bg, fg, scale = affine_motion_init(flow, v.masks, 48, 64)
+    assert 0 < scale <= 0.8
+    # frame t's map turns frame pixels into the middle frame's (t = 5): by theta_5 - theta_t for the object
+    # (its backward warp is R(-theta_t)), by roll_t - roll_5 for the camera (its map is z_t R(roll_t))
+    th, roll = v.motion.theta, v.motion.cam_roll
+    for params, expect in ((fg, th[5] - th), (bg, roll - roll[5])):
+        P = torch.tensor(params, dtype=DT)
+        angle = torch.atan2(P[:, 2], P[:, 0])
+        assert float((angle - expect).abs().max()) < math.radians(1.0)
