@@ -1,4 +1,4 @@
-"""Makes docs/images/atlas_truth_edit.jpg: python docs/make_atlas_truth_picture.py (a few minutes on a CPU).
+"""Makes docs/images/atlas_truth_edit.jpg: python docs/make_atlas_truth_picture.py (about 10 CPU minutes).
 
 The foreground atlas fitted on the non-rigid ground-truth video (tests/ground_truth_video.py: the cat's face
 bends and turns over a panned, rolling photograph), with an edit painted on it: coloured dots at the atlas
@@ -48,9 +48,9 @@ def to_image(x: torch.Tensor) -> Image.Image:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=24)
-    ap.add_argument("--size", default="480x270", help="WxH")
-    ap.add_argument("--iters", type=int, default=800)
-    ap.add_argument("--stride", type=int, default=14, help="dot grid spacing in frame px")
+    ap.add_argument("--size", default="384x216", help="WxH")
+    ap.add_argument("--iters", type=int, default=500)
+    ap.add_argument("--stride", type=int, default=12, help="dot grid spacing in frame px")
     ap.add_argument("--out", default=str(REPO / "docs" / "images" / "atlas_truth_edit.jpg"))
     a = ap.parse_args()
     W, H = (int(s) for s in a.size.split("x"))
