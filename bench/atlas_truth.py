@@ -23,6 +23,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -100,24 +101,29 @@ def main() -> None:
     p.add_argument("--motion-init", default="affine", choices=["affine", "translation"],
                    help="the fit's initial per-frame maps (NLAFitConfig.motion_init)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--variant", help=argparse.SUPPRESS)      # worker mode: one variant, JSON on the last line
+    p.add_argument("--variant", help=argparse.SUPPRESS)      # worker mode: one variant, its row as JSON in
+    p.add_argument("--result-file", help=argparse.SUPPRESS)  # this file
     add_no_write_option(p)
     a = p.parse_args()
     apply_no_write(a)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.variant:
-        print("RESULT " + json.dumps(run_one(a)), flush=True)
+        row = run_one(a)
+        with open(a.result_file, "w") as f:
+            json.dump(row, f)
         return
     rows = []
     for v in a.variants.split(","):
-        cmd = [sys.executable, os.path.abspath(__file__), "--variant", v] + [x for x in sys.argv[1:]]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        print("\n".join(ln for ln in proc.stdout.splitlines() if not ln.startswith("RESULT ")))
-        if proc.returncode != 0 or not lines:
-            raise SystemExit(f"variant {v} failed (exit {proc.returncode})")
-        r = json.loads(lines[-1][7:])
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "row.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--variant", v, "--result-file", out] + sys.argv[1:]
+            proc = subprocess.run(cmd)
+            if proc.returncode != 0 or not os.path.isfile(out):
+                raise SystemExit(f"variant {v} failed (exit {proc.returncode})")
+            with open(out) as f:
+                r = json.load(f)
+        print(json.dumps(r), flush=True)
         fg, bg = r["layers"].get("fg"), r["layers"].get("bg")
         rows.append([v, f"{r['frames']}x{r['width']}x{r['height']}", "yes" if r["masks"] else "no", r["steps"],
                      f"{r['psnr']:.2f}", _fmt(fg, "landing_median_px"), _fmt(fg, "landing_p95_px"),
