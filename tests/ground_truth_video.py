@@ -49,7 +49,7 @@ DT = torch.float64
 
 
 def _rot(theta: torch.Tensor) -> torch.Tensor:
-    """[...] angles -> [...,2,2] rotation matrices (counter-clockwise in x-right, y-down pixel space = clockwise on screen)."""
+    """[...] angles -> [...,2,2] rotation matrices [[cos, -sin], [sin, cos]] (pixel space: x right, y down)."""
     c, s = torch.cos(theta), torch.sin(theta)
     return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
