@@ -8,6 +8,7 @@ import torch
 
 from ..io.input_checks import require_finite
 from .atlas_model import AtlasConfig
+from .config import NLAFitConfig
 
 
 def validate_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor]) -> None:
@@ -33,7 +34,8 @@ def validate_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor]) -> None
                              "Give one mask per frame at the frames' size (resize the masks or the frames).")
 
 
-def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool, batch: int = 8192) -> int:
+def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool,
+                        batch: int = NLAFitConfig.batch_pixels) -> int:
     """Rough peak bytes of a fit on CPU.
 
     Counts the input and fp16 frames, the fp16 flow, the masks, the reconstruction outputs, the grids with
@@ -75,7 +77,7 @@ def available_ram_bytes() -> Optional[int]:
     return None
 
 
-def check_fit_memory(frames: int, height: int, width: int, has_fg: bool, batch: int = 8192) -> int:
+def check_fit_memory(frames: int, height: int, width: int, has_fg: bool, batch: int = NLAFitConfig.batch_pixels) -> int:
     """Refuse a fit that would not fit in the available RAM (MemoryError saying what to reduce).
 
     Args: as :func:`estimate_fit_memory`.
