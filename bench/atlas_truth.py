@@ -71,11 +71,47 @@ def run_one(a) -> dict:
     t0 = time.perf_counter()
     res = atlas_consistency(video, nla.model, stride=a.stride)
     metric_s = time.perf_counter() - t0
+    if a.breakdown:
+        print(json.dumps({"bg_landing_breakdown": landing_breakdown(video, nla.model, a.stride)}, indent=1), flush=True)
     row = dict(variant=a.variant, frames=a.frames, width=w, height=h, masks=masks is not None, steps=nla.steps,
                psnr=nla.psnr, fit_wall_s=fit_wall, fit_cpu_s=fit_cpu, peak_rss_gib=resource.getrusage(
                    resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, metric_s=metric_s, threads=torch.get_num_threads(),
                layers={k: v.to_dict() for k, v in res.items()})
     return row
+
+
+def landing_breakdown(video, model, stride: int) -> dict:
+    """Where the background's landing errors are: p95 / share above 3 px of the pairs, grouped by the truth
+    position's row (thirds of the frame height), by distance to the frame border, by frame distance from the
+    reference frame, and by the local texture of the background photo (Sobel magnitude, terciles)."""
+    from atlas_consistency import layer_consistency, model_uv_fn
+
+    _, pairs = layer_consistency(video, model_uv_fn(model), "bg", stride=stride, keep_pairs=True)
+    err, truth, frame = pairs["error"], pairs["truth"], pairs["frame"]
+    H, W = video.size
+    border = torch.minimum(torch.minimum(truth[:, 0], W - 1 - truth[:, 0]), torch.minimum(truth[:, 1], H - 1 - truth[:, 1]))
+    gray = video.frames.mean(1, keepdim=True).double()  # [T,1,H,W]
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)[None, None]
+    mag = (torch.nn.functional.conv2d(gray, sobel, padding=1) ** 2
+           + torch.nn.functional.conv2d(gray, sobel.transpose(-1, -2), padding=1) ** 2).sqrt()[:, 0]
+    xi, yi = truth[:, 0].round().long().clamp(0, W - 1), truth[:, 1].round().long().clamp(0, H - 1)
+    texture = mag[frame, yi, xi]
+    t1, t2 = float(torch.quantile(texture, 1 / 3)), float(torch.quantile(texture, 2 / 3))
+    ref = video.num_frames // 2
+    groups = {
+        "row top/middle/bottom": [truth[:, 1] < H / 3, (truth[:, 1] >= H / 3) & (truth[:, 1] < 2 * H / 3),
+                                  truth[:, 1] >= 2 * H / 3],
+        "border <24/24-96/>96 px": [border < 24, (border >= 24) & (border <= 96), border > 96],
+        "frames from ref <8/8-16/>16": [(frame - ref).abs() < 8, ((frame - ref).abs() >= 8) & ((frame - ref).abs() <= 16),
+                                        (frame - ref).abs() > 16],
+        "texture low/mid/high": [texture < t1, (texture >= t1) & (texture < t2), texture >= t2],
+    }
+    out = {}
+    for name, masks in groups.items():
+        out[name] = [{"pairs": int(m.sum()), "p95_px": round(float(torch.quantile(err[m].clamp(max=1e6), 0.95)), 2)
+                      if m.any() else None, "over_3px": round(float((err[m] > 3).double().mean()), 3) if m.any() else None}
+                     for m in masks]
+    return out
 
 
 def _fmt(layer: dict | None, key: str) -> str:
@@ -91,7 +127,9 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--size", default="768x432", help="WxH of landscape video (portrait swaps them)")
     p.add_argument("--iters", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=8192)
+    p.add_argument("--batch", type=int, default=None, help="pixels per step (default: the fit's default)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also print where the background's landing errors are (rows, border, frames, texture)")
     p.add_argument("--target-psnr", type=float, default=0.0, help="stop early at this sampled PSNR (0 = never)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--flow", default="lk")
@@ -105,6 +143,10 @@ def main() -> None:
     p.add_argument("--result-file", help=argparse.SUPPRESS)  # this file
     add_no_write_option(p)
     a = p.parse_args()
+    if a.batch is None:
+        from t2l_core.nla.config import NLAFitConfig
+
+        a.batch = NLAFitConfig.batch_pixels
     apply_no_write(a)
     if a.threads:
         torch.set_num_threads(a.threads)
