@@ -22,6 +22,8 @@ from typing import Optional
 
 import torch
 
+from .io.safetensors_files import write_tensors
+
 FORMAT = "t2l-checkpoint"
 FORMAT_VERSION = "1"
 EDIT_JOB = "edit"  # an image edit or an atlas edit (the generator and its MADGRAD state)
@@ -76,15 +78,9 @@ class CheckpointFile:
         """
         if self.path is None:
             return None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": FORMAT, "format_version": FORMAT_VERSION, "job": self.job, "key": self.key,
                   "step": str(int(step)), **(meta or {})}
-        from safetensors.torch import save_file
-
-        part = self.path.with_name(self.path.name + ".part")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(part), metadata=header)
-        part.replace(self.path)
-        return self.path
+        return write_tensors(self.path, tensors, header)
 
     def read(self, notes: list[str]) -> Optional[Checkpoint]:
         """The checkpoint at ``path`` when it belongs to this run.

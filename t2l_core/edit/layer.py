@@ -24,12 +24,12 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from .compositing import composite, on_green_screen
 from ..device import channels_last_pays
 from .generator import GeneratorConfig, SkipGenerator
 from ..image.internal_dataset import short_side_size
+from ..io.safetensors_files import read_metadata, read_tensors, write_tensors
 from .layer_upsampling import guided_upsample
 
 FORMAT = "t2l_edit_layer/1"
@@ -231,14 +231,9 @@ class EditLayer:
         Returns:
             The path written.
         """
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "generator_config": json.dumps(self.generator_config.to_dict()),
                 "info": json.dumps(self.info)}
-        tmp = p.with_name(p.name + ".part")
-        save_file({k: v.contiguous() for k, v in self.state_dict.items()}, str(tmp), metadata=meta)
-        tmp.replace(p)
-        return p
+        return write_tensors(path, self.state_dict, meta)
 
     @classmethod
     def check_file(cls, path: str | Path, remedy: str = "") -> dict:
@@ -254,8 +249,6 @@ class EditLayer:
         Raises:
             ValueError: naming the file, when it is missing, empty, truncated, or another kind of file.
         """
-        from ..io.safetensors_files import read_metadata
-
         p = Path(path)
         meta = read_metadata(p, "edit layer", remedy)
         if meta.get("format") != FORMAT:
@@ -278,8 +271,6 @@ class EditLayer:
         Raises:
             ValueError: as :meth:`check_file`.
         """
-        from ..io.safetensors_files import read_tensors
-
         cls.check_file(path, remedy)
         state, meta = read_tensors(path, "edit layer", remedy)
         return cls(state, GeneratorConfig(**json.loads(meta["generator_config"])), json.loads(meta.get("info", "{}")))
