@@ -27,7 +27,7 @@ from .config import OptimConfig
 from .objective import LossWeights, TextBanks, opacity_terms, plan_objective
 from .step_runner import PlainSteps
 from .training_state import read_state, write_if_finite, write_state
-from .views import ViewAugmenter, ViewConfig
+from .views import ViewAugmenter, ViewConfig, structure_view
 
 
 @dataclass
@@ -46,6 +46,34 @@ class StepExamples:
     screens: Optional[list[Optional[torch.Tensor]]] = None
     source_tokens: Optional[list[Optional[torch.Tensor]]] = None
     bootstrap_targets: Optional[list[torch.Tensor]] = None
+
+
+class WholeInputTarget:
+    """The structure target (paper eqs. 5-6) of the whole input, a working image or an atlas: it never changes,
+    so it is encoded once, on the first step that has the whole input as an example.
+
+    Args:
+        clip: the CLIP the runner computes with.
+        views: the CLIP view settings (the structure view's size).
+        structure_weight: the loss's weight; at 0 there is no target.
+    """
+
+    def __init__(self, clip, views: ViewConfig, structure_weight: float) -> None:
+        self.clip, self.views, self.weight = clip, views, structure_weight
+        self._tokens: Optional[torch.Tensor] = None
+
+    def last_of(self, whole: torch.Tensor, n: int) -> Optional[list]:
+        """Cached structure targets of ``n`` examples whose last is ``whole`` ``[1,3,h,w]``: None for the others.
+
+        Returns:
+            ``[None] * (n - 1) + [tokens]``, or None when the structure loss is off.
+        """
+        if self.weight <= 0:
+            return None
+        if self._tokens is None:
+            with torch.no_grad():
+                self._tokens = self.clip.image_tokens(structure_view(whole, self.views))
+        return [None] * (n - 1) + [self._tokens]
 
 
 class ExampleSource(Protocol):

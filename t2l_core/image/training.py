@@ -35,8 +35,7 @@ from ..edit.generator import build_generator
 from ..edit.layer import RESOLUTIONS, EditLayer, LayerOutput
 from ..edit.objective import TextBanks
 from ..edit.step_runner import PlainSteps
-from ..edit.training_loop import LoopSettings, StepExamples, train_generator
-from ..edit.views import structure_view
+from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, train_generator
 from ..io.input_checks import require_finite
 from ..progress import Hooks
 from .internal_dataset import InternalDataset, working_image
@@ -195,8 +194,7 @@ class ImageExamples:
             mask = relevancy_target(runner_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
         self.mask = mask
         self.dataset = InternalDataset(work, config.dataset, mask=mask)
-        self.views = config.views
-        self._full_tokens: Optional[torch.Tensor] = None  # structure target of the whole image (fixed)
+        self.whole_target = WholeInputTarget(runner_clip, config.views, config.weights.structure)
 
     def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
         """See :meth:`t2l_core.edit.training_loop.ExampleSource.examples`."""
@@ -212,16 +210,8 @@ class ImageExamples:
         # the whole image (2nd example) is an extra example: a runner may regenerate it for its backward pass
         outs = [runner.generate(x, deferred=i > 0) for i, x in enumerate(inputs)]
         return StepExamples(inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs],
-                            source_tokens=self._source_tokens(sample.full is not None), bootstrap_targets=targets)
-
-    def _source_tokens(self, has_full: bool) -> Optional[list]:
-        """Cached structure targets: None for the crop, the whole image's fixed tokens on full-image steps."""
-        if not (self.config.weights.structure > 0 and has_full):
-            return None
-        if self._full_tokens is None:
-            with torch.no_grad():
-                self._full_tokens = self.clip.image_tokens(structure_view(self.work, self.views))
-        return [None, self._full_tokens]
+                            source_tokens=self.whole_target.last_of(self.work, 2) if sample.full is not None else None,
+                            bootstrap_targets=targets)
 
     def preview(self, runner) -> torch.Tensor:
         """The composite on the working image, [h,w,3] in 0..1 on the CPU."""

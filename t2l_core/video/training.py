@@ -39,8 +39,7 @@ from ..edit.generator import build_generator
 from ..edit.layer import EditLayer
 from ..edit.objective import TextBanks
 from ..edit.step_runner import PlainSteps
-from ..edit.training_loop import LoopSettings, StepExamples, train_generator
-from ..edit.views import structure_view
+from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, train_generator
 from ..image.training import result_settings
 from ..nla.fit import FittedNLA
 from ..nla.render import AtlasEdit, render_frame
@@ -168,18 +167,18 @@ class AtlasExamples:
     def __init__(self, runner_clip, dataset: VideoAtlasDataset, layer: str, config: VideoEditConfig,
                  preview: Callable[[torch.nn.Module], torch.Tensor]) -> None:
         self.clip, self.dataset, self.layer, self.config = runner_clip, dataset, layer, config
-        self.views = config.views
         self.use_relevancy = uses_relevancy(config)
         self._preview = preview
-        self._full_tokens: Optional[torch.Tensor] = None  # structure target of the whole atlas (fixed)
+        self.whole_target = WholeInputTarget(runner_clip, config.views, config.weights.structure)
 
     def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
         """See :meth:`t2l_core.edit.training_loop.ExampleSource.examples`."""
         cfg, sample = self.config, self.dataset.sample(step, rng)
         fg_alpha = self.layer == "fg" and cfg.atlas.multiply_foreground_alpha
         ex = StepExamples([], [], [], composites=[], screens=[])
-        for x, c, a, cp, sc in atlas_examples(runner.generate(sample.atlas_crop), sample.atlas_crop, sample.frames,
-                                              self.layer, cfg.atlas.multiply_foreground_alpha, cfg.atlas.authors_fg_inputs):
+        out = runner.generate(sample.atlas_crop)
+        for x, c, a, cp, sc in atlas_examples(out, sample.atlas_crop, sample.frames, self.layer,
+                                              cfg.atlas.multiply_foreground_alpha, cfg.atlas.authors_fg_inputs):
             _add(ex, x, c, a, cp, sc)
         if cfg.atlas.direct_pass:
             fc = sample.frames[sample.direct]
@@ -189,19 +188,10 @@ class AtlasExamples:
         if sample.full is not None:  # an extra example: a runner may regenerate it for its backward pass
             o = runner.generate(sample.full, deferred=True)
             _add(ex, sample.full, o[:, :3], o[:, 3:])
-            ex.source_tokens = self._source_tokens(sample.full, len(ex.inputs))
+            ex.source_tokens = self.whole_target.last_of(sample.full, len(ex.inputs))
         if self.use_relevancy and bootstrap_weight > 0:
             ex.bootstrap_targets = [relevancy_target(self.clip, x, cfg, (224, 224)) for x in ex.inputs]
         return ex
-
-    def _source_tokens(self, full: torch.Tensor, n: int) -> Optional[list]:
-        """Cached structure targets of ``n`` examples: the whole atlas's fixed tokens last, None for the rest."""
-        if self.config.weights.structure <= 0:
-            return None
-        if self._full_tokens is None:
-            with torch.no_grad():
-                self._full_tokens = self.clip.image_tokens(structure_view(full, self.views))
-        return [None] * (n - 1) + [self._full_tokens]
 
     def preview(self, runner) -> torch.Tensor:
         """The middle frame with the current edit, [H,W,3] in 0..1 on the CPU."""
@@ -284,7 +274,8 @@ class _EditsOnVideo:
     def middle_frame(self, edit: AtlasEdit) -> torch.Tensor:
         """The middle frame with the edits, [H,W,3] in 0..1 on the CPU."""
         mid = self.nla.num_frames // 2
-        return render_frame(self.nla.model, mid, self.u8[mid].float() / 255.0, *self._layers(edit)).permute(1, 2, 0).cpu()
+        frame = render_frame(self.nla.model, mid, self.u8[mid].float() / 255.0, *self._layers(edit))
+        return frame.permute(1, 2, 0).cpu()
 
     def render(self, edit: AtlasEdit, on_frame) -> torch.Tensor:
         """The edited video, [T,3,H,W] float in 0..1 (:func:`render_video`)."""
