@@ -28,12 +28,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from image_step import PROMPTS, paper_image, run  # noqa: E402
+from image_step import paper_image, paper_inputs, run  # noqa: E402
 import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
 from t2l_core.clip.loading import build_random_clip  # noqa: E402
-from t2l_core.edit.objective import TextBanks  # noqa: E402
 from t2l_core.runtime.measures import FastMeasures, default_measures, forced_measures  # noqa: E402
 from t2l_core.edit.config import EditConfig  # noqa: E402
 
@@ -90,19 +89,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = torch's default)")
     ap.add_argument("--only", default="", help="comma-separated path names to run (default: all)")
     report.add_no_write_option(ap)
-    a = ap.parse_args()
-    report.apply_no_write(a)
-    if a.threads > 0:
-        torch.set_num_threads(a.threads)
+    a = report.parse_bench_args(ap)
     device = torch.device(a.device)
     if a.child is not None:
         child(a.child, a.size, device)
         return
     load0 = os.getloadavg()
-    clip = build_random_clip("ViT-B-32-quickgelu", seed=0, device=device)
-    image = paper_image(a.size)
-    TextBanks.build(clip, PROMPTS["prompt"], None, PROMPTS["source_prompt"])
-    base = dict(iters=a.steps, size=a.size, n_views=a.views, bootstrap_steps=1000, **PROMPTS)
+    clip, image, base = paper_inputs(a.size, a.steps, a.views, device)
     todo = paths(base, device)
     if a.only:
         keep = {s.strip() for s in a.only.split(",")}

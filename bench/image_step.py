@@ -84,6 +84,15 @@ class StepTimer:
         return Hooks(on_step=self.on_step, check_cancel=self.check, preview_every=0)
 
 
+def paper_inputs(size: int, steps: int, views: int, device: torch.device) -> tuple:
+    """The timed paths' shared inputs: a random ViT-B/32 on ``device`` (text cache warmed with the prompts), the
+    astronaut at ``size`` px, and the flat settings every path starts from."""
+    clip = build_random_clip("ViT-B-32-quickgelu", seed=0, device=device)
+    TextBanks.build(clip, PROMPTS["prompt"], None, PROMPTS["source_prompt"])  # warm the text cache
+    base = dict(iters=steps, size=size, n_views=views, bootstrap_steps=1000, **PROMPTS)
+    return clip, paper_image(size), base
+
+
 def run(clip, image, config: EditConfig, flops: bool = False) -> tuple[StepTimer, float]:
     counter = None
     if flops:
@@ -133,20 +142,14 @@ def main() -> None:
     ap.add_argument("--cpu-bf16", action="store_true", help="also time the fast path with bf16 autocast on CPU")
     ap.add_argument("--ceiling-seconds", type=float, default=2.0)
     report.add_no_write_option(ap)
-    a = ap.parse_args()
-    report.apply_no_write(a)
-    if a.threads > 0:
-        torch.set_num_threads(a.threads)
+    a = report.parse_bench_args(ap)
     device = torch.device(a.device)
     if a.child is not None:
         child(a.child, a.size, device)
         return
     load0 = os.getloadavg()
 
-    clip = build_random_clip("ViT-B-32-quickgelu", seed=0, device=device)
-    image = paper_image(a.size)
-    TextBanks.build(clip, PROMPTS["prompt"], None, PROMPTS["source_prompt"])  # warm the text cache
-    base = dict(iters=a.steps, size=a.size, n_views=a.views, bootstrap_steps=1000, **PROMPTS)
+    clip, image, base = paper_inputs(a.size, a.steps, a.views, device)
     paths = {"plain fp32": EditConfig.from_flat(fast=False, **base), "fast": EditConfig.from_flat(fast=True, save_memory=False, **base)}
     if a.save_memory:
         paths["fast + save_memory"] = EditConfig.from_flat(fast=True, save_memory=True, **base)

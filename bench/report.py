@@ -49,6 +49,16 @@ def add_no_write_option(ap) -> None:
     ap.add_argument("--no-write", action="store_true", help="print only (smoke runs); RESULTS.md untouched")
 
 
+def parse_bench_args(parser):
+    """Parse a bench's command line: ``--no-write`` applied, and ``--threads`` (when the bench has it and it is
+    above 0) set as torch's intra-op threads. Returns the parsed arguments."""
+    args = parser.parse_args()
+    apply_no_write(args)
+    if getattr(args, "threads", 0) and args.threads > 0:
+        torch.set_num_threads(args.threads)
+    return args
+
+
 def apply_no_write(args) -> None:
     global RESULTS
     if getattr(args, "no_write", False):

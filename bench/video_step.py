@@ -63,10 +63,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     report.add_no_write_option(ap)
-    a = ap.parse_args()
-    report.apply_no_write(a)
-    if a.threads > 0:
-        torch.set_num_threads(a.threads)
+    a = report.parse_bench_args(ap)
     from t2l_core.video.config import VideoEditConfig
     from t2l_core.api import train_video_edit_layer
     device = torch.device(a.device)
