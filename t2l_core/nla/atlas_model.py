@@ -231,6 +231,16 @@ class LayeredAtlas(nn.Module):
         """
         return self._net(layer).initial(self.coords(x, y, t), t.long())
 
+    def affine_mapping(self, layer: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """A layer's per-frame affine motion alone, without the residual grids (the motion prior's target).
+
+        Args: as :meth:`mapping`.
+
+        Returns:
+            [N,2] in mapping units (unclamped).
+        """
+        return self._net(layer).base(self.coords(x, y, t), t.long())
+
     def _net(self, layer: str) -> LayerMapping:
         if layer == "bg":
             return self.map_bg

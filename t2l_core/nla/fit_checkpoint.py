@@ -25,8 +25,8 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
     Args:
         frames: [T,3,H,W] (every value counts).
         masks: None, or [T,H,W] (every value counts).
-        cfg: every setting but ``checkpoint_every`` counts (``motion_init="translation"`` is left out, so fits
-            of configs from before that setting keep their key).
+        cfg: every setting but ``checkpoint_every`` counts (``motion_init="translation"`` and motion-prior
+            weights of 0 are left out, so fits of configs from before those settings keep their key).
 
     Returns:
         16 hex digits.
@@ -39,6 +39,9 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
     d.pop("checkpoint_every", None)
     if d.get("motion_init") == "translation":
         d.pop("motion_init")
+    for name in ("residual_bg", "residual_fg"):
+        if d["weights"].get(name) == 0:
+            d["weights"].pop(name)
     h.update(json.dumps(d, sort_keys=True).encode())
     return h.hexdigest()[:16]
 

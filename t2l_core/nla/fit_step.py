@@ -2,7 +2,8 @@
 
 The terms are those of NLA (Kasten et al. 2021, Sec. 3; :mod:`t2l_core.nla.losses`): reconstruction (colour
 and its spatial gradient), per layer the mapping terms (local and, early on, global rigidity, optical-flow
-consistency and the warm-up towards the initial mapping), and for a foreground layer the opacity terms
+consistency, the warm-up towards the initial mapping and the prior towards the per-frame affine motion), and
+for a foreground layer the opacity terms
 (alpha flow consistency, sparsity and, early on, alpha bootstrapping from the masks). Each term is added
 in a fixed order, so a step computes the same floating-point sums on every run.
 """
@@ -142,11 +143,12 @@ class StepScale:
 def add_layer_terms(terms: dict, model: LayeredAtlas, layer: str, out: dict, b: PixelBatch, matches: FlowMatches,
                     alpha: torch.Tensor, weights: L.NLALossWeights, s: StepScale) -> None:
     """Add one layer's mapping terms to ``terms`` (NLA Sec. 3): local rigidity, global rigidity (early steps,
-    weighted per layer), flow consistency weighted by alpha (fg) or 1 - alpha (bg), and the warm-up.
+    weighted per layer), flow consistency weighted by alpha (fg) or 1 - alpha (bg), the warm-up, and the prior
+    towards the per-frame affine motion when the layer's weight is not 0.
 
     Args:
         terms: the step's terms; "rigidity", "flow" and "global_rigidity" are accumulated over layers,
-            ``warmup_<layer>`` is set.
+            ``warmup_<layer>`` and ``residual_<layer>`` are set.
         model: the atlas.
         layer: "fg" or "bg".
         out: the model's outputs at the pixels and their right/lower neighbours ([3N]).
@@ -172,6 +174,8 @@ def add_layer_terms(terms: dict, model: LayeredAtlas, layer: str, out: dict, b: 
     wgt = alpha if layer == "fg" else (1 - alpha)
     terms["flow"] = terms["flow"] + 0.5 * (L.flow_consistency_loss(m, mf, matches.ok_f, wgt, s.pixel_scale)
                                            + L.flow_consistency_loss(m, mb, matches.ok_b, wgt, s.pixel_scale))
+    if getattr(weights, f"residual_{layer}") > 0:
+        terms[f"residual_{layer}"] = L.residual_loss(m, model.affine_mapping(layer, b.xf, b.yf, b.td), s.pixel_scale)
     if s.step < weights.steps("warmup", s.total):
         terms[f"warmup_{layer}"] = L.mapping_warmup_loss(m, model.initial_mapping(layer, b.xf, b.yf, b.td))
 
@@ -211,7 +215,7 @@ def term_weights(w: L.NLALossWeights) -> dict:
     """
     return {"rgb": w.rgb, "gradient": w.gradient, "rigidity": w.rigidity, "global_rigidity": 1.0, "flow": w.flow,
             "alpha_flow": w.alpha_flow, "sparsity": w.sparsity, "bootstrap": w.bootstrap,
-            "warmup_fg": w.warmup, "warmup_bg": w.warmup}
+            "warmup_fg": w.warmup, "warmup_bg": w.warmup, "residual_fg": w.residual_fg, "residual_bg": w.residual_bg}
 
 
 def training_step(model: LayeredAtlas, frames16: torch.Tensor, masks: Optional[torch.Tensor], flow: VideoFlow,

@@ -35,6 +35,12 @@ class NLALossWeights:
     bootstrap_until: float = 0.5
     warmup: float = 1000.0
     warmup_until: float = 0.05
+    # prior towards the per-frame affine motion (:func:`residual_loss`). Where the background has no texture
+    # (a clear sky, a white wall), neither the colour nor the optical flow fixes its mapping, which then
+    # drifts with the flow's small per-frame biases; the prior keeps it on the affine motion that the textured
+    # parts fix. The foreground's bending needs its residuals, so it has none by default.
+    residual_bg: float = 2.0
+    residual_fg: float = 0.0
 
     def steps(self, name: str, total: int) -> int:
         """The step at which a scheduled term stops.
@@ -199,6 +205,25 @@ def mapping_warmup_loss(m: torch.Tensor, m_init: torch.Tensor) -> torch.Tensor:
         A scalar >= 0, the mean squared distance.
     """
     return ((m - m_init) ** 2).sum(-1).mean()
+
+
+def residual_loss(m: torch.Tensor, m_affine: torch.Tensor, pixel_scale: float) -> torch.Tensor:
+    """The motion prior: the mean Charbonnier length sqrt(r^2 + 1) - 1 of the mapping's residual beyond its
+    per-frame affine motion, r = ||M(x, y, t) - A_t(x, y)|| in frame pixels.
+
+    About r^2 / 2 for a drift under a pixel, about r - 1 for the large residuals that moving objects of a
+    background-only atlas need, so it holds drift back without flattening real motion.
+
+    Args:
+        m: [N,2] the mapping M(x, y, t) in mapping units.
+        m_affine: [N,2] the same points' per-frame affine mapping.
+        pixel_scale: mapping units -> pixels.
+
+    Returns:
+        A scalar >= 0.
+    """
+    r2 = (((m - m_affine) * pixel_scale) ** 2).sum(-1)
+    return (torch.sqrt(r2 + 1.0) - 1.0).mean()
 
 
 def psnr(mse: float | torch.Tensor, peak: float = 1.0) -> float:

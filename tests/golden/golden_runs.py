@@ -74,9 +74,10 @@ def recording(history: list, cancel_at: int = 0):
 
 def nla_fit(history: list, cancel_at: int = 0, **kw):
     v = video()
-    # the recording predates the affine motion initialisation: the fit it pins starts from translations
+    # the recording predates the affine motion initialisation and the motion prior: the fit it pins starts from
+    # translations and has no prior
     config = api.nla_fit_config(iterations=NLA_ITERATIONS, batch_pixels=2048, seed=0, flow="lk",
-                                motion_init="translation")
+                                motion_init="translation", weights={"residual_bg": 0.0})
     return api.fit_nla(v.frames, v.masks, config, hooks=recording(history, cancel_at), device="cpu", **kw)
 
 

@@ -88,6 +88,42 @@ def test_bootstrap_matches_bce_and_other_terms():
     assert abs(L.psnr(0.001) - 30.0) < 1e-9
 
 
+def test_motion_prior_is_the_charbonnier_length_of_the_residual_in_pixels():
+    m_affine = torch.rand(4, 2)
+    r_px = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.3, 0.0], [-6.0, 8.0]])  # lengths 5, 0, 0.3, 10 px
+    val = float(L.residual_loss(m_affine + r_px / 40.0, m_affine, 40.0))
+    expected = sum(math.sqrt(r * r + 1.0) - 1.0 for r in (5.0, 0.0, 0.3, 10.0)) / 4
+    assert abs(val - expected) < 1e-4
+    assert float(L.residual_loss(m_affine, m_affine, 40.0)) == 0.0
+
+
+def test_the_fit_step_pulls_a_background_residual_back_to_the_affine_motion(video):
+    from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas
+    from t2l_core.nla.fit_step import training_step
+
+    est, name = make_flow_estimator(torch.device("cpu"), (), "lk")
+    frames = video.frames[:3]
+    flow = compute_video_flow(lambda i: frames[i], 3, est, name)
+    model = LayeredAtlas(AtlasConfig(height=48, width=64, frames=3, has_foreground=True))
+    shift = torch.tensor([0.015, -0.02])  # mapping units: 0.025 * (L/2) / uv_scale = 1 px
+    with torch.no_grad():
+        model.map_bg.residual.grids[0].copy_(shift.view(1, 2, 1, 1, 1).expand_as(model.map_bg.residual.grids[0]))
+    cfg = NLAFitConfig(iterations=100, batch_pixels=256)
+    loss, terms = training_step(model, frames.half(), video.masks[:3], flow, 60, cfg.iterations, cfg,
+                                torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert abs(terms["residual_bg"] - (math.sqrt(2.0) - 1.0)) < 1e-4 and "residual_fg" not in terms
+    # alone, the prior's gradient moves the residual towards 0
+    model.zero_grad()
+    cfg.weights = L.NLALossWeights(**{k: 0.0 for k in ("rgb", "gradient", "rigidity", "flow", "alpha_flow",
+                                                          "sparsity", "bootstrap")})
+    loss, _ = training_step(model, frames.half(), video.masks[:3], flow, 60, cfg.iterations, cfg,
+                            torch.Generator().manual_seed(0), torch.device("cpu"))
+    loss.backward()
+    g = model.map_bg.residual.grids[0].grad.sum(dim=(0, 2, 3, 4))
+    assert g[0] > 0 and g[1] < 0
+    assert model.map_fg.residual.grids[0].grad is None or float(model.map_fg.residual.grids[0].grad.abs().max()) == 0.0
+
+
 # ---------------------------------------------------------------------------------------------------- flow
 
 def test_offline_flow_recovers_known_motion(video):
