@@ -2,10 +2,11 @@
 
 The terms are those of NLA (Kasten et al. 2021, Sec. 3; :mod:`t2l_core.nla.losses`): reconstruction (colour
 and its spatial gradient), per layer the mapping terms (local and, early on, global rigidity, optical-flow
-consistency, the warm-up towards the initial mapping and the prior towards the per-frame affine motion), and
-for a foreground layer the opacity terms
-(alpha flow consistency, sparsity and, early on, alpha bootstrapping from the masks). Each term is added
-in a fixed order, so a step computes the same floating-point sums on every run.
+consistency and the warm-up towards the initial mapping), and for a foreground layer the opacity terms
+(alpha flow consistency, sparsity and, early on, alpha bootstrapping from the masks). Our grid mappings add
+one term of their own: a prior that keeps a layer's residual grids near its per-frame affine motion where
+nothing else fixes them. Each term is added in a fixed order, so a step computes the same floating-point
+sums on every run.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import torch
 
 @dataclass
 class NLALossWeights:
-    """Loss weights and schedules (NLA config.json values; step limits scale with the run length).
+    """Loss weights and schedules (NLA config.json values, except the motion prior ``residual_*`` of our grid
+    mappings; step limits scale with the run length).
 
     ``*_until`` values are fractions of the total iterations when < 1, else absolute step counts.
     """
