@@ -18,6 +18,11 @@ from .optical_flow import frames_fingerprint
 
 CODE_VERSION = "nla-1"
 
+# settings added after the first saved fits, each with the value that reproduces those fits: at that value a
+# setting is left out of the key, so older fits keep theirs. Paths into NLAFitConfig.to_dict().
+KEY_NEUTRAL_SETTINGS = {("motion_init",): "translation", ("weights", "residual_bg"): 0.0,
+                        ("weights", "residual_fg"): 0.0}
+
 
 def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:
     """The key of a fit's inputs and settings (names the checkpoint file).
@@ -25,8 +30,8 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
     Args:
         frames: [T,3,H,W] (every value counts).
         masks: None, or [T,H,W] (every value counts).
-        cfg: every setting but ``checkpoint_every`` counts (``motion_init="translation"`` and motion-prior
-            weights of 0 are left out, so fits of configs from before those settings keep their key).
+        cfg: every setting but ``checkpoint_every`` counts, except those of :data:`KEY_NEUTRAL_SETTINGS` at
+            their neutral value (so fits of configs from before those settings keep their key).
 
     Returns:
         16 hex digits.
@@ -37,11 +42,13 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
         h.update(frames_fingerprint(masks[:, None]).encode())
     d = cfg.to_dict()
     d.pop("checkpoint_every", None)
-    if d.get("motion_init") == "translation":
-        d.pop("motion_init")
-    for name in ("residual_bg", "residual_fg"):
-        if d["weights"].get(name) == 0:
-            d["weights"].pop(name)
+    for path, neutral in KEY_NEUTRAL_SETTINGS.items():
+        *parents, name = path
+        group = d
+        for p in parents:
+            group = group[p]
+        if group.get(name) == neutral:
+            group.pop(name)
     h.update(json.dumps(d, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
