@@ -34,6 +34,14 @@ def video():
 
 
 @pytest.fixture(scope="module")
+def three_frames(video):
+    """The video's first 3 frames and their LK flow (for single fit steps)."""
+    est, name = make_flow_estimator(torch.device("cpu"), (), "lk")
+    frames = video.frames[:3]
+    return frames, compute_video_flow(lambda i: frames[i], 3, est, name)
+
+
+@pytest.fixture(scope="module")
 def fitted(video):
     return fit_nla(video.frames, video.masks, NLAFitConfig(iterations=FIT_ITERS, batch_pixels=4096, seed=0, flow="lk"))
 
@@ -97,13 +105,11 @@ def test_motion_prior_is_the_charbonnier_length_of_the_residual_in_pixels():
     assert float(L.residual_loss(m_affine, m_affine, 40.0)) == 0.0
 
 
-def test_the_fit_step_pulls_a_background_residual_back_to_the_affine_motion(video):
+def test_the_fit_step_pulls_a_background_residual_back_to_the_affine_motion(video, three_frames):
     from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas
     from t2l_core.nla.fit_step import training_step
 
-    est, name = make_flow_estimator(torch.device("cpu"), (), "lk")
-    frames = video.frames[:3]
-    flow = compute_video_flow(lambda i: frames[i], 3, est, name)
+    frames, flow = three_frames
     model = LayeredAtlas(AtlasConfig(height=48, width=64, frames=3, has_foreground=True))
     shift = torch.tensor([0.015, -0.02])  # mapping units: 0.025 * (L/2) / uv_scale = 1 px
     with torch.no_grad():
@@ -373,14 +379,12 @@ def test_a_file_that_is_not_an_atlas_fit_checkpoint_is_refused_by_name(tmp_path)
     assert not path.exists()
 
 
-def test_a_fit_step_is_the_weighted_sum_of_its_scheduled_terms(video):
+def test_a_fit_step_is_the_weighted_sum_of_its_scheduled_terms(video, three_frames):
     """The step's total is sum(weight * term) over the terms its schedules switch on (float64 reference)."""
     from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas
     from t2l_core.nla.fit_step import term_weights, training_step
 
-    est, name = make_flow_estimator(torch.device("cpu"), (), "lk")
-    frames = video.frames[:3]
-    flow = compute_video_flow(lambda i: frames[i], 3, est, name)
+    frames, flow = three_frames
     model = LayeredAtlas(AtlasConfig(height=48, width=64, frames=3, has_foreground=True))
     cfg = NLAFitConfig(iterations=100, batch_pixels=256)  # warm-up until step 5, global rigidity 30, bootstrap 50
     for step, expect in ((0, {"warmup_fg", "warmup_bg", "global_rigidity", "bootstrap"}), (10, {"global_rigidity", "bootstrap"}),
