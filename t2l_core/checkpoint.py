@@ -2,9 +2,9 @@
 
 A checkpoint exists to survive a cancel or a crash. It is written when a run stops early (and, for atlas fits,
 every ``checkpoint_every`` steps), used only by a run with exactly the same result key (inputs, settings,
-target iterations, CLIP, device class), and removed when the run finishes unless the caller keeps it. A
-checkpoint of other inputs is never used: the run starts over, replaces it, and says so in a note. A file
-that is not a checkpoint of this kind of job is an error that names it.
+target iterations, CLIP, device class, :data:`RESULT_VERSION`), and removed when the run finishes unless the
+caller keeps it. A checkpoint of other inputs is never used: the run starts over, replaces it, and says so in a
+note. A file that is not a checkpoint of this kind of job is an error that names it.
 
 File: safetensors, written to ``<path>.part`` and renamed into place (a crash never leaves half a file).
 Tensors: the job's state (``gen.*`` or ``model.*``), the optimizer state (``opt.<parameter index>.<name>``
@@ -24,6 +24,10 @@ import torch
 
 from .io.safetensors_files import write_tensors
 
+# The version of the numbers the code computes, part of every result key (edits and atlas fits): a checkpoint
+# written by code that computed other numbers is never resumed. tests/test_result_version.py ties it to the golden
+# runs' recorded histories, so re-recording them (because a result changed) fails until this is raised.
+RESULT_VERSION = "2"
 FORMAT = "t2l-checkpoint"
 FORMAT_VERSION = "1"
 EDIT_JOB = "edit"  # an image edit or an atlas edit (the generator and its MADGRAD state)

@@ -14,10 +14,11 @@ from _edit_helpers import tiny_config
 from synthetic_video import make_synthetic_video
 
 import t2l_core.edit.training_loop as training_loop
+import t2l_core.nla.fit as nla_fit
 from t2l_core.checkpoint import NonFiniteLoss
 from t2l_core.clip.loading import build_tiny_clip
 from t2l_core.nla.fit import NLAFitConfig, fit_nla
-from t2l_core.nla.optical_flow import compute_video_flow, make_flow_estimator
+from t2l_core.nla.optical_flow import compute_video_flow, load_flow, make_flow_estimator
 from t2l_core.progress import Cancelled, Hooks
 from t2l_core.image.training import default_checkpoint_path, input_fingerprint
 from t2l_core.api import train_edit_layer
@@ -134,7 +135,6 @@ def _equal_models(a, b) -> bool:
 
 
 def test_fit_resumes_only_its_own_checkpoint_and_stops_on_a_non_finite_loss(clip4, tmp_path, monkeypatch):
-    import t2l_core.nla.fit as nla_fit
 
     v, flow = clip4
     ckpt = str(tmp_path / "fit.safetensors")
@@ -188,3 +188,33 @@ def test_frames_key_sees_every_value(clip4):
     other = v.frames.clone()
     other[2, 1, 17, 23] += 1e-3  # one value of one frame
     assert frames_fingerprint(other) != frames_fingerprint(v.frames)
+
+
+def test_a_cancel_during_the_flow_keeps_the_pairs_already_computed(tmp_path, monkeypatch):
+    v = make_synthetic_video(frames=6, height=32, width=40)
+    cfg = NLAFitConfig(iterations=3, batch_pixels=512, flow="lk")
+    ckpt, cache = str(tmp_path / "ck.safetensors"), str(tmp_path / "flow.safetensors")
+    estimated = []
+    real = nla_fit.make_flow_estimator
+
+    def counting_estimator(device, search_dirs=(), prefer="auto"):
+        estimate, name = real(device, search_dirs, prefer)
+        return (lambda a, b: estimated.append(1) or estimate(a, b)), name
+
+    def cancel_after_3_pairs(name, done, total):
+        if name.startswith("optical flow") and done == 3:
+            raise Cancelled("stop")
+
+    monkeypatch.setattr(nla_fit, "make_flow_estimator", counting_estimator)
+    with pytest.raises(Cancelled):
+        fit_nla(v.frames, None, cfg, hooks=Hooks(on_phase=cancel_after_3_pairs), checkpoint_path=ckpt,
+                flow_cache_path=cache)
+    assert len(estimated) == 2 * 3 and os.path.isfile(cache)  # three pairs, both ways, kept
+    estimated.clear()
+    resumed = fit_nla(v.frames, None, cfg, checkpoint_path=ckpt, flow_cache_path=cache, keep_checkpoint=True)
+    assert len(estimated) == 2 * 2  # only the two pairs left
+    est, name = real(torch.device("cpu"), (), "lk")
+    whole = compute_video_flow(lambda i: v.frames[i], 6, est, name)
+    cached = load_flow(cache)
+    assert all(torch.equal(getattr(cached, k), getattr(whole, k)) for k in ("fwd", "bwd", "fwd_ok", "bwd_ok"))
+    assert _equal_models(resumed, fit_nla(v.frames, None, cfg, flow=whole))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..checkpoint import EDIT_JOB, CheckpointFile
+from ..checkpoint import EDIT_JOB, RESULT_VERSION, CheckpointFile
 from ..clip.templates import as_prompt_list
 from ..device import autocast_dtype
 from ..edit.config import RUNTIME_FIELDS, EditConfig
@@ -72,8 +72,9 @@ def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[to
 
     Covered: the image, the optional mask, every setting including ``iters`` (a run resumes only from a run
     with the same target), the seed and the generator settings, the CLIP's identity (weights, dtype, device
-    class, config; see :meth:`ClipModel.identity`) and the autocast dtype the run uses. Speed settings that
-    leave the computed values unchanged (``RUNTIME_FIELDS``) are left out.
+    class, config; see :meth:`ClipModel.identity`), the autocast dtype the run uses and
+    :data:`~t2l_core.checkpoint.RESULT_VERSION`. Speed settings that leave the computed values unchanged
+    (``RUNTIME_FIELDS``) are left out.
 
     Args:
         image: [1,3,H,W] in 0..1.
@@ -89,7 +90,7 @@ def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[to
     if mask is not None:
         h.update(mask.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     h.update(json.dumps(result_settings(config, clip), sort_keys=True, default=str).encode())
-    h.update(__version__.encode())
+    h.update(RESULT_VERSION.encode())
     return h.hexdigest()
 
 

@@ -143,7 +143,9 @@ class LayerMapping(nn.Module):
         Returns:
             [N,2] in mapping units.
         """
-        a = (self.affine if params is None else params)[t_idx]
+        # index_select: its backward adds each point's gradient to its frame's row in point order, where the
+        # backward of indexing (an accumulating index_put) adds them in an order that changes from run to run
+        a = (self.affine if params is None else params).index_select(0, t_idx)
         x, y = p[:, 0], p[:, 1]
         u = a[:, 0] * x + a[:, 1] * y + a[:, 4]
         v = a[:, 2] * x + a[:, 3] * y + a[:, 5]

@@ -30,7 +30,8 @@ from .fit_inputs import check_fit_memory, estimate_fit_memory, validate_inputs
 from .fit_step import step_logs, training_step
 from .fitted import FittedNLA
 from .initialisation import init_alpha_from_masks, init_colour_from_frames, motion_init
-from .optical_flow import VideoFlow, compute_video_flow, frames_fingerprint, load_flow, make_flow_estimator, save_flow
+from .optical_flow import (VideoFlow, compute_video_flow, empty_video_flow, frames_fingerprint, load_flow_progress,
+                           make_flow_estimator, save_flow)
 from .reconstruction import reconstruct_frame, reconstruct_video, sampled_psnr
 
 # the fit, and the names of the modules above that its callers import from here
@@ -135,21 +136,47 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
 
 
 def _video_flow(frames, cfg, hooks, device, flow, search_dirs, cache_path) -> VideoFlow:
-    """The given flow, else the cached one, else computed (and cached); refused when it does not fit."""
+    """The given flow, else the cached one, else computed (and cached); refused when it does not fit.
+
+    A cancel or an error while the flow is computed caches the pairs done so far, and the next fit of these
+    frames continues from them.
+    """
     T, _, H, W = frames.shape
-    fp = f"{frames_fingerprint(frames)}:{cfg.flow}"
-    if flow is None and cache_path:
-        flow = load_flow(cache_path, key=fp)
     if flow is None:
-        estimator, name = make_flow_estimator(device, search_dirs, cfg.flow)
-        flow = compute_video_flow(lambda i: frames[i].float(), T, estimator, name,
-                                  on_pair=hooks.phase_callback("optical flow (frame pairs)"))
-        if cache_path:
-            save_flow(flow, cache_path, key=fp)
+        flow = _computed_flow(frames, cfg, hooks, device, search_dirs, cache_path)
     if flow.frames != T or tuple(flow.fwd.shape[-2:]) != (H, W):
         raise ValueError("the given optical flow does not match the frames (count or size); recompute it")
     require_finite(flow.fwd, "the optical flow", "Check the frames, or use the built-in estimator (flow 'lk').")
     require_finite(flow.bwd, "the optical flow", "Check the frames, or use the built-in estimator (flow 'lk').")
+    return flow
+
+
+def _computed_flow(frames, cfg, hooks, device, search_dirs, cache_path) -> VideoFlow:
+    """The frames' flow from the cache, completing a partly computed one, or computed from the start."""
+    T, _, H, W = frames.shape
+    fp = f"{frames_fingerprint(frames)}:{cfg.flow}"
+    found = load_flow_progress(cache_path, key=fp) if cache_path else None
+    if found is not None and found[1] == T - 1:
+        return found[0]
+    estimator, name = make_flow_estimator(device, search_dirs, cfg.flow)
+    if found is None or found[0].estimator != name or found[0].frames != T or tuple(found[0].fwd.shape[-2:]) != (H, W):
+        found = (empty_video_flow(T, H, W, name), 0)
+    flow, done = found
+    report = hooks.phase_callback("optical flow (frame pairs)")
+    progress = [done]
+
+    def on_pair(pairs: int, total: int) -> None:
+        progress[0] = pairs
+        report(pairs, total)
+
+    try:
+        compute_video_flow(lambda i: frames[i].float(), T, estimator, name, on_pair=on_pair, into=flow, start=done)
+    except BaseException:
+        if cache_path and progress[0] > done:
+            save_flow(flow, cache_path, key=fp, pairs=progress[0])
+        raise
+    if cache_path:
+        save_flow(flow, cache_path, key=fp)
     return flow
 
 

@@ -11,12 +11,10 @@ from typing import Optional
 
 import torch
 
-from ..checkpoint import ATLAS_FIT_JOB, CheckpointFile, load_optimizer_state, optimizer_state_tensors
+from ..checkpoint import ATLAS_FIT_JOB, RESULT_VERSION, CheckpointFile, load_optimizer_state, optimizer_state_tensors
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .config import NLAFitConfig
 from .optical_flow import frames_fingerprint
-
-CODE_VERSION = "nla-1"
 
 # settings added after the first saved fits, each with the value that reproduces those fits: at that value a
 # setting is left out of the key, so older fits keep theirs. Paths into NLAFitConfig.to_dict().
@@ -33,10 +31,12 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
         cfg: every setting but ``checkpoint_every`` counts, except those of :data:`KEY_NEUTRAL_SETTINGS` at
             their neutral value (so fits of configs from before those settings keep their key).
 
+    The key also holds :data:`~t2l_core.checkpoint.RESULT_VERSION`.
+
     Returns:
         16 hex digits.
     """
-    h = hashlib.sha1(CODE_VERSION.encode())
+    h = hashlib.sha1(f"nla-{RESULT_VERSION}".encode())
     h.update(frames_fingerprint(frames).encode())
     if masks is not None:
         h.update(frames_fingerprint(masks[:, None]).encode())

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from ..progress import losses_to_floats
+from ..reductions import stable_mean
 from . import losses as L
 from .atlas_model import LayeredAtlas
 from .config import NLAFitConfig
@@ -164,7 +165,7 @@ def add_layer_terms(terms: dict, model: LayeredAtlas, layer: str, out: dict, b: 
     # local rigidity with 1 px forward differences (same as NLA's backward ones up to the sign)
     J = L.mapping_jacobian(m_x, m, m, 1.0, s.pixel_scale)  # column 0 from M(p+ex)-M(p) ...
     J = torch.stack([J[..., 0], (m_y - m) * s.pixel_scale], dim=-1)  # ... column 1 from M(p+ey)-M(p)
-    terms["rigidity"] = terms["rigidity"] + L.rigidity_from_jacobian(J).mean()
+    terms["rigidity"] = terms["rigidity"] + stable_mean(L.rigidity_from_jacobian(J))
     if s.step < weights.steps("global_rigidity", s.total):
         gpx = s.global_px
         mg = model.mapping(layer, torch.cat([b.xf - gpx, b.xf]), torch.cat([b.yf, b.yf - gpx]), torch.cat([b.td, b.td]))

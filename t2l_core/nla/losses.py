@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from ..reductions import stable_mean, stable_sum
+
 
 @dataclass
 class NLALossWeights:
@@ -70,7 +72,7 @@ def rgb_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Returns:
         A scalar >= 0.
     """
-    return ((pred - target) ** 2).sum(-1).mean()
+    return stable_mean(((pred - target) ** 2).sum(-1))
 
 
 def gradient_loss(pred_dx: torch.Tensor, pred_dy: torch.Tensor, gt_dx: torch.Tensor, gt_dy: torch.Tensor) -> torch.Tensor:
@@ -83,7 +85,7 @@ def gradient_loss(pred_dx: torch.Tensor, pred_dy: torch.Tensor, gt_dx: torch.Ten
     Returns:
         A scalar >= 0.
     """
-    return (((gt_dx - pred_dx) ** 2).sum(-1) + ((gt_dy - pred_dy) ** 2).sum(-1)).mean()
+    return stable_mean(((gt_dx - pred_dx) ** 2).sum(-1) + ((gt_dy - pred_dy) ** 2).sum(-1))
 
 
 def rigidity_from_jacobian(J: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -132,7 +134,7 @@ def rigidity_loss(m: torch.Tensor, m_dx: torch.Tensor, m_dy: torch.Tensor, step_
     Returns:
         A scalar, see :func:`rigidity_from_jacobian`.
     """
-    return rigidity_from_jacobian(mapping_jacobian(m, m_dx, m_dy, step_px, pixel_scale)).mean()
+    return stable_mean(rigidity_from_jacobian(mapping_jacobian(m, m_dx, m_dy, step_px, pixel_scale)))
 
 
 def flow_consistency_loss(m: torch.Tensor, m_matched: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor,
@@ -152,7 +154,7 @@ def flow_consistency_loss(m: torch.Tensor, m_matched: torch.Tensor, valid: torch
     """
     err = torch.sqrt(((m_matched - m) ** 2).sum(-1) + 1e-12) * pixel_scale
     v = valid.float()
-    return (v * weight * err).sum() / v.sum().clamp_min(1.0)
+    return stable_sum(v * weight * err) / stable_sum(v).clamp_min(1.0)
 
 
 def alpha_flow_loss(alpha: torch.Tensor, alpha_matched: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -166,7 +168,7 @@ def alpha_flow_loss(alpha: torch.Tensor, alpha_matched: torch.Tensor, valid: tor
         A scalar in [0, 1].
     """
     v = valid.float()
-    return (v * (alpha - alpha_matched).abs()).sum() / v.sum().clamp_min(1.0)
+    return stable_sum(v * (alpha - alpha_matched).abs()) / stable_sum(v).clamp_min(1.0)
 
 
 def sparsity_loss(rgb_fg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -179,7 +181,7 @@ def sparsity_loss(rgb_fg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     Returns:
         A scalar >= 0.
     """
-    return ((rgb_fg * (1 - alpha[:, None])) ** 2).sum(-1).mean()
+    return stable_mean(((rgb_fg * (1 - alpha[:, None])) ** 2).sum(-1))
 
 
 def alpha_bootstrap_loss(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -193,7 +195,7 @@ def alpha_bootstrap_loss(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
         A scalar >= 0.
     """
     a = alpha.clamp(1e-6, 1 - 1e-6)
-    return (-(mask * torch.log(a) + (1 - mask) * torch.log(1 - a))).mean()
+    return stable_mean(-(mask * torch.log(a) + (1 - mask) * torch.log(1 - a)))
 
 
 def mapping_warmup_loss(m: torch.Tensor, m_init: torch.Tensor) -> torch.Tensor:
@@ -205,7 +207,7 @@ def mapping_warmup_loss(m: torch.Tensor, m_init: torch.Tensor) -> torch.Tensor:
     Returns:
         A scalar >= 0, the mean squared distance.
     """
-    return ((m - m_init) ** 2).sum(-1).mean()
+    return stable_mean(((m - m_init) ** 2).sum(-1))
 
 
 def residual_loss(m: torch.Tensor, m_affine: torch.Tensor, pixel_scale: float) -> torch.Tensor:
@@ -224,7 +226,7 @@ def residual_loss(m: torch.Tensor, m_affine: torch.Tensor, pixel_scale: float) -
         A scalar >= 0.
     """
     r2 = (((m - m_affine) * pixel_scale) ** 2).sum(-1)
-    return (torch.sqrt(r2 + 1.0) - 1.0).mean()
+    return stable_mean(torch.sqrt(r2 + 1.0) - 1.0)
 
 
 def psnr(mse: float | torch.Tensor, peak: float = 1.0) -> float:

@@ -253,9 +253,29 @@ def make_flow_estimator(device: torch.device, search_dirs: Sequence[str] = (), p
     return (lambda a, b: pyramid_lk_flow(a.to(device), b.to(device)).cpu()), "lk"
 
 
+def empty_video_flow(frames: int, height: int, width: int, name: str = "lk") -> VideoFlow:
+    """A video's flow before any pair is computed (filled by :func:`compute_video_flow`).
+
+    Args:
+        frames: T >= 2.
+        height, width: the frames' size in px.
+        name: the estimator's name.
+
+    Returns:
+        A :class:`VideoFlow` of uninitialised fp16 flow and bool masks.
+    """
+    if frames < 2:
+        raise ValueError("optical flow needs at least 2 frames")
+    shape = (frames - 1, height, width)
+    return VideoFlow(torch.empty(frames - 1, 2, height, width, dtype=torch.float16),
+                     torch.empty(frames - 1, 2, height, width, dtype=torch.float16),
+                     torch.empty(shape, dtype=torch.bool), torch.empty(shape, dtype=torch.bool), estimator=name)
+
+
 def compute_video_flow(get_frame: Callable[[int], torch.Tensor], frames: int, estimator: Callable,
                        name: str = "lk", fb_threshold: float = 1.0,
-                       on_pair: Optional[Callable[[int, int], None]] = None) -> VideoFlow:
+                       on_pair: Optional[Callable[[int, int], None]] = None,
+                       into: Optional[VideoFlow] = None, start: int = 0) -> VideoFlow:
     """Flow for every consecutive pair, both ways, streamed one pair at a time, with consistency masks.
 
     Args:
@@ -264,32 +284,30 @@ def compute_video_flow(get_frame: Callable[[int], torch.Tensor], frames: int, es
         estimator: (img_a, img_b) -> flow [2,H,W] (:func:`make_flow_estimator`).
         name: the estimator's name (stored with the flow).
         fb_threshold: see :func:`fb_consistency`.
-        on_pair: ``(done, total)`` after each pair (progress and cancellation).
+        on_pair: ``(done, total)`` after each pair is stored (progress and cancellation: pairs ``< done`` are
+            complete in the flow when it raises).
+        into: the flow to fill (e.g. a partly computed one from :func:`load_flow_progress`); None = a new one.
+        start: pairs before this one are already in ``into`` and are kept.
 
     Returns:
-        The :class:`VideoFlow` (fp16 flow).
+        The :class:`VideoFlow` (fp16 flow); ``into`` itself when given.
     """
-    if frames < 2:
-        raise ValueError("optical flow needs at least 2 frames")
-    first = get_frame(0)
+    first = get_frame(start)
     H, W = first.shape[-2:]
-    fwd = torch.empty(frames - 1, 2, H, W, dtype=torch.float16)
-    bwd = torch.empty(frames - 1, 2, H, W, dtype=torch.float16)
-    fwd_ok = torch.empty(frames - 1, H, W, dtype=torch.bool)
-    bwd_ok = torch.empty(frames - 1, H, W, dtype=torch.bool)
+    flow = into if into is not None else empty_video_flow(frames, H, W, name)
     prev = first
-    for t in range(frames - 1):
+    for t in range(start, frames - 1):
         nxt = get_frame(t + 1)
         f = estimator(prev, nxt).float()
         b = estimator(nxt, prev).float()
-        fwd[t] = f.half()
-        bwd[t] = b.half()
-        fwd_ok[t] = fb_consistency(f, b, fb_threshold)
-        bwd_ok[t] = fb_consistency(b, f, fb_threshold)
+        flow.fwd[t] = f.half()
+        flow.bwd[t] = b.half()
+        flow.fwd_ok[t] = fb_consistency(f, b, fb_threshold)
+        flow.bwd_ok[t] = fb_consistency(b, f, fb_threshold)
         prev = nxt
         if on_pair is not None:
             on_pair(t + 1, frames - 1)
-    return VideoFlow(fwd, bwd, fwd_ok, bwd_ok, estimator=name)
+    return flow
 
 
 def frames_fingerprint(frames: torch.Tensor) -> str:
@@ -308,27 +326,31 @@ def frames_fingerprint(frames: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def save_flow(flow: VideoFlow, path: str, key: str = "") -> None:
+def save_flow(flow: VideoFlow, path: str, key: str = "", pairs: Optional[int] = None) -> None:
     """Cache a video's flow (atomic: an interrupted save never leaves a damaged cache).
 
     Args:
         flow: the flow.
         path: the cache file (.safetensors).
         key: what :func:`load_flow` must be given to use it (the frames' fingerprint and the estimator setting).
+        pairs: None for a complete flow, else how many pairs (from the first) are computed.
     """
+    meta = {"key": key, "estimator": flow.estimator}
+    if pairs is not None:
+        meta["pairs"] = str(int(pairs))
     write_tensors(path, {"fwd": flow.fwd, "bwd": flow.bwd, "fwd_ok": flow.fwd_ok.to(torch.uint8),
-                         "bwd_ok": flow.bwd_ok.to(torch.uint8)}, {"key": key, "estimator": flow.estimator})
+                         "bwd_ok": flow.bwd_ok.to(torch.uint8)}, meta)
 
 
-def load_flow(path: str, key: str = "") -> Optional[VideoFlow]:
-    """A cached flow.
+def load_flow_progress(path: str, key: str = "") -> Optional[tuple[VideoFlow, int]]:
+    """A cached flow, complete or partly computed.
 
     Args:
         path: the cache file.
         key: the key it must have been saved with ("" accepts any).
 
     Returns:
-        The :class:`VideoFlow`, or None when there is no cache, it has another key or it is damaged (the flow
+        (flow, pairs computed), or None when there is no cache, it has another key or it is damaged (the flow
         is then computed again).
     """
     if not os.path.isfile(path):
@@ -340,7 +362,24 @@ def load_flow(path: str, key: str = "") -> Optional[VideoFlow]:
             meta = f.metadata() or {}
             if key and meta.get("key") != key:
                 return None
-            return VideoFlow(f.get_tensor("fwd"), f.get_tensor("bwd"), f.get_tensor("fwd_ok").bool(),
+            flow = VideoFlow(f.get_tensor("fwd"), f.get_tensor("bwd"), f.get_tensor("fwd_ok").bool(),
                              f.get_tensor("bwd_ok").bool(), estimator=meta.get("estimator", "?"))
-    except Exception:  # SafetensorError (truncated, empty), a missing tensor: recompute the flow
+            pairs = int(meta.get("pairs", flow.frames - 1))
+    except Exception:  # SafetensorError (truncated, empty), a missing tensor, a bad count: recompute the flow
         return None
+    return (flow, pairs) if 0 <= pairs <= flow.frames - 1 else None
+
+
+def load_flow(path: str, key: str = "") -> Optional[VideoFlow]:
+    """A cached complete flow.
+
+    Args:
+        path: the cache file.
+        key: the key it must have been saved with ("" accepts any).
+
+    Returns:
+        The :class:`VideoFlow`, or None when there is no complete cache with this key (see
+        :func:`load_flow_progress`).
+    """
+    found = load_flow_progress(path, key)
+    return found[0] if found is not None and found[1] == found[0].frames - 1 else None

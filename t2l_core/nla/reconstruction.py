@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..reductions import stable_sum
 from .atlas_model import LayeredAtlas, frame_pixel_grid
 from .losses import psnr
 
@@ -59,7 +60,7 @@ def sampled_psnr(model: LayeredAtlas, frames16: torch.Tensor, idx: tuple, device
     for s in range(0, t.shape[0], chunk):
         tt, yy, xx = t[s:s + chunk], y[s:s + chunk], x[s:s + chunk]
         out = model(xx.float().to(device), yy.float().to(device), tt.to(device))["rgb"].clamp(0, 1)
-        se += float(((out.cpu() - frames16[tt, :, yy, xx].float()) ** 2).sum())
+        se += float(stable_sum((out.cpu() - frames16[tt, :, yy, xx].float()) ** 2))
     return psnr(se / (3 * t.shape[0]))
 
 
@@ -137,7 +138,7 @@ def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None
         rgb[t] = fr.t().reshape(3, H, W)
         alpha[t] = fa.reshape(H, W)
         if frames is not None:
-            se += float(((rgb[t] - frames[t].float()) ** 2).sum())
+            se += float(stable_sum((rgb[t] - frames[t].float()) ** 2))
         if on_frame is not None:
             on_frame(t + 1, T)
     if extents is not None:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..checkpoint import EDIT_JOB, CheckpointFile
+from ..checkpoint import EDIT_JOB, RESULT_VERSION, CheckpointFile
 from ..clip.templates import as_prompt_list
 from ..edit.bootstrap import relevancy_target, uses_relevancy
 from ..edit.compositing import GREEN, on_green_screen, solid_background
@@ -66,8 +66,8 @@ class VideoEditResult:
 
 def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: Optional[torch.Tensor] = None) -> str:
     """Hash of everything that determines an atlas edit's result (a checkpoint key): the atlas model and its
-    framing, the frames, every setting including ``iters``, and with ``clip`` its identity and the autocast
-    dtype (as :func:`t2l_core.image.training.input_fingerprint`).
+    framing, the frames, every setting including ``iters``, with ``clip`` its identity and the autocast dtype,
+    and :data:`~t2l_core.checkpoint.RESULT_VERSION` (as :func:`t2l_core.image.training.input_fingerprint`).
 
     Args:
         nla: the fitted atlas.
@@ -88,7 +88,7 @@ def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: 
     d = result_settings(config, clip)
     d["layer"] = layer_key(d["layer"])
     h.update(json.dumps(d, sort_keys=True, default=str).encode())
-    h.update(__version__.encode())
+    h.update(RESULT_VERSION.encode())
     return h.hexdigest()
 
 
