@@ -135,7 +135,6 @@ def _equal_models(a, b) -> bool:
 
 
 def test_fit_resumes_only_its_own_checkpoint_and_stops_on_a_non_finite_loss(clip4, tmp_path, monkeypatch):
-
     v, flow = clip4
     ckpt = str(tmp_path / "fit.safetensors")
     cfg12, cfg20 = NLAFitConfig(iterations=12, batch_pixels=512, seed=2), NLAFitConfig(iterations=20, batch_pixels=512, seed=2)
