@@ -15,6 +15,7 @@ older tags ``t2l_edit_checkpoint/1`` (edits) and ``t2l-nla-checkpoint`` (atlas f
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,15 @@ ATLAS_FIT_JOB = "atlas-fit"  # a layered-atlas fit (the atlas model and its Adam
 LEGACY_TAGS = {EDIT_JOB: ("t2l_edit_checkpoint/1", "fingerprint"), ATLAS_FIT_JOB: ("t2l-nla-checkpoint", "key")}
 JOB_NAMES = {EDIT_JOB: "edit", ATLAS_FIT_JOB: "atlas fit"}
 PARTIAL_SUFFIXES = (".part", ".tmp")  # a checkpoint being written (renamed into place when complete)
+
+
+def result_hash() -> "hashlib._Hash":
+    """The hash every result key is built on: sha256, started with :data:`RESULT_VERSION` (read at call time).
+
+    Returns:
+        A fresh ``hashlib.sha256`` object.
+    """
+    return hashlib.sha256(f"t2l-result-{RESULT_VERSION}|".encode())
 
 
 class NonFiniteLoss(FloatingPointError):

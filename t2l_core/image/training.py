@@ -15,7 +15,6 @@ working image every ``full_image_every`` steps; the loop itself (objective, MADG
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..checkpoint import EDIT_JOB, RESULT_VERSION, CheckpointFile
+from ..checkpoint import EDIT_JOB, CheckpointFile, result_hash
 from ..clip.templates import as_prompt_list
 from ..device import autocast_dtype
 from ..edit.config import RUNTIME_FIELDS, EditConfig
@@ -85,12 +84,11 @@ def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[to
     Returns:
         A sha256 hex digest.
     """
-    h = hashlib.sha256()
+    h = result_hash()
     h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     if mask is not None:
         h.update(mask.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     h.update(json.dumps(result_settings(config, clip), sort_keys=True, default=str).encode())
-    h.update(RESULT_VERSION.encode())
     return h.hexdigest()
 
 

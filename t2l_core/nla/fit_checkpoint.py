@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from ..checkpoint import ATLAS_FIT_JOB, RESULT_VERSION, CheckpointFile, load_optimizer_state, optimizer_state_tensors
+from ..checkpoint import ATLAS_FIT_JOB, CheckpointFile, load_optimizer_state, optimizer_state_tensors, result_hash
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .config import NLAFitConfig
 from .optical_flow import frames_fingerprint
@@ -36,7 +36,7 @@ def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConf
     Returns:
         16 hex digits.
     """
-    h = hashlib.sha1(f"nla-{RESULT_VERSION}".encode())
+    h = result_hash()
     h.update(frames_fingerprint(frames).encode())
     if masks is not None:
         h.update(frames_fingerprint(masks[:, None]).encode())

@@ -21,7 +21,6 @@ Foreground and background layers are trained in separate runs and combined by re
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..checkpoint import EDIT_JOB, RESULT_VERSION, CheckpointFile
+from ..checkpoint import EDIT_JOB, CheckpointFile, result_hash
 from ..clip.templates import as_prompt_list
 from ..edit.bootstrap import relevancy_target, uses_relevancy
 from ..edit.compositing import GREEN, on_green_screen, solid_background
@@ -79,7 +78,7 @@ def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: 
     Returns:
         A sha256 hex digest.
     """
-    h = hashlib.sha256()
+    h = result_hash()
     for k, v in sorted(nla.model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -88,7 +87,6 @@ def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: 
     d = result_settings(config, clip)
     d["layer"] = layer_key(d["layer"])
     h.update(json.dumps(d, sort_keys=True, default=str).encode())
-    h.update(RESULT_VERSION.encode())
     return h.hexdigest()
 
 

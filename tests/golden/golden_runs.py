@@ -2,9 +2,11 @@
 CLIP on the plain and the fast path, a short atlas fit, and checkpoints left by a cancel in each of them.
 
 ``python tests/golden/golden_runs.py --record`` writes ``golden.json`` (loss histories, the machine they were
-recorded on) and the saved files (layer, atlas, checkpoints) next to this file. ``tests/test_golden.py``
-runs the same jobs again and compares: equal on the machine that recorded them, within fp32 rounding on
-another, and the recorded files must still load and resume.
+recorded on) and the saved files (layer, atlas, checkpoints) next to this file, from the inputs in
+``inputs.safetensors`` (written first when missing). ``tests/test_golden.py`` runs the same jobs again and
+compares: equal on the machine that recorded them, within fp32 rounding on another, and the recorded files
+must still load and resume. Re-recording means the code's results changed: raise
+``t2l_core.checkpoint.RESULT_VERSION`` and enter the new digest in ``tests/test_result_version.py``.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 HERE = Path(__file__).resolve().parent
+INPUTS = HERE / "inputs.safetensors"
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
@@ -29,8 +33,8 @@ IMAGE_STEPS = VIDEO_STEPS = 3
 CANCEL_AFTER = 2
 NLA_ITERATIONS = 12
 NLA_CANCEL_AFTER = 8
-# the fast path's measures on the recording machine (an AVX-512 CPU); pinned so that a CPU whose default
-# differs (no channels-last on AVX2) computes the same way and differs from the recording only by rounding
+# the fast path's measures of an AVX-512 CPU, pinned so that a CPU whose default differs (no channels-last on
+# AVX2) computes the same way and differs from the recording only by rounding
 RECORDED_MEASURES = FastMeasures(trim_heap=False)
 SMALL_GENERATOR = dict(channels_down=16, channels_up=16)
 VIDEO_GENERATOR = dict(num_scales=5, channels_down=16, channels_up=16)
@@ -42,17 +46,37 @@ def machine_key() -> dict:
             "threads": torch.get_num_threads()}
 
 
-def image() -> torch.Tensor:
-    """skimage's astronaut, [1,3,96,128] in 0..1."""
+def make_inputs() -> dict:
+    """The runs' inputs in 8 bits, as image and video files hold them: skimage's astronaut at 96x128 and a
+    synthetic 8-frame 48x64 video with binary foreground masks (uint8 [H,W,3], [T,H,W,3] and [T,H,W])."""
     import torch.nn.functional as F
     from skimage import data
 
     img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-    return F.interpolate(img[:, :, 32:416, :], size=(96, 128), mode="bilinear", antialias=True, align_corners=False)
+    img = F.interpolate(img[:, :, 32:416, :], size=(96, 128), mode="bilinear", antialias=True, align_corners=False)
+    v = make_synthetic_video(frames=8, height=48, width=64, bg_velocity=(2.0, 1.0), fg_velocity=(-2.0, 1.0))
+    u8 = lambda x: (x.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
+    return {"image": u8(img[0].permute(1, 2, 0)).contiguous(), "frames": u8(v.frames.permute(0, 2, 3, 1)).contiguous(),
+            "masks": v.masks.to(torch.uint8).contiguous()}
 
 
-def video():
-    return make_synthetic_video(frames=8, height=48, width=64, bg_velocity=(2.0, 1.0), fg_velocity=(-2.0, 1.0))
+def inputs() -> dict:
+    """The recorded inputs (``inputs.safetensors``): the same bytes on every machine, so the keys of the
+    recorded checkpoints, which hash them, are the same everywhere."""
+    from safetensors.torch import load_file
+
+    return load_file(str(INPUTS))
+
+
+def image() -> torch.Tensor:
+    """The recorded astronaut, [1,3,96,128] in 0..1."""
+    return inputs()["image"].permute(2, 0, 1)[None].float() / 255.0
+
+
+def video() -> SimpleNamespace:
+    """The recorded video: ``frames`` [8,3,48,64] in 0..1 and ``masks`` [8,48,64] in {0, 1}."""
+    x = inputs()
+    return SimpleNamespace(frames=x["frames"].permute(0, 3, 1, 2).float() / 255.0, masks=x["masks"].float())
 
 
 def image_edit(clip, fast: bool, **kw):
@@ -101,6 +125,10 @@ def cancelled(fn, path: Path) -> None:
 def record() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
+    if not INPUTS.is_file():
+        from safetensors.torch import save_file
+
+        save_file(make_inputs(), str(INPUTS))
     clip = api.build_tiny_clip(patch_size=16, seed=0, device="cpu")
     out: dict = {"machine": machine_key()}
     for fast in (False, True):
