@@ -11,8 +11,8 @@ from typing import Optional
 import torch
 
 from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, default_of,
-                            estimate_fit_memory, fit_key, fit_nla, frame_edit_to_atlas, frames_fingerprint, load_nla,
-                            read_nla_header, render_edits, save_nla)
+                            estimate_fit_memory, export_for_compositing, fit_key, fit_nla, frame_edit_to_atlas,
+                            frames_fingerprint, load_nla, read_nla_header, render_edits, save_nla)
 from . import comfy_bridge as cb
 from .declarations import SavesFile, file_signature, with_defaults
 
@@ -242,6 +242,47 @@ class AtlasRender:
         return cb.with_notes((cb.bchw_to_image(out),), notes)
 
 
+class ExportForCompositing(SavesFile):
+    NODE_ID = "T2L_ExportForCompositing"
+    DISPLAY_NAME = "Export for Compositing (NLA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Writes files a compositing program (Nuke, After Effects, Fusion, Resolve) reads, into a new folder under "
+        "output/text2live/export/: the edit of every frame as RGBA PNGs with straight alpha (laid over the "
+        "original frames they give Atlas Render's result), per-frame STMaps of each atlas layer (16-bit PNG: "
+        "red = s, green = t into the layer's atlas image, Nuke's convention; alpha = the layer's share of the "
+        "pixel) and the atlas images they point into. Edit inputs as in Atlas Render; without an edit only the "
+        "maps and atlases are written."
+    )
+    RETURN_NAMES = ("folder",)
+    OUTPUT_TOOLTIPS = ("Full path of the folder written.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        render_inputs = AtlasRender.INPUT_TYPES()["optional"]
+        return {
+            "required": {
+                "nla": ("T2L_NLA", {"tooltip": "A fitted atlas from Fit Layered Atlas or Load Atlas."}),
+                "folder_prefix": ("STRING", {"default": "export", "tooltip":
+                                  "Name of the folder written under output/text2live/export/; a counter is appended."}),
+            },
+            "optional": {k: v for k, v in render_inputs.items() if k != "frames"},
+        }
+
+    def save(self, nla, folder_prefix="export", fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None,
+             fg_edit_layer=None, bg_edit_layer=None):
+        notes: list = []
+        fg = _edit_from_layer(nla, "fg", fg_edit_layer, _edit_from_inputs(nla, "fg", fg_atlas, fg_opacity), notes)
+        bg = _edit_from_layer(nla, "bg", bg_edit_layer, _edit_from_inputs(nla, "bg", bg_atlas, bg_opacity), notes)
+        exports = cb.output_dir() / "export"
+        exports.mkdir(parents=True, exist_ok=True)
+        folder = cb.numbered_file(exports, os.path.basename(folder_prefix.strip()) or "export", suffix="")
+        hooks = cb.make_hooks()
+        export_for_compositing(nla, str(folder), fg, bg, on_frame=hooks.phase_callback("export (frames)"))
+        cb.tell_user("Export for Compositing", notes)
+        return self.saved(str(folder))
+
+
 class SaveNLA(SavesFile):
     NODE_ID = "T2L_SaveNLA"
     DISPLAY_NAME = "Save Atlas (NLA)"
@@ -363,4 +404,4 @@ class FrameEditToAtlas:
         return tuple(outs)
 
 
-NODE_CLASSES = [NLAFit, AtlasRender, SaveNLA, LoadNLA, FrameEditToAtlas]
+NODE_CLASSES = [NLAFit, AtlasRender, SaveNLA, LoadNLA, FrameEditToAtlas, ExportForCompositing]

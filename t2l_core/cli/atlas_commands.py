@@ -2,6 +2,7 @@
 
 ``python -m t2l_core nla FRAMES_DIR_OR_VIDEO [--masks DIR] [--iters N] [--out FILE.safetensors]``
 ``python -m t2l_core render FILE.safetensors [--fg-edit RGBA.png] [--bg-edit RGBA.png] --out DIR``
+``python -m t2l_core export FILE.safetensors [--fg-edit RGBA.png] [--bg-edit RGBA.png] --out DIR``
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..settings import default_of
 
 
 def register(subparsers) -> None:
-    """Add the ``nla`` and ``render`` commands to the ``t2l`` parser's ``subparsers``."""
+    """Add the ``nla``, ``render`` and ``export`` commands to the ``t2l`` parser's ``subparsers``."""
     p = subparsers.add_parser("nla", help="fit a layered neural atlas to a video (frames directory or video file)")
     p.add_argument("source", metavar="FRAMES_DIR_OR_VIDEO")
     p.add_argument("--masks", default=None, help="directory of foreground masks, one per frame (white = foreground)")
@@ -42,16 +43,30 @@ def register(subparsers) -> None:
 
     r = subparsers.add_parser("render", help="render atlas edits (RGBA PNGs in atlas space) into the video")
     r.add_argument("atlas", metavar="FILE.safetensors")
-    r.add_argument("--fg-edit", default=None, help="RGBA PNG painted on the foreground atlas image")
-    r.add_argument("--bg-edit", default=None, help="RGBA PNG painted on the background atlas image")
-    r.add_argument("--frame-edit", default=None,
-                   help="RGBA PNG painted over one frame (alpha = edit opacity): pushed into the atlases, so the "
-                        "painted keyframe propagates to the whole video")
-    r.add_argument("--frame-index", type=int, default=0, help="which frame --frame-edit was painted on (0-based)")
+    _edit_options(r)
     r.add_argument("--frames", default=None, help="original frames (directory/video) to blend over instead of the stored ones")
     r.add_argument("--out", required=True, help="output directory for the edited frames (PNG)")
     r.add_argument("--device", default="cpu")
     r.set_defaults(func=run_render)
+
+    e = subparsers.add_parser("export", help="write files for compositing programs: the edit of every frame as "
+                                             "RGBA PNGs (straight alpha), per-frame STMaps of each layer (16-bit "
+                                             "PNG) and the atlas images they point into")
+    e.add_argument("atlas", metavar="FILE.safetensors")
+    _edit_options(e)
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=run_export)
+
+
+def _edit_options(p) -> None:
+    """The atlas-edit options of ``render`` and ``export``."""
+    p.add_argument("--fg-edit", default=None, help="RGBA PNG painted on the foreground atlas image")
+    p.add_argument("--bg-edit", default=None, help="RGBA PNG painted on the background atlas image")
+    p.add_argument("--frame-edit", default=None,
+                   help="RGBA PNG painted over one frame (alpha = edit opacity): pushed into the atlases, so the "
+                        "painted keyframe propagates to the whole video")
+    p.add_argument("--frame-index", type=int, default=0, help="which frame --frame-edit was painted on (0-based)")
 
 
 def run_nla(args) -> int:
@@ -103,22 +118,15 @@ def run_nla(args) -> int:
     return 0
 
 
-def run_render(args) -> int:
-    """``render``: render RGBA atlas edits, or one painted frame, into the video's frames.
-
-    Args:
-        args: the parsed ``render`` options (``--fg-edit``/``--bg-edit`` or ``--frame-edit``, never both).
+def _atlas_edits(args, nla) -> dict:
+    """The atlas edits the options ask for: ``--fg-edit``/``--bg-edit``, or ``--frame-edit`` pushed into the atlases.
 
     Returns:
-        0; bad options raise ValueError, which the command line prints.
+        {layer: AtlasEdit}; bad options raise ValueError, which the command line prints.
     """
-    from ..nla.render import AtlasEdit, frame_edit_to_atlas, render_edits
-    from ..nla.atlas_files import load_nla
-    from ..progress import Hooks, console_phase_printer
-    from ..io.video_files import read_frames, read_rgba, write_frames
+    from ..io.video_files import read_rgba
+    from ..nla.render import AtlasEdit, frame_edit_to_atlas
 
-    frames = read_frames(args.frames) if args.frames else None
-    nla = load_nla(args.atlas, device=args.device, frames=frames)
     edits = {}
     if args.frame_edit:
         if args.fg_edit or args.bg_edit:
@@ -131,9 +139,52 @@ def run_render(args) -> int:
                 raise ValueError(f"--{layer}-edit given but the atlas has no {layer} layer (it was fitted without masks)")
             rgb, alpha = read_rgba(path)
             edits[layer] = AtlasEdit(rgb=rgb, alpha=alpha, bbox=nla.bboxes[layer])
+    return edits
+
+
+def run_render(args) -> int:
+    """``render``: render RGBA atlas edits, or one painted frame, into the video's frames.
+
+    Args:
+        args: the parsed ``render`` options (``--fg-edit``/``--bg-edit`` or ``--frame-edit``, never both).
+
+    Returns:
+        0; bad options raise ValueError, which the command line prints.
+    """
+    from ..nla.render import render_edits
+    from ..nla.atlas_files import load_nla
+    from ..progress import Hooks, console_phase_printer
+    from ..io.video_files import read_frames, write_frames
+
+    frames = read_frames(args.frames) if args.frames else None
+    nla = load_nla(args.atlas, device=args.device, frames=frames)
+    edits = _atlas_edits(args, nla)
     base = frames if frames is not None else nla.original_frames()
     out = render_edits(nla.model, base, edits.get("fg"), edits.get("bg"),
                        on_frame=Hooks(on_phase=console_phase_printer()).phase_callback("rendering (frames)"))
     paths = write_frames(out, args.out)
     print(f"wrote {len(paths)} frames to {args.out}")
+    return 0
+
+
+def run_export(args) -> int:
+    """``export``: the edit sequence, the STMaps and the atlas images for a compositing program.
+
+    Args:
+        args: the parsed ``export`` options.
+
+    Returns:
+        0; bad options raise ValueError, which the command line prints.
+    """
+    from ..nla.atlas_files import load_nla
+    from ..nla.compositing_export import export_for_compositing
+    from ..progress import Hooks, console_phase_printer
+
+    nla = load_nla(args.atlas, device=args.device)
+    edits = _atlas_edits(args, nla)
+    files = export_for_compositing(nla, args.out, edits.get("fg"), edits.get("bg"),
+                                   on_frame=Hooks(on_phase=console_phase_printer()).phase_callback("export (frames)"))
+    for kind, paths in files.items():
+        if paths:
+            print(f"{kind}: {len(paths)} file(s) in {os.path.dirname(paths[0])}")
     return 0

@@ -82,3 +82,47 @@ def save_png(x: torch.Tensor, path: str | Path) -> Path:
     Image.fromarray(arr).save(tmp, format="PNG")  # L, RGB or RGBA from the array shape
     tmp.replace(p)
     return p
+
+
+def save_png16(x: torch.Tensor, path: str | Path) -> Path:
+    """Write an RGBA image as a 16-bit PNG (PyAV's PNG encoder; atomic, folders are created).
+
+    Args:
+        x: [4,H,W] in 0..1 (clamped, rounded to 1/65535).
+        path: the PNG file.
+
+    Returns:
+        The path written.
+    """
+    import av
+
+    if x.ndim != 3 or x.shape[0] != 4:
+        raise ValueError(f"save_png16 takes an RGBA image [4,H,W], got {tuple(x.shape)}")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    u16 = (x.detach().float().clamp(0, 1).cpu() * 65535.0).round().to(torch.int32).permute(1, 2, 0).numpy()
+    frame = av.VideoFrame.from_ndarray(u16.astype("<u2"), format="rgba64le").reformat(format="rgba64be")
+    encoder = av.CodecContext.create("png", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = x.shape[2], x.shape[1], "rgba64be"
+    data = b"".join(bytes(packet) for packet in [*encoder.encode(frame), *encoder.encode(None)])
+    tmp = p.with_name(p.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(p)
+    return p
+
+
+def load_png16(path: str | Path) -> torch.Tensor:
+    """Read a PNG at full depth (PyAV), e.g. a 16-bit STMap.
+
+    Args:
+        path: the PNG file.
+
+    Returns:
+        [4,H,W] float in 0..1 (RGBA; 8-bit files are read exactly too).
+    """
+    import av
+
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        arr = frame.to_ndarray(format="rgba64le").astype(np.float32) / 65535.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

@@ -131,3 +131,23 @@ def test_video_file_round_trip_with_pyav(small_video, tmp_path):
     back = read_frames(path)
     assert back.shape == (4, 3, 32, 40)
     assert float((back - small_video.frames).abs().mean()) < 0.06
+
+
+def test_export_for_compositing_node_writes_a_new_folder_each_time(pack, small_video, in_tmp):
+    from PIL import Image
+
+    vn = sys.modules[pack.__name__ + ".nodes.video_nodes"]
+    frames = small_video.frames.permute(0, 2, 3, 1).contiguous()
+    nla, _, _, bg, _, _ = vn.NLAFit().fit(frames, iterations=5, atlas_resolution=0, seed=1,
+                                          masks=small_video.masks.clone(), batch_pixels=512, flow="lk")["result"]
+    node = vn.ExportForCompositing()
+    with torch.inference_mode():  # like ComfyUI
+        first = node.save(nla, "shot", bg_atlas=torch.ones_like(bg), bg_opacity=torch.full(bg.shape[:3], 0.5))
+        second = node.save(nla, "shot")
+    folder = first["result"][0]
+    assert folder.endswith("shot_00001") and second["result"][0].endswith("shot_00002")
+    edit = Image.open(os.path.join(folder, "edit", "edit_00003.png"))
+    assert edit.mode == "RGBA" and edit.size == (40, 32)
+    assert sorted(os.listdir(folder)) == ["atlas_bg.png", "atlas_fg.png", "edit", "edit_atlas_bg.png", "stmap_bg",
+                                          "stmap_fg"]
+    assert not os.path.exists(os.path.join(second["result"][0], "edit"))  # no edit connected: maps and atlases
