@@ -3,7 +3,8 @@
 - nothing in ``t2l_core`` imports ComfyUI;
 - the method packages (``clip``, ``edit``, ``image``, ``nla``, ``video``) never import ``t2l_core.runtime``
   (how a step is computed stays a separate layer);
-- ``nodes/`` reach the core only through its public API, ``t2l_core.api``.
+- ``nodes/`` reach the core only through its public API, ``t2l_core.api``;
+- no import cycle between the core's parts (its sub-packages and top-level modules).
 """
 
 from __future__ import annotations
@@ -83,3 +84,62 @@ def test_nodes_reach_the_core_only_through_its_api():
         return is_under(module, "t2l_core") and module != "t2l_core" and not is_under(module, "t2l_core.api")
 
     assert violations("nodes", bad) == []
+
+
+def core_part(module: str) -> str | None:
+    """The part of ``t2l_core`` a module belongs to: its sub-package or top-level module (None outside the core
+    and for the package root, which only holds the version)."""
+    parts = module.split(".")
+    if parts[0] != "t2l_core" or len(parts) < 2:
+        return None
+    name = parts[1]
+    return name if (REPO / "t2l_core" / name).is_dir() or (REPO / "t2l_core" / f"{name}.py").is_file() else None
+
+
+def part_graph() -> dict[str, dict[str, str]]:
+    """{part: {imported part: the first file:line that imports it}} over every import in ``t2l_core``."""
+    graph: dict[str, dict[str, str]] = {}
+    for path in sources("t2l_core"):
+        source = core_part("t2l_core." + ".".join(path.relative_to(REPO / "t2l_core").with_suffix("").parts))
+        for line, module in imports_of(path):
+            target = core_part(module)
+            if source and target and target != source:
+                graph.setdefault(source, {}).setdefault(target, f"{path.relative_to(REPO)}:{line}")
+    return graph
+
+
+def cycle_in(graph: dict[str, dict[str, str]]) -> list[str]:
+    """One cycle of ``graph`` as the import lines that close it, or [] when it has none (depth-first search)."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = "open"
+        path.append(node)
+        for nxt in graph.get(node, {}):
+            if state.get(nxt) == "open":
+                loop = path[path.index(nxt):] + [nxt]
+                return [f"{a} -> {b} ({graph[a][b]})" for a, b in zip(loop, loop[1:])]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = "done"
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_a_cycle_is_found_with_the_lines_that_close_it():
+    graph = {"edit": {"image": "edit/layer.py:31", "clip": "edit/config.py:15"}, "image": {"edit": "image/training.py:30"},
+             "clip": {}}
+    assert cycle_in(graph) == ["edit -> image (edit/layer.py:31)", "image -> edit (image/training.py:30)"]
+    assert cycle_in({"edit": {"clip": "x"}, "clip": {}}) == []
+
+
+def test_the_core_parts_import_each_other_without_a_cycle():
+    graph = part_graph()
+    assert "edit" in graph.get("image", {}) and "clip" in graph.get("edit", {})  # the graph sees real imports
+    assert cycle_in(graph) == []

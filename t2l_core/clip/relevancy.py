@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import ClipModel
-from ..io.input_checks import require_finite
+from ..io.input_checks import MIN_INPUT_SIDE, require_finite
 from .templates import as_prompt_list
 
 
@@ -44,11 +44,9 @@ def min_relevancy_side(clip: ClipModel) -> int:
         clip: the CLIP.
 
     Returns:
-        Pixels: the side Train Edit Layer accepts (:data:`~t2l_core.image.internal_dataset.MIN_INPUT_SIDE`),
+        Pixels: the side Train Edit Layer accepts (:data:`~t2l_core.io.input_checks.MIN_INPUT_SIDE`),
         and at least one CLIP patch.
     """
-    from ..image.internal_dataset import MIN_INPUT_SIDE
-
     return max(MIN_INPUT_SIDE, clip.patch_size)
 
 

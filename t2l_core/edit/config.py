@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Optional
 
 from ..clip.templates import as_prompt_list
 from ..device import AUTOCAST_MODES
-from ..image.internal_dataset import DatasetConfig
 from ..settings import TOP, WHOLE, choices_of, from_flat, setting, to_flat
+from .crops import DatasetConfig
 from .generator import GeneratorConfig
 from .objective import LossWeights
 from .views import ViewConfig

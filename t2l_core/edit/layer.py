@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from .compositing import composite, on_green_screen
 from ..device import channels_last_pays
+from .crops import short_side_size
 from .generator import GeneratorConfig, SkipGenerator
-from ..image.internal_dataset import short_side_size
 from ..io.safetensors_files import read_metadata, read_tensors, write_tensors
 from .layer_upsampling import guided_upsample
 

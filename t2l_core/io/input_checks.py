@@ -1,8 +1,11 @@
-"""Checks every entry point runs on incoming tensors before any work (nodes, CLI and Python API alike)."""
+"""Checks every entry point runs on incoming tensors before any work (nodes, CLI and Python API alike), and the
+smallest image side any of them accepts."""
 
 from __future__ import annotations
 
 import torch
+
+MIN_INPUT_SIDE = 32  # smaller images are refused (upscaling them 4x+ produces nothing useful)
 
 
 def require_finite(tensor: torch.Tensor, name: str, fix: str = "") -> None:

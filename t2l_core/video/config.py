@@ -9,7 +9,7 @@ from typing import ClassVar
 from ..edit.config import BootstrapConfig, EditConfig, OptimConfig
 from ..edit.objective import LossWeights
 from ..edit.views import VIDEO_FILL, ViewConfig
-from ..image.internal_dataset import DatasetConfig
+from ..edit.crops import DatasetConfig
 from ..settings import TOP, setting
 from .atlas_dataset import VideoDatasetConfig, layer_key
 
