@@ -3,6 +3,8 @@ full-size one that costs what the real one costs, for benchmarks without downloa
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .architectures import architecture_config, build_model, wrap_model
@@ -37,7 +39,13 @@ def tiny_clip_config(patch_size: int = 16, image_size: int | None = None, layers
 
 
 def seeded_model(cfg: dict, seed: int) -> torch.nn.Module:
-    """A randomly initialised open_clip model, reproducible by its seed (the global RNG is left as it was).
+    """A randomly initialised open_clip model, reproducible by its seed and the same bytes on every CPU (the
+    global RNG is left as it was).
+
+    torch's random initialisers compute with vectorised float maths whose last bits differ between CPUs, so
+    every parameter that is not a constant is drawn again from integers: uniform, with the standard deviation
+    of open_clip's initialisation rounded to a power of two. Integer draws and exact scalings give the same
+    weights everywhere, so the weights' content hash (part of every checkpoint key) is the same everywhere.
 
     Args:
         cfg: the open_clip config.
@@ -49,9 +57,20 @@ def seeded_model(cfg: dict, seed: int) -> torch.nn.Module:
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        return build_model(cfg)
+        model = build_model(cfg)
     finally:
         torch.random.set_rng_state(state)
+    gen = torch.Generator().manual_seed(seed)
+    steps = 1 << 12
+    with torch.no_grad():
+        for p in model.parameters():
+            values = p.detach().double()
+            if values.numel() < 2 or bool(values.min() == values.max()):
+                continue  # constants (LayerNorm weights and biases, logit scale) are exact already
+            std = 2.0 ** round(math.log2(float(values.std())))
+            draws = torch.randint(-steps, steps + 1, p.shape, generator=gen).to(p.dtype)
+            p.copy_(draws * (std * math.sqrt(3.0) / steps))  # uniform on [-sqrt(3) std, sqrt(3) std]
+    return model
 
 
 def build_tiny_clip(patch_size: int = 16, seed: int = 0, *, device: str | torch.device = "cpu",

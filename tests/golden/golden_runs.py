@@ -114,7 +114,9 @@ def video_edit(clip, nla, fast: bool, **kw):
 
 
 def cancelled(fn, path: Path) -> None:
-    """Run ``fn(path)`` and expect the cancel; the checkpoint stays at ``path``."""
+    """Run ``fn(path)`` from the start (an earlier recording's checkpoint is removed first) and expect the
+    cancel; the checkpoint stays at ``path``."""
+    path.unlink(missing_ok=True)
     try:
         fn(path)
     except api.Cancelled:
