@@ -262,14 +262,14 @@ def empty_video_flow(frames: int, height: int, width: int, name: str = "lk") -> 
         name: the estimator's name.
 
     Returns:
-        A :class:`VideoFlow` of uninitialised fp16 flow and bool masks.
+        A :class:`VideoFlow` of zero fp16 flow and false masks.
     """
     if frames < 2:
         raise ValueError("optical flow needs at least 2 frames")
     shape = (frames - 1, height, width)
-    return VideoFlow(torch.empty(frames - 1, 2, height, width, dtype=torch.float16),
-                     torch.empty(frames - 1, 2, height, width, dtype=torch.float16),
-                     torch.empty(shape, dtype=torch.bool), torch.empty(shape, dtype=torch.bool), estimator=name)
+    return VideoFlow(torch.zeros(frames - 1, 2, height, width, dtype=torch.float16),
+                     torch.zeros(frames - 1, 2, height, width, dtype=torch.float16),
+                     torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool), estimator=name)
 
 
 def compute_video_flow(get_frame: Callable[[int], torch.Tensor], frames: int, estimator: Callable,
