@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 
-from ..t2l_core.api import (EditConfig, EditLayer, VideoEditConfig, composite, default_checkpoint_path,
-                            default_of, default_video_checkpoint_path, on_green_screen, parse_hex_color,
-                            solid_background, train_edit_layer, train_video_edit_layer)
+from ..t2l_core.api import (EditConfig, EditLayer, VideoEditConfig, as_prompt_list, composite,
+                            default_checkpoint_path, default_of, default_video_checkpoint_path, on_green_screen,
+                            parse_hex_color, solid_background, train_edit_layer, train_video_edit_layer)
 from . import comfy_bridge as cb
-from .declarations import setting_widget, with_defaults
+from .declarations import Rule, add_queue_validation, check_inputs, setting_widget
 
 IMAGE_ITERATIONS = default_of(EditConfig, "iters")  # the paper's image setting and the iterations widget's default
 VIDEO_ITERATIONS = default_of(VideoEditConfig, "iters")
@@ -115,12 +115,7 @@ class TrainEditLayer:
         }
 
     def train(self, clip, image, prompt, **widgets):
-        w = with_defaults(self.INPUT_TYPES(), widgets)
-        if w["generator_resolution"] not in GENERATOR_RESOLUTIONS:
-            raise ValueError(f"generator_resolution must be one of {list(GENERATOR_RESOLUTIONS)}, "
-                             f"got '{w['generator_resolution']}'")
-        if w["precision"] not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{w['precision']}'")
+        w = check_inputs(type(self), dict(widgets, prompt=prompt))
         settings = _settings(prompt, w)
         if w["nla"] is not None:
             if w["video_defaults"] and int(w["iterations"]) == IMAGE_ITERATIONS:  # left at its default: video's
@@ -153,9 +148,7 @@ class TrainEditLayer:
     @staticmethod
     def _train_video(clip, image, nla, atlas_layer, video_defaults, preview_every, resume, keep_checkpoint,
                      **settings):
-        if settings.pop("bootstrap_mask", None) is not None:
-            raise ValueError("bootstrap_mask is for single images; with an atlas (nla) use roi_text to guide the "
-                             "edit region, or disconnect the mask")
+        settings.pop("bootstrap_mask", None)  # refused with an atlas by RULES
         layer = "fg" if atlas_layer == "foreground" else "bg"
         if video_defaults:  # the VideoEditConfig defaults (paper's video settings) replace the image widgets
             for name in _VIDEO_DEFAULTS:
@@ -180,6 +173,21 @@ class TrainEditLayer:
         cb.tell_user("Train Edit Layer", r.notes)
         return cb.with_notes((cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
                               cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), r.notes)
+
+
+def _no_mask_with_atlas(w: dict) -> None:
+    if w["nla"] is not None and w["bootstrap_mask"] is not None:
+        raise ValueError("bootstrap_mask is for single images; with an atlas (nla) use roi_text to guide the edit "
+                         "region, or disconnect the mask")
+
+
+#: what Train Edit Layer checks before any work, at queue time and when it runs (the widgets' ranges and
+#: choices come from their declarations)
+TrainEditLayer.RULES = (
+    Rule(("prompt",), lambda w: as_prompt_list(w["prompt"], "prompt")),
+    Rule((), _no_mask_with_atlas, connections=("nla", "bootstrap_mask")),
+)
+add_queue_validation(TrainEditLayer)
 
 
 def _settings(prompt: str, w: dict) -> dict:
@@ -246,9 +254,7 @@ class ApplyEditLayer:
     def apply(self, edit_layer, image, size=0, generator_resolution="working size"):
         if not isinstance(edit_layer, EditLayer):
             raise ValueError("edit_layer must come from Train Edit Layer or Load Edit Layer (Text2LIVE)")
-        if generator_resolution not in GENERATOR_RESOLUTIONS:
-            raise ValueError(f"generator_resolution must be one of {list(GENERATOR_RESOLUTIONS)}, "
-                             f"got '{generator_resolution}'")
+        check_inputs(type(self), {"size": size, "generator_resolution": generator_resolution})
         x = cb.image_to_bchw(image, "image")
         device = cb.torch_device()
 
@@ -296,6 +302,7 @@ class Composite:
         }
 
     def composite(self, color, opacity, background=None, fill_color="#00B140"):
+        check_inputs(type(self), {"background": background, "fill_color": fill_color})
         c = cb.image_to_bchw(color, "color")
         a = cb.mask_to_bhw(opacity, "opacity").unsqueeze(1)
         if background is not None:
@@ -310,5 +317,13 @@ class Composite:
         out = composite(c, a.clamp(0, 1), bg)
         return (cb.bchw_to_image(out),)
 
+
+def _fill_color(w: dict) -> None:
+    if w["background"] is None:  # the colour is used only without a background image
+        parse_hex_color(w["fill_color"])
+
+
+Composite.RULES = (Rule(("fill_color",), _fill_color, connections=("background",)),)
+add_queue_validation(Composite)
 
 NODE_CLASSES = [TrainEditLayer, ApplyEditLayer, Composite]
