@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 
-from ..t2l_core.api import (EditConfig, EditLayer, VideoEditConfig, as_prompt_list, composite,
+from ..t2l_core.api import (PHASE_KEY, EditConfig, EditLayer, VideoEditConfig, as_prompt_list, composite,
                             default_checkpoint_path, default_of, default_video_checkpoint_path, on_green_screen,
-                            parse_hex_color, solid_background, train_edit_layer, train_video_edit_layer)
+                            parse_hex_color, solid_background, startup_phase, train_edit_layer,
+                            train_video_edit_layer)
 from . import comfy_bridge as cb
 from .declarations import Rule, add_queue_validation, check_inputs, setting_widget
 
@@ -134,8 +135,9 @@ class TrainEditLayer:
             mask = cb.mask_to_bhw(w["bootstrap_mask"], "bootstrap_mask") if w["bootstrap_mask"] is not None else None
             if mask is not None and mask.shape[0] != 1:
                 raise ValueError(f"bootstrap_mask has {mask.shape[0]} masks; give one mask for the one image")
-            ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip)
             hooks = cb.make_hooks(preview_every=int(w["preview_every"]))
+            with startup_phase(hooks, PHASE_KEY):  # the first progress: hashing the CLIP takes a moment
+                ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip)
             try:
                 result = train_edit_layer(clip, x, config, hooks=hooks, bootstrap_mask=mask, checkpoint_path=ckpt,
                                           resume=bool(w["resume"]), keep_checkpoint=bool(w["keep_checkpoint"]),
@@ -161,8 +163,9 @@ class TrainEditLayer:
             x = cb.image_to_bchw(image, "image")
             if x.shape[0] == nla.num_frames and tuple(x.shape[-2:]) == nla.size:
                 frames = x  # the connected frames are the video: blend over them
-            ckpt = default_video_checkpoint_path(cb.output_dir() / "checkpoints", nla, config, clip, frames)
             hooks = cb.make_hooks(preview_every=int(preview_every))
+            with startup_phase(hooks, PHASE_KEY):
+                ckpt = default_video_checkpoint_path(cb.output_dir() / "checkpoints", nla, config, clip, frames)
             try:
                 r = train_video_edit_layer(clip, nla, config, frames=frames, hooks=hooks, checkpoint_path=ckpt,
                                            resume=bool(resume), keep_checkpoint=keep_checkpoint)
@@ -297,7 +300,8 @@ class Composite:
                 "background": ("IMAGE", {"tooltip": "What the layer goes over, usually the original image. "
                                          "Not connected = a solid colour."}),
                 "fill_color": ("STRING", {"default": "#00B140", "tooltip":
-                               "Solid background when no image is connected: #RRGGBB or R,G,B (default green screen)."}),
+                               "Solid background when no image is connected: #RRGGBB or R,G,B, each 0..255 (default green "
+                               "screen)."}),
             },
         }
 

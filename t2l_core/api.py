@@ -43,7 +43,7 @@ from .video.training import VideoEditResult, default_video_checkpoint_path
 
 # how steps are computed, progress, cancellation, input checks
 from .io.input_checks import require_finite
-from .progress import Cancelled, Hooks
+from .progress import PHASE_KEY, Cancelled, Hooks, startup_phase
 from .runtime.edit_runtime import step_runner
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
     "load_nla", "read_nla_header", "save_nla", "FittedNLA", "estimate_fit_memory", "fit_key", "fit_nla",
     "nla_fit_config", "frames_fingerprint", "AtlasBBox", "AtlasEdit", "frame_edit_to_atlas", "render_edits",
     "atlas_edit_from_layer", "VideoEditResult", "default_video_checkpoint_path", "train_video_edit_layer",
-    "video_edit_config", "require_finite", "Cancelled", "Hooks",
+    "video_edit_config", "require_finite", "Cancelled", "Hooks", "PHASE_KEY", "startup_phase",
 ]
 
 
