@@ -9,7 +9,9 @@ symlink to this repository and whose ``models/text2live`` holds a tiny random CL
 browser opens); runs every shipped workflow (converted to the API format, at tiny sizes) through
 ``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view`` (the animations at the
 input video's frame rate); saves, loads and applies an edit layer (the trained composite within 1/255); checks
-that a missing CLIP refuses the whole video prompt with one message; then interrupts a long training run and
+that a missing CLIP refuses the whole video prompt with one message, that bad settings (a colour Composite
+cannot read, fp16 on the CPU) are refused by POST /prompt before any node runs with one message per node,
+and that a setting wired from another node is checked when its node runs; then interrupts a long training run and
 checks it stops within seconds, leaves a checkpoint, and the server keeps serving; sends NaN frames (from a
 test-only node pack installed next to ours) into Fit Layered Atlas and checks for a clear error and a server
 that answers the next prompt.
