@@ -6,11 +6,11 @@ import os
 
 import torch
 
-from ..t2l_core.api import (check_weights_file, find_local_weights, heatmap, load_clip, load_clip_file,
-                            min_relevancy_side, missing_weights_message, pretrained_choices, relevancy_map,
-                            weights_obtainable)
+from ..t2l_core.api import (architecture_config, check_weights_file, find_local_weights, heatmap, load_clip,
+                            load_clip_file, min_relevancy_side, missing_weights_message, pretrained_choices,
+                            relevancy_map, weights_obtainable)
 from . import comfy_bridge as cb
-from .declarations import file_signature
+from .declarations import Rule, add_queue_validation, check_inputs, file_signature
 
 DEFAULT_MODEL = "ViT-B-32:openai"
 #: What to do once weights are in place, in ComfyUI's words (the CLI's messages name --clip instead).
@@ -61,40 +61,15 @@ class LoadCLIP:
             },
         }
 
-    # Only 'model' is validated here: ComfyUI repeats a validation message once per argument of
-    # VALIDATE_INPUTS, and one problem should give one message. The other widgets are checked in load().
-    @classmethod
-    def VALIDATE_INPUTS(cls, model):
-        path = cb.resolve_model_file(model) or (model if os.path.isfile(model) else None)
-        if path:
-            try:
-                check_weights_file(path, SELECT_HINT)
-            except ValueError as exc:
-                return str(exc)
-            return True
-        if ":" not in model:
-            dirs = cb.model_folders()
-            return (f"CLIP weights file '{model}' not found in models/text2live ({', '.join(dirs)}). Put it there, "
-                    f"{SELECT_HINT}.")
-        arch, _, tag = model.partition(":")
-        dirs = [os.fspath(d) for d in cb.model_folders()]
-        try:
-            if find_local_weights(arch, tag, dirs) or weights_obtainable(arch, tag):
-                return True
-        except ValueError as exc:
-            return str(exc)
-        return missing_weights_message(arch, tag, dirs, "offline and not in any cache", SELECT_HINT)
-
     @classmethod
     def IS_CHANGED(cls, model, device="auto", precision="fp32", architecture=""):
         path = cb.resolve_model_file(model)
         return f"{path}:{file_signature(path)}" if path else model
 
     def load(self, model, device="auto", precision="fp32", architecture=""):
+        check_inputs(type(self), {"model": model, "device": device, "precision": precision,
+                                  "architecture": architecture})
         dev = _device_choice(device)
-        if precision == "fp16" and dev.type == "cpu":
-            raise ValueError("Load CLIP: fp16 weights do not run on the CPU: set 'precision' to fp32 or bf16, or "
-                             "'device' to cuda.")
         path = cb.resolve_model_file(model)
         with cb.training_mode():  # weights must not become inference tensors: later nodes backpropagate
             if path:
@@ -104,6 +79,47 @@ class LoadCLIP:
                 clip = load_clip(model, device=dev, precision=precision,
                                               search_dirs=cb.model_folders(), select_hint=SELECT_HINT)
         return (clip,)
+
+
+def _model_present(w: dict) -> None:
+    """The weights file or ARCH:tag of 'model' can be loaded (a file checked for damage, a pair found locally or
+    obtainable)."""
+    model = w["model"]
+    path = cb.resolve_model_file(model) or (model if os.path.isfile(model) else None)
+    if path:
+        check_weights_file(path, SELECT_HINT)
+        return
+    if ":" not in model:
+        dirs = cb.model_folders()
+        raise FileNotFoundError(f"CLIP weights file '{model}' not found in models/text2live ({', '.join(dirs)}). "
+                                f"Put it there, {SELECT_HINT}.")
+    arch, _, tag = model.partition(":")
+    dirs = [os.fspath(d) for d in cb.model_folders()]
+    if not (find_local_weights(arch, tag, dirs) or weights_obtainable(arch, tag)):
+        raise FileNotFoundError(missing_weights_message(arch, tag, dirs, "offline and not in any cache", SELECT_HINT))
+
+
+def _device_runs(w: dict) -> None:
+    """The device exists and runs the precision."""
+    if w["device"] == "cuda" and not torch.cuda.is_available():
+        raise ValueError("'device' is cuda but PyTorch sees no CUDA GPU here: set 'device' to auto or cpu.")
+    if w["precision"] == "fp16" and _device_choice(w["device"]).type == "cpu":
+        raise ValueError("fp16 weights do not run on the CPU: set 'precision' to fp32 or bf16, or 'device' to "
+                         "cuda.")
+
+
+def _architecture_known(w: dict) -> None:
+    if w["architecture"].strip():
+        architecture_config(w["architecture"].strip())
+
+
+#: what Load CLIP checks before any work, at queue time and when it runs
+LoadCLIP.RULES = (
+    Rule(("model",), _model_present, own_choices=True),
+    Rule(("device", "precision"), _device_runs),
+    Rule(("architecture",), _architecture_known),
+)
+add_queue_validation(LoadCLIP)
 
 
 class RelevancyMap:
@@ -134,8 +150,7 @@ class RelevancyMap:
         }
 
     def run(self, clip, image, text, layers=1):
-        if not text or not text.strip():
-            raise ValueError("Relevancy Map: the text is empty. Name the object to find, e.g. 'horse'.")
+        check_inputs(type(self), {"text": text, "layers": layers})
         if layers > clip.num_blocks:
             raise ValueError(f"Relevancy Map: layers={layers} but this CLIP has {clip.num_blocks} blocks; "
                              f"use 1..{clip.num_blocks}.")
@@ -151,5 +166,13 @@ class RelevancyMap:
         rel = torch.cat(maps)
         return (cb.to_output(rel), cb.bchw_to_image(heatmap(rel)))
 
+
+def _text_given(w: dict) -> None:
+    if not w["text"] or not w["text"].strip():
+        raise ValueError("the text is empty. Name the object to find, e.g. 'horse'.")
+
+
+RelevancyMap.RULES = (Rule(("text",), _text_given),)
+add_queue_validation(RelevancyMap)
 
 NODE_CLASSES = [LoadCLIP, RelevancyMap]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 
-from ..t2l_core.api import (EditConfig, EditLayer, VideoEditConfig, composite, default_checkpoint_path,
-                            default_of, default_video_checkpoint_path, on_green_screen, parse_hex_color,
-                            solid_background, train_edit_layer, train_video_edit_layer)
+from ..t2l_core.api import (PHASE_KEY, EditConfig, EditLayer, VideoEditConfig, as_prompt_list, composite,
+                            default_checkpoint_path, default_of, default_video_checkpoint_path, on_green_screen,
+                            parse_hex_color, solid_background, startup_phase, train_edit_layer,
+                            train_video_edit_layer)
 from . import comfy_bridge as cb
-from .declarations import setting_widget, with_defaults
+from .declarations import Rule, add_queue_validation, check_inputs, setting_widget
 
 IMAGE_ITERATIONS = default_of(EditConfig, "iters")  # the paper's image setting and the iterations widget's default
 VIDEO_ITERATIONS = default_of(VideoEditConfig, "iters")
@@ -115,12 +116,7 @@ class TrainEditLayer:
         }
 
     def train(self, clip, image, prompt, **widgets):
-        w = with_defaults(self.INPUT_TYPES(), widgets)
-        if w["generator_resolution"] not in GENERATOR_RESOLUTIONS:
-            raise ValueError(f"generator_resolution must be one of {list(GENERATOR_RESOLUTIONS)}, "
-                             f"got '{w['generator_resolution']}'")
-        if w["precision"] not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{w['precision']}'")
+        w = check_inputs(type(self), dict(widgets, prompt=prompt))
         settings = _settings(prompt, w)
         if w["nla"] is not None:
             if w["video_defaults"] and int(w["iterations"]) == IMAGE_ITERATIONS:  # left at its default: video's
@@ -139,8 +135,9 @@ class TrainEditLayer:
             mask = cb.mask_to_bhw(w["bootstrap_mask"], "bootstrap_mask") if w["bootstrap_mask"] is not None else None
             if mask is not None and mask.shape[0] != 1:
                 raise ValueError(f"bootstrap_mask has {mask.shape[0]} masks; give one mask for the one image")
-            ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip)
             hooks = cb.make_hooks(preview_every=int(w["preview_every"]))
+            with startup_phase(hooks, PHASE_KEY):  # the first progress: hashing the CLIP takes a moment
+                ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip)
             try:
                 result = train_edit_layer(clip, x, config, hooks=hooks, bootstrap_mask=mask, checkpoint_path=ckpt,
                                           resume=bool(w["resume"]), keep_checkpoint=bool(w["keep_checkpoint"]),
@@ -153,9 +150,7 @@ class TrainEditLayer:
     @staticmethod
     def _train_video(clip, image, nla, atlas_layer, video_defaults, preview_every, resume, keep_checkpoint,
                      **settings):
-        if settings.pop("bootstrap_mask", None) is not None:
-            raise ValueError("bootstrap_mask is for single images; with an atlas (nla) use roi_text to guide the "
-                             "edit region, or disconnect the mask")
+        settings.pop("bootstrap_mask", None)  # refused with an atlas by RULES
         layer = "fg" if atlas_layer == "foreground" else "bg"
         if video_defaults:  # the VideoEditConfig defaults (paper's video settings) replace the image widgets
             for name in _VIDEO_DEFAULTS:
@@ -168,8 +163,9 @@ class TrainEditLayer:
             x = cb.image_to_bchw(image, "image")
             if x.shape[0] == nla.num_frames and tuple(x.shape[-2:]) == nla.size:
                 frames = x  # the connected frames are the video: blend over them
-            ckpt = default_video_checkpoint_path(cb.output_dir() / "checkpoints", nla, config, clip, frames)
             hooks = cb.make_hooks(preview_every=int(preview_every))
+            with startup_phase(hooks, PHASE_KEY):
+                ckpt = default_video_checkpoint_path(cb.output_dir() / "checkpoints", nla, config, clip, frames)
             try:
                 r = train_video_edit_layer(clip, nla, config, frames=frames, hooks=hooks, checkpoint_path=ckpt,
                                            resume=bool(resume), keep_checkpoint=keep_checkpoint)
@@ -180,6 +176,21 @@ class TrainEditLayer:
         cb.tell_user("Train Edit Layer", r.notes)
         return cb.with_notes((cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
                               cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), r.notes)
+
+
+def _no_mask_with_atlas(w: dict) -> None:
+    if w["nla"] is not None and w["bootstrap_mask"] is not None:
+        raise ValueError("bootstrap_mask is for single images; with an atlas (nla) use roi_text to guide the edit "
+                         "region, or disconnect the mask")
+
+
+#: what Train Edit Layer checks before any work, at queue time and when it runs (the widgets' ranges and
+#: choices come from their declarations)
+TrainEditLayer.RULES = (
+    Rule(("prompt",), lambda w: as_prompt_list(w["prompt"], "prompt")),
+    Rule((), _no_mask_with_atlas, connections=("nla", "bootstrap_mask")),
+)
+add_queue_validation(TrainEditLayer)
 
 
 def _settings(prompt: str, w: dict) -> dict:
@@ -246,9 +257,7 @@ class ApplyEditLayer:
     def apply(self, edit_layer, image, size=0, generator_resolution="working size"):
         if not isinstance(edit_layer, EditLayer):
             raise ValueError("edit_layer must come from Train Edit Layer or Load Edit Layer (Text2LIVE)")
-        if generator_resolution not in GENERATOR_RESOLUTIONS:
-            raise ValueError(f"generator_resolution must be one of {list(GENERATOR_RESOLUTIONS)}, "
-                             f"got '{generator_resolution}'")
+        check_inputs(type(self), {"size": size, "generator_resolution": generator_resolution})
         x = cb.image_to_bchw(image, "image")
         device = cb.torch_device()
 
@@ -291,11 +300,13 @@ class Composite:
                 "background": ("IMAGE", {"tooltip": "What the layer goes over, usually the original image. "
                                          "Not connected = a solid colour."}),
                 "fill_color": ("STRING", {"default": "#00B140", "tooltip":
-                               "Solid background when no image is connected: #RRGGBB or R,G,B (default green screen)."}),
+                               "Solid background when no image is connected: #RRGGBB or R,G,B, each 0..255 (default green "
+                               "screen)."}),
             },
         }
 
     def composite(self, color, opacity, background=None, fill_color="#00B140"):
+        check_inputs(type(self), {"background": background, "fill_color": fill_color})
         c = cb.image_to_bchw(color, "color")
         a = cb.mask_to_bhw(opacity, "opacity").unsqueeze(1)
         if background is not None:
@@ -310,5 +321,13 @@ class Composite:
         out = composite(c, a.clamp(0, 1), bg)
         return (cb.bchw_to_image(out),)
 
+
+def _fill_color(w: dict) -> None:
+    if w["background"] is None:  # the colour is used only without a background image
+        parse_hex_color(w["fill_color"])
+
+
+Composite.RULES = (Rule(("fill_color",), _fill_color, connections=("background",)),)
+add_queue_validation(Composite)
 
 NODE_CLASSES = [TrainEditLayer, ApplyEditLayer, Composite]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..t2l_core.api import EditLayer
 from . import comfy_bridge as cb
-from .declarations import SavesFile, file_signature
+from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature
 
 LAYER_FOLDER = "output/text2live/layers"
 NONE_SAVED = "(no layer saved yet)"
@@ -39,6 +39,14 @@ def _resolve(file: str) -> Path:
     return p
 
 
+def _prefix_target(filename_prefix: str) -> tuple[Path, str]:
+    """(folder, file stem) a Save Edit Layer prefix names: a '/' makes a sub-folder of the layers folder; a
+    prefix that climbs out of it is refused."""
+    prefix = filename_prefix.strip().replace("\\", "/").strip("/") or "edit_layer"
+    folder, _, stem = prefix.rpartition("/")
+    return (_resolve(folder) if folder else layers_dir()), (stem or "edit_layer")
+
+
 class SaveEditLayer(SavesFile):
     NODE_ID = "T2L_SaveEditLayer"
     DISPLAY_NAME = "Save Edit Layer (Text2LIVE)"
@@ -60,11 +68,10 @@ class SaveEditLayer(SavesFile):
     def save(self, edit_layer, filename_prefix="edit_layer"):
         if not isinstance(edit_layer, EditLayer):
             raise ValueError("Save Edit Layer: edit_layer must come from Train Edit Layer or Load Edit Layer.")
-        prefix = filename_prefix.strip().replace("\\", "/").strip("/") or "edit_layer"
-        folder, _, stem = prefix.rpartition("/")
-        d = _resolve(folder) if folder else layers_dir()
+        check_inputs(type(self), {"filename_prefix": filename_prefix})
+        d, stem = _prefix_target(filename_prefix)
         d.mkdir(parents=True, exist_ok=True)
-        path = str(edit_layer.save(cb.numbered_file(d, stem or "edit_layer")))
+        path = str(edit_layer.save(cb.numbered_file(d, stem)))
         return self.saved(path)
 
 
@@ -90,17 +97,6 @@ class LoadEditLayer:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, file):
-        if file == NONE_SAVED:
-            return (f"No edit layer in {LAYER_FOLDER} yet: save one with Save Edit Layer (or copy an "
-                    "edit_layer.safetensors there), then press R to refresh the list.")
-        try:
-            EditLayer.check_file(_resolve(file), _REMEDY)
-        except (ValueError, FileNotFoundError) as exc:
-            return str(exc)
-        return True
-
-    @classmethod
     def IS_CHANGED(cls, file):
         try:
             return file_signature(_resolve(file))
@@ -108,7 +104,21 @@ class LoadEditLayer:
             return float("nan")
 
     def load(self, file):
+        check_inputs(type(self), {"file": file})
         return (EditLayer.load(_resolve(file), _REMEDY),)
 
+
+def _layer_file_readable(w: dict) -> None:
+    file = w["file"]
+    if file == NONE_SAVED:
+        raise ValueError(f"No edit layer in {LAYER_FOLDER} yet: save one with Save Edit Layer (or copy an "
+                         "edit_layer.safetensors there), then press R to refresh the list.")
+    EditLayer.check_file(_resolve(file), _REMEDY)
+
+
+SaveEditLayer.RULES = (Rule(("filename_prefix",), lambda w: _prefix_target(w["filename_prefix"])),)
+add_queue_validation(SaveEditLayer)
+LoadEditLayer.RULES = (Rule(("file",), _layer_file_readable, own_choices=True),)
+add_queue_validation(LoadEditLayer)
 
 NODE_CLASSES = [SaveEditLayer, LoadEditLayer]

@@ -12,9 +12,10 @@ import torch
 
 from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, default_of,
                             estimate_fit_memory, export_for_compositing, fit_key, fit_nla, frame_edit_to_atlas,
-                            frames_fingerprint, load_nla, read_nla_header, render_edits, save_nla)
+                            frames_fingerprint, load_nla, read_nla_header, render_edits, require_raft_weights,
+                            save_nla)
 from . import comfy_bridge as cb
-from .declarations import SavesFile, file_signature, with_defaults
+from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature
 
 CATEGORY = "Text2LIVE/video"
 log = logging.getLogger("text2live")
@@ -90,7 +91,7 @@ class NLAFit:
         }
 
     def fit(self, frames, **widgets):
-        w = with_defaults(self.INPUT_TYPES(), widgets)
+        w = check_inputs(type(self), widgets)
         iterations, atlas_resolution, seed, masks, flow = (w[k] for k in ("iterations", "atlas_resolution", "seed",
                                                                           "masks", "flow"))
         with cb.training_mode():
@@ -139,8 +140,6 @@ def _edit_from_inputs(nla: FittedNLA, layer: str, image: Optional[torch.Tensor],
     None when nothing is connected or the edit is fully transparent (an exact no-op).
     """
     if image is None:
-        if opacity is not None:
-            raise ValueError(f"{layer}_opacity was given without {layer}_atlas: connect the edited atlas image too.")
         return None
     if image.ndim == 4 and image.shape[0] != 1:
         raise ValueError(f"{layer}_atlas must be a single image, got a batch of {image.shape[0]}")
@@ -174,8 +173,6 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
     Fallbacks the layer took (generated below the atlas's resolution for lack of memory) go to ``notes``."""
     if edit_layer is None:
         return painted
-    if painted is not None:
-        raise ValueError(f"connect either {layer}_atlas or {layer}_edit_layer, not both")
     seen = len(edit_layer.notes)
     hooks = cb.make_hooks()
     with cb.training_mode():
@@ -226,6 +223,9 @@ class AtlasRender:
 
     def render(self, nla, fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None, frames=None,
                fg_edit_layer=None, bg_edit_layer=None):
+        check_inputs(type(self), {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas,
+                                  "bg_opacity": bg_opacity, "fg_edit_layer": fg_edit_layer,
+                                  "bg_edit_layer": bg_edit_layer})
         if frames is not None:  # checked before any work
             base = cb.image_to_bchw(frames, "frames")
             nla.check_frames(base)
@@ -271,6 +271,9 @@ class ExportForCompositing(SavesFile):
 
     def save(self, nla, folder_prefix="export", fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None,
              fg_edit_layer=None, bg_edit_layer=None):
+        check_inputs(type(self), {"folder_prefix": folder_prefix, "fg_atlas": fg_atlas, "fg_opacity": fg_opacity,
+                                  "bg_atlas": bg_atlas, "bg_opacity": bg_opacity, "fg_edit_layer": fg_edit_layer,
+                                  "bg_edit_layer": bg_edit_layer})
         notes: list = []
         fg = _edit_from_layer(nla, "fg", fg_edit_layer, _edit_from_inputs(nla, "fg", fg_atlas, fg_opacity), notes)
         bg = _edit_from_layer(nla, "bg", bg_edit_layer, _edit_from_inputs(nla, "bg", bg_atlas, bg_opacity), notes)
@@ -302,6 +305,9 @@ class SaveNLA(SavesFile):
         return self.saved(path)
 
 
+NO_ATLAS = "(none saved yet)"  # Load Atlas's file list while no atlas is saved
+
+
 class LoadNLA:
     NODE_ID = "T2L_LoadNLA"
     DISPLAY_NAME = "Load Atlas (NLA)"
@@ -319,7 +325,7 @@ class LoadNLA:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "file": (cls._files() or ["(none saved yet)"], {"tooltip": "A saved atlas in output/text2live/nla/."}),
+            "file": (cls._files() or [NO_ATLAS], {"tooltip": "A saved atlas in output/text2live/nla/."}),
         }, "optional": {
             "path": ("STRING", {"default": "", "tooltip": "Full path of an atlas file; overrides 'file' when set."}),
         }}
@@ -328,30 +334,12 @@ class LoadNLA:
     def _resolve(cls, file, path="") -> str:
         return path.strip() if path and path.strip() else str(_nla_dir() / file)
 
-    # Only 'file' is validated here (ComfyUI repeats a message once per argument of VALIDATE_INPUTS); a
-    # 'path' is checked when the node runs, with the same messages.
-    @classmethod
-    def VALIDATE_INPUTS(cls, file):
-        if file == "(none saved yet)":
-            return True  # only 'path' can name an atlas then; load() says what to do when it is empty
-        p = cls._resolve(file)
-        if not os.path.isfile(p):
-            return (f"atlas file '{file}' not found in output/text2live/nla ({_nla_dir()}): save one with Save "
-                    "Atlas and press R to refresh the list, or give a full path in 'path'.")
-        try:
-            read_nla_header(p)
-        except (ValueError, FileNotFoundError) as exc:
-            return str(exc)
-        return True
-
     @classmethod
     def IS_CHANGED(cls, file, path=""):
         return file_signature(cls._resolve(file, path))
 
     def load(self, file, path=""):
-        if file == "(none saved yet)" and not (path and path.strip()):
-            raise ValueError("Load Atlas: no atlas in output/text2live/nla yet: save one with Save Atlas and press R "
-                             "to refresh the list, or give a full path in 'path'.")
+        check_inputs(type(self), {"file": file, "path": path})
         with cb.training_mode():
             return (load_nla(self._resolve(file, path), device=cb.torch_device()),)
 
@@ -403,5 +391,56 @@ class FrameEditToAtlas:
                 outs += [cb.bchw_to_image(e.rgb[None]), cb.to_output(e.alpha[None])]
         return tuple(outs)
 
+
+def _raft_found(w: dict) -> None:
+    if w["flow"] == "raft":
+        require_raft_weights(cb.model_folders())
+
+
+NLAFit.RULES = (Rule(("flow",), _raft_found),)
+add_queue_validation(NLAFit)
+
+
+def _one_edit_per_layer(layer: str):
+    """The rule of one atlas layer's edit inputs: an opacity needs its atlas image; an image and a trained
+    layer exclude each other."""
+
+    def check(w: dict) -> None:
+        if w[f"{layer}_opacity"] is not None and w[f"{layer}_atlas"] is None:
+            raise ValueError(f"{layer}_opacity was given without {layer}_atlas: connect the edited atlas image too.")
+        if w[f"{layer}_atlas"] is not None and w[f"{layer}_edit_layer"] is not None:
+            raise ValueError(f"connect either {layer}_atlas or {layer}_edit_layer, not both")
+
+    return Rule((), check, connections=(f"{layer}_atlas", f"{layer}_opacity", f"{layer}_edit_layer"))
+
+
+AtlasRender.RULES = (_one_edit_per_layer("fg"), _one_edit_per_layer("bg"))
+add_queue_validation(AtlasRender)
+ExportForCompositing.RULES = AtlasRender.RULES  # the same edit inputs
+add_queue_validation(ExportForCompositing)
+
+
+def _atlas_file_readable(w: dict) -> None:
+    """'path' (when set) or 'file' names a readable atlas file."""
+    path = (w["path"] or "").strip()
+    if path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"path: atlas file '{path}' not found: give the full path of a file saved by "
+                                    "Save Atlas, or clear 'path' to use 'file'.")
+        read_nla_header(path)
+        return
+    file = w["file"]
+    if file == NO_ATLAS:
+        raise ValueError("file: no atlas in output/text2live/nla yet: save one with Save Atlas and press R to "
+                         "refresh the list, or give a full path in 'path'.")
+    p = LoadNLA._resolve(file)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"file: atlas file '{file}' not found in output/text2live/nla ({_nla_dir()}): save "
+                                "one with Save Atlas and press R to refresh the list, or give a full path in 'path'.")
+    read_nla_header(p)
+
+
+LoadNLA.RULES = (Rule(("file", "path"), _atlas_file_readable, own_choices=True),)
+add_queue_validation(LoadNLA)
 
 NODE_CLASSES = [NLAFit, AtlasRender, SaveNLA, LoadNLA, FrameEditToAtlas, ExportForCompositing]

@@ -22,7 +22,9 @@ from .video.config import VideoEditConfig
 # CLIP
 from .clip.loading import (WEIGHT_SUFFIXES, build_tiny_clip, check_weights_file, find_local_weights, load_clip,
                            load_clip_file, missing_weights_message, pretrained_choices, weights_obtainable)
+from .clip.architectures import architecture_config
 from .clip.relevancy import heatmap, min_relevancy_side, relevancy_map
+from .clip.templates import as_prompt_list
 
 # image edits
 from .edit.compositing import composite, on_green_screen, parse_hex_color, solid_background
@@ -34,7 +36,7 @@ from .image.training import EditResult, default_checkpoint_path
 from .nla.atlas_files import load_nla, read_nla_header, save_nla
 from .nla.compositing_export import export_for_compositing
 from .nla.fit import FittedNLA, estimate_fit_memory, fit_key, fit_nla
-from .nla.optical_flow import frames_fingerprint
+from .nla.optical_flow import frames_fingerprint, require_raft_weights
 from .nla.render import AtlasBBox, AtlasEdit, frame_edit_to_atlas, render_edits
 from .video import training as video_training
 from .video.atlas_apply import atlas_edit_from_layer
@@ -42,12 +44,13 @@ from .video.training import VideoEditResult, default_video_checkpoint_path
 
 # how steps are computed, progress, cancellation, input checks
 from .io.input_checks import require_finite
-from .progress import Cancelled, Hooks
+from .progress import PHASE_KEY, Cancelled, Hooks, startup_phase
 from .runtime.edit_runtime import step_runner
 
 __all__ = [
     "EditConfig", "NLAFitConfig", "VideoEditConfig", "choices_of", "default_of", "help_of", "limits_of",
-    "WEIGHT_SUFFIXES", "build_tiny_clip", "check_weights_file", "find_local_weights", "load_clip", "load_clip_file",
+    "WEIGHT_SUFFIXES", "architecture_config", "as_prompt_list", "require_raft_weights",
+    "build_tiny_clip", "check_weights_file", "find_local_weights", "load_clip", "load_clip_file",
     "missing_weights_message", "pretrained_choices", "weights_obtainable", "heatmap", "min_relevancy_side",
     "relevancy_map", "composite", "on_green_screen", "parse_hex_color", "solid_background", "EditLayer",
     "LayerOutput", "EditResult", "default_checkpoint_path", "train_edit_layer", "image_edit_config",
@@ -55,7 +58,7 @@ __all__ = [
     "nla_fit_config", "frames_fingerprint", "AtlasBBox", "AtlasEdit", "frame_edit_to_atlas", "render_edits",
     "export_for_compositing",
     "atlas_edit_from_layer", "VideoEditResult", "default_video_checkpoint_path", "train_video_edit_layer",
-    "video_edit_config", "require_finite", "Cancelled", "Hooks",
+    "video_edit_config", "require_finite", "Cancelled", "Hooks", "PHASE_KEY", "startup_phase",
 ]
 
 

@@ -20,6 +20,16 @@ CancelCheck = Callable[[], None]
 PhaseCallback = Callable[[str, int, int], None]
 
 
+# The phases of a training run's start-up, before its first step (seconds to a minute at 512 px on a CPU), each
+# reported as ``on_phase(name, 0, n)`` when it starts and ``(n, n)`` when it ends, so progress shows from the
+# first moment.
+PHASE_KEY = "start-up: checkpoint key (CLIP weights digest)"
+PHASE_TEXT = "start-up: CLIP text bank (prompt x templates)"
+PHASE_RELEVANCY = "start-up: relevancy map"
+PHASE_DATASET = "start-up: internal dataset"
+PHASE_STRUCTURE = "start-up: structure target"
+
+
 def losses_to_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
     """Loss tensors as Python floats, with ONE device-to-host transfer.
 
@@ -106,6 +116,20 @@ class Hooks:
             ``(done, total) -> None``, reporting through :meth:`phase`.
         """
         return lambda done, total: self.phase(name, done, total)
+
+
+@contextlib.contextmanager
+def startup_phase(hooks: Hooks, name: str) -> Iterator[None]:
+    """Report a one-unit start-up phase: ``(name, 0, 1)`` before the block (a cancel point too) and
+    ``(name, 1, 1)`` after it.
+
+    Args:
+        hooks: the run's hooks.
+        name: the phase, as shown to the user (one of the ``PHASE_*`` names).
+    """
+    hooks.phase(name, 0, 1)
+    yield
+    hooks.phase(name, 1, 1)
 
 
 def console_printer(every: int = 50) -> StepCallback:

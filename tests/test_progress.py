@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2l_core.progress import Cancelled, cancel_inside
+from t2l_core.progress import Cancelled, Hooks, cancel_inside
 
 
 def _net():
@@ -100,3 +100,54 @@ def test_phases_report_progress_and_can_be_cancelled(capsys):
         printer("rendering (frames)", i, 10)
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["rendering (frames): 1/10", "rendering (frames): 5/10", "rendering (frames): 10/10"]
+
+
+# ------------------------------------------------------------------------------------ start-up of training
+@pytest.mark.parametrize("relevancy_on", ["once", "crop"])
+def test_training_start_up_reports_each_phase_before_the_first_step(tiny_clip, astronaut, relevancy_on):
+    """Before its first step a training run reports the checkpoint key, the relevancy map (when computed once,
+    at the start), the internal dataset, the CLIP text bank and the structure target, each from 0 to its
+    total; the very first event is a start-up phase, not a step."""
+    from _edit_helpers import tiny_config
+
+    from t2l_core import progress as P
+    from t2l_core.api import train_edit_layer
+
+    events = []
+    hooks = Hooks(on_phase=lambda name, done, total: events.append(("phase", name, done, total)),
+                  on_step=lambda step, total, losses, preview: events.append(("step", step, total)))
+    cfg = tiny_config(iters=2, roi_text="astronaut", relevancy_on=relevancy_on)
+    train_edit_layer(tiny_clip, astronaut, cfg, hooks=hooks)
+    first_step = events.index(("step", 1, 2))
+    before = events[:first_step]
+    assert events[0][0] == "phase" and all(e[0] == "phase" for e in before)
+    expected = [P.PHASE_KEY] + ([P.PHASE_RELEVANCY] if relevancy_on == "once" else []) + [
+        P.PHASE_DATASET, P.PHASE_TEXT, P.PHASE_STRUCTURE]
+    assert list(dict.fromkeys(e[1] for e in before)) == expected
+    for name in expected:
+        seen = [(e[2], e[3]) for e in before if e[1] == name]
+        total = seen[0][1]
+        assert seen[0] == (0, total) and seen[-1] == (total, total), (name, seen)
+    text = [(e[2], e[3]) for e in before if e[1] == P.PHASE_TEXT]
+    assert text == [(0, 3), (1, 3), (2, 3), (3, 3)]  # composition, screen and source banks
+    assert not any(e[0] == "phase" for e in events[first_step:])  # nothing is reported twice
+
+
+def test_start_up_phases_are_cancel_points(tiny_clip, astronaut):
+    """A cancel during the start-up stops the run before any step."""
+    from _edit_helpers import tiny_config
+
+    from t2l_core import progress as P
+    from t2l_core.api import train_edit_layer
+
+    state = {"phase": None, "steps": 0}
+
+    def check():
+        if state["phase"] == P.PHASE_TEXT:
+            raise Cancelled("stop")
+
+    hooks = Hooks(on_phase=lambda name, done, total: state.update(phase=name), check_cancel=check,
+                  on_step=lambda *a: state.update(steps=state["steps"] + 1))
+    with pytest.raises(Cancelled):
+        train_edit_layer(tiny_clip, astronaut, tiny_config(iters=2), hooks=hooks)
+    assert state["steps"] == 0

@@ -90,13 +90,13 @@ def parse_hex_color(text: str) -> tuple[float, float, float]:
         (r, g, b) floats in 0..1.
 
     Raises:
-        ValueError: the text is neither form.
+        ValueError: the text is neither form (or a component is outside 0..255).
     """
     s = text.strip()
     try:
         if "," in s:
             parts = [float(p) for p in s.split(",")]
-            if len(parts) != 3:
+            if len(parts) != 3 or not all(0 <= p <= 255 for p in parts):
                 raise ValueError
             return tuple(p / 255.0 for p in parts)  # type: ignore[return-value]
         s = s.lstrip("#")

@@ -58,7 +58,8 @@ class TextBanks:
 
     @classmethod
     def build(cls, clip, prompt: str | Sequence[str], screen_prompt: str | Sequence[str] | None = None,
-              source_prompt: str | Sequence[str] | None = None) -> "TextBanks":
+              source_prompt: str | Sequence[str] | None = None,
+              on_progress: Optional[Callable[[int, int], None]] = None) -> "TextBanks":
         """Encode the banks once, each prompt expanded with the templates of paper appendix A.2.
 
         Args:
@@ -66,6 +67,8 @@ class TextBanks:
             prompt: the target text(s) T.
             screen_prompt: the green-screen text(s) T_screen; None or empty = ``prompt``.
             source_prompt: the source text(s) T_ROI of L_dir; None or empty = no directional loss.
+            on_progress: ``(banks done, banks)`` before the first bank and after each (CLIP's text encoder
+                on every prompt-template pair takes seconds on a CPU).
 
         Returns:
             The banks, each [N,D].
@@ -76,11 +79,15 @@ class TextBanks:
         comp = as_prompt_list(prompt, "target prompt")
         screen = as_prompt_list(screen_prompt, "green-screen prompt") if _given(screen_prompt) else comp
         source = as_prompt_list(source_prompt, "source prompt") if _given(source_prompt) else None
-        return cls(
-            composition=clip.text_bank(comp, COMPOSITION_TEMPLATES),
-            screen=clip.text_bank(screen, SCREEN_TEMPLATES),
-            source=clip.text_bank(source, COMPOSITION_TEMPLATES) if source else None,
-        )
+        jobs = [(comp, COMPOSITION_TEMPLATES), (screen, SCREEN_TEMPLATES)] + ([(source, COMPOSITION_TEMPLATES)]
+                                                                            if source else [])
+        report = on_progress or (lambda done, total: None)
+        banks = []
+        report(0, len(jobs))
+        for i, (prompts, templates) in enumerate(jobs):
+            banks.append(clip.text_bank(prompts, templates))
+            report(i + 1, len(jobs))
+        return cls(composition=banks[0], screen=banks[1], source=banks[2] if source else None)
 
 
 def _given(p) -> bool:

@@ -62,6 +62,15 @@ class WholeInputTarget:
         self.clip, self.views, self.weight = clip, views, structure_weight
         self._tokens: Optional[torch.Tensor] = None
 
+    def prepare(self, whole: torch.Tensor) -> None:
+        """Encode the target now (before the first step, so its time is reported as a start-up phase); the
+        same tokens :meth:`last_of` would encode on the first step that needs them.
+
+        Args:
+            whole: the whole input ``[1,3,h,w]``.
+        """
+        self.last_of(whole, 1)
+
     def last_of(self, whole: torch.Tensor, n: int) -> Optional[list]:
         """Cached structure targets of ``n`` examples whose last is ``whole`` ``[1,3,h,w]``: None for the others.
 
@@ -90,6 +99,15 @@ class ExampleSource(Protocol):
 
         Returns:
             The examples, with the generator's graph.
+        """
+
+    def prepare(self, runner: PlainSteps, hooks: Hooks) -> None:
+        """Optional: start-up work done before the first step, inside the loop's scope (reported through
+        ``hooks.phase``). The loop calls it when a source has it.
+
+        Args:
+            runner: runs the passes.
+            hooks: the run's hooks.
         """
 
     def preview(self, runner: PlainSteps) -> torch.Tensor:
@@ -178,6 +196,8 @@ def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: Loo
         # cancel within a layer, not only between steps
         with cancel_inside(hooks.check_cancel, generator, runner.clip.visual), runner.loop_scope():
             augmenter = runner.augmenter(loop.views)
+            if start < loop.iters and hasattr(source, "prepare"):
+                source.prepare(runner, hooks)
             for step in range(start, loop.iters):
                 terms, bootstrap = _step(step, source, loop, runner, augmenter, opt, rng, hooks)
                 if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones

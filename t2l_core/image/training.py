@@ -36,7 +36,7 @@ from ..edit.objective import TextBanks
 from ..edit.step_runner import PlainSteps
 from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, train_generator
 from ..io.input_checks import require_finite
-from ..progress import Hooks
+from ..progress import PHASE_DATASET, PHASE_KEY, PHASE_RELEVANCY, PHASE_STRUCTURE, PHASE_TEXT, Hooks, startup_phase
 from .internal_dataset import InternalDataset, working_image
 
 @dataclass
@@ -186,14 +186,25 @@ class ImageExamples:
         config: the edit's settings.
     """
 
-    def __init__(self, runner_clip, work: torch.Tensor, mask: Optional[torch.Tensor], config: EditConfig) -> None:
+    def __init__(self, runner_clip, work: torch.Tensor, mask: Optional[torch.Tensor], config: EditConfig,
+                 hooks: Optional[Hooks] = None) -> None:
+        hooks = hooks or Hooks()
         self.clip, self.work, self.config = runner_clip, work, config
         self.use_relevancy = mask is None and uses_relevancy(config)
         if self.use_relevancy and config.bootstrap.relevancy_on == "once":
-            mask = relevancy_target(runner_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
+            with startup_phase(hooks, PHASE_RELEVANCY):
+                mask = relevancy_target(runner_clip, work, config, tuple(work.shape[-2:]))[None]  # [1,1,H,W]
         self.mask = mask
-        self.dataset = InternalDataset(work, config.dataset, mask=mask)
+        with startup_phase(hooks, PHASE_DATASET):
+            self.dataset = InternalDataset(work, config.dataset, mask=mask)
         self.whole_target = WholeInputTarget(runner_clip, config.views, config.weights.structure)
+
+    def prepare(self, runner, hooks: Hooks) -> None:
+        """See :meth:`t2l_core.edit.training_loop.ExampleSource.prepare`: the structure target of the whole
+        working image."""
+        if self.whole_target.weight > 0:
+            with startup_phase(hooks, PHASE_STRUCTURE):
+                self.whole_target.prepare(self.work)
 
     def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
         """See :meth:`t2l_core.edit.training_loop.ExampleSource.examples`."""
@@ -252,18 +263,21 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
     config.validate()
+    hooks = hooks or Hooks()
     runner = runner or PlainSteps(clip, config.runtime.threads)
     with torch.inference_mode(False), torch.enable_grad(), runner.run_scope():
         image = prepare_image(image)
         mask = prepare_mask(bootstrap_mask, image)
-        file = CheckpointFile(checkpoint_path, EDIT_JOB, input_fingerprint(image, config, mask, clip))
+        with startup_phase(hooks, PHASE_KEY):  # hashes the CLIP's weights once per loaded CLIP
+            file = CheckpointFile(checkpoint_path, EDIT_JOB, input_fingerprint(image, config, mask, clip))
         work = working_image(image, config.dataset.size).to(clip.device)
         work_mask = None if mask is None else F.interpolate(mask.to(clip.device), size=work.shape[-2:],
                                                             mode="bilinear", align_corners=False, antialias=True)
-        source = ImageExamples(runner.clip, work, work_mask, config)
-        banks = TextBanks.build(runner.clip, config.prompt, config.screen_prompt, config.directional_source())
+        source = ImageExamples(runner.clip, work, work_mask, config, hooks)
+        banks = TextBanks.build(runner.clip, config.prompt, config.screen_prompt, config.directional_source(),
+                                on_progress=hooks.phase_callback(PHASE_TEXT))
         gen = runner.prepare(build_generator(config.generator, device=clip.device, seed=config.seed))
-        run = train_generator(gen, source, LoopSettings.from_config(config, banks), runner, hooks or Hooks(), file,
+        run = train_generator(gen, source, LoopSettings.from_config(config, banks), runner, hooks, file,
                               resume, keep_checkpoint)
         layer = EditLayer(gen.state_dict(), config.generator, _layer_info(config, run.steps, work, image))
         output = layer.render(image.to(clip.device), size=output_size, memory_budget=memory_budget,

@@ -193,6 +193,28 @@ def find_raft_weights(search_dirs: Sequence[str] = ()) -> Optional[str]:
     return None
 
 
+def require_raft_weights(search_dirs: Sequence[str] = ()) -> str:
+    """The RAFT weights ``flow="raft"`` needs (checked before any work, and when the flow is computed).
+
+    Args:
+        search_dirs: as :func:`find_raft_weights`.
+
+    Returns:
+        The file :func:`find_raft_weights` finds.
+
+    Raises:
+        FileNotFoundError: none found; the message names the folders searched and the alternative.
+    """
+    path = find_raft_weights(search_dirs)
+    if path is None:
+        searched = [d for d in search_dirs if d] + [os.path.join(torch.hub.get_dir(), "checkpoints")]
+        raise FileNotFoundError(
+            "RAFT weights were requested but none were found (looked for raft_large*/raft_small* .pth or "
+            f".safetensors in {searched}). Put torchvision's RAFT weights there, or use the built-in "
+            "estimator (flow='lk').")
+    return path
+
+
 RAFT_MIN_SIDE = 128
 
 
@@ -240,16 +262,13 @@ def make_flow_estimator(device: torch.device, search_dirs: Sequence[str] = (), p
     Returns:
         (estimator(img_a [3,H,W], img_b [3,H,W]) -> flow [2,H,W] in pixels, name).
     """
-    if prefer in ("auto", "raft"):
+    if prefer == "raft":
+        path = require_raft_weights(search_dirs)
+        return RaftFlow(path, device), f"raft:{os.path.basename(path)}"
+    if prefer == "auto":
         path = find_raft_weights(search_dirs)
         if path is not None:
             return RaftFlow(path, device), f"raft:{os.path.basename(path)}"
-        if prefer == "raft":
-            searched = list(search_dirs) + [os.path.join(torch.hub.get_dir(), "checkpoints")]
-            raise FileNotFoundError(
-                "RAFT weights were requested but none were found (looked for raft_large*/raft_small* .pth or "
-                f".safetensors in {searched}). Put torchvision's RAFT weights there, or use the built-in "
-                "estimator (flow='lk').")
     return (lambda a, b: pyramid_lk_flow(a.to(device), b.to(device)).cpu()), "lk"
 
 

@@ -42,7 +42,7 @@ from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, t
 from ..image.training import result_settings
 from ..nla.fit import FittedNLA
 from ..nla.render import AtlasEdit, render_frame
-from ..progress import Hooks
+from ..progress import PHASE_TEXT, Hooks
 from .atlas_apply import render_video, video_frames_u8, whole_atlas_edit
 from .atlas_dataset import VideoAtlasDataset, layer_key
 from .config import VideoEditConfig
@@ -248,7 +248,8 @@ def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, fra
         edits = _EditsOnVideo(nla, u8, layer, other_edit)
         source = AtlasExamples(runner.clip, dataset, layer, config,
                                lambda gen: edits.middle_frame(whole_atlas_edit(gen, dataset.atlas, dataset.bbox)))
-        banks = TextBanks.build(runner.clip, config.prompt, config.screen_prompt, config.directional_source())
+        banks = TextBanks.build(runner.clip, config.prompt, config.screen_prompt, config.directional_source(),
+                                on_progress=hooks.phase_callback(PHASE_TEXT))
         gen = runner.prepare(build_generator(config.generator, device=clip.device, seed=config.seed))
         run = train_generator(gen, source, LoopSettings.from_config(config, banks), runner, hooks, file, resume,
                               keep_checkpoint)

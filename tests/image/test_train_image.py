@@ -88,7 +88,7 @@ def test_cancel_leaves_checkpoint_that_resumes_to_the_same_result(tiny_clip, ast
     kept = _run(tiny_clip, astronaut, iters=6, checkpoint_path=ckpt, keep_checkpoint=True)
     assert ckpt.is_file() and kept.checkpoint_path == ckpt
     again = _run(tiny_clip, astronaut, iters=6, checkpoint_path=ckpt, resume=True, keep_checkpoint=True,
-                 hooks=Hooks(check_cancel=lambda: (_ for _ in ()).throw(AssertionError("trained again"))))
+                 hooks=Hooks(on_step=lambda *a: (_ for _ in ()).throw(AssertionError("trained again"))))
     assert torch.equal(again.output.composite, full.output.composite) and again.resumed_from == 6
     # a checkpoint of other settings is not used: trained from the start, said in the notes, then replaced
     other = _run(tiny_clip, astronaut, iters=6, seed=99, checkpoint_path=ckpt, resume=True)

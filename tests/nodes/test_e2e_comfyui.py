@@ -9,7 +9,9 @@ symlink to this repository and whose ``models/text2live`` holds a tiny random CL
 browser opens); runs every shipped workflow (converted to the API format, at tiny sizes) through
 ``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view`` (the animations at the
 input video's frame rate); saves, loads and applies an edit layer (the trained composite within 1/255); checks
-that a missing CLIP refuses the whole video prompt with one message; then interrupts a long training run and
+that a missing CLIP refuses the whole video prompt with one message, that bad settings (a colour Composite
+cannot read, fp16 on the CPU) are refused by POST /prompt before any node runs with one message per node,
+and that a setting wired from another node is checked when its node runs; then interrupts a long training run and
 checks it stops within seconds, leaves a checkpoint, and the server keeps serving; sends NaN frames (from a
 test-only node pack installed next to ours) into Fit Layered Atlas and checks for a clear error and a server
 that answers the next prompt.
@@ -474,3 +476,63 @@ def test_real_frontend_loads_each_workflow_and_converts_it_like_we_do(comfy, def
             by_id = {n["id"]: n for n in saved["nodes"]}
             for n in ui["nodes"]:  # the frontend keeps our positional widget values as they are
                 assert by_id[n["id"]]["widgets_values"] == n["widgets_values"], (path.name, n["type"])
+
+
+# ------------------------------------------------------------------------------------ checks at queue time
+def _edit_over_colour(fill_color="#00B140", precision="fp32", colour_from=None) -> dict:
+    """Train Edit Layer (tiny) -> Composite over a solid colour -> SaveImage; ``colour_from`` wires fill_color
+    to a PrimitiveString holding that text instead of typing it in the widget."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
+        "2": {"class_type": "T2L_LoadCLIP", "inputs": {"model": "tiny-clip.safetensors", "device": "cpu",
+                                                       "precision": precision, "architecture": ""}},
+        "3": {"class_type": "T2L_TrainEditLayer", "inputs": {
+            "clip": ["2", 0], "image": ["1", 0], "prompt": "leopard fur", "screen_prompt": "", "source_prompt": "",
+            "iterations": 2, "size": 129, "seed": 5, "views": 2, "resume": False}},
+        "4": {"class_type": "T2L_Composite", "inputs": {"color": ["3", 1], "opacity": ["3", 2],
+                                                        "fill_color": fill_color}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "text2live/over_colour"}},
+    }
+    if colour_from is not None:
+        prompt["6"] = {"class_type": "PrimitiveString", "inputs": {"value": colour_from}}
+        prompt["4"]["inputs"]["fill_color"] = ["6", 0]
+    return prompt
+
+
+def test_bad_settings_are_refused_when_queued_before_any_node_runs(comfy):
+    """A colour the Composite cannot read is refused by POST /prompt, with one message naming the widget and
+    what to write, before Train Edit Layer (upstream) runs; so is a bad combination of two Load CLIP widgets
+    (a check that reads several inputs), and two bad nodes give one message each."""
+    before = comfy.get("/history")
+    status, body = comfy.post("/prompt", {"prompt": _edit_over_colour(fill_color="blue")})
+    assert status == 400, body
+    assert set(body["node_errors"]) == {"4"}, body["node_errors"]
+    (error,) = body["node_errors"]["4"]["errors"]
+    assert "fill_color" in error["details"] and "'blue'" in error["details"], error
+    assert "#RRGGBB" in error["details"] and "R,G,B" in error["details"], error
+    print(f"\nPOST /prompt with fill_color 'blue': {status} {error['message']}: {error['details']}")
+
+    status, body = comfy.post("/prompt", {"prompt": _edit_over_colour(precision="fp16")})
+    assert status == 400, body
+    (error,) = body["node_errors"]["2"]["errors"]
+    assert "'precision'" in error["details"] and "fp32 or bf16" in error["details"], error
+
+    status, body = comfy.post("/prompt", {"prompt": _edit_over_colour(fill_color="1,2", precision="fp16")})
+    assert status == 400, body
+    assert {k: len(v["errors"]) for k, v in body["node_errors"].items()} == {"2": 1, "4": 1}, body["node_errors"]
+    assert comfy.get("/history") == before  # nothing was queued, nothing ran
+    assert comfy.get("/queue") == {"queue_running": [], "queue_pending": []}
+
+
+def test_a_wired_setting_is_checked_when_the_node_runs(comfy):
+    """ComfyUI passes None to VALIDATE_INPUTS for an input wired to another node (its value exists only when
+    the graph runs): the prompt is accepted, and the same rule refuses the colour when the Composite runs."""
+    pid = comfy.queue(_edit_over_colour(colour_from="blue"))
+    entry = comfy.wait_history(pid, timeout=600)
+    assert entry["status"]["status_str"] == "error"
+    err = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
+    assert err["node_id"] == "4" and "fill_color" in err["exception_message"], err
+    assert "#RRGGBB" in err["exception_message"], err
+    # a readable colour through the same wire runs through
+    entry = comfy.wait_history(comfy.queue(_edit_over_colour(colour_from="255,255,255")), timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]

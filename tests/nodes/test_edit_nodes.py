@@ -46,18 +46,33 @@ def test_train_node_outputs_in_inference_mode(pack, tiny_clip, astronaut, in_tmp
 
 
 def test_train_node_cancel_then_resume(pack, tiny_clip, astronaut, in_tmp, monkeypatch):
-    from t2l_core.progress import Cancelled
+    from t2l_core.progress import PHASE_STRUCTURE, Cancelled
 
     bridge = pack.nodes.comfy_bridge
     image = astronaut.permute(0, 2, 3, 1).contiguous()
+    ckpt_dir = in_tmp / "t2l_outputs" / "text2live" / "checkpoints"
 
     def cancel():
         raise Cancelled("interrupted")
 
+    # cancelled during the start-up (the first cancel point): nothing trained, nothing to keep
     monkeypatch.setattr(bridge, "check_interrupt", cancel)
     with pytest.raises(Cancelled):
         _node(pack, "T2L_TrainEditLayer").train(tiny_clip, image, **NODE_KW)
-    ckpts = list((in_tmp / "t2l_outputs" / "text2live" / "checkpoints").glob("edit_*.safetensors"))
+    assert not list(ckpt_dir.glob("edit_*.safetensors"))
+    # cancelled once training runs: a checkpoint is left
+    make_hooks, state = bridge.make_hooks, {"training": False}
+
+    def hooks_seeing_the_start_up(**kw):
+        hooks = make_hooks(**kw)
+        hooks.on_phase = lambda name, done, total: state.update(training=name == PHASE_STRUCTURE and done == total)
+        return hooks
+
+    monkeypatch.setattr(bridge, "make_hooks", hooks_seeing_the_start_up)
+    monkeypatch.setattr(bridge, "check_interrupt", lambda: cancel() if state["training"] else None)
+    with pytest.raises(Cancelled):
+        _node(pack, "T2L_TrainEditLayer").train(tiny_clip, image, **NODE_KW)
+    ckpts = list(ckpt_dir.glob("edit_*.safetensors"))
     assert len(ckpts) == 1
     monkeypatch.setattr(bridge, "check_interrupt", lambda: None)
     out = _node(pack, "T2L_TrainEditLayer").train(tiny_clip, image, **NODE_KW)

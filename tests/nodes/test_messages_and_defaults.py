@@ -30,12 +30,16 @@ def models_dir(tmp_path, monkeypatch, tiny_clip):
 
 
 # ------------------------------------------------------------------------------------------- Load CLIP
-def test_load_clip_validates_one_argument_so_comfyui_shows_one_message(pack):
-    """ComfyUI's validation appends a VALIDATE_INPUTS message once per argument the method takes."""
-    for cls in pack.NODE_CLASS_MAPPINGS.values():
-        v = getattr(cls, "VALIDATE_INPUTS", None)
-        if v is not None:
-            assert len(inspect.signature(v).parameters) == 1, cls.NODE_ID
+def test_validate_inputs_gives_one_message_per_problem(pack):
+    """ComfyUI lists a message VALIDATE_INPUTS returns once per input it passed, so with several inputs passed
+    the message is raised instead (listed once for the node); with one it is returned."""
+    from t2l_pack.nodes.declarations import QueueCheckFailed
+
+    LoadCLIP = pack.NODE_CLASS_MAPPINGS["T2L_LoadCLIP"]
+    assert isinstance(LoadCLIP.VALIDATE_INPUTS(model="missing.safetensors"), str)
+    with pytest.raises(QueueCheckFailed, match="missing.safetensors") as exc:
+        LoadCLIP.VALIDATE_INPUTS(model="missing.safetensors", device="cpu", precision="fp32")
+    assert str(exc.value).count("missing.safetensors") == 1
 
 
 def test_load_clip_messages_speak_comfyui(pack, models_dir, monkeypatch):

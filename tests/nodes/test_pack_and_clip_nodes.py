@@ -97,5 +97,7 @@ def test_relevancy_node_shapes_and_errors(pack, tiny_clip, astronaut):
     assert torch.allclose(mask[0], mask[1], atol=1e-5)
     with pytest.raises(ValueError, match="empty"):
         RelevancyMap().run(tiny_clip, image, "  ")
-    with pytest.raises(ValueError, match="blocks"):
+    with pytest.raises(ValueError, match="blocks"):  # within the widget's range, beyond this CLIP's depth
+        RelevancyMap().run(tiny_clip, image, "x", layers=tiny_clip.num_blocks + 1)
+    with pytest.raises(ValueError, match="layers: 99 is out of range; use 1..48"):  # the widget's declared range
         RelevancyMap().run(tiny_clip, image, "x", layers=99)

@@ -1,0 +1,269 @@
+"""Peak memory of a real ComfyUI server running the image-edit workflow at 512 px, and how soon Train Edit Layer
+shows progress.
+
+    python bench/comfy_memory.py --comfyui-dir /path/to/ComfyUI [--python /path/to/venv/bin/python]
+                                 [--iters 3 --size 512 --image assets/chelsea.jpg --no-write]
+
+Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whose ``custom_nodes`` links this
+repository and whose ``models/text2live`` holds a CLIP of the ViT-B/32 architecture with random weights (it
+costs exactly what the real one costs; no download), then queues the shipped image-edit workflow
+(``tests/workflows_api/image_edit.json``: Load CLIP, Relevancy Map, Train Edit Layer, Composite, saves and
+previews) on ``--image`` (the bundled photo, 451x300: a 770x512 working image at 512 px) with that CLIP,
+``--size`` and ``--iters``. Measured from the server process
+(``/proc/<pid>/status``): RSS once the server is idle before the prompt, its peak while the prompt runs
+(VmHWM, reset just before queueing) and RSS sampled every 0.2 s; from the websocket: seconds from Train Edit
+Layer's start to its first progress event and to its first training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+import report  # noqa: E402
+from report import publish, table  # noqa: E402
+
+GIB = 2.0**30
+
+
+def _status_gib(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / GIB
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def _post(url: str, payload: dict):
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+class _WebSocket:
+    """The smallest client for ComfyUI's /ws: JSON text frames with their arrival time; binary frames skipped."""
+
+    def __init__(self, port: int, client_id: str):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        self.buf = head.split(b"\r\n\r\n", 1)[1]
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("websocket closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def recv(self, timeout: float):
+        """(arrival time, JSON message), or (arrival time, None) for a binary frame (a preview image), or None
+        on timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            b0, b1 = self._read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._read(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._read(8))[0]
+            payload = self._read(n)
+            return time.time(), (json.loads(payload) if b0 & 0x0F == 1 else None)
+        except socket.timeout:
+            return None
+
+
+def _prompt(size: int, iters: int, clip_file: str) -> dict:
+    prompt = json.loads((REPO / "tests" / "workflows_api" / "image_edit.json").read_text())
+    for node in prompt.values():
+        if node["class_type"] == "T2L_LoadCLIP":
+            node["inputs"].update(model=clip_file, device="cpu")
+        if node["class_type"] == "T2L_TrainEditLayer":
+            node["inputs"].update(iterations=iters, size=size, resume=False, preview_every=1)
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = "photo.png"
+    return prompt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--comfyui-dir", default=os.environ.get("T2L_COMFYUI_DIR"), help="a ComfyUI checkout")
+    ap.add_argument("--python", default=os.environ.get("T2L_COMFYUI_PYTHON", sys.executable),
+                    help="the Python that runs ComfyUI")
+    ap.add_argument("--size", type=int, default=512, help="Train Edit Layer's working size")
+    ap.add_argument("--iters", type=int, default=3, help="training steps")
+    ap.add_argument("--image", default=str(REPO / "assets" / "chelsea.jpg"), help="the photo to edit")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds the prompt may take")
+    report.add_no_write_option(ap)
+    args = ap.parse_args()
+    report.apply_no_write(args)
+    if not args.comfyui_dir:
+        ap.error("give --comfyui-dir (or set T2L_COMFYUI_DIR)")
+
+    from t2l_core.clip.loading import build_random_clip, save_clip
+
+    base = Path(tempfile.mkdtemp(prefix="t2l_comfy_memory_"))
+    proc = None
+    try:
+        for d in ("custom_nodes", "models/text2live", "input", "output", "temp", "user"):
+            (base / d).mkdir(parents=True, exist_ok=True)
+        (base / "custom_nodes" / "comfyui-text2live").symlink_to(REPO, target_is_directory=True)
+        from PIL import Image
+
+        with Image.open(args.image) as im:
+            im.convert("RGB").save(base / "input" / "photo.png")
+            photo_size = im.size
+        clip_file = "random-vit-b-32.safetensors"
+        save_clip(build_random_clip("ViT-B-32-quickgelu", seed=0), base / "models" / "text2live" / clip_file,
+                  note="random weights: a benchmark stand-in, NOT a real model")
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(base / "comfyui.log", "w")
+        cmd = [args.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:"]
+        proc = subprocess.Popen(cmd, cwd=args.comfyui_dir, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        end = time.time() + 300
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit("ComfyUI exited:\n" + (base / "comfyui.log").read_text()[-3000:])
+            try:
+                if "T2L_TrainEditLayer" in _get(f"{url}/object_info/T2L_TrainEditLayer", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, socket.timeout):
+                pass
+            if time.time() > end:
+                raise SystemExit("ComfyUI did not serve our nodes in 300 s")
+            time.sleep(1)
+        time.sleep(5)  # idle: the server's resting memory
+        idle = _status_gib(proc.pid, "VmRSS")
+        startup_peak = _status_gib(proc.pid, "VmHWM")
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM from here on: the prompt's peak
+
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                try:
+                    samples.append((time.time(), _status_gib(proc.pid, "VmRSS")))
+                except (OSError, RuntimeError):
+                    return
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        client_id = uuid.uuid4().hex
+        ws = _WebSocket(port, client_id)
+        prompt = _prompt(args.size, args.iters, clip_file)
+        train_id = next(k for k, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
+        t_queue = time.time()
+        pid = _post(f"{url}/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+        t_train = t_first = t_step1 = None
+        first_event = None
+        running: list[tuple[float, object]] = []  # (time, node id) as the executor moves on
+        end = time.time() + args.timeout
+        while True:
+            got = ws.recv(timeout=max(1.0, end - time.time()))
+            if got is None or time.time() > end:
+                raise SystemExit("the prompt did not finish in time")
+            t, msg = got
+            if msg is None:  # a preview image: with preview_every 1, the first comes with training step 1
+                if t_train is not None and t_step1 is None:
+                    t_step1 = t
+                continue
+            data = msg.get("data", {})
+            if msg["type"] == "executing" and data.get("prompt_id") == pid:
+                running.append((t, data.get("node")))
+            if msg["type"] == "executing" and data.get("node") == train_id and t_train is None:
+                t_train = t
+            if msg["type"] == "progress" and data.get("node") == train_id and t_first is None:
+                t_first, first_event = t, f"{data['value']}/{data['max']}"
+            if msg["type"] in ("execution_error", "execution_interrupted"):
+                raise SystemExit(f"the prompt failed: {json.dumps(msg)[:3000]}")
+            if msg["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == pid:
+                t_done = t
+                break
+        peak = _status_gib(proc.pid, "VmHWM")
+        print(f"idle {idle:.2f} GiB, peak {peak:.2f} GiB, first progress {t_first - t_train:.2f} s, "
+              f"step 1 {t_step1 - t_train:.1f} s", flush=True)
+        stop.set()
+        sampler.join()
+        ws.close()
+        log_text = (base / "comfyui.log").read_text()
+        phases = [line.split("Text2LIVE: ", 1)[1] for line in log_text.splitlines() if "Text2LIVE: start-up" in line]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(base, ignore_errors=True)
+
+    sampled = max(v for _, v in samples)
+    per_node = []  # the most RSS sampled while each node ran
+    for (t0, node), (t1, _) in zip(running, running[1:]):
+        values = [v for t, v in samples if t0 <= t < t1]
+        if node is not None and values:
+            per_node.append(f"{prompt[node]['class_type']} {max(values):.2f}")
+    w, h = photo_size
+    work = (round(w * args.size / min(w, h)), round(h * args.size / min(w, h)))
+    rows = [[f"{Path(args.image).name} {w}x{h} (working {work[0]}x{work[1]}), {args.iters} steps, 16 views, "
+             "relevancy mask", f"{idle:.2f}", f"{peak:.2f}", f"{sampled:.2f}", f"{peak - idle:.2f}",
+             f"{t_first - t_train:.2f}", f"{t_step1 - t_train:.1f}", f"{t_done - t_queue:.1f}"]]
+    body = table(["workflow (tests/workflows_api/image_edit.json)", "server RSS idle before the prompt GiB",
+                  "server peak RSS during the prompt GiB (VmHWM)", "max sampled RSS GiB (0.2 s)",
+                  "peak minus idle GiB", "s to first progress of Train Edit Layer",
+                  "s to its first training step", "s for the whole prompt"], rows)
+    comfy_version = subprocess.run(["git", "-C", args.comfyui_dir, "log", "-1", "--format=%h %cs"],
+                                   capture_output=True, text=True).stdout.strip()
+    notes = (f"ComfyUI {comfy_version} (`main.py --cpu`), its own Python: {args.python}. CLIP: ViT-B/32 architecture "
+             "with random weights, fp32, loaded by Load CLIP from models/text2live. Server peak RSS over its whole "
+             f"life (start-up included): {startup_peak:.2f} GiB before the prompt. First progress event of Train "
+             f"Edit Layer: {first_event}. Start-up phases the node reported: {'; '.join(phases) or 'none'}. Most RSS "
+             f"sampled while each node ran (GiB, in run order): {', '.join(per_node)}.")
+    publish(f"ComfyUI server memory, image-edit workflow at {args.size} px (random ViT-B/32)", body, notes)
+
+
+if __name__ == "__main__":
+    main()
