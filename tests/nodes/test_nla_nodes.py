@@ -138,7 +138,7 @@ def test_export_for_compositing_node_writes_a_new_folder_each_time(pack, small_v
 
     vn = sys.modules[pack.__name__ + ".nodes.video_nodes"]
     frames = small_video.frames.permute(0, 2, 3, 1).contiguous()
-    nla, _, _, bg, _, _ = vn.NLAFit().fit(frames, iterations=5, atlas_resolution=0, seed=1,
+    nla, _, _, bg, _, _ = vn.NLAFit().fit(frames, iterations=10, atlas_resolution=0, seed=1,
                                           masks=small_video.masks.clone(), batch_pixels=512, flow="lk")["result"]
     node = vn.ExportForCompositing()
     with torch.inference_mode():  # like ComfyUI
