@@ -18,12 +18,10 @@ Layer's start to its first progress event and to its first training step.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,9 +35,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
 import report  # noqa: E402
+from comfy_websocket import ComfyWebSocket  # noqa: E402
 from report import publish, table  # noqa: E402
 
 GIB = 2.0**30
@@ -67,49 +67,6 @@ def _post(url: str, payload: dict):
     req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())
-
-
-class _WebSocket:
-    """The smallest client for ComfyUI's /ws: JSON text frames with their arrival time; binary frames skipped."""
-
-    def __init__(self, port: int, client_id: str):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                           f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(1)
-        self.buf = head.split(b"\r\n\r\n", 1)[1]
-
-    def _read(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("websocket closed")
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def recv(self, timeout: float):
-        """(arrival time, JSON message), or (arrival time, None) for a binary frame (a preview image), or None
-        on timeout."""
-        self.sock.settimeout(timeout)
-        try:
-            b0, b1 = self._read(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", self._read(2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", self._read(8))[0]
-            payload = self._read(n)
-            return time.time(), (json.loads(payload) if b0 & 0x0F == 1 else None)
-        except socket.timeout:
-            return None
 
 
 def _prompt(size: int, iters: int, clip_file: str) -> dict:
@@ -193,7 +150,7 @@ def main() -> None:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         client_id = uuid.uuid4().hex
-        ws = _WebSocket(port, client_id)
+        ws = ComfyWebSocket(port, client_id)
         prompt = _prompt(args.size, args.iters, clip_file)
         train_id = next(k for k, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
         t_queue = time.time()
@@ -203,7 +160,7 @@ def main() -> None:
         running: list[tuple[float, object]] = []  # (time, node id) as the executor moves on
         end = time.time() + args.timeout
         while True:
-            got = ws.recv(timeout=max(1.0, end - time.time()))
+            got = ws.frame(timeout=max(1.0, end - time.time()))
             if got is None or time.time() > end:
                 raise SystemExit("the prompt did not finish in time")
             t, msg = got

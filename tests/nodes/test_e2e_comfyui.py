@@ -21,12 +21,10 @@ frontend's own API conversion with ours.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -38,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from comfy_websocket import ComfyWebSocket
 from conftest import REPO
 from workflow_format import check_workflow, iter_workflows, load_json, node_defs, output_nodes, set_widget, to_api
 
@@ -91,51 +90,6 @@ class Comfy:
             assert self.proc.poll() is None, "ComfyUI exited:\n" + self.log.read_text()[-3000:]
             time.sleep(0.5)
         raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s")
-
-
-class WebSocket:
-    """The smallest client for ComfyUI's /ws: text frames as JSON, binary (previews) skipped."""
-
-    def __init__(self, port: int, client_id: str):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                           f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(1)
-        assert b" 101 " in head.split(b"\r\n")[0], head
-        self.buf = b""
-
-    def _read(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("websocket closed")
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def recv(self, timeout: float) -> dict | None:
-        """Next JSON message, or None on timeout."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                b0, b1 = self._read(2)
-                n = b1 & 0x7F
-                if n == 126:
-                    n = struct.unpack(">H", self._read(2))[0]
-                elif n == 127:
-                    n = struct.unpack(">Q", self._read(8))[0]
-                payload = self._read(n)
-                if b0 & 0x0F == 1:
-                    return json.loads(payload)
-        except socket.timeout:
-            return None
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -390,7 +344,7 @@ def test_interrupt_during_training_stops_quickly_and_server_keeps_serving(comfy,
     prompt = to_api(ui, defs)
     train_id = next(k for k, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
     client_id = uuid.uuid4().hex
-    ws = WebSocket(comfy.port, client_id)
+    ws = ComfyWebSocket(comfy.port, client_id)
     ckpt_dir = comfy.base / "output" / "text2live" / "checkpoints"
     before = set(ckpt_dir.glob("*.safetensors")) if ckpt_dir.exists() else set()
     try:
