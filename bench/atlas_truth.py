@@ -70,6 +70,9 @@ def run_one(a) -> dict:
     cpu0, wall0 = _cpu_s(), time.perf_counter()
     nla = fit_nla(video.frames, masks, cfg, hooks=Hooks(on_step=on_step))
     fit_wall, fit_cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
+    if a.save_atlas:
+        from t2l_core.nla.atlas_files import save_nla
+        save_nla(nla, a.save_atlas.replace("{variant}", a.variant))
     t0 = time.perf_counter()
     res = atlas_consistency(video, nla.model, stride=a.stride, points=a.points, border_px=a.border)
     metric_s = time.perf_counter() - t0
@@ -150,6 +153,8 @@ def main() -> None:
     p.add_argument("--residual-bg", type=float, default=None,
                    help="the background's motion prior weight (NLALossWeights.residual_bg; default: the fit's)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--save-atlas", default="",
+                   help="also save each fitted atlas here (.safetensors; {variant} is replaced by the variant)")
     p.add_argument("--variant", help=argparse.SUPPRESS)      # worker mode: one variant, its row as JSON in
     p.add_argument("--result-file", help=argparse.SUPPRESS)  # this file
     add_no_write_option(p)
