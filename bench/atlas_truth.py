@@ -68,18 +68,24 @@ def run_one(a) -> dict:
                   flush=True)
 
     cpu0, wall0 = _cpu_s(), time.perf_counter()
-    nla = fit_nla(video.frames, masks, cfg, hooks=Hooks(on_step=on_step))
-    fit_wall, fit_cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
+    if a.load_atlas:  # measure an atlas fitted and saved earlier (--save-atlas) on the same video
+        from t2l_core.nla.atlas_files import load_nla
+        nla = load_nla(a.load_atlas.replace("{variant}", a.variant), frames=video.frames)
+        fit_wall = fit_cpu = float("nan")
+    else:
+        nla = fit_nla(video.frames, masks, cfg, hooks=Hooks(on_step=on_step))
+        fit_wall, fit_cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
     if a.save_atlas:
         from t2l_core.nla.atlas_files import save_nla
         save_nla(nla, a.save_atlas.replace("{variant}", a.variant))
     t0 = time.perf_counter()
-    res = atlas_consistency(video, nla.model, stride=a.stride, points=a.points, border_px=a.border)
+    t_ref = None if a.ref_frame is None else a.ref_frame % a.frames
+    res = atlas_consistency(video, nla.model, t_ref=t_ref, stride=a.stride, points=a.points, border_px=a.border)
     metric_s = time.perf_counter() - t0
     if a.breakdown:
         for layer in nla.model.layers():
             print(json.dumps({f"{layer}_landing_breakdown": landing_breakdown(video, nla.model, a.stride, layer,
-                                                                             a.points)}, indent=1), flush=True)
+                                                                             a.points, t_ref)}, indent=1), flush=True)
     row = dict(variant=a.variant, frames=a.frames, width=w, height=h, masks=masks is not None, steps=nla.steps,
                psnr=nla.psnr, fit_wall_s=fit_wall, fit_cpu_s=fit_cpu, peak_rss_gib=resource.getrusage(
                    resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, metric_s=metric_s, threads=torch.get_num_threads(),
@@ -87,13 +93,15 @@ def run_one(a) -> dict:
     return row
 
 
-def landing_breakdown(video, model, stride: int, layer: str = "bg", points: str = "all") -> dict:
+def landing_breakdown(video, model, stride: int, layer: str = "bg", points: str = "all",
+                      t_ref: int | None = None) -> dict:
     """Where a layer's landing errors are: p95 / share above 3 px of the pairs, grouped by the truth
     position's row (thirds of the frame height), by distance to the frame border, by frame distance from the
     point's reference frame, and by the local texture of the frame (Sobel magnitude, terciles)."""
     from atlas_consistency import layer_consistency, model_uv_fn
 
-    _, pairs = layer_consistency(video, model_uv_fn(model), layer, stride=stride, keep_pairs=True, points=points)
+    _, pairs = layer_consistency(video, model_uv_fn(model), layer, t_ref=t_ref, stride=stride, keep_pairs=True,
+                                 points=points)
     err, truth, frame = pairs["error"], pairs["truth"], pairs["frame"]
     H, W = video.size
     border = torch.minimum(torch.minimum(truth[:, 0], W - 1 - truth[:, 0]), torch.minimum(truth[:, 1], H - 1 - truth[:, 1]))
@@ -144,9 +152,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stride", type=int, default=12, help="point grid spacing in (texture ~ frame) px")
     p.add_argument("--points", default="all", choices=["all", "reference"],
-                   help="measured points: every point visible in some frame (all), or the middle frame's grid "
-                        "pixels (reference)")
+                   help="measured points: every point visible in some frame (all), or the grid pixels of the "
+                        "reference frame (reference)")
+    p.add_argument("--ref-frame", type=int, default=None,
+                   help="each point's reference is its visible frame nearest to this one (default: the middle "
+                        "frame; -1: the last)")
     p.add_argument("--border", type=float, default=24.0, help="width in px of the border band reported apart")
+    p.add_argument("--load-atlas", default="",
+                   help="measure this saved atlas instead of fitting ({variant} is replaced by the variant); "
+                        "fit times are then nan")
     p.add_argument("--no-masks", action="store_true", help="fit without masks (background-only atlas)")
     p.add_argument("--motion-init", default="affine", choices=["affine", "translation"],
                    help="the fit's initial per-frame maps (NLAFitConfig.motion_init)")
@@ -192,6 +206,7 @@ def main() -> None:
                      _fmt(fg, "spread_p95_frame_px"), _fmt(bg, "spread_p95_frame_px"),
                      f"{(fg or {}).get('missing', 0)}/{(fg or {}).get('pairs', 0)}",
                      f"{r['fit_wall_s'] / 60:.1f}", f"{r['fit_cpu_s'] / 60:.1f}", f"{r['peak_rss_gib']:.2f}"])
+    ref = "the middle frame" if a.ref_frame is None else f"frame {a.ref_frame % a.frames}"
     publish("Layered atlas on ground-truth videos: PSNR and edit-landing error",
             table(["variant", "frames x W x H", "masks", "steps", "PSNR dB", "fg landing median px",
                    "fg landing p95 px", "fg border p95 px", "fg inner p95 px", "bg landing median px",
@@ -199,8 +214,8 @@ def main() -> None:
                    "bg spread p95 px", "fg missing/pairs", "fit wall min", "fit CPU min", "peak RSS GiB"], rows),
             notes=f"batch {a.batch}, flow {a.flow}, motion_init {a.motion_init}, background motion prior "
                   f"residual_bg {a.residual_bg:g}, points every {a.stride} px: "
-                  + ("every texture point visible in some frame, each with the visible frame nearest the middle "
-                     "one as its reference" if a.points == "all" else "the middle frame's grid pixels")
+                  + (f"every texture point visible in some frame, each with its visible frame nearest to {ref} "
+                     "as its reference" if a.points == "all" else f"the grid pixels of {ref}")
                   + ". Landing error: frame px between where a dot painted on the atlas at a "
                   "point's atlas position in its reference frame is drawn in another frame and where the truth "
                   "puts that point (tests/atlas_consistency.py); missing pairs count as infinite. Border p95: "
