@@ -183,6 +183,19 @@ def test_fitted_foreground_atlas_does_not_tear_on_a_bending_subject():
     assert bad.landing_p95_px > 2.5
 
 
+def test_fitted_foreground_atlas_holds_a_subject_leaving_the_frame():
+    # the bending, turning subject drifts right until half of it is outside the frame; every point visible in
+    # some frame counts, each painted in its visible frame nearest to the middle one, and the pairs within
+    # 6 px of the frame border are also reported apart
+    v = make_ground_truth_video("exit", frames=16, height=48, width=64)
+    nla = fit_nla(v.frames, v.masks, NLAFitConfig(iterations=300, batch_pixels=4096, seed=0, flow="lk"))
+    fg = atlas_consistency(v, nla.model, stride=3, border_px=6)["fg"]
+    print(f"PSNR {nla.psnr:.2f} dB; fg {fg}")
+    assert fg.missing == 0 and fg.border_pairs > 50
+    assert fg.landing_median_px < 1.0 and fg.landing_p95_px < 2.0
+    assert fg.border_landing_p95_px < 2.0 and fg.inner_landing_p95_px < 2.0
+
+
 def test_flat_background_stays_on_the_camera_motion_with_the_motion_prior():
     # the portrait background's upper half is flat sky: the colour does not fix its mapping and the flow's
     # small per-frame biases make it drift. Without the motion prior (residual_bg=0) this fit's background
