@@ -8,8 +8,9 @@ tests/ground_truth_video.py (a bending, turning photo cut-out over a panned phot
 correspondences) with the true binary masks (``bg_only``: no foreground, fitted without masks). Reported per
 variant: full-video reconstruction PSNR, median / 95th-percentile edit-landing error in frame px for
 foreground and background (tests/atlas_consistency.py: a dot painted on the atlas at the atlas position of a
-reference-frame point, where the fitted mapping draws it in every other frame vs where the truth puts that
-point), the atlas-coordinate spread in frame px, fit time (wall, including optical flow and the final
+point in its reference frame, where the fitted mapping draws it in every other frame vs where the truth puts
+that point; over every texture point visible in some frame, the pairs within ``--border`` px of the frame
+border also reported apart), the atlas-coordinate spread in frame px, fit time (wall, including optical flow and the final
 reconstruction), the fit process's CPU time, and its peak RSS. ``portrait`` is ``nonrigid`` with width and
 height swapped. Targets: PSNR >= 30 dB, median landing <= 1 px, p95 <= 3 px, under 30 minutes per 50 frames
 on 2 cores.
@@ -67,13 +68,24 @@ def run_one(a) -> dict:
                   flush=True)
 
     cpu0, wall0 = _cpu_s(), time.perf_counter()
-    nla = fit_nla(video.frames, masks, cfg, hooks=Hooks(on_step=on_step))
-    fit_wall, fit_cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
+    if a.load_atlas:  # measure an atlas fitted and saved earlier (--save-atlas) on the same video
+        from t2l_core.nla.atlas_files import load_nla
+        nla = load_nla(a.load_atlas.replace("{variant}", a.variant), frames=video.frames)
+        fit_wall = fit_cpu = float("nan")
+    else:
+        nla = fit_nla(video.frames, masks, cfg, hooks=Hooks(on_step=on_step))
+        fit_wall, fit_cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
+    if a.save_atlas:
+        from t2l_core.nla.atlas_files import save_nla
+        save_nla(nla, a.save_atlas.replace("{variant}", a.variant))
     t0 = time.perf_counter()
-    res = atlas_consistency(video, nla.model, stride=a.stride)
+    t_ref = None if a.ref_frame is None else a.ref_frame % a.frames
+    res = atlas_consistency(video, nla.model, t_ref=t_ref, stride=a.stride, points=a.points, border_px=a.border)
     metric_s = time.perf_counter() - t0
     if a.breakdown:
-        print(json.dumps({"bg_landing_breakdown": landing_breakdown(video, nla.model, a.stride)}, indent=1), flush=True)
+        for layer in nla.model.layers():
+            print(json.dumps({f"{layer}_landing_breakdown": landing_breakdown(video, nla.model, a.stride, layer,
+                                                                             a.points, t_ref)}, indent=1), flush=True)
     row = dict(variant=a.variant, frames=a.frames, width=w, height=h, masks=masks is not None, steps=nla.steps,
                psnr=nla.psnr, fit_wall_s=fit_wall, fit_cpu_s=fit_cpu, peak_rss_gib=resource.getrusage(
                    resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, metric_s=metric_s, threads=torch.get_num_threads(),
@@ -81,13 +93,15 @@ def run_one(a) -> dict:
     return row
 
 
-def landing_breakdown(video, model, stride: int) -> dict:
-    """Where the background's landing errors are: p95 / share above 3 px of the pairs, grouped by the truth
+def landing_breakdown(video, model, stride: int, layer: str = "bg", points: str = "all",
+                      t_ref: int | None = None) -> dict:
+    """Where a layer's landing errors are: p95 / share above 3 px of the pairs, grouped by the truth
     position's row (thirds of the frame height), by distance to the frame border, by frame distance from the
-    reference frame, and by the local texture of the background photo (Sobel magnitude, terciles)."""
+    point's reference frame, and by the local texture of the frame (Sobel magnitude, terciles)."""
     from atlas_consistency import layer_consistency, model_uv_fn
 
-    _, pairs = layer_consistency(video, model_uv_fn(model), "bg", stride=stride, keep_pairs=True)
+    _, pairs = layer_consistency(video, model_uv_fn(model), layer, t_ref=t_ref, stride=stride, keep_pairs=True,
+                                 points=points)
     err, truth, frame = pairs["error"], pairs["truth"], pairs["frame"]
     H, W = video.size
     border = torch.minimum(torch.minimum(truth[:, 0], W - 1 - truth[:, 0]), torch.minimum(truth[:, 1], H - 1 - truth[:, 1]))
@@ -98,11 +112,12 @@ def landing_breakdown(video, model, stride: int) -> dict:
     xi, yi = truth[:, 0].round().long().clamp(0, W - 1), truth[:, 1].round().long().clamp(0, H - 1)
     texture = mag[frame, yi, xi]
     t1, t2 = float(torch.quantile(texture, 1 / 3)), float(torch.quantile(texture, 2 / 3))
-    ref = video.num_frames // 2
+    ref = pairs["ref_frame"]
     groups = {
         "row top/middle/bottom": [truth[:, 1] < H / 3, (truth[:, 1] >= H / 3) & (truth[:, 1] < 2 * H / 3),
                                   truth[:, 1] >= 2 * H / 3],
-        "border <24/24-96/>96 px": [border < 24, (border >= 24) & (border <= 96), border > 96],
+        "border <8/8-24/24-96/>96 px": [border < 8, (border >= 8) & (border < 24), (border >= 24) & (border <= 96),
+                                        border > 96],
         "frames from ref <8/8-16/>16": [(frame - ref).abs() < 8, ((frame - ref).abs() >= 8) & ((frame - ref).abs() <= 16),
                                         (frame - ref).abs() > 16],
         "texture low/mid/high": [texture < t1, (texture >= t1) & (texture < t2), texture >= t2],
@@ -135,13 +150,25 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--flow", default="lk")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stride", type=int, default=12, help="reference point grid spacing in frame px")
+    p.add_argument("--stride", type=int, default=12, help="point grid spacing in (texture ~ frame) px")
+    p.add_argument("--points", default="all", choices=["all", "reference"],
+                   help="measured points: every point visible in some frame (all), or the grid pixels of the "
+                        "reference frame (reference)")
+    p.add_argument("--ref-frame", type=int, default=None,
+                   help="each point's reference is its visible frame nearest to this one (default: the middle "
+                        "frame; -1: the last)")
+    p.add_argument("--border", type=float, default=24.0, help="width in px of the border band reported apart")
+    p.add_argument("--load-atlas", default="",
+                   help="measure this saved atlas instead of fitting ({variant} is replaced by the variant); "
+                        "fit times are then nan")
     p.add_argument("--no-masks", action="store_true", help="fit without masks (background-only atlas)")
     p.add_argument("--motion-init", default="affine", choices=["affine", "translation"],
                    help="the fit's initial per-frame maps (NLAFitConfig.motion_init)")
     p.add_argument("--residual-bg", type=float, default=None,
                    help="the background's motion prior weight (NLALossWeights.residual_bg; default: the fit's)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--save-atlas", default="",
+                   help="also save each fitted atlas here (.safetensors; {variant} is replaced by the variant)")
     p.add_argument("--variant", help=argparse.SUPPRESS)      # worker mode: one variant, its row as JSON in
     p.add_argument("--result-file", help=argparse.SUPPRESS)  # this file
     add_no_write_option(p)
@@ -174,19 +201,26 @@ def main() -> None:
         fg, bg = r["layers"].get("fg"), r["layers"].get("bg")
         rows.append([v, f"{r['frames']}x{r['width']}x{r['height']}", "yes" if r["masks"] else "no", r["steps"],
                      f"{r['psnr']:.2f}", _fmt(fg, "landing_median_px"), _fmt(fg, "landing_p95_px"),
-                     _fmt(bg, "landing_median_px"), _fmt(bg, "landing_p95_px"),
+                     _fmt(fg, "border_landing_p95_px"), _fmt(fg, "inner_landing_p95_px"),
+                     _fmt(bg, "landing_median_px"), _fmt(bg, "landing_p95_px"), _fmt(bg, "border_landing_p95_px"),
                      _fmt(fg, "spread_p95_frame_px"), _fmt(bg, "spread_p95_frame_px"),
                      f"{(fg or {}).get('missing', 0)}/{(fg or {}).get('pairs', 0)}",
                      f"{r['fit_wall_s'] / 60:.1f}", f"{r['fit_cpu_s'] / 60:.1f}", f"{r['peak_rss_gib']:.2f}"])
+    ref = "the middle frame" if a.ref_frame is None else f"frame {a.ref_frame % a.frames}"
     publish("Layered atlas on ground-truth videos: PSNR and edit-landing error",
             table(["variant", "frames x W x H", "masks", "steps", "PSNR dB", "fg landing median px",
-                   "fg landing p95 px", "bg landing median px", "bg landing p95 px", "fg spread p95 px",
+                   "fg landing p95 px", "fg border p95 px", "fg inner p95 px", "bg landing median px",
+                   "bg landing p95 px", "bg border p95 px", "fg spread p95 px",
                    "bg spread p95 px", "fg missing/pairs", "fit wall min", "fit CPU min", "peak RSS GiB"], rows),
             notes=f"batch {a.batch}, flow {a.flow}, motion_init {a.motion_init}, background motion prior "
-                  f"residual_bg {a.residual_bg:g}, reference frame = middle frame, reference points every "
-                  f"{a.stride} px. Landing error: frame px between where a dot painted on the atlas at a "
-                  "reference point's atlas position is drawn in another frame and where the truth puts that "
-                  "point (tests/atlas_consistency.py); missing pairs count as infinite. Spread: distance of a "
+                  f"residual_bg {a.residual_bg:g}, points every {a.stride} px: "
+                  + (f"every texture point visible in some frame, each with its visible frame nearest to {ref} "
+                     "as its reference" if a.points == "all" else f"the grid pixels of {ref}")
+                  + ". Landing error: frame px between where a dot painted on the atlas at a "
+                  "point's atlas position in its reference frame is drawn in another frame and where the truth "
+                  "puts that point (tests/atlas_consistency.py); missing pairs count as infinite. Border p95: "
+                  f"the pairs whose truth position is within {a.border:g} px of the frame border; inner p95: the "
+                  "others. Spread: distance of a "
                   "canonical point's atlas position in one frame to its mean over frames, in frame px. Fit time "
                   "includes optical flow and the final reconstruction; CPU min is the fit process's user+system "
                   "time. Targets: PSNR >= 30 dB, median landing <= 1 px, p95 <= 3 px, <= 30 min per 50 frames.")

@@ -58,7 +58,7 @@ def main() -> None:
     video = make_ground_truth_video("nonrigid", frames=T, height=H, width=W)
     nla = fit_nla(video.frames, video.masks, NLAFitConfig(iterations=a.iters, batch_pixels=8192, seed=0, flow="lk"),
                   device="cpu")
-    res = atlas_consistency(video, nla.model, stride=6)
+    res = atlas_consistency(video, nla.model, stride=6, points="reference")  # the middle frame's points, as drawn
     model, bbox = nla.model, nla.bboxes["fg"]
     t_ref = T // 2
     q, c = reference_points(video, "fg", t_ref, a.stride)

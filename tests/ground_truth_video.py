@@ -28,7 +28,8 @@ A frame is ``alpha rgb_fg(c_fg) + (1 - alpha) rgb_bg(c_bg)`` with ``alpha = text
 texture sampled with ``F.grid_sample`` (bilinear, float64) at the exact correspondences.
 
 Variants (:func:`make_ground_truth_video`): ``rigid``, ``nonrigid`` (bending and turning, fully in view),
-``exit`` (non-rigid and partly leaving the frame, so part of it is occluded by the frame border), ``bg_only``
+``exit`` (non-rigid, drifting out of the frame until half of it is outside in the last frame, so part of
+it is occluded by the frame border in about the second half of the video), ``bg_only``
 (camera motion only, no foreground). Portrait video: pass ``height > width`` (e.g. 768 x 432).
 """
 
@@ -205,8 +206,10 @@ def make_motion(variant: str, frames: int, height: int, width: int, radius: floa
     # the frame centre looks at texture point ``pan`` (shifted into the texture below)
     centre_f = torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=DT)
     origin = pan - (zoom[:, None, None] * _rot(roll) @ centre_f[None, :, None])[:, :, 0]
-    if variant == "exit":  # the object moves right until about half of it is outside the frame
-        cx = 0.35 * W + (0.65 * W - 0.1 * radius) * s ** 2
+    if variant == "exit":
+        # the object drifts right, decelerating, until its centre is on the right frame border: it starts
+        # leaving the frame a little before the middle frame and ends half outside
+        cx = 0.4 * W + 0.6 * (W - 1) * (1 - (1 - s) ** 2)
     else:
         cx = W / 2 + 0.18 * W * torch.sin(tau)
     cy = H / 2 + 0.12 * H * torch.sin(tau + 1.0)

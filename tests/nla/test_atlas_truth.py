@@ -66,11 +66,16 @@ def test_frame_positions_invert_the_correspondences(variant):
         assert float((J.transpose(1, 2) @ J - torch.eye(2, dtype=DT)).abs().amax()) > 0.2
 
 
-def test_the_exit_variant_leaves_the_frame_partly():
-    v = make_ground_truth_video("exit", frames=8, height=48, width=64)
+def test_the_exit_variant_leaves_the_frame_by_half():
+    v = make_ground_truth_video("exit", frames=50, height=48, width=64)
     area = v.alpha.sum(dim=(1, 2))
-    assert float(area[-1]) < 0.7 * float(area[0])
-    assert float(v.alpha[-1, :, -1].max()) > 0.99  # cut by the right frame border
+    assert 0.4 < float(area[-1]) / float(area[0]) < 0.6  # half of it is outside in the last frame
+    cut = v.alpha[:, :, -1].amax(dim=1) > 0.5             # frames where the right frame border cuts it
+    assert not bool(cut[:15].any()) and bool(cut[30:].all())
+    # it bends, turns and drifts up and down while it leaves
+    m = v.motion
+    assert float(m.theta[25:].max() - m.theta[25:].min()) > math.radians(20)
+    assert float(m.bend_a[25:].abs().max()) > 0.1 and float(m.centre[25:, 1].max() - m.centre[25:, 1].min()) > 5
 
 
 # ---------------------------------------------------------------------------------------------------- metric
@@ -88,10 +93,13 @@ def _truth_uv(video, shift_of_frame=None, scale: float = 0.01):
 
 @pytest.mark.parametrize("layer", ["fg", "bg"])
 def test_metric_is_zero_on_the_true_mapping(nonrigid, layer):
-    r = layer_consistency(nonrigid, _truth_uv(nonrigid), layer, stride=4, atlas_px_per_uv=100.0)
+    r = layer_consistency(nonrigid, _truth_uv(nonrigid), layer, stride=4, atlas_px_per_uv=100.0, points="reference")
     assert r.points > 10 and r.pairs > 5 * r.points and r.missing == 0
     assert r.landing_max_px < 1e-3
     assert r.spread_p95_atlas_px < 1e-6 and r.spread_p95_frame_px < 1e-6
+    every = layer_consistency(nonrigid, _truth_uv(nonrigid), layer, stride=4, atlas_px_per_uv=100.0)
+    assert every.points >= r.points and every.missing == 0 and every.landing_max_px < 1e-3
+    assert every.spread_p95_atlas_px < 1e-6 and every.spread_p95_frame_px < 1e-6
 
 
 @pytest.mark.parametrize("layer", ["fg", "bg"])
@@ -103,13 +111,14 @@ def test_metric_measures_a_known_shift(nonrigid, layer):
     def shift(t):
         return (t != t_ref).to(DT)[:, None] * d
 
-    r = layer_consistency(nonrigid, _truth_uv(nonrigid, shift), layer, t_ref=t_ref, stride=4, atlas_px_per_uv=100.0)
+    r = layer_consistency(nonrigid, _truth_uv(nonrigid, shift), layer, t_ref=t_ref, stride=4, atlas_px_per_uv=100.0,
+                          points="reference")
     assert r.missing == 0
     assert abs(r.landing_median_px - 2.5) < 1e-3 and abs(r.landing_max_px - 2.5) < 1e-3
     # a shift growing with the distance to the reference frame: error 0.5 |t - t_ref| px per pair
     step = torch.tensor([0.3, 0.4], dtype=DT)
     r2, pairs = layer_consistency(nonrigid, _truth_uv(nonrigid, lambda t: (t - t_ref).to(DT)[:, None] * step), layer,
-                                  t_ref=t_ref, stride=4, keep_pairs=True)
+                                  t_ref=t_ref, stride=4, keep_pairs=True, points="reference")
     expect = 0.5 * (pairs["frame"] - t_ref).abs().to(DT)
     assert torch.allclose(pairs["error"], expect, atol=1e-3)
     assert abs(r2.landing_median_px - float(expect.median())) < 0.5 + 1e-3  # median between two order statistics
@@ -117,8 +126,38 @@ def test_metric_measures_a_known_shift(nonrigid, layer):
     # a uv function that never reaches the reference atlas positions away from the reference frame: missing
     far = _truth_uv(nonrigid, lambda t: (t != t_ref).to(DT)[:, None] * torch.tensor([1e4, 0.0], dtype=DT))
     clamped = lambda layer, q, t: far(layer, q, t).clamp(-1, 1)  # noqa: E731
-    r3 = layer_consistency(nonrigid, clamped, layer, t_ref=t_ref, stride=4)
+    r3 = layer_consistency(nonrigid, clamped, layer, t_ref=t_ref, stride=4, points="reference")
     assert r3.missing == r3.pairs and math.isinf(r3.landing_median_px)
+
+
+def test_metric_counts_every_visible_point_of_every_frame():
+    # the subject leaves the frame: its right part is visible only in the first frames and the background
+    # behind it only in the last ones, so the middle frame's grid misses both
+    v = make_ground_truth_video("exit", frames=16, height=48, width=64)
+    for layer in ("fg", "bg"):
+        ref = layer_consistency(v, _truth_uv(v), layer, stride=3, points="reference", border_px=6)
+        r, pairs = layer_consistency(v, _truth_uv(v), layer, stride=3, border_px=6, keep_pairs=True)
+        assert r.missing == 0 and r.landing_max_px < 1e-3
+        assert r.points > ref.points and r.pairs > ref.pairs
+        assert bool((pairs["ref_frame"] != 8).any())  # points unseen in the middle frame have their own reference
+        assert 0 < r.border_pairs < r.pairs
+    # a mapping that drifts in the texture by e(t) = 0.4 t texture px: a dot painted at c + e(t_ref) lands on
+    # the frame position of the texture point c + e(t_ref) - e(t)
+    def drifting(layer, q, t):
+        return (v.canonical(layer, q.to(DT), t) + 0.4 * t.to(DT)[:, None]) * 0.01
+
+    r, pairs = layer_consistency(v, drifting, "fg", stride=3, border_px=6, keep_pairs=True)
+    c = v.canonical("fg", pairs["truth"], pairs["frame"])
+    shift = 0.4 * (pairs["ref_frame"] - pairs["frame"]).to(DT)[:, None]
+    expect = (v.frame_position("fg", c + shift, pairs["frame"]) - pairs["truth"]).norm(dim=-1)
+    assert r.missing == 0 and float(expect.max()) > 2.0
+    assert torch.allclose(pairs["error"], expect, atol=1e-3)
+    H, W = v.size
+    x, y = pairs["truth"][:, 0], pairs["truth"][:, 1]
+    band = (x < 6) | (y < 6) | (x > W - 7) | (y > H - 7)
+    assert r.border_pairs == int(band.sum())
+    assert abs(r.border_landing_p95_px - float(torch.quantile(expect[band], 0.95))) < 1e-3
+    assert abs(r.inner_landing_p95_px - float(torch.quantile(expect[~band], 0.95))) < 1e-3
 
 
 # ---------------------------------------------------------------------------------------------------- fitted atlas
@@ -142,6 +181,19 @@ def test_fitted_foreground_atlas_does_not_tear_on_a_bending_subject():
     torn = lambda layer, q, t: fn(layer, q + (t >= 8).to(DT)[:, None] * torch.tensor([6.0, 0.0], dtype=DT), t)  # noqa: E731
     bad = layer_consistency(v, torn, "fg", stride=3)
     assert bad.landing_p95_px > 2.5
+
+
+def test_fitted_foreground_atlas_holds_a_subject_leaving_the_frame():
+    # the bending, turning subject drifts right until half of it is outside the frame; every point visible in
+    # some frame counts, each painted in its visible frame nearest to the middle one, and the pairs within
+    # 6 px of the frame border are also reported apart
+    v = make_ground_truth_video("exit", frames=16, height=48, width=64)
+    nla = fit_nla(v.frames, v.masks, NLAFitConfig(iterations=300, batch_pixels=4096, seed=0, flow="lk"))
+    fg = atlas_consistency(v, nla.model, stride=3, border_px=6)["fg"]
+    print(f"PSNR {nla.psnr:.2f} dB; fg {fg}")
+    assert fg.missing == 0 and fg.border_pairs > 50
+    assert fg.landing_median_px < 1.0 and fg.landing_p95_px < 2.0
+    assert fg.border_landing_p95_px < 2.0 and fg.inner_landing_p95_px < 2.0
 
 
 def test_flat_background_stays_on_the_camera_motion_with_the_motion_prior():
