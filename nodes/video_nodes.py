@@ -11,9 +11,8 @@ from typing import Optional
 import torch
 
 from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, default_of,
-                            estimate_fit_memory, export_for_compositing, fit_key, fit_nla, frame_edit_to_atlas,
-                            frames_fingerprint, load_nla, read_nla_header, render_edits, require_raft_weights,
-                            save_nla)
+                            estimate_fit_memory, export_for_compositing, fit_nla, fit_run_files, frame_edit_to_atlas,
+                            load_nla, read_nla_header, render_edits, require_raft_weights, save_nla)
 from . import comfy_bridge as cb
 from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature
 
@@ -108,9 +107,7 @@ class NLAFit:
             device = cb.torch_device()
             need = estimate_fit_memory(x.shape[0], x.shape[2], x.shape[3], m is not None, cfg.batch_pixels)
             cb.free_memory(need, device)
-            key = fit_key(x, m, cfg)
-            ckpt = str(_nla_dir() / f"checkpoint_{key}.safetensors")
-            flow_cache = str(_nla_dir() / f"flow_{frames_fingerprint(x)}_{flow}.safetensors")
+            ckpt, flow_cache = (str(p) for p in fit_run_files(_nla_dir(), x, m, cfg))
             hooks = cb.make_hooks(preview_every=50)
             try:
                 nla = fit_nla(x, m, cfg, hooks=hooks, device=device,

@@ -35,7 +35,7 @@ from .image.training import EditResult, default_checkpoint_path
 # layered atlases (NLA) and video edits
 from .nla.atlas_files import load_nla, read_nla_header, save_nla
 from .nla.compositing_export import export_for_compositing
-from .nla.fit import FittedNLA, estimate_fit_memory, fit_key, fit_nla
+from .nla.fit import FittedNLA, estimate_fit_memory, fit_key, fit_nla, fit_run_files
 from .nla.optical_flow import frames_fingerprint, require_raft_weights
 from .nla.render import AtlasBBox, AtlasEdit, frame_edit_to_atlas, render_edits
 from .video import training as video_training
@@ -55,6 +55,7 @@ __all__ = [
     "relevancy_map", "composite", "on_green_screen", "parse_hex_color", "solid_background", "EditLayer",
     "LayerOutput", "EditResult", "default_checkpoint_path", "train_edit_layer", "image_edit_config",
     "load_nla", "read_nla_header", "save_nla", "FittedNLA", "estimate_fit_memory", "fit_key", "fit_nla",
+    "fit_run_files",
     "nla_fit_config", "frames_fingerprint", "AtlasBBox", "AtlasEdit", "frame_edit_to_atlas", "render_edits",
     "export_for_compositing",
     "atlas_edit_from_layer", "VideoEditResult", "default_video_checkpoint_path", "train_video_edit_layer",

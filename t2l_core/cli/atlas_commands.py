@@ -37,8 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--save-atlases", default=None, help="also write the atlas images as PNGs to this directory")
     p.add_argument("--keep-checkpoint", action="store_true",
-                   help="keep OUT.checkpoint.safetensors when the fit finishes (default: only a cancelled or failed "
-                        "fit leaves it; the next run with the same inputs and settings resumes it)")
+                   help="keep OUT.checkpoint.safetensors and the optical flow (OUT.flow.safetensors) when the fit "
+                        "finishes (default: only a cancelled or failed fit leaves them; the next run with the same "
+                        "inputs and settings resumes it, and a flow cancelled half-way is continued)")
     p.set_defaults(func=run_nla)
 
     r = subparsers.add_parser("render", help="render atlas edits (RGBA PNGs in atlas space) into the video")
@@ -99,11 +100,12 @@ def run_nla(args) -> int:
                                                     align_corners=False)[:, 0]
     cfg = NLAFitConfig(iterations=args.iters, seed=args.seed, batch_pixels=args.batch, flow=args.flow,
                        atlas_resolution=args.resolution, target_psnr=args.target_psnr)
-    ckpt = args.out[: -len(".safetensors")] + ".checkpoint.safetensors"
+    stem = args.out[: -len(".safetensors")]
+    ckpt, flow_cache = stem + ".checkpoint.safetensors", stem + ".flow.safetensors"
     hooks = Hooks(on_step=console_printer(max(1, args.iters // 20)), on_phase=console_phase_printer())
     nla = fit_nla(frames, masks, cfg, hooks=hooks,
                   device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir,
-                  keep_checkpoint=args.keep_checkpoint)
+                  flow_cache_path=flow_cache, keep_checkpoint=args.keep_checkpoint)
     for note in nla.notes:
         print(f"note: {note}")
     save_nla(nla, args.out)

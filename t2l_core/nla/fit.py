@@ -24,8 +24,8 @@ from ..progress import Hooks
 from .affine_init import affine_motion_init
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .config import NLAFitConfig
-from .fit_checkpoint import (fit_checkpoint_file, fit_key, read_fit_state, restore_fit_state, resume_key,
-                             write_fit_state)
+from .fit_checkpoint import (fit_checkpoint_file, fit_key, fit_run_files, read_fit_state, restore_fit_state,
+                             resume_key, write_fit_state)
 from .fit_inputs import check_fit_memory, estimate_fit_memory, validate_inputs
 from .fit_step import step_logs, training_step
 from .fitted import FittedNLA
@@ -35,7 +35,8 @@ from .optical_flow import (VideoFlow, compute_video_flow, empty_video_flow, fram
 from .reconstruction import reconstruct_frame, reconstruct_video, sampled_psnr
 
 # the fit, and the names of the modules above that its callers import from here
-__all__ = ["FittedNLA", "NLAFitConfig", "estimate_fit_memory", "fit_key", "fit_nla", "fit_optimizer", "training_step"]
+__all__ = ["FittedNLA", "NLAFitConfig", "estimate_fit_memory", "fit_key", "fit_nla", "fit_optimizer", "fit_run_files",
+           "training_step"]
 
 EVAL_SEED = 12345  # the fixed pixel sample of the sampled PSNR
 # NLAFitConfig.motion_init -> (flow, masks, height, width) -> (bg_init, fg_init, uv_scale)

@@ -68,6 +68,23 @@ def resume_key(key: str, flow_estimator: str, device: torch.device) -> str:
     return hashlib.sha1(f"{key}|{flow_estimator}|{torch.device(device).type}".encode()).hexdigest()[:16]
 
 
+def fit_run_files(folder: str | Path, frames: torch.Tensor, masks: Optional[torch.Tensor],
+                  cfg: NLAFitConfig) -> tuple[Path, Path]:
+    """Where a fit keeps its checkpoint and its flow cache in a folder of fits (ComfyUI's output/text2live/nla).
+
+    Args:
+        folder: the folder.
+        frames, masks, cfg: as :func:`fit_key`.
+
+    Returns:
+        (``checkpoint_<fit key>.safetensors``, ``flow_<frames fingerprint>_<flow setting>.safetensors``): the
+        checkpoint belongs to these inputs and settings, the flow to these frames and estimator setting only.
+    """
+    folder = Path(folder)
+    return (folder / f"checkpoint_{fit_key(frames, masks, cfg)}.safetensors",
+            folder / f"flow_{frames_fingerprint(frames)}_{cfg.flow}.safetensors")
+
+
 def fit_checkpoint_file(path: Optional[str], key: str) -> CheckpointFile:
     """The checkpoint file of a fit.
 

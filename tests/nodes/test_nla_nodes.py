@@ -94,10 +94,11 @@ def test_cli_nla_and_render(small_video, tmp_path):
     head = read_nla_header(str(out))
     assert (head["frames"], head["height"], head["width"]) == ("4", "32", "40")
     assert not (tmp_path / "atlas.checkpoint.safetensors").exists()  # a finished fit leaves no checkpoint
+    assert not (tmp_path / "atlas.flow.safetensors").exists()  # nor a flow cache
     kept = tmp_path / "kept.safetensors"
     assert main(["nla", str(frames_dir), "--iters", "10", "--out", str(kept), "--batch", "512", "--flow", "lk",
                  "--keep-checkpoint"]) == 0
-    assert (tmp_path / "kept.checkpoint.safetensors").is_file()
+    assert (tmp_path / "kept.checkpoint.safetensors").is_file() and (tmp_path / "kept.flow.safetensors").is_file()
     import json
 
     box = json.loads(head["bboxes"])["bg"]
@@ -151,3 +152,14 @@ def test_export_for_compositing_node_writes_a_new_folder_each_time(pack, small_v
     assert sorted(os.listdir(folder)) == ["atlas_bg.png", "atlas_fg.png", "edit", "edit_atlas_bg.png", "stmap_bg",
                                           "stmap_fg"]
     assert not os.path.exists(os.path.join(second["result"][0], "edit"))  # no edit connected: maps and atlases
+
+
+def test_fit_run_files_name_the_checkpoint_by_the_fit_and_the_flow_by_the_frames(small_video, tmp_path):
+    from t2l_core.api import fit_key, fit_run_files, frames_fingerprint, nla_fit_config
+
+    cfg = nla_fit_config(iterations=20, flow="lk")
+    ckpt, flow = fit_run_files(tmp_path, small_video.frames, small_video.masks, cfg)
+    assert ckpt == tmp_path / f"checkpoint_{fit_key(small_video.frames, small_video.masks, cfg)}.safetensors"
+    assert flow == tmp_path / f"flow_{frames_fingerprint(small_video.frames)}_lk.safetensors"
+    other_ckpt, same_flow = fit_run_files(tmp_path, small_video.frames, None, nla_fit_config(iterations=30, flow="lk"))
+    assert other_ckpt != ckpt and same_flow == flow  # other settings: another fit, the same flow
