@@ -1,6 +1,6 @@
-"""Golden runs recorded before the core was reorganised (``tests/golden/golden_runs.py``): the same jobs must
-give the same losses, and the files written then (an edit layer, an atlas, three checkpoints) must still
-load and resume.
+"""Golden runs (``tests/golden/golden_runs.py``, from the committed 8-bit inputs): the same jobs must give the
+recorded losses, and the files written then (an edit layer, an atlas, three checkpoints) must still load and
+resume. Recording them again is tied to ``RESULT_VERSION`` by ``tests/test_result_version.py``.
 
 On the machine that recorded them (same CPU, vector ISA, torch build and threads) the histories are equal
 bit for bit; on another machine they agree within fp32 rounding differences across BLAS builds.
