@@ -20,10 +20,15 @@ CATEGORY = "Text2LIVE/video"
 log = logging.getLogger("text2live")
 
 
-def _nla_dir() -> Path:
-    d = cb.output_dir() / "nla"
+def _output_folder(name: str) -> Path:
+    """``<output>/text2live/<name>``, created."""
+    d = cb.output_dir() / name
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def _nla_dir() -> Path:
+    return _output_folder("nla")
 
 
 def _hwc(img: torch.Tensor) -> torch.Tensor:
@@ -180,6 +185,15 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
     return edit
 
 
+def _layer_edits(nla: FittedNLA, edits: dict, notes: list) -> tuple:
+    """(fg, bg) AtlasEdits from Atlas Render's edit inputs (``<layer>_atlas``, ``<layer>_opacity``,
+    ``<layer>_edit_layer``); the painted images are read and checked before any edit layer runs."""
+    painted = {layer: _edit_from_inputs(nla, layer, edits[f"{layer}_atlas"], edits[f"{layer}_opacity"])
+               for layer in ("fg", "bg")}
+    return tuple(_edit_from_layer(nla, layer, edits[f"{layer}_edit_layer"], painted[layer], notes)
+                 for layer in ("fg", "bg"))
+
+
 class AtlasRender:
     NODE_ID = "T2L_AtlasRender"
     DISPLAY_NAME = "Atlas Render (NLA edits -> video)"
@@ -220,19 +234,16 @@ class AtlasRender:
 
     def render(self, nla, fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None, frames=None,
                fg_edit_layer=None, bg_edit_layer=None):
-        check_inputs(type(self), {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas,
-                                  "bg_opacity": bg_opacity, "fg_edit_layer": fg_edit_layer,
-                                  "bg_edit_layer": bg_edit_layer})
+        edits = {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas, "bg_opacity": bg_opacity,
+                 "fg_edit_layer": fg_edit_layer, "bg_edit_layer": bg_edit_layer}
+        check_inputs(type(self), edits)
         if frames is not None:  # checked before any work
             base = cb.image_to_bchw(frames, "frames")
             nla.check_frames(base)
         else:
             base = nla.original_frames()
-        fg = _edit_from_inputs(nla, "fg", fg_atlas, fg_opacity)
-        bg = _edit_from_inputs(nla, "bg", bg_atlas, bg_opacity)
         notes: list = []
-        fg = _edit_from_layer(nla, "fg", fg_edit_layer, fg, notes)
-        bg = _edit_from_layer(nla, "bg", bg_edit_layer, bg, notes)
+        fg, bg = _layer_edits(nla, edits, notes)
         hooks = cb.make_hooks()
         out = render_edits(nla.model, base, fg, bg, on_frame=hooks.phase_callback("rendering (frames)"))
         cb.tell_user("Atlas Render", notes)
@@ -268,15 +279,13 @@ class ExportForCompositing(SavesFile):
 
     def save(self, nla, folder_prefix="export", fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None,
              fg_edit_layer=None, bg_edit_layer=None):
-        check_inputs(type(self), {"folder_prefix": folder_prefix, "fg_atlas": fg_atlas, "fg_opacity": fg_opacity,
-                                  "bg_atlas": bg_atlas, "bg_opacity": bg_opacity, "fg_edit_layer": fg_edit_layer,
-                                  "bg_edit_layer": bg_edit_layer})
+        edits = {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas, "bg_opacity": bg_opacity,
+                 "fg_edit_layer": fg_edit_layer, "bg_edit_layer": bg_edit_layer}
+        check_inputs(type(self), {"folder_prefix": folder_prefix, **edits})
         notes: list = []
-        fg = _edit_from_layer(nla, "fg", fg_edit_layer, _edit_from_inputs(nla, "fg", fg_atlas, fg_opacity), notes)
-        bg = _edit_from_layer(nla, "bg", bg_edit_layer, _edit_from_inputs(nla, "bg", bg_atlas, bg_opacity), notes)
-        exports = cb.output_dir() / "export"
-        exports.mkdir(parents=True, exist_ok=True)
-        folder = cb.numbered_file(exports, os.path.basename(folder_prefix.strip()) or "export", suffix="")
+        fg, bg = _layer_edits(nla, edits, notes)
+        prefix = os.path.basename(folder_prefix.strip()) or "export"
+        folder = cb.numbered_file(_output_folder("export"), prefix, suffix="")
         hooks = cb.make_hooks()
         export_for_compositing(nla, str(folder), fg, bg, on_frame=hooks.phase_callback("export (frames)"))
         cb.tell_user("Export for Compositing", notes)
