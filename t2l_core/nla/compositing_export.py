@@ -23,48 +23,47 @@ import torch
 from ..io.image_files import save_png, save_png16
 from .atlas_images import AtlasBBox
 from .fitted import FittedNLA
-from .frame_maps import frame_alpha, frame_uv
+from .frame_maps import iter_frame_maps
 from .render import AtlasEdit, sample_atlas
 
 
-def frame_edit_rgba(model, t: int, fg_edit: Optional[AtlasEdit], bg_edit: Optional[AtlasEdit]) -> torch.Tensor:
+def frame_edit_rgba(uv: dict[str, torch.Tensor], alpha: torch.Tensor, fg_edit: Optional[AtlasEdit],
+                    bg_edit: Optional[AtlasEdit]) -> torch.Tensor:
     """A frame's edit as one straight-alpha RGBA layer over the original frame.
 
     Args:
-        model: the atlas (:class:`~t2l_core.nla.atlas_model.LayeredAtlas`).
-        t: the frame index.
+        uv: the frame's maps, {layer: [H,W,2]} (:func:`~t2l_core.nla.frame_maps.iter_frame_maps`).
+        alpha: the frame's foreground opacity [H,W] in 0..1.
         fg_edit, bg_edit: None, or the layer's atlas edit.
 
     Returns:
         [4,H,W] in 0..1: colour C and opacity A with ``A C + (1 - A) frame`` = the rendered frame.
     """
-    alpha = frame_alpha(model, t)
     colour = torch.zeros(3, *alpha.shape)
     opacity = torch.zeros(alpha.shape)
     for edit, layer, weight in ((fg_edit, "fg", alpha), (bg_edit, "bg", 1 - alpha)):
         if edit is None:
             continue
-        rgba = sample_atlas(edit.rgba(), edit.bbox, frame_uv(model, t, layer)).clamp(0, 1).cpu()
+        rgba = sample_atlas(edit.rgba(), edit.bbox, uv[layer]).clamp(0, 1).cpu()
         a = weight * rgba[3]
         colour += a * rgba[:3]
         opacity += a
     return torch.cat([colour / opacity.clamp_min(1e-8), opacity[None]]).clamp(0, 1)
 
 
-def frame_stmap(model, t: int, layer: str, bbox: AtlasBBox) -> torch.Tensor:
+def frame_stmap(uv: torch.Tensor, alpha: torch.Tensor, layer: str, bbox: AtlasBBox) -> torch.Tensor:
     """Where every pixel of a frame reads the layer's atlas image, as an STMap (see the module docstring).
 
     Args:
-        model: the atlas.
-        t: the frame index.
+        uv: the layer's uv map of the frame, [H,W,2].
+        alpha: the frame's foreground opacity [H,W] in 0..1.
         layer: "fg" or "bg".
         bbox: the framing of the layer's atlas image.
 
     Returns:
         [4,H,W] in 0..1: (s, t, 0, the layer's share of the pixel).
     """
-    st = (bbox.to_grid(frame_uv(model, t, layer)) + 1) / 2  # [H,W,2], align_corners=False: texel j spans [j, j+1)
-    alpha = frame_alpha(model, t)
+    st = (bbox.to_grid(uv) + 1) / 2  # [H,W,2], align_corners=False: texel j spans [j, j+1)
     share = alpha if layer == "fg" else 1 - alpha
     return torch.stack([st[..., 0], 1 - st[..., 1], torch.zeros_like(share), share]).clamp(0, 1)
 
@@ -92,17 +91,17 @@ def export_for_compositing(nla: FittedNLA, folder: str, fg_edit: Optional[AtlasE
     for layer, edit in (("fg", fg_edit), ("bg", bg_edit)):
         if edit is not None:
             written["atlas"].append(str(save_png(edit.rgba(), os.path.join(folder, f"edit_atlas_{layer}.png"))))
-    layers = [layer for layer in ("fg", "bg") if layer in nla.bboxes]
-    for layer in layers:
+    for layer in model.layers():
         written[f"stmap_{layer}"] = []
     T = nla.num_frames
-    for t in range(T):
+    for t, uv, alpha in iter_frame_maps(model):  # each frame's maps computed once, for every file of the frame
         if fg_edit is not None or bg_edit is not None:
             path = os.path.join(folder, "edit", f"edit_{t:05d}.png")
-            written["edit"].append(str(save_png(frame_edit_rgba(model, t, fg_edit, bg_edit), path)))
-        for layer in layers:
+            written["edit"].append(str(save_png(frame_edit_rgba(uv, alpha, fg_edit, bg_edit), path)))
+        for layer in model.layers():
             path = os.path.join(folder, f"stmap_{layer}", f"stmap_{layer}_{t:05d}.png")
-            written[f"stmap_{layer}"].append(str(save_png16(frame_stmap(model, t, layer, nla.bboxes[layer]), path)))
+            stmap = frame_stmap(uv[layer], alpha, layer, nla.bboxes[layer])
+            written[f"stmap_{layer}"].append(str(save_png16(stmap, path)))
         if on_frame is not None:
             on_frame(t + 1, T)
     return written

@@ -15,7 +15,7 @@ from synthetic_video import make_synthetic_video
 from t2l_core.io.image_files import load_png16
 from t2l_core.nla.compositing_export import export_for_compositing, frame_edit_rgba, frame_stmap
 from t2l_core.nla.fit import NLAFitConfig, fit_nla
-from t2l_core.nla.frame_maps import frame_uv
+from t2l_core.nla.frame_maps import frame_alpha, frame_uv
 from t2l_core.nla.render import AtlasEdit, render_frame, sample_atlas
 
 TOL = 1 / 255
@@ -35,6 +35,11 @@ def painted_edit(nla, layer: str, seed: int) -> AtlasEdit:
     return AtlasEdit(rgb=torch.rand(3, bbox.height, bbox.width, generator=g), alpha=alpha, bbox=bbox)
 
 
+def maps(nla, t: int) -> tuple:
+    """Frame t's uv maps {layer: [H,W,2]} and foreground opacity [H,W]."""
+    return {layer: frame_uv(nla.model, t, layer) for layer in nla.model.layers()}, frame_alpha(nla.model, t)
+
+
 def read_rgba8(path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(Image.open(path).convert("RGBA"), dtype=np.float32) / 255).permute(2, 0, 1)
 
@@ -46,7 +51,7 @@ def test_the_edit_sequence_over_the_frames_is_the_rendered_video(fitted, tmp_pat
     frames = fitted.original_frames()
     for t, path in enumerate(files["edit"]):
         rgba = read_rgba8(path)
-        assert (rgba - frame_edit_rgba(fitted.model, t, fg, bg)).abs().max() <= TOL
+        assert (rgba - frame_edit_rgba(*maps(fitted, t), fg, bg)).abs().max() <= TOL
         over = rgba[3:] * rgba[:3] + (1 - rgba[3:]) * frames[t]
         assert (over - render_frame(fitted.model, t, frames[t], fg, bg)).abs().max() <= 2 * TOL
     assert float(read_rgba8(files["edit"][0])[3].max()) > 0.3  # the edit is in the files, not only transparency
@@ -61,7 +66,8 @@ def test_stmaps_read_back_and_warp_the_atlas_as_the_renderer_does(fitted, tmp_pa
     for t in range(fitted.num_frames):
         for layer in ("fg", "bg"):
             back = load_png16(files[f"stmap_{layer}"][t])
-            want = frame_stmap(fitted.model, t, layer, fitted.bboxes[layer])
+            uv, alpha = maps(fitted, t)
+            want = frame_stmap(uv[layer], alpha, layer, fitted.bboxes[layer])
             assert (back - want).abs().max() <= TOL
         # a compositor's STMap lookup: pixel (s * W - 0.5, (1 - t) * H - 0.5) of the atlas image, bilinear
         st = load_png16(files["stmap_bg"][t])
@@ -97,6 +103,6 @@ def test_the_export_command_writes_the_same_files(fitted, tmp_path):
     rgba = read_rgba8(tmp_path / "out" / "edit" / "edit_00002.png")
     edit = AtlasEdit(rgb=read_rgba8(tmp_path / "bg_edit.png")[:3], alpha=read_rgba8(tmp_path / "bg_edit.png")[3],
                      bbox=loaded.bboxes["bg"])
-    assert (rgba - frame_edit_rgba(loaded.model, 2, None, edit)).abs().max() <= TOL
+    assert (rgba - frame_edit_rgba(*maps(loaded, 2), None, edit)).abs().max() <= TOL
     assert (tmp_path / "out" / "stmap_fg" / "stmap_fg_00003.png").is_file()
     assert main(["export", atlas, "--fg-edit", "missing.png", "--out", str(tmp_path / "o2")]) != 0
