@@ -112,6 +112,13 @@ class TrainEditLayer:
                               "auto = fp32 on CPU; on a GPU the generator in fp32 (TF32) and CLIP in bf16, whose "
                               "gradients agree with fp32. fp32 = fp32 everywhere. bf16 CLIP = CLIP passes in bf16 "
                               "(slower on CPUs without AMX)."}),
+                "protect_mask": ("MASK", {"tooltip":
+                                 "Image: a mask (1 = leave untouched, image size) of what the edit must not touch, "
+                                 "e.g. the other egg: the composite there is the input exactly, the layer's opacity "
+                                 "there is penalised during training, and the node reports how much opacity lies "
+                                 "there."}),
+                "exclude_text": ("STRING", setting_widget(EditConfig, "exclude_text")),
+                "lambda_protect": ("FLOAT", setting_widget(EditConfig, "lambda_protect", step=0.1)),
             },
         }
 
@@ -132,16 +139,15 @@ class TrainEditLayer:
         cb.free_memory(_training_bytes(config.dataset.size), cb.torch_device())
         with cb.training_mode():
             x = cb.image_to_bchw(image, "image")
-            mask = cb.mask_to_bhw(w["bootstrap_mask"], "bootstrap_mask") if w["bootstrap_mask"] is not None else None
-            if mask is not None and mask.shape[0] != 1:
-                raise ValueError(f"bootstrap_mask has {mask.shape[0]} masks; give one mask for the one image")
+            mask, protect = (_one_mask(w[name], name) for name in ("bootstrap_mask", "protect_mask"))
             hooks = cb.make_hooks(preview_every=int(w["preview_every"]))
             with startup_phase(hooks, PHASE_KEY):  # the first progress: hashing the CLIP takes a moment
-                ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip)
+                ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip, protect)
             try:
                 result = train_edit_layer(clip, x, config, hooks=hooks, bootstrap_mask=mask, checkpoint_path=ckpt,
                                           resume=bool(w["resume"]), keep_checkpoint=bool(w["keep_checkpoint"]),
-                                          resolution=GENERATOR_RESOLUTIONS[w["generator_resolution"]])
+                                          resolution=GENERATOR_RESOLUTIONS[w["generator_resolution"]],
+                                          protect_mask=protect)
             finally:
                 cb.soft_empty_cache()
         cb.tell_user("Train Edit Layer", result.notes)
@@ -150,7 +156,7 @@ class TrainEditLayer:
     @staticmethod
     def _train_video(clip, image, nla, atlas_layer, video_defaults, preview_every, resume, keep_checkpoint,
                      **settings):
-        settings.pop("bootstrap_mask", None)  # refused with an atlas by RULES
+        settings.pop("bootstrap_mask", None)  # refused with an atlas by RULES, as protect_mask
         layer = "fg" if atlas_layer == "foreground" else "bg"
         if video_defaults:  # the VideoEditConfig defaults (paper's video settings) replace the image widgets
             for name in _VIDEO_DEFAULTS:
@@ -178,10 +184,26 @@ class TrainEditLayer:
                               cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), r.notes)
 
 
+def _one_mask(mask, name: str):
+    """A MASK input as ``[1,H,W]``, or None when unconnected; refuses a batch of masks."""
+    if mask is None:
+        return None
+    m = cb.mask_to_bhw(mask, name)
+    if m.shape[0] != 1:
+        raise ValueError(f"{name} has {m.shape[0]} masks; give one mask for the one image")
+    return m
+
+
 def _no_mask_with_atlas(w: dict) -> None:
     if w["nla"] is not None and w["bootstrap_mask"] is not None:
         raise ValueError("bootstrap_mask is for single images; with an atlas (nla) use roi_text to guide the edit "
                          "region, or disconnect the mask")
+
+
+def _no_protection_with_atlas(w: dict) -> None:
+    if w["nla"] is not None and (w["protect_mask"] is not None or (w["exclude_text"] or "").strip()):
+        raise ValueError("protect_mask and exclude_text protect a region of a single image; with an atlas (nla) "
+                         "disconnect protect_mask and empty exclude_text")
 
 
 #: what Train Edit Layer checks before any work, at queue time and when it runs (the widgets' ranges and
@@ -189,6 +211,7 @@ def _no_mask_with_atlas(w: dict) -> None:
 TrainEditLayer.RULES = (
     Rule(("prompt",), lambda w: as_prompt_list(w["prompt"], "prompt")),
     Rule((), _no_mask_with_atlas, connections=("nla", "bootstrap_mask")),
+    Rule(("exclude_text",), _no_protection_with_atlas, connections=("nla", "protect_mask")),
 )
 add_queue_validation(TrainEditLayer)
 
@@ -198,10 +221,11 @@ def _settings(prompt: str, w: dict) -> dict:
     an atlas; ``size`` only applies to an image."""
     settings = dict(prompt=prompt, screen_prompt=w["screen_prompt"] or None,
                     source_prompt=w["source_prompt"] or None, roi_text=w["roi_text"] or None,
+                    exclude_text=w["exclude_text"] or None,
                     iters=int(w["iterations"]), seed=int(w["seed"]), n_views=int(w["views"]),
                     save_memory=bool(w["save_memory"]), autocast=PRECISIONS[w["precision"]])
     for name in ("lambda_composition", "lambda_screen", "lambda_structure", "sparsity_l1", "sparsity_l0",
-                 "lambda_bootstrap"):
+                 "lambda_bootstrap", "lambda_protect"):
         settings[name] = w[name]
     return settings
 

@@ -82,6 +82,8 @@ class EditConfig:
               "that is set (the paper's L_dir with T_ROI, eq. 3), otherwise no directional loss.")
     roi_text: Optional[str] = setting(None, "Region to edit, e.g. 'horse': its relevancy map guides the opacity "
                                             "early on. Empty = off.")
+    exclude_text: Optional[str] = setting(None, "What the edit must leave alone, e.g. 'the left egg': its relevancy "
+                                                "map is protected like protect_mask. Empty = off.")
     iters: int = setting(1000, "Training steps (paper: 1000 for an image).", min=1, max=100000)
     seed: int = setting(0, "Same seed and inputs give the same result.", min=0, max=2**31 - 1)
     optim: OptimConfig = setting(default_factory=OptimConfig)
@@ -95,7 +97,7 @@ class EditConfig:
     #: flat public name -> (sub-config, field), in the order of the flat dict that files store
     FLAT: ClassVar[dict[str, tuple[str, str]]] = {
         "prompt": (TOP, "prompt"), "screen_prompt": (TOP, "screen_prompt"), "source_prompt": (TOP, "source_prompt"),
-        "roi_text": (TOP, "roi_text"), "iters": (TOP, "iters"), "seed": (TOP, "seed"),
+        "roi_text": (TOP, "roi_text"), "exclude_text": (TOP, "exclude_text"), "iters": (TOP, "iters"), "seed": (TOP, "seed"),
         "lr": ("optim", "lr"), "momentum": ("optim", "momentum"), "weight_decay": ("optim", "weight_decay"),
         "lr_decay": ("optim", "lr_decay"), "lr_min": ("optim", "lr_min"),
         "size": ("dataset", "size"), "full_image_every": ("dataset", "full_image_every"),
@@ -107,6 +109,7 @@ class EditConfig:
         "lambda_composition": ("weights", "composition"), "lambda_screen": ("weights", "screen"),
         "lambda_structure": ("weights", "structure"), "sparsity_l1": ("weights", "sparsity_l1"),
         "sparsity_l0": ("weights", "sparsity_l0"), "lambda_bootstrap": ("weights", "bootstrap"),
+        "lambda_protect": ("weights", "protect"),
         "bootstrap_schedule": ("bootstrap", "schedule"), "bootstrap_steps": ("bootstrap", "steps"),
         "bootstrap_min": ("bootstrap", "min"), "relevancy_layers": ("bootstrap", "relevancy_layers"),
         "relevancy_on": ("bootstrap", "relevancy_on"), "authors_bootstrap_bug": ("bootstrap", "authors_bug"),
@@ -196,3 +199,5 @@ class EditConfig:
 
 #: the flat names of the settings that change only how a step is computed (left out of fingerprints)
 RUNTIME_FIELDS = tuple(flat for flat, (sub, _) in EditConfig.FLAT.items() if sub == "runtime")
+#: the flat names of the spill-control settings (left out of fingerprints of runs without a protected region)
+PROTECT_FIELDS = ("exclude_text", "lambda_protect")

@@ -42,6 +42,9 @@ class LossWeights:
                                  max=100.0)
     bootstrap: float = setting(10.0, "Initial weight of the bootstrap (relevancy/mask) loss, annealed to 0.",
                                min=0.0, max=1000.0)
+    protect: float = setting(1.0, "Weight of the penalty on the layer's own opacity inside the protected region "
+                                  "(protect_mask, exclude_text); the composite leaves that region untouched anyway.",
+                             min=0.0, max=1000.0)
 
     def to_dict(self) -> dict:
         """``{field: value}``."""
@@ -134,6 +137,7 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
                    cancel_point: Callable[[], None] = _noop,
                    composites: Optional[Sequence[Optional[torch.Tensor]]] = None,
                    screens: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                   protect: Optional[Sequence[torch.Tensor]] = None,
                    defer_report: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss (paper eq. 2) and its weighted terms for one step's examples, with one autograd graph.
 
@@ -148,6 +152,7 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
             are computed as usual.
         bootstrap_targets: per example a ``[1,h',w']`` map in 0..1 (relevancy or user mask), used when
             ``bootstrap_weight`` > 0.
+        protect: None, or per example the protected region ``[1,1,h,w]`` in 0..1 (spill penalty).
         source_tokens: optional cached structure targets per example.
         augmenter: the view augmenter; None = a new one for ``views``.
         authors_bootstrap_bug: see :func:`t2l_core.edit.losses.bootstrap_loss`.
@@ -161,7 +166,7 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     plan = plan_objective(clip, inputs, colors, alphas, banks, views, weights, generator,
                           source_tokens=source_tokens, augmenter=augmenter, cancel_point=cancel_point,
                           composites=composites, screens=screens)
-    rest = opacity_terms(alphas, weights, bootstrap_targets, bootstrap_weight, authors_bootstrap_bug)
+    rest = opacity_terms(alphas, weights, bootstrap_targets, bootstrap_weight, authors_bootstrap_bug, protect)
     terms = clip_terms(clip, plan, cancel_point)
     terms.update(rest)
     total, report = total_and_report(terms, alphas[0])
@@ -334,9 +339,10 @@ def _structure_targets(clip, inputs, views: ViewConfig, cached) -> list[torch.Te
 
 
 def opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_weight: float,
-                  authors_bootstrap_bug: bool) -> dict[str, torch.Tensor]:
-    """The terms computed on α alone: sparsity L_reg (paper eq. 7), and bootstrapping L_init (eq. 8) when its
-    weight is positive.
+                  authors_bootstrap_bug: bool, protect: Optional[Sequence[torch.Tensor]] = None,
+                  trained_alphas: Optional[Sequence[torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+    """The terms computed on α alone: sparsity L_reg (paper eq. 7), bootstrapping L_init (eq. 8) when its
+    weight is positive, and the spill penalty when a region is protected.
 
     Args:
         alphas: per example [1,1,h,w] in 0..1.
@@ -344,14 +350,20 @@ def opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_wei
         bootstrap_targets: None, or per example a [1,h',w'] map in 0..1.
         bootstrap_weight: λ_b of this step.
         authors_bootstrap_bug: see :func:`t2l_core.edit.losses.bootstrap_loss`.
+        protect: None, or per example the protected region [1,1,h,w] in 0..1
+            (:func:`t2l_core.edit.losses.protect_loss`).
+        trained_alphas: the generator's own opacities the spill penalty applies to, when ``alphas`` are the
+            protected ones (:func:`t2l_core.edit.protection.protected_alphas`); None = ``alphas``.
 
     Returns:
-        ``{"sparsity", "bootstrap" (when on)}``, weighted.
+        ``{"sparsity", "bootstrap" (when on), "protect" (when on)}``, weighted.
     """
     terms = {"sparsity": L.sparsity_loss(list(alphas), l1_weight=weights.sparsity_l1, l0_weight=weights.sparsity_l0)}
     if bootstrap_weight > 0 and bootstrap_targets is not None:
         terms["bootstrap"] = L.bootstrap_loss(list(alphas), list(bootstrap_targets), weight=bootstrap_weight,
                                               authors_last_only=authors_bootstrap_bug)
+    if protect is not None and weights.protect > 0:
+        terms["protect"] = L.protect_loss(list(trained_alphas or alphas), list(protect), weight=weights.protect)
     return terms
 
 

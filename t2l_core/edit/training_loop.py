@@ -37,6 +37,8 @@ class StepExamples:
     ``composites``/``screens``: per example a composite / green-screen render that replaces the one computed
     from the colour and opacity (None entries: computed). ``source_tokens``: cached structure targets.
     ``bootstrap_targets``: per example a ``[1,h,w]`` map in 0..1 when this step bootstraps the opacity.
+    ``protect``: per example the protected region ``[1,1,h,w]`` in 0..1 (the size of its opacity), or None;
+    then ``alphas`` are the protected opacities the composites use and ``trained_alphas`` the generator's own.
     """
 
     inputs: list[torch.Tensor]
@@ -46,6 +48,8 @@ class StepExamples:
     screens: Optional[list[Optional[torch.Tensor]]] = None
     source_tokens: Optional[list[Optional[torch.Tensor]]] = None
     bootstrap_targets: Optional[list[torch.Tensor]] = None
+    protect: Optional[list[torch.Tensor]] = None
+    trained_alphas: Optional[list[torch.Tensor]] = None
 
 
 class WholeInputTarget:
@@ -245,7 +249,8 @@ def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSte
     plan = plan_objective(runner.clip, ex.inputs, ex.colors, ex.alphas, loop.banks, loop.views, loop.weights, rng,
                           source_tokens=ex.source_tokens, augmenter=augmenter,
                           cancel_point=hooks.cancel_point, composites=ex.composites, screens=ex.screens)
-    rest = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, bw, loop.authors_bootstrap_bug)
+    rest = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, bw, loop.authors_bootstrap_bug, ex.protect,
+                         ex.trained_alphas)
     terms = losses_to_floats(runner.backward(plan, rest, ex.alphas[0], hooks.cancel_point))  # one device sync
     return terms, (bw if ex.bootstrap_targets is not None else None)
 

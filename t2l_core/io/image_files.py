@@ -27,6 +27,23 @@ def load_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 
+def load_mask(path: str | Path) -> torch.Tensor:
+    """Read an image file as a mask: its luminance (white = 1).
+
+    Args:
+        path: the image file (any PIL format; colour images are converted to gray).
+
+    Returns:
+        [1,1,H,W] float in 0..1.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"mask file not found: {p}")
+    with Image.open(p) as im:
+        arr = np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    return torch.from_numpy(arr)[None, None].float() / 255.0
+
+
 def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
     """A numpy image as an RGB tensor (alpha dropped, gray expanded).
 

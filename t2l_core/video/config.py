@@ -80,6 +80,9 @@ class VideoEditConfig(EditConfig):
         """
         super().validate()
         layer_key(self.layer)
+        if self.exclude_text and self.exclude_text.strip():
+            raise ValueError("exclude_text protects a region of an image edit; an atlas edit has no protected "
+                             "region yet: leave exclude_text empty (use roi_text to guide where the edit goes)")
         if not 0 < self.dataset.crop_min <= 1:
             raise ValueError(f"crop_min must be in (0, 1], got {self.dataset.crop_min}")
         if self.atlas.frame_offset < 0:
