@@ -92,6 +92,23 @@ def test_train_node_clear_errors(pack, tiny_clip, astronaut, in_tmp):
         node.train(tiny_clip, torch.rand(1, 16, 16, 3), **NODE_KW)
 
 
+def test_train_node_protects_a_region_and_reports_it(pack, tiny_clip, astronaut, in_tmp):
+    image = astronaut.permute(0, 2, 3, 1).contiguous()
+    protect = torch.zeros(1, 96, 128)
+    protect[:, :, :48] = 1.0
+    with torch.inference_mode():
+        out = _node(pack, "T2L_TrainEditLayer").train(tiny_clip, image.clone(), protect_mask=protect, **NODE_KW)
+    comp, edit, opacity, green, layer = out["result"]
+    assert torch.equal(opacity[:, :, :48], torch.zeros(1, 96, 48))
+    assert torch.equal(comp[:, :, :48], image[:, :, :48])  # the input bit for bit where the mask is 1
+    assert any("inside the protected region" in line for line in out["ui"]["text"])
+    node = _node(pack, "T2L_TrainEditLayer")
+    with pytest.raises(ValueError, match="protect_mask has 2 masks"):
+        node.train(tiny_clip, image, protect_mask=protect.expand(2, -1, -1), **NODE_KW)
+    with pytest.raises(ValueError, match="protect mask has shape"):
+        node.train(tiny_clip, image, protect_mask=torch.ones(1, 10, 10), **NODE_KW)
+
+
 def test_composite_node(pack):
     node = _node(pack, "T2L_Composite")
     color = torch.full((1, 4, 5, 3), 0.8)
