@@ -4,16 +4,14 @@ from __future__ import annotations
 
 
 from ..t2l_core.api import (PHASE_KEY, EditConfig, EditLayer, VideoEditConfig, as_prompt_list, composite,
-                            default_checkpoint_path, default_of, default_video_checkpoint_path, on_green_screen,
-                            parse_hex_color, solid_background, startup_phase, train_edit_layer,
-                            train_video_edit_layer)
+                            default_checkpoint_path, default_of, default_video_checkpoint_path, edit_training_bytes,
+                            on_green_screen, parse_hex_color, solid_background, startup_phase, train_edit_layer,
+                            train_video_edit_layer, video_config_from_image_settings)
 from . import comfy_bridge as cb
 from .declarations import Rule, add_queue_validation, check_inputs, setting_widget
 
 IMAGE_ITERATIONS = default_of(EditConfig, "iters")  # the paper's image setting and the iterations widget's default
 VIDEO_ITERATIONS = default_of(VideoEditConfig, "iters")
-#: the image widgets the paper's video settings replace (video_defaults on)
-_VIDEO_DEFAULTS = ("lambda_structure", "sparsity_l1", "sparsity_l0", "n_views")
 
 # widget value -> t2l_core value
 GENERATOR_RESOLUTIONS = {"working size": "working", "native": "native"}
@@ -126,8 +124,6 @@ class TrainEditLayer:
         w = check_inputs(type(self), dict(widgets, prompt=prompt))
         settings = _settings(prompt, w)
         if w["nla"] is not None:
-            if w["video_defaults"] and int(w["iterations"]) == IMAGE_ITERATIONS:  # left at its default: video's
-                settings["iters"] = VIDEO_ITERATIONS
             return self._train_video(
                 clip, image, w["nla"], w["atlas_layer"], bool(w["video_defaults"]), w["preview_every"], w["resume"],
                 bool(w["keep_checkpoint"]), bootstrap_mask=w["bootstrap_mask"], **settings)
@@ -136,7 +132,7 @@ class TrainEditLayer:
                              "(e.g. Image From Batch), then use Apply Edit Layer on the others.")
         config = EditConfig.from_flat(settings, size=int(w["size"]))
         config.validate()
-        cb.free_memory(_training_bytes(config.dataset.size), cb.torch_device())
+        cb.free_memory(edit_training_bytes(config.dataset.size), cb.torch_device())
         with cb.training_mode():
             x = cb.image_to_bchw(image, "image")
             mask, protect = (_one_mask(w[name], name) for name in ("bootstrap_mask", "protect_mask"))
@@ -157,13 +153,8 @@ class TrainEditLayer:
     def _train_video(clip, image, nla, atlas_layer, video_defaults, preview_every, resume, keep_checkpoint,
                      **settings):
         settings.pop("bootstrap_mask", None)  # refused with an atlas by RULES, as protect_mask
-        layer = "fg" if atlas_layer == "foreground" else "bg"
-        if video_defaults:  # the VideoEditConfig defaults (paper's video settings) replace the image widgets
-            for name in _VIDEO_DEFAULTS:
-                settings.pop(name)
-        config = VideoEditConfig.from_flat(settings, layer=layer)
-        config.validate()
-        cb.free_memory(_training_bytes(max(nla.size)), cb.torch_device())
+        config, replaced = video_config_from_image_settings(settings, atlas_layer, video_defaults)
+        cb.free_memory(edit_training_bytes(max(nla.size)), cb.torch_device())
         with cb.training_mode():
             frames = None
             x = cb.image_to_bchw(image, "image")
@@ -179,9 +170,10 @@ class TrainEditLayer:
                 cb.soft_empty_cache()
         edit = r.atlas_edit
         rgb, alpha = edit.rgb[None], edit.alpha[None, None]
-        cb.tell_user("Train Edit Layer", r.notes)
+        notes = replaced + r.notes
+        cb.tell_user("Train Edit Layer", notes)
         return cb.with_notes((cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
-                              cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), r.notes)
+                              cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), notes)
 
 
 def _one_mask(mask, name: str):
@@ -239,12 +231,6 @@ def _video_defaults_tip() -> str:
             f"{d('lambda_structure'):g}, sparsity {d('sparsity_l1'):g} L1 + {d('sparsity_l0'):g} L0, lr decay "
             f"{d('lr_decay')}, constant bootstrap weight) instead of the views / lambda_structure / sparsity "
             "widgets. Off = use the widgets.")
-
-
-def _training_bytes(working_size: int) -> int:
-    """Rough peak memory of one training step at ``working_size`` px (about 4 GiB at 512, bench/RESULTS.md),
-    so ComfyUI can evict its own models first."""
-    return int(4 * 2**30 * max(1.0, (working_size / 512) ** 2))
 
 
 class ApplyEditLayer:

@@ -10,7 +10,7 @@ from ..edit.config import BootstrapConfig, EditConfig, OptimConfig
 from ..edit.objective import LossWeights
 from ..edit.views import VIDEO_FILL, ViewConfig
 from ..edit.crops import DatasetConfig
-from ..settings import TOP, setting
+from ..settings import TOP, default_of, setting
 from .atlas_dataset import VideoDatasetConfig, layer_key
 
 _SAMPLING = VideoDatasetConfig  # the atlas sampling defaults are the dataset's own
@@ -92,3 +92,40 @@ class VideoEditConfig(EditConfig):
         if self.atlas.bg_full_downscale < 1:
             raise ValueError(f"bg_full_downscale must be >= 1, got {self.atlas.bg_full_downscale}")
 
+
+#: the image settings that the paper's video settings replace when an atlas edit takes an image edit's settings
+VIDEO_DEFAULT_SETTINGS = ("lambda_structure", "sparsity_l1", "sparsity_l0", "n_views")
+
+
+def video_config_from_image_settings(settings: dict, layer: str, video_defaults: bool = True
+                                     ) -> tuple[VideoEditConfig, list[str]]:
+    """An atlas edit's settings from an image edit's flat settings (one set of widgets or options for both).
+
+    With ``video_defaults`` the paper's video settings (:class:`VideoEditConfig` defaults) replace
+    :data:`VIDEO_DEFAULT_SETTINGS`, and ``iters`` left at the image default (1000) means the video default
+    (3000); any other ``iters`` is used as is.
+
+    Args:
+        settings: flat :class:`~t2l_core.edit.config.EditConfig` names and values.
+        layer: the atlas layer to edit (``fg``/``bg``/``foreground``/``background``).
+        video_defaults: use the paper's video settings for the replaced names.
+
+    Returns:
+        ``(config, notes)``: the validated config, and what was replaced, in words.
+
+    Raises:
+        ValueError: a setting is wrong.
+    """
+    settings, notes = dict(settings), []
+    if video_defaults:
+        for name in VIDEO_DEFAULT_SETTINGS:
+            settings.pop(name, None)
+        image_iters, video_iters = default_of(EditConfig, "iters"), default_of(VideoEditConfig, "iters")
+        if settings.get("iters", image_iters) == image_iters:
+            settings["iters"] = video_iters
+            notes.append(f"Trained {video_iters} steps, the paper's video setting: with video_defaults on, the "
+                         f"default {image_iters} iterations means {video_iters} for an atlas (any other value is "
+                         "used as is).")
+    config = VideoEditConfig.from_flat(settings, layer=layer)
+    config.validate()
+    return config, notes

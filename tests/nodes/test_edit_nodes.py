@@ -1,5 +1,7 @@
 """Train/Apply Edit Layer and Composite nodes as plain classes (the pack loaded as ComfyUI loads it)."""
 
+import sys
+
 import pytest
 import torch
 
@@ -129,14 +131,24 @@ def test_composite_node(pack):
 
 
 def test_video_iterations_default_is_the_papers_3000_unless_changed(pack, monkeypatch):
-    """With nla and video_defaults, the widget's untouched default (1000, the image setting) means 3000."""
-    from t2l_core.video.config import VideoEditConfig
-
+    """With nla and video_defaults, the widget's untouched default (1000, the image setting) means 3000; the
+    node says so in its text."""
+    edit_nodes = sys.modules[pack.__name__ + ".nodes.edit_nodes"]
     node_cls = pack.NODE_CLASS_MAPPINGS["T2L_TrainEditLayer"]
-    seen = []
-    monkeypatch.setattr(node_cls, "_train_video", staticmethod(lambda *a, **kw: seen.append(kw["iters"])))
+    seen, real = [], edit_nodes.video_config_from_image_settings
+
+    class Stop(Exception):
+        pass
+
+    def capture(settings, layer, video_defaults):
+        seen.append(real(settings, layer, video_defaults))
+        raise Stop  # the settings are all this test needs
+
+    monkeypatch.setattr(edit_nodes, "video_config_from_image_settings", capture)
     node = node_cls()
     assert node_cls.INPUT_TYPES()["required"]["iterations"][1]["default"] == 1000
     for iterations, video_defaults in ((1000, True), (1200, True), (1000, False)):
-        node.train(None, None, "x", iterations=iterations, nla=object(), video_defaults=video_defaults)
-    assert seen == [VideoEditConfig.iters, 1200, 1000] and VideoEditConfig.iters == 3000
+        with pytest.raises(Stop):
+            node.train(None, None, "x", iterations=iterations, nla=object(), video_defaults=video_defaults)
+    assert [c.iters for c, _ in seen] == [3000, 1200, 1000]
+    assert "3000 steps" in seen[0][1][0] and seen[1][1] == [] and seen[2][1] == []

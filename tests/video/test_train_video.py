@@ -247,3 +247,18 @@ def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, nla, tmp_path
     resumed = train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, resume=True, render=False)
     assert resumed.resumed_from == 1 and resumed.history == full.history
     assert torch.equal(resumed.atlas_edit.rgb, full.atlas_edit.rgb)
+
+
+def test_an_image_edits_settings_become_the_papers_video_settings():
+    from t2l_core.video.config import VIDEO_DEFAULT_SETTINGS, video_config_from_image_settings
+
+    image = dict(prompt="x", iters=1000, n_views=16, lambda_structure=2.0, sparsity_l1=0.06, sparsity_l0=0.06)
+    config, notes = video_config_from_image_settings(image, "foreground")
+    video = VideoEditConfig.from_flat(prompt="x")
+    assert config.iters == video.iters == 3000 and len(notes) == 1 and "3000" in notes[0]
+    assert all(config.to_flat()[n] == video.to_flat()[n] for n in VIDEO_DEFAULT_SETTINGS)
+    assert config.layer == "foreground"
+    kept, notes = video_config_from_image_settings({**image, "iters": 1200}, "bg")
+    assert kept.iters == 1200 and notes == []
+    widgets, notes = video_config_from_image_settings(image, "bg", video_defaults=False)
+    assert widgets.iters == 1000 and widgets.views.n_views == 16 and notes == []
