@@ -22,7 +22,8 @@ IMAGE_FLAT_NAMES = [
     "n_views", "view_short_side", "view_max_long", "structure_max_long", "view_min_crop", "view_fill",
     "lambda_composition", "lambda_screen", "lambda_structure", "sparsity_l1", "sparsity_l0", "lambda_bootstrap",
     "bootstrap_schedule", "bootstrap_steps", "bootstrap_min", "relevancy_layers", "relevancy_on",
-    "authors_bootstrap_bug", "generator", "fast", "autocast", "threads", "compile", "save_memory"]
+    "authors_bootstrap_bug", "generator", "fast", "autocast", "threads", "compile", "save_memory",
+    "exclude_text", "lambda_protect"]
 VIDEO_FLAT_NAMES = IMAGE_FLAT_NAMES + [
     "layer", "frame_offset", "mask_threshold", "mask_border", "bg_full_downscale", "atlas_scale",
     "multiply_foreground_alpha", "direct_pass", "authors_fg_inputs"]

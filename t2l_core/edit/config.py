@@ -97,7 +97,7 @@ class EditConfig:
     #: flat public name -> (sub-config, field), in the order of the flat dict that files store
     FLAT: ClassVar[dict[str, tuple[str, str]]] = {
         "prompt": (TOP, "prompt"), "screen_prompt": (TOP, "screen_prompt"), "source_prompt": (TOP, "source_prompt"),
-        "roi_text": (TOP, "roi_text"), "exclude_text": (TOP, "exclude_text"), "iters": (TOP, "iters"), "seed": (TOP, "seed"),
+        "roi_text": (TOP, "roi_text"), "iters": (TOP, "iters"), "seed": (TOP, "seed"),
         "lr": ("optim", "lr"), "momentum": ("optim", "momentum"), "weight_decay": ("optim", "weight_decay"),
         "lr_decay": ("optim", "lr_decay"), "lr_min": ("optim", "lr_min"),
         "size": ("dataset", "size"), "full_image_every": ("dataset", "full_image_every"),
@@ -109,13 +109,13 @@ class EditConfig:
         "lambda_composition": ("weights", "composition"), "lambda_screen": ("weights", "screen"),
         "lambda_structure": ("weights", "structure"), "sparsity_l1": ("weights", "sparsity_l1"),
         "sparsity_l0": ("weights", "sparsity_l0"), "lambda_bootstrap": ("weights", "bootstrap"),
-        "lambda_protect": ("weights", "protect"),
         "bootstrap_schedule": ("bootstrap", "schedule"), "bootstrap_steps": ("bootstrap", "steps"),
         "bootstrap_min": ("bootstrap", "min"), "relevancy_layers": ("bootstrap", "relevancy_layers"),
         "relevancy_on": ("bootstrap", "relevancy_on"), "authors_bootstrap_bug": ("bootstrap", "authors_bug"),
         "generator": ("generator", WHOLE),
         "fast": ("runtime", "fast"), "autocast": ("runtime", "autocast"), "threads": ("runtime", "threads"),
         "compile": ("runtime", "compile"), "save_memory": ("runtime", "save_memory"),
+        "exclude_text": (TOP, "exclude_text"), "lambda_protect": ("weights", "protect"),
     }
 
     # -- flat names ---------------------------------------------------------------------------------------
