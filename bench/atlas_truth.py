@@ -163,7 +163,7 @@ def main() -> None:
                    help="measure this saved atlas instead of fitting ({variant} is replaced by the variant); "
                         "fit times are then nan")
     p.add_argument("--no-masks", action="store_true", help="fit without masks (background-only atlas)")
-    add_setting(p, NLALossWeights, "--residual-bg", "residual_bg")
+    add_setting(p, NLALossWeights, "--residual-bg", "residual_bg", "the background's motion prior weight")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--save-atlas", default="",
                    help="also save each fitted atlas here (.safetensors; {variant} is replaced by the variant)")

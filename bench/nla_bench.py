@@ -165,7 +165,7 @@ def main() -> None:
     r.add_argument("--scale", type=float, default=1.0)
     r.add_argument("--iters", type=int, default=3000)
     add_setting(r, NLAFitConfig, "--target", "target_psnr")
-    add_setting(r, NLALossWeights, "--residual-bg", "residual_bg")
+    add_setting(r, NLALossWeights, "--residual-bg", "residual_bg", "the background's motion prior weight")
     for sp in (s, r):
         add_setting(sp, NLAFitConfig, "--eval-every", "eval_every")
     for sp in (s, m, r):

@@ -14,7 +14,6 @@ from typing import Optional
 import torch
 
 from ..reductions import stable_mean, stable_sum
-from ..settings import setting
 
 
 @dataclass
@@ -25,34 +24,26 @@ class NLALossWeights:
     ``*_until`` values are fractions of the total iterations when < 1, else absolute step counts.
     """
 
-    rgb: float = setting(5000.0, "Weight of the colour reconstruction term.", min=0.0)
-    gradient: float = setting(1000.0, "Weight of the image-gradient reconstruction term.", min=0.0)
-    rigidity: float = setting(1.0, "Weight of the local rigidity of the mappings.", min=0.0)
-    global_rigidity_fg: float = setting(5.0, "Weight of the foreground mapping's global rigidity (early steps).",
-                                        min=0.0)
-    global_rigidity_bg: float = setting(50.0, "Weight of the background mapping's global rigidity (early steps).",
-                                        min=0.0)
-    global_rigidity_until: float = setting(0.3, "The global rigidity stops at this step (a fraction of the "
-                                                "iterations when < 1).", min=0.0)
-    global_rigidity_px: int = setting(100, "Finite difference of the global rigidity in px at a 768-px long side "
-                                           "(scaled with the video).", min=1)
-    flow: float = setting(5.0, "Weight of the mappings' optical-flow consistency.", min=0.0)
-    alpha_flow: float = setting(49.0, "Weight of the opacity's optical-flow consistency.", min=0.0)
-    sparsity: float = setting(1000.0, "Weight of the foreground colour's sparsity where the opacity is low.", min=0.0)
-    bootstrap: float = setting(2000.0, "Weight of the opacity's bootstrapping towards the masks.", min=0.0)
-    bootstrap_until: float = setting(0.5, "The bootstrapping stops at this step (a fraction of the iterations "
-                                          "when < 1).", min=0.0)
-    warmup: float = setting(1000.0, "Weight of the mappings' pull towards their initial per-frame maps.", min=0.0)
-    warmup_until: float = setting(0.05, "The warm-up stops at this step (a fraction of the iterations when < 1).",
-                                  min=0.0)
+    rgb: float = 5000.0
+    gradient: float = 1000.0
+    rigidity: float = 1.0
+    global_rigidity_fg: float = 5.0
+    global_rigidity_bg: float = 50.0
+    global_rigidity_until: float = 0.3
+    global_rigidity_px: int = 100
+    flow: float = 5.0
+    alpha_flow: float = 49.0
+    sparsity: float = 1000.0
+    bootstrap: float = 2000.0
+    bootstrap_until: float = 0.5
+    warmup: float = 1000.0
+    warmup_until: float = 0.05
     # prior towards the per-frame affine motion (:func:`residual_loss`). Where the background has no texture
     # (a clear sky, a white wall), neither the colour nor the optical flow fixes its mapping, which then
     # drifts with the flow's small per-frame biases; the prior keeps it on the affine motion that the textured
     # parts fix. The foreground's bending needs its residuals, so it has none by default.
-    residual_bg: float = setting(2.0, "Weight of the background's motion prior (its mapping towards the per-frame "
-                                      "affine motion).", min=0.0)
-    residual_fg: float = setting(0.0, "Weight of the foreground's motion prior (its mapping towards the per-frame "
-                                      "affine motion).", min=0.0)
+    residual_bg: float = 2.0
+    residual_fg: float = 0.0
 
     def steps(self, name: str, total: int) -> int:
         """The step at which a scheduled term stops.
