@@ -10,11 +10,11 @@ from typing import Optional
 
 import torch
 
-from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, default_of,
+from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, choices_of,
                             estimate_fit_memory, export_for_compositing, fit_nla, fit_run_files, frame_edit_to_atlas,
                             load_nla, read_nla_header, render_edits, require_raft_weights, save_nla)
 from . import comfy_bridge as cb
-from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature
+from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature, setting_widget
 
 CATEGORY = "Text2LIVE/video"
 log = logging.getLogger("text2live")
@@ -67,23 +67,16 @@ class NLAFit:
         return {
             "required": {
                 "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch (one image per frame, all the same size)."}),
-                "iterations": ("INT", {"default": default_of(NLAFitConfig, "iterations"), "min": 10, "max": 400000, "step": 10, "tooltip":
-                               "Training steps. About 1000-3000 reach 30 dB on short clips; more gives sharper atlases."}),
-                "atlas_resolution": ("INT", {"default": default_of(NLAFitConfig, "atlas_resolution"), "min": 0, "max": 8192, "step": 8, "tooltip":
-                                     "Long side in pixels of the atlas images. 0 = native (about one atlas pixel "
-                                     "per video pixel)."}),
-                "seed": ("INT", {"default": default_of(NLAFitConfig, "seed"), "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
-                         "tooltip": "Seed of the random pixel batches (same seed and inputs = same atlas)."}),
+                "iterations": ("INT", setting_widget(NLAFitConfig, "iterations", step=10)),
+                "atlas_resolution": ("INT", setting_widget(NLAFitConfig, "atlas_resolution", step=8)),
+                "seed": ("INT", setting_widget(NLAFitConfig, "seed", control_after_generate=True)),
             },
             "optional": {
                 "masks": ("MASK", {"tooltip": "Foreground masks, one per frame (from any segmentation node; 1 = "
                                    "foreground). Without masks only a background atlas is fitted (enough for "
                                    "scene-wide edits)."}),
-                "batch_pixels": ("INT", {"default": default_of(NLAFitConfig, "batch_pixels"), "min": 512, "max": 262144, "step": 512, "tooltip":
-                                 "Random pixels per step. Larger is smoother but slower per step."}),
-                "flow": (["auto", "lk", "raft"], {"default": default_of(NLAFitConfig, "flow"), "tooltip":
-                         "Optical flow: auto = RAFT if its weights are local, else the built-in estimator; "
-                         "lk = always the built-in one; raft = require RAFT weights."}),
+                "batch_pixels": ("INT", setting_widget(NLAFitConfig, "batch_pixels", step=512)),
+                "flow": (list(choices_of(NLAFitConfig, "flow")), setting_widget(NLAFitConfig, "flow")),
                 "resume": ("BOOLEAN", {"default": True, "tooltip":
                            "Continue from the checkpoint a cancelled run with the same inputs and settings left "
                            "behind. A checkpoint of another run is not used (fitted from the start)."}),

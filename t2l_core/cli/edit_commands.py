@@ -13,8 +13,9 @@ from ..edit.config import EditConfig
 from ..edit.layer import RESOLUTIONS
 from ..settings import choices_of
 from .clip_commands import clip_from_args
-from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_arguments, add_settings,
-                           checkpoint_from_args, config_from_args, console_hooks)
+from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_arguments, checkpoint_from_args,
+                           console_hooks)
+from .setting_options import add_settings, config_from_args
 
 OUTPUT_FILES = ("composite.png", "edit.png", "alpha.png", "greenscreen.png")
 PRECISIONS = choices_of(EditConfig, "autocast")  # the fast path's precisions (--autocast)
