@@ -84,6 +84,7 @@ class NLAFit:
                                     "Keep the checkpoint and the optical flow (output/text2live/nla) when the fit "
                                     "finishes, e.g. to fit the same video again without recomputing the flow. "
                                     "Off: only a cancelled or failed fit leaves them."}),
+                "working_size": ("INT", setting_widget(NLAFitConfig, "working_size", step=16)),
             },
         }
 
@@ -101,9 +102,10 @@ class NLAFit:
                         f"masks are {m.shape[0]} x {m.shape[2]}x{m.shape[1]} but the frames are {x.shape[0]} x "
                         f"{x.shape[3]}x{x.shape[2]}: give one mask per frame at the frames' size.")
             cfg = NLAFitConfig(iterations=int(iterations), seed=int(seed), batch_pixels=int(w["batch_pixels"]),
-                               flow=flow, atlas_resolution=int(atlas_resolution))
+                               flow=flow, atlas_resolution=int(atlas_resolution), working_size=int(w["working_size"]))
             device = cb.torch_device()
-            need = estimate_fit_memory(x.shape[0], x.shape[2], x.shape[3], m is not None, cfg.batch_pixels)
+            need = estimate_fit_memory(x.shape[0], x.shape[2], x.shape[3], m is not None, cfg.batch_pixels,
+                                       cfg.working_size)
             cb.free_memory(need, device)
             ckpt, flow_cache = (str(p) for p in fit_run_files(_nla_dir(), x, m, cfg))
             hooks = cb.make_hooks(preview_every=50)
@@ -113,7 +115,7 @@ class NLAFit:
                               flow_cache_path=flow_cache, keep_checkpoint=bool(w["keep_checkpoint"]))
             finally:
                 cb.soft_empty_cache()
-            rec, alpha = nla.reconstruction
+            rec, alpha = (r.float() / 255 if r.dtype == torch.uint8 else r for r in nla.reconstruction)
             nla.reconstruction = None  # keep the cached T2L_NLA small
             atlases = nla.atlas_images(on_progress=hooks.phase_callback("atlas images (texel chunks)"))
             fg = _hwc(atlases["fg"]) if "fg" in atlases else torch.zeros(1, 64, 64, 3)

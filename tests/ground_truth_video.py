@@ -226,8 +226,10 @@ def make_motion(variant: str, frames: int, height: int, width: int, radius: floa
 
 
 def make_ground_truth_video(variant: str = "nonrigid", frames: int = 50, height: int = 432, width: int = 768,
-                            radius_frac: float = 0.3) -> GroundTruthVideo:
-    """Render a ground-truth video. ``radius_frac``: object radius as a fraction of the short frame side."""
+                            radius_frac: float = 0.3, uint8: bool = False) -> GroundTruthVideo:
+    """Render a ground-truth video. ``radius_frac``: object radius as a fraction of the short frame side.
+    ``uint8``: frames as uint8 0..255, masks as bool and no ``alpha`` (empty), rendered a frame at a time, so
+    long full-HD videos fit in memory (a quarter of float32 frames)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     T, H, W = frames, height, width
@@ -262,17 +264,26 @@ def make_ground_truth_video(variant: str = "nonrigid", frames: int = 50, height:
         centre_tex = (cx, cy)
 
     video = GroundTruthVideo(variant, torch.empty(0), torch.empty(0), None, bg_tex, fg_tex, motion, radius, centre_tex, H, W)
-    out = torch.empty(T, 3, H, W)
-    alpha = torch.zeros(T, H, W)
+    out = torch.empty(T, 3, H, W, dtype=torch.uint8 if uint8 else torch.float32)
+    alpha = torch.zeros(0 if uint8 else T, H, W)
+    masks = torch.zeros(T, H, W, dtype=torch.bool) if uint8 else None
     for t in range(T):
         bg = sample_texture(bg_tex, video.canonical_frame("bg", t))
         if fg_tex is None:
-            out[t] = bg.float()
-            continue
-        fg = sample_texture(fg_tex, video.canonical_frame("fg", t))
-        a = fg[3:]
-        out[t] = (a * fg[:3] + (1 - a) * bg).float()
-        alpha[t] = a[0].float()
+            frame = bg.float()
+        else:
+            fg = sample_texture(fg_tex, video.canonical_frame("fg", t))
+            a = fg[3:]
+            frame = (a * fg[:3] + (1 - a) * bg).float()
+            if uint8:
+                masks[t] = a[0] > 0.5
+            else:
+                alpha[t] = a[0].float()
+        out[t] = (frame.clamp(0, 1) * 255).round().to(torch.uint8) if uint8 else frame
+    if uint8:
+        video.frames, video.alpha = out, alpha
+        video.masks = None if fg_tex is None else masks
+        return video
     video.frames = out.clamp(0, 1)
     video.alpha = alpha
     video.masks = None if fg_tex is None else (alpha > 0.5).float()

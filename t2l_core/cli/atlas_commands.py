@@ -18,7 +18,7 @@ from .setting_options import add_settings, config_from_args
 FIT_SETTINGS = (
     (("--iters", "--iterations"), "iterations"), ("--resolution", "atlas_resolution"),
     ("--target-psnr", "target_psnr"), ("--seed", "seed"), (("--batch", "--batch-pixels"), "batch_pixels"),
-    ("--flow", "flow"),
+    ("--flow", "flow"), ("--working-size", "working_size"),
 )
 
 

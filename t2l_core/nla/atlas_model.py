@@ -4,7 +4,10 @@ Coordinates
 -----------
 A pixel (x, y) of frame t (integers, 0-based) is normalised by L = max(H, W) around the frame centre:
 ``xn = (x - (W-1)/2) / (L/2)``, ``yn = (y - (H-1)/2) / (L/2)`` (so the long side spans [-1, 1] in both
-portrait and landscape video) and ``tn = 2 t / (T-1) - 1``.
+portrait and landscape video) and ``tn = 2 t / (T-1) - 1``. The same point of the picture has the same
+(xn, yn) at any resolution of the same aspect (pixel centres scaled about the frame centre), so an atlas fitted
+at a working size renders at full size by changing only H, W (``grid_height/grid_width`` keep the grids'
+layout; :mod:`t2l_core.nla.working_size`).
 
 Each layer's mapping gives M(x, y, t) in [-1, 1]^2 ("mapping space"); atlas coordinates are
 ``uv_fg = 0.5 M_f + 0.5`` in the [0, 1]^2 quadrant and ``uv_bg = 0.5 M_b - 0.5`` in [-1, 0]^2, like NLA.
@@ -49,11 +52,19 @@ class AtlasConfig:
     mapping_spatial_res: tuple = (8, 16, 32)
     fg_init: list = field(default_factory=list)  # per-frame [a11,a12,a21,a22,bx,by] for fg mapping init
     bg_init: list = field(default_factory=list)  # same for bg
+    # the frame size the grids were laid out for (a fit at a working size rendered at full size,
+    # t2l_core.nla.working_size); 0 = height/width
+    grid_height: int = 0
+    grid_width: int = 0
 
     @property
     def long_side(self) -> int:
         """L = max(H, W), the side that spans [-1, 1] in normalised coordinates."""
         return max(self.height, self.width)
+
+    def grid_size(self) -> tuple:
+        """(H, W) the mapping and opacity grids were laid out for: ``grid_height/grid_width``, else the frame size."""
+        return (self.grid_height or self.height, self.grid_width or self.width)
 
     def resolved_colour_max_res(self) -> int:
         """The finest colour grid's resolution: ``colour_max_res``, or about one texel per frame pixel."""
@@ -81,6 +92,9 @@ class AtlasConfig:
         d = asdict(self)
         d["alpha_spatial_res"] = list(self.alpha_spatial_res)
         d["mapping_spatial_res"] = list(self.mapping_spatial_res)
+        for name in ("grid_height", "grid_width"):  # left out when unset: files of native fits stay as they were
+            if not d[name]:
+                del d[name]
         return d
 
     @staticmethod
@@ -130,7 +144,7 @@ class LayerMapping(nn.Module):
         self.register_buffer("init_params", p.clone())
         self.affine = nn.Parameter(p.clone())
         self.scale = cfg.uv_scale
-        self.residual = Grid3D(2, cfg.mapping_spatial_res, T, cfg.height, cfg.width)
+        self.residual = Grid3D(2, cfg.mapping_spatial_res, T, *cfg.grid_size())
 
     def base(self, p: torch.Tensor, t_idx: torch.Tensor, params: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The affine part of the mapping, s * (A_t [xn,yn] + b_t).
@@ -191,7 +205,7 @@ class LayeredAtlas(nn.Module):
         self.colour = ColourPyramid(cfg.colour_min_res, cfg.resolved_colour_max_res())
         if cfg.has_foreground:
             self.map_fg = LayerMapping(cfg, cfg.fg_init)
-            self.alpha_grid = Grid3D(1, cfg.resolved_alpha_res(), cfg.frames, cfg.height, cfg.width)
+            self.alpha_grid = Grid3D(1, cfg.resolved_alpha_res(), cfg.frames, *cfg.grid_size())
         else:
             self.map_fg = None
             self.alpha_grid = None

@@ -33,6 +33,7 @@ from .initialisation import init_alpha_from_masks, init_colour_from_frames, moti
 from .optical_flow import (VideoFlow, compute_video_flow, empty_video_flow, frames_fingerprint, load_flow_progress,
                            make_flow_estimator, save_flow)
 from .reconstruction import reconstruct_frame, reconstruct_video, sampled_psnr
+from .working_size import at_frame_size, to_uint8, working_inputs, working_shape
 
 # the fit, and the names of the modules above that its callers import from here
 __all__ = ["FittedNLA", "NLAFitConfig", "estimate_fit_memory", "fit_key", "fit_nla", "fit_optimizer", "fit_run_files",
@@ -54,8 +55,8 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     be resumed).
 
     Args:
-        frames: [T,3,H,W] in 0..1, T >= 2.
-        masks: None, or [T,H,W] in 0..1 (1 = foreground).
+        frames: [T,3,H,W] in 0..1, T >= 2; or uint8 0..255 (kept as the result's ``frames_u8``, no float copy).
+        masks: None, or [T,H,W] in 0..1 (1 = foreground; uint8 0..255 or bool also).
         config: the fit's settings (default :class:`NLAFitConfig`).
         hooks: progress, previews and cancellation.
         device: "auto", "cpu", "cuda[:N]" or a device.
@@ -69,13 +70,23 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
         keep_checkpoint: keep the checkpoint (with the final state) and the flow cache after the fit.
 
     Returns:
-        The :class:`FittedNLA` with its reconstruction PSNR (dB) and atlas bounding boxes.
+        The :class:`FittedNLA` with its reconstruction PSNR (dB) and atlas bounding boxes. With
+        ``config.working_size`` (or uint8 frames) the fit runs on resized fp16 copies of the frames and masks
+        (:mod:`t2l_core.nla.working_size`), the atlas answers at the frames' full size, and the reconstruction
+        is kept as uint8.
     """
     cfg = config or NLAFitConfig()
     hooks = hooks or Hooks()
     validate_inputs(frames, masks)
     cfg.validate()
-    check_fit_memory(frames.shape[0], frames.shape[2], frames.shape[3], masks is not None, cfg.batch_pixels)
+    T, _, H, W = frames.shape
+    check_fit_memory(T, H, W, masks is not None, cfg.batch_pixels, cfg.working_size, frames.element_size())
+    size = working_shape(H, W, int(cfg.working_size))
+    if size != (H, W) or frames.dtype == torch.uint8:
+        with torch.inference_mode(False), torch.enable_grad():
+            frames16, small_masks = working_inputs(frames.detach(), None if masks is None else masks.detach(), size)
+            return _fit(frames16, small_masks, cfg, hooks, resolve_device(device), checkpoint_path, resume, flow,
+                        flow_search_dirs, flow_cache_path, keep_checkpoint, full=frames.detach())
     with torch.inference_mode(False), torch.enable_grad():
         # frames are only read (an fp16 copy is made inside); masks are small enough to copy
         return _fit(frames.detach(), None if masks is None else masks.detach().clone().float(), cfg, hooks,
@@ -124,7 +135,8 @@ class _Run:
 
 
 def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path,
-         keep_checkpoint=False) -> FittedNLA:
+         keep_checkpoint=False, full=None) -> FittedNLA:
+    """The fit on ``frames`` (the working frames when ``full``, the full-size input, is given)."""
     frames16 = frames.to(torch.float16)
     flow = _video_flow(frames, cfg, hooks, device, flow, flow_search_dirs, flow_cache_path)
     run = _start(frames, frames16, masks, flow, cfg, hooks, device, checkpoint_path or None, resume)
@@ -132,7 +144,7 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     run.ckpt.finish(keep_checkpoint, run.save)
     if flow_cache_path and not keep_checkpoint:
         remove_run_file(flow_cache_path)
-    return _result(run, frames, flow, hooks)
+    return _result(run, frames if full is None else full, flow, hooks)
 
 
 def _video_flow(frames, cfg, hooks, device, flow, search_dirs, cache_path) -> VideoFlow:
@@ -278,7 +290,8 @@ def _after_step(run: _Run, logs: dict, frames16, device) -> None:
 
 
 def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks) -> FittedNLA:
-    """The fitted atlas, frozen, with its reconstruction, PSNR and atlas bounding boxes."""
+    """The fitted atlas, frozen, with its reconstruction, PSNR and atlas bounding boxes (at the size of
+    ``frames``; a working-size fit's reconstruction is uint8)."""
     from .atlas_images import bbox_from_extent
 
     model = run.model
@@ -286,8 +299,14 @@ def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks) -> FittedNLA:
     for p in model.parameters():
         p.requires_grad_(False)
     extents: dict = {}
-    rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=hooks.phase_callback("reconstruction (frames)"))
-    u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    on_frame = hooks.phase_callback("reconstruction (frames)")
+    if (model.cfg.height, model.cfg.width) != tuple(frames.shape[-2:]) or frames.dtype == torch.uint8:
+        model = at_frame_size(model, frames.shape[2], frames.shape[3])
+        rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame, out_dtype=torch.uint8)
+        u8 = to_uint8(frames)
+    else:
+        rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame)
+        u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
     bboxes = {layer: bbox_from_extent(model, layer, extents[layer], run.cfg.atlas_resolution) for layer in model.layers()}
     return FittedNLA(model=model, frames_u8=u8, fit_config=run.cfg.to_dict(), psnr=p, steps=run.step,
                      flow_estimator=flow.estimator, bboxes=bboxes, reconstruction=(rec_rgb, rec_alpha), notes=run.notes)

@@ -19,7 +19,7 @@ from .optical_flow import frames_fingerprint
 # settings added after the first saved fits, each with the value that reproduces those fits: at that value a
 # setting is left out of the key, so older fits keep theirs. Paths into NLAFitConfig.to_dict().
 KEY_NEUTRAL_SETTINGS = {("motion_init",): "translation", ("weights", "residual_bg"): 0.0,
-                        ("weights", "residual_fg"): 0.0}
+                        ("weights", "residual_fg"): 0.0, ("working_size",): 0}
 
 
 def fit_key(frames: torch.Tensor, masks: Optional[torch.Tensor], cfg: NLAFitConfig) -> str:

@@ -11,6 +11,7 @@ import torch
 from ..reductions import stable_sum
 from .atlas_model import LayeredAtlas, frame_pixel_grid
 from .losses import psnr
+from .working_size import as_unit_float
 
 
 @torch.no_grad()
@@ -102,27 +103,30 @@ class _UVExtents:
 @torch.no_grad()
 def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None, extents: Optional[dict] = None,
                       fg_alpha_threshold: float = 0.05, chunk: int = 65536,
-                      on_frame: Optional[Callable[[int, int], None]] = None) -> tuple:
+                      on_frame: Optional[Callable[[int, int], None]] = None,
+                      out_dtype: torch.dtype = torch.float32) -> tuple:
     """Reconstruct every frame (streamed), with the PSNR against ``frames`` and the layers' uv extents.
 
     Args:
         model: the atlas.
-        frames: None, or the original [T,3,H,W] in 0..1 (for the PSNR).
+        frames: None, or the original [T,3,H,W] in 0..1 or uint8 (for the PSNR, frame by frame).
         extents: None, or a dict that receives {layer: (u0, v0, u1, v1)}: the uv extent of every background
             pixel and of foreground pixels with alpha >= ``fg_alpha_threshold`` (the same pass, for the atlas
             bounding boxes).
         fg_alpha_threshold: see ``extents``.
         chunk: pixels per forward pass.
         on_frame: ``(done, total)`` after each frame (progress and cancellation).
+        out_dtype: float32, or uint8 (0..255; a quarter of the memory, for long videos; the PSNR is still
+            measured on the unquantised reconstruction).
 
     Returns:
-        (rgb [T,3,H,W] in 0..1, alpha [T,H,W] in 0..1, PSNR in dB vs ``frames`` or nan), on the CPU.
+        (rgb [T,3,H,W], alpha [T,H,W], PSNR in dB vs ``frames`` or nan), on the CPU; 0..1 (or 0..255 as uint8).
     """
     cfg = model.cfg
     dev = next(model.parameters()).device
     T, H, W = cfg.frames, cfg.height, cfg.width
-    rgb = torch.empty(T, 3, H, W)
-    alpha = torch.empty(T, H, W)
+    rgb = torch.empty(T, 3, H, W, dtype=out_dtype)
+    alpha = torch.empty(T, H, W, dtype=out_dtype)
     uv_extents = _UVExtents(model.layers(), fg_alpha_threshold)
     xs, ys = frame_pixel_grid(H, W, dev)
     se = 0.0
@@ -135,10 +139,14 @@ def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None
             fr[s:s + chunk] = out["rgb"].clamp(0, 1).cpu()
             fa[s:s + chunk] = out["alpha"].cpu()
             uv_extents.add(model, out)
-        rgb[t] = fr.t().reshape(3, H, W)
-        alpha[t] = fa.reshape(H, W)
+        frame_rgb, frame_alpha = fr.t().reshape(3, H, W), fa.reshape(H, W)
+        if out_dtype == torch.uint8:
+            rgb[t] = (frame_rgb * 255).round().to(torch.uint8)
+            alpha[t] = (frame_alpha.clamp(0, 1) * 255).round().to(torch.uint8)
+        else:
+            rgb[t], alpha[t] = frame_rgb, frame_alpha
         if frames is not None:
-            se += float(stable_sum((rgb[t] - frames[t].float()) ** 2))
+            se += float(stable_sum((frame_rgb - as_unit_float(frames[t])) ** 2))
         if on_frame is not None:
             on_frame(t + 1, T)
     if extents is not None:
