@@ -22,9 +22,7 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,7 +32,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import torch  # noqa: E402
 
-from report import add_no_write_option, apply_no_write, publish, table  # noqa: E402
+from report import add_no_write_option, apply_no_write, fresh_process_row, publish, table, write_row  # noqa: E402
 
 from t2l_core.cli.setting_options import add_setting, add_settings, config_from_args  # noqa: E402
 from t2l_core.nla.config import NLAFitConfig  # noqa: E402
@@ -175,20 +173,11 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.variant:
-        row = run_one(a)
-        with open(a.result_file, "w") as f:
-            json.dump(row, f)
+        write_row(a.result_file, run_one(a))
         return
     rows = []
     for v in a.variants.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "row.json")
-            cmd = [sys.executable, os.path.abspath(__file__), "--variant", v, "--result-file", out] + sys.argv[1:]
-            proc = subprocess.run(cmd)
-            if proc.returncode != 0 or not os.path.isfile(out):
-                raise SystemExit(f"variant {v} failed (exit {proc.returncode})")
-            with open(out) as f:
-                r = json.load(f)
+        r = fresh_process_row(__file__, ["--variant", v])
         print(json.dumps(r), flush=True)
         fg, bg = r["layers"].get("fg"), r["layers"].get("bg")
         rows.append([v, f"{r['frames']}x{r['width']}x{r['height']}", "yes" if r["masks"] else "no", r["steps"],

@@ -21,9 +21,7 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,7 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import torch  # noqa: E402
 
-from report import add_no_write_option, apply_no_write, publish, table  # noqa: E402
+from report import add_no_write_option, fresh_process_row, parse_bench_args, publish, table, write_row  # noqa: E402
 
 from t2l_core.cli.setting_options import add_settings, config_from_args  # noqa: E402
 from t2l_core.nla.config import NLAFitConfig  # noqa: E402
@@ -107,23 +105,11 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
     add_no_write_option(p)
-    a = p.parse_args()
-    apply_no_write(a)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = parse_bench_args(p)
     if a.worker:
-        row = run_one(a)
-        with open(a.result_file, "w") as f:
-            json.dump(row, f)
+        write_row(a.result_file, run_one(a))
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "row.json")
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--result-file", out] + sys.argv[1:]
-        proc = subprocess.run(cmd)
-        if proc.returncode != 0 or not os.path.isfile(out):
-            raise SystemExit(f"the run failed (exit {proc.returncode})")
-        with open(out) as f:
-            r = json.load(f)
+    r = fresh_process_row(__file__, ["--worker"])
     print(json.dumps(r), flush=True)
     fg, bg = r["layers"].get("fg"), r["layers"].get("bg")
     rows = [[f"{r['frames']}x{r['width']}x{r['height']}", r["working"], r["steps"], f"{r['peak_rss_gib']:.2f}",

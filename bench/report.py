@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 import shlex
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -65,3 +69,23 @@ def apply_no_write(args) -> None:
         import os
 
         RESULTS = Path(os.devnull)
+
+
+def fresh_process_row(script: str, worker_args: list) -> dict:
+    """Run ``script`` again in a fresh process (so its peak RSS is its own) with ``worker_args``, a
+    ``--result-file`` and this command line's arguments; returns the JSON dict the worker wrote there
+    (:func:`write_row`). A failed worker ends the bench (SystemExit naming ``worker_args``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "row.json")
+        cmd = [sys.executable, os.path.abspath(script)] + list(worker_args) + ["--result-file", out] + sys.argv[1:]
+        proc = subprocess.run(cmd)
+        if proc.returncode != 0 or not os.path.isfile(out):
+            raise SystemExit(f"{' '.join(worker_args)} failed (exit {proc.returncode})")
+        with open(out) as f:
+            return json.load(f)
+
+
+def write_row(path: str, row: dict) -> None:
+    """A worker's result for :func:`fresh_process_row`."""
+    with open(path, "w") as f:
+        json.dump(row, f)
