@@ -57,7 +57,8 @@ def run_one(a) -> dict:
     gen_rss = _peak_rss_gib()
     print(f"generated {a.frames} frames {w}x{h} in {gen_s:.0f}s, peak RSS {gen_rss:.2f} GiB", flush=True)
     cfg = config_from_args(NLAFitConfig, a)
-    estimate = estimate_fit_memory(a.frames, h, w, True, cfg.batch_pixels, cfg.working_size, frame_bytes=1)
+    estimate = estimate_fit_memory(a.frames, h, w, True, cfg.batch_pixels, cfg.working_size, frame_bytes=1,
+                                   keep_reconstruction=a.keep_reconstruction)
     t_start = time.perf_counter()
 
     def on_step(step, total, logs, preview):
@@ -69,7 +70,8 @@ def run_one(a) -> dict:
         if done == total or done % max(1, total // 10) == 0:
             print(f"  {name}: {done}/{total} at {time.perf_counter() - t_start:7.1f}s", flush=True)
 
-    nla = fit_nla(video.frames, video.masks, cfg, hooks=Hooks(on_step=on_step, on_phase=on_phase))
+    nla = fit_nla(video.frames, video.masks, cfg, hooks=Hooks(on_step=on_step, on_phase=on_phase),
+                  keep_reconstruction=a.keep_reconstruction)
     fit_s = time.perf_counter() - t_start
     fit_rss = _peak_rss_gib()
     row = dict(frames=a.frames, width=w, height=h, working=f"{nla.model.cfg.grid_size()[1]}x{nla.model.cfg.grid_size()[0]}",
@@ -101,6 +103,8 @@ def main() -> None:
     p.add_argument("--landing-frames", type=int, default=30,
                    help="evenly spaced frames the landing error is measured over (0 = none)")
     p.add_argument("--stride", type=int, default=24, help="landing point grid spacing in (texture ~ frame) px")
+    p.add_argument("--keep-reconstruction", action="store_true",
+                   help="keep the fit's uint8 full-size reconstruction (what the node keeps; the CLI does not)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
@@ -128,7 +132,8 @@ def main() -> None:
             notes=f"Ground-truth `nonrigid` clip (tests/ground_truth_video.py) as uint8 frames and bool masks; "
                   f"batch {a.batch_pixels}, flow {a.flow}, working_size {a.working_size}. Fit wall time includes "
                   "the optical flow (at the working size), the steps and the reconstruction of every frame at "
-                  "full size (uint8, with the PSNR against the uint8 clip); peak RSS is the whole process's "
+                  "full size (with the PSNR against the uint8 clip; "
+                  f"{'kept as uint8' if a.keep_reconstruction else 'not kept, as in the CLI'}); peak RSS is the whole process's "
                   f"(clip included). {measured}. CPU: named on the line above (lscpu model name).")
 
 

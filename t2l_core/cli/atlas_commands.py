@@ -101,7 +101,7 @@ def run_nla(args) -> int:
     hooks = Hooks(on_step=console_printer(max(1, cfg.iterations // 20)), on_phase=console_phase_printer())
     nla = fit_nla(frames, masks, cfg, hooks=hooks,
                   device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir,
-                  flow_cache_path=flow_cache, keep_checkpoint=args.keep_checkpoint)
+                  flow_cache_path=flow_cache, keep_checkpoint=args.keep_checkpoint, keep_reconstruction=False)
     for note in nla.notes:
         print(f"note: {note}")
     save_nla(nla, args.out)

@@ -48,7 +48,7 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
             hooks: Optional[Hooks] = None, device: str | torch.device = "auto",
             checkpoint_path: Optional[str] = None, resume: bool = True, flow: Optional[VideoFlow] = None,
             flow_search_dirs: Sequence[str] = (), flow_cache_path: Optional[str] = None,
-            keep_checkpoint: bool = False) -> FittedNLA:
+            keep_checkpoint: bool = False, keep_reconstruction: bool = True) -> FittedNLA:
     """Fit a layered atlas to a video; without masks the atlas has only a background layer.
 
     Flow is computed once (or taken from ``flow`` / ``flow_cache_path``, where it is kept while the fit may
@@ -68,6 +68,8 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
         flow_search_dirs: folders searched for RAFT weights.
         flow_cache_path: where the flow is cached while the fit may be resumed.
         keep_checkpoint: keep the checkpoint (with the final state) and the flow cache after the fit.
+        keep_reconstruction: False leaves the result's ``reconstruction`` None (the PSNR is still measured,
+            frame by frame): what a long video needs when nobody looks at its reconstruction.
 
     Returns:
         The :class:`FittedNLA` with its reconstruction PSNR (dB) and atlas bounding boxes. With
@@ -80,18 +82,20 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     validate_inputs(frames, masks)
     cfg.validate()
     T, _, H, W = frames.shape
-    check_fit_memory(T, H, W, masks is not None, cfg.batch_pixels, cfg.working_size, frames.element_size())
+    check_fit_memory(T, H, W, masks is not None, cfg.batch_pixels, cfg.working_size, frames.element_size(),
+                     keep_reconstruction)
     size = working_shape(H, W, int(cfg.working_size))
     if size != (H, W) or frames.dtype == torch.uint8:
         with torch.inference_mode(False), torch.enable_grad():
             frames16, small_masks = working_inputs(frames.detach(), None if masks is None else masks.detach(), size)
             return _fit(frames16, small_masks, cfg, hooks, resolve_device(device), checkpoint_path, resume, flow,
-                        flow_search_dirs, flow_cache_path, keep_checkpoint, full=frames.detach())
+                        flow_search_dirs, flow_cache_path, keep_checkpoint, full=frames.detach(),
+                        keep_reconstruction=keep_reconstruction)
     with torch.inference_mode(False), torch.enable_grad():
         # frames are only read (an fp16 copy is made inside); masks are small enough to copy
         return _fit(frames.detach(), None if masks is None else masks.detach().clone().float(), cfg, hooks,
                     resolve_device(device), checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path,
-                    keep_checkpoint)
+                    keep_checkpoint, keep_reconstruction=keep_reconstruction)
 
 
 def fit_optimizer(model: LayeredAtlas, cfg: NLAFitConfig) -> torch.optim.Adam:
@@ -135,7 +139,7 @@ class _Run:
 
 
 def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path,
-         keep_checkpoint=False, full=None) -> FittedNLA:
+         keep_checkpoint=False, full=None, keep_reconstruction=True) -> FittedNLA:
     """The fit on ``frames`` (the working frames when ``full``, the full-size input, is given)."""
     frames16 = frames.to(torch.float16)
     flow = _video_flow(frames, cfg, hooks, device, flow, flow_search_dirs, flow_cache_path)
@@ -144,7 +148,7 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_
     run.ckpt.finish(keep_checkpoint, run.save)
     if flow_cache_path and not keep_checkpoint:
         remove_run_file(flow_cache_path)
-    return _result(run, frames if full is None else full, flow, hooks)
+    return _result(run, frames if full is None else full, flow, hooks, keep_reconstruction)
 
 
 def _video_flow(frames, cfg, hooks, device, flow, search_dirs, cache_path) -> VideoFlow:
@@ -289,7 +293,7 @@ def _after_step(run: _Run, logs: dict, frames16, device) -> None:
             run.total = run.step  # reached the target: this is the last step
 
 
-def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks) -> FittedNLA:
+def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks, keep: bool = True) -> FittedNLA:
     """The fitted atlas, frozen, with its reconstruction, PSNR and atlas bounding boxes (at the size of
     ``frames``; a working-size fit's reconstruction is uint8)."""
     from .atlas_images import bbox_from_extent
@@ -302,11 +306,13 @@ def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks) -> FittedNLA:
     on_frame = hooks.phase_callback("reconstruction (frames)")
     if (model.cfg.height, model.cfg.width) != tuple(frames.shape[-2:]) or frames.dtype == torch.uint8:
         model = at_frame_size(model, frames.shape[2], frames.shape[3])
-        rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame, out_dtype=torch.uint8)
+        rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame, out_dtype=torch.uint8,
+                                                  keep=keep)
         u8 = to_uint8(frames)
     else:
-        rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame)
+        rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame, keep=keep)
         u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
     bboxes = {layer: bbox_from_extent(model, layer, extents[layer], run.cfg.atlas_resolution) for layer in model.layers()}
     return FittedNLA(model=model, frames_u8=u8, fit_config=run.cfg.to_dict(), psnr=p, steps=run.step,
-                     flow_estimator=flow.estimator, bboxes=bboxes, reconstruction=(rec_rgb, rec_alpha), notes=run.notes)
+                     flow_estimator=flow.estimator, bboxes=bboxes,
+                     reconstruction=(rec_rgb, rec_alpha) if keep else None, notes=run.notes)

@@ -38,7 +38,8 @@ def validate_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor]) -> None
 
 def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool,
                         batch: int = default_of(NLAFitConfig, "batch_pixels"),
-                        working_size: int = default_of(NLAFitConfig, "working_size"), frame_bytes: int = 4) -> int:
+                        working_size: int = default_of(NLAFitConfig, "working_size"), frame_bytes: int = 4,
+                        keep_reconstruction: bool = True) -> int:
     """Rough peak bytes of a fit on CPU.
 
     Counts the input and fp16 frames, the fp16 flow, the masks, the reconstruction outputs, the grids with
@@ -53,6 +54,7 @@ def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool,
         working_size: :attr:`NLAFitConfig.working_size`.
         frame_bytes: bytes per value of the given frames (4 for float32, 1 for uint8 frames with uint8 or
             bool masks).
+        keep_reconstruction: whether the fit keeps its reconstruction (``fit_nla``'s argument).
 
     Returns:
         Bytes (an estimate, not a bound).
@@ -61,12 +63,12 @@ def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool,
     if (h, w) == (height, width) and frame_bytes != 1:
         # per pixel: input fp32 (12) + fp16 copy (6) + fwd/bwd flow fp16 (8) + ok masks (2) + masks (8) + uint8
         # originals (3) + reconstruction rgb/alpha fp32 (16)
-        b = frames * height * width * 55
+        b = frames * height * width * (55 if keep_reconstruction else 39)
     else:
         # full size, per pixel: input (3 values) + its uint8 copy (3, none for uint8 input) + masks (float32,
         # uint8/bool with uint8 frames) + uint8 reconstruction rgb/alpha (4); working size: fp16 frames (6) +
         # flow (8) + ok masks (2) + masks (4)
-        full = 3 * frame_bytes + (0 if frame_bytes == 1 else 3) + (frame_bytes if has_fg else 0) + 4
+        full = 3 * frame_bytes + (0 if frame_bytes == 1 else 3) + (frame_bytes if has_fg else 0) + 4 * keep_reconstruction
         b = frames * (height * width * full + h * w * 20)
     cfg = AtlasConfig(h, w, frames, has_foreground=has_fg)
     colour = int(cfg.resolved_colour_max_res() ** 2 * 3 * 4 / 3)  # pyramid ~ 4/3 of the finest level
@@ -94,7 +96,8 @@ def available_ram_bytes() -> Optional[int]:
 
 def check_fit_memory(frames: int, height: int, width: int, has_fg: bool,
                      batch: int = default_of(NLAFitConfig, "batch_pixels"),
-                     working_size: int = default_of(NLAFitConfig, "working_size"), frame_bytes: int = 4) -> int:
+                     working_size: int = default_of(NLAFitConfig, "working_size"), frame_bytes: int = 4,
+                     keep_reconstruction: bool = True) -> int:
     """Refuse a fit that would not fit in the available RAM (MemoryError saying what to reduce).
 
     Args: as :func:`estimate_fit_memory`.
@@ -102,7 +105,7 @@ def check_fit_memory(frames: int, height: int, width: int, has_fg: bool,
     Returns:
         The estimated bytes.
     """
-    need = estimate_fit_memory(frames, height, width, has_fg, batch, working_size, frame_bytes)
+    need = estimate_fit_memory(frames, height, width, has_fg, batch, working_size, frame_bytes, keep_reconstruction)
     avail = available_ram_bytes()
     if avail is not None and need > 0.9 * avail:
         raise MemoryError(

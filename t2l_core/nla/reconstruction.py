@@ -104,7 +104,7 @@ class _UVExtents:
 def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None, extents: Optional[dict] = None,
                       fg_alpha_threshold: float = 0.05, chunk: int = 65536,
                       on_frame: Optional[Callable[[int, int], None]] = None,
-                      out_dtype: torch.dtype = torch.float32) -> tuple:
+                      out_dtype: torch.dtype = torch.float32, keep: bool = True) -> tuple:
     """Reconstruct every frame (streamed), with the PSNR against ``frames`` and the layers' uv extents.
 
     Args:
@@ -118,6 +118,7 @@ def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None
         on_frame: ``(done, total)`` after each frame (progress and cancellation).
         out_dtype: float32, or uint8 (0..255; a quarter of the memory, for long videos; the PSNR is still
             measured on the unquantised reconstruction).
+        keep: False keeps no frame (rgb and alpha are None): only the PSNR and extents are computed.
 
     Returns:
         (rgb [T,3,H,W], alpha [T,H,W], PSNR in dB vs ``frames`` or nan), on the CPU; 0..1 (or 0..255 as uint8).
@@ -125,8 +126,8 @@ def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None
     cfg = model.cfg
     dev = next(model.parameters()).device
     T, H, W = cfg.frames, cfg.height, cfg.width
-    rgb = torch.empty(T, 3, H, W, dtype=out_dtype)
-    alpha = torch.empty(T, H, W, dtype=out_dtype)
+    rgb = torch.empty(T, 3, H, W, dtype=out_dtype) if keep else None
+    alpha = torch.empty(T, H, W, dtype=out_dtype) if keep else None
     uv_extents = _UVExtents(model.layers(), fg_alpha_threshold)
     xs, ys = frame_pixel_grid(H, W, dev)
     se = 0.0
@@ -140,7 +141,9 @@ def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None
             fa[s:s + chunk] = out["alpha"].cpu()
             uv_extents.add(model, out)
         frame_rgb, frame_alpha = fr.t().reshape(3, H, W), fa.reshape(H, W)
-        if out_dtype == torch.uint8:
+        if not keep:
+            pass
+        elif out_dtype == torch.uint8:
             rgb[t] = (frame_rgb * 255).round().to(torch.uint8)
             alpha[t] = (frame_alpha.clamp(0, 1) * 255).round().to(torch.uint8)
         else:
@@ -151,5 +154,5 @@ def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None
             on_frame(t + 1, T)
     if extents is not None:
         extents.update(uv_extents.result())
-    p = psnr(se / rgb.numel()) if frames is not None else float("nan")
+    p = psnr(se / (T * 3 * H * W)) if frames is not None else float("nan")
     return rgb, alpha, p
