@@ -75,15 +75,18 @@ def release_tensors(module: torch.nn.Module) -> Manifest:
         What was released (shape and dtype per tensor), for :func:`restore_tensors`.
     """
     manifest: Manifest = {}
+    seen: dict = {}  # id of a tensor already released (tied weights) -> what it was
     with torch.no_grad():
         for qual, m, kind, name in _slots(module):
             t = m._parameters[name] if kind == "param" else m._buffers[name]
-            manifest[qual] = (tuple(t.shape), t.dtype)
-            empty = torch.empty(0, dtype=t.dtype, device=t.device)
-            if kind == "param":
-                t.data = empty
+            if id(t) in seen:  # a tied parameter is emptied already; a shared buffer is replaced in this module too
+                manifest[qual] = seen[id(t)]
             else:
-                m._buffers[name] = empty
+                manifest[qual] = seen[id(t)] = (tuple(t.shape), t.dtype)
+                if kind == "param":
+                    t.data = torch.empty(0, dtype=t.dtype, device=t.device)
+            if kind == "buffer":
+                m._buffers[name] = torch.empty(0, dtype=t.dtype, device=t.device)
     return manifest
 
 
