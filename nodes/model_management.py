@@ -185,11 +185,12 @@ def patcher_class():
                 n.t2l = self.t2l
                 return n
 
-            def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
+            def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False,
+                     **kwargs):
                 if self.t2l is not None:
                     self.t2l.restore(self.model)
                 out = super().load(device_to, lowvram_model_memory=lowvram_model_memory,
-                                   force_patch_weights=force_patch_weights, full_load=True)
+                                   force_patch_weights=force_patch_weights, full_load=True, **kwargs)
                 if self.t2l is not None and device_to is not None:
                     self.t2l.moved(torch.device(device_to))
                 return out
@@ -276,7 +277,9 @@ def manage_atlas(nla, source: Optional[Source] = None):
         ``nla``.
     """
     load, offload = devices()
-    return _manage(nla, nla.model, ManagedWeights("atlas", source), load, offload)
+    cfg = nla.cfg
+    label = f"atlas ({cfg.frames} frames {cfg.width}x{cfg.height})"
+    return _manage(nla, nla.model, ManagedWeights(label, source), load, offload)
 
 
 def load_atlas_file(path: str):

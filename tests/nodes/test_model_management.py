@@ -26,6 +26,8 @@ from t2l_core.nla.fitted import FittedNLA
 from t2l_core.runtime.weight_release import module_tensors, tensor_bytes
 
 CPU = torch.device("cpu")
+NODE_KW = dict(prompt="golden astronaut", screen_prompt="", source_prompt="astronaut", iterations=2, size=129,
+               seed=1, views=2)  # Train Edit Layer at a tiny size
 
 
 class FakeModelPatcher:
@@ -167,8 +169,6 @@ def test_a_weights_file_changed_after_the_unload_is_refused(pack, comfy, clip_fi
 
 def test_train_edit_layer_loads_the_clip_with_the_memory_training_needs(pack, comfy, clip_file, astronaut,
                                                                         tmp_path, monkeypatch):
-    from test_edit_nodes import NODE_KW
-
     monkeypatch.chdir(tmp_path)
     mm = pack.nodes.model_management
     clip = _load_clip(pack)
