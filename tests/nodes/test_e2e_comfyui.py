@@ -14,7 +14,10 @@ cannot read, fp16 on the CPU) are refused by POST /prompt before any node runs w
 and that a setting wired from another node is checked when its node runs; then interrupts a long training run and
 checks it stops within seconds, leaves a checkpoint, and the server keeps serving; sends NaN frames (from a
 test-only node pack installed next to ours) into Fit Layered Atlas and checks for a clear error and a server
-that answers the next prompt.
+that answers the next prompt; checks that ``POST /free`` with ``unload_models`` releases a Train Edit Layer
+prompt's CLIP (the server's resident memory drops, ComfyUI loads the CLIP anew for the next prompt, which gives
+the identical image), and, in a separate process against ComfyUI's own ``comfy.model_management`` (no server),
+that our models are loaded whole where ComfyUI asks for a partial load and come back after an unload.
 With Playwright and Chromium present it also loads each workflow in the real frontend and compares the
 frontend's own API conversion with ours.
 """
