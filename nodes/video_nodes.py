@@ -12,8 +12,9 @@ import torch
 
 from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, choices_of,
                             estimate_fit_memory, export_for_compositing, fit_nla, fit_run_files, frame_edit_to_atlas,
-                            load_nla, read_nla_header, render_edits, require_raft_weights, save_nla)
+                            read_nla_header, render_edits, require_raft_weights, save_nla)
 from . import comfy_bridge as cb
+from . import model_management as mm
 from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature, setting_widget
 
 CATEGORY = "Text2LIVE/video"
@@ -113,6 +114,7 @@ class NLAFit:
                               flow_cache_path=flow_cache, keep_checkpoint=bool(w["keep_checkpoint"]))
             finally:
                 cb.soft_empty_cache()
+            mm.use(mm.manage_atlas(nla))  # ComfyUI's model management now holds it (on the device)
             rec, alpha = nla.reconstruction
             nla.reconstruction = None  # keep the cached T2L_NLA small
             atlases = nla.atlas_images(on_progress=hooks.phase_callback("atlas images (texel chunks)"))
@@ -173,6 +175,7 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
     with cb.training_mode():
         edit = atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device(),
                                      on_progress=hooks.phase_callback(f"{layer} atlas for the edit layer (texel chunks)"))
+    edit_layer.drop_generators()
     if notes is not None:
         notes += [f"{layer}_edit_layer: {n}" for n in edit_layer.notes[seen:]]
     return edit
@@ -230,6 +233,7 @@ class AtlasRender:
         edits = {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas, "bg_opacity": bg_opacity,
                  "fg_edit_layer": fg_edit_layer, "bg_edit_layer": bg_edit_layer}
         check_inputs(type(self), edits)
+        mm.use(nla)
         if frames is not None:  # checked before any work
             base = cb.image_to_bchw(frames, "frames")
             nla.check_frames(base)
@@ -275,6 +279,7 @@ class ExportForCompositing(SavesFile):
         edits = {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas, "bg_opacity": bg_opacity,
                  "fg_edit_layer": fg_edit_layer, "bg_edit_layer": bg_edit_layer}
         check_inputs(type(self), {"folder_prefix": folder_prefix, **edits})
+        mm.use(nla)
         notes: list = []
         fg, bg = _layer_edits(nla, edits, notes)
         prefix = os.path.basename(folder_prefix.strip()) or "export"
@@ -300,6 +305,7 @@ class SaveNLA(SavesFile):
 
     def save(self, nla, filename_prefix="atlas"):
         prefix = os.path.basename(filename_prefix.strip()) or "atlas"
+        mm.use(nla)  # weights ComfyUI dropped are read back
         path = save_nla(nla, str(cb.numbered_file(_nla_dir(), prefix)))
         return self.saved(path)
 
@@ -339,8 +345,7 @@ class LoadNLA:
 
     def load(self, file, path=""):
         check_inputs(type(self), {"file": file, "path": path})
-        with cb.training_mode():
-            return (load_nla(self._resolve(file, path), device=cb.torch_device()),)
+        return (mm.load_atlas_file(self._resolve(file, path)),)
 
 
 class FrameEditToAtlas:
@@ -380,6 +385,7 @@ class FrameEditToAtlas:
     def push(self, nla, edited_frame, opacity, frame_index=0):
         rgb = cb.image_to_bchw(edited_frame, "edited_frame")[0]
         a = cb.mask_to_bhw(opacity, "opacity")[0]
+        mm.use(nla)
         edits = frame_edit_to_atlas(nla, int(frame_index), rgb, a)
         outs = []
         for layer in ("fg", "bg"):
