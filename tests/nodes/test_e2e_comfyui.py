@@ -329,6 +329,36 @@ def test_saved_layer_loads_and_applies_to_the_trained_composite(comfy, defs):
     assert len(errors) == 1 and "broken.safetensors" in errors[0]["details"], errors
 
 
+def test_a_protect_mask_from_load_image_leaves_its_pixels_and_is_reported(comfy):
+    """Load Image's MASK (1 - alpha) as Train Edit Layer's protect_mask: the saved composite equals the saved
+    input there, byte for byte, and the node's text reports the opacity inside the protected region."""
+    import numpy as np
+    from PIL import Image
+
+    rgba = np.asarray(Image.open(comfy.base / "input" / "chelsea.jpg").convert("RGBA")).copy()
+    rgba[:, :96, 3] = 0  # transparent left half: Load Image's mask is 1 there
+    Image.fromarray(rgba, "RGBA").save(comfy.base / "input" / "chelsea_left_protected.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea_left_protected.png"}},
+        "2": {"class_type": "T2L_LoadCLIP", "inputs": {"model": "tiny-clip.safetensors", "device": "cpu",
+                                                       "precision": "fp32", "architecture": ""}},
+        "3": {"class_type": "T2L_TrainEditLayer", "inputs": {
+            "clip": ["2", 0], "image": ["1", 0], "prompt": "leopard fur", "screen_prompt": "", "source_prompt": "",
+            "iterations": 3, "size": 129, "seed": 11, "views": 2, "resume": False, "protect_mask": ["1", 1]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "text2live/protected"}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "text2live/unedited"}},
+    }
+    entry = comfy.wait_history(comfy.queue(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    edited, unedited = (np.asarray(Image.open(io.BytesIO(_view(comfy, entry["outputs"][k]["images"][0]))))
+                        for k in ("4", "5"))
+    assert np.array_equal(edited[:, :96], unedited[:, :96])
+    assert not np.array_equal(edited[:, 96:], unedited[:, 96:])
+    text = entry["outputs"]["3"]["text"]
+    assert any("inside the protected region" in line for line in text), text
+    print("\nTrain Edit Layer's text with a protect mask: " + " | ".join(text))
+
+
 def test_missing_clip_refuses_the_whole_video_prompt(comfy, defs):
     """Without CLIP weights nothing of the video workflow starts (no atlas fit), with one message."""
     ui = small(load_json(REPO / "workflows" / "video_edit.json"), defs)
