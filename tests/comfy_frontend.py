@@ -3,7 +3,7 @@ UI-format workflow, let the frontend convert it to an API prompt, and take scree
 
 Used by tests/nodes/test_e2e_comfyui.py (opt-in) and to make the workflow thumbnails and README pictures:
 
-    python tests/comfy_frontend.py http://127.0.0.1:8199 workflows/image_edit.json shot.png
+    python tests/comfy_frontend.py http://127.0.0.1:8199 example_workflows/image_edit.json shot.png
 
 Needs ``pip install playwright`` (its own browser download is NOT needed: Debian's /usr/bin/chromium is used).
 """
