@@ -67,6 +67,19 @@ def load_workflow(page, ui: dict) -> None:
     page.keyboard.press("Escape")
 
 
+def missing_models_dialog(page, ui: dict) -> str:
+    """Load ``ui`` with the frontend's missing-models warning on and return the text of the dialogs it opens
+    ("" when none: every model the nodes' ``properties.models`` name is in its folder), then close them."""
+    page.evaluate("async () => { await window.app.extensionManager.setting.set("
+                  "'Comfy.Workflow.ShowMissingModelsWarning', true); }")
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, null); }", ui)
+    page.wait_for_timeout(1500)
+    text = page.evaluate("() => Array.from(document.querySelectorAll('.p-dialog')).map(d => d.innerText).join('\\n')")
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(300)
+    return text
+
+
 def missing_node_types(page) -> list[str]:
     """Node types in the loaded graph the frontend does not know (what it would show as red 'missing')."""
     return page.evaluate(

@@ -207,7 +207,7 @@ def image_edit(defs) -> dict:
     heat = g.add("PreviewImage", (360, 580), size=(300, 260), title="Relevancy heat map")
     train = g.add("T2L_TrainEditLayer", (720, 40), {
         "prompt": "a cat with leopard fur", "screen_prompt": "leopard fur", "source_prompt": "a cat",
-        "iterations": 1000, "size": 512, "seed": 42, "roi_text": ""}, size=(360, 520))
+        "iterations": 1000, "size": 512, "seed": 42, "roi_text": ""}, size=(360, 700))
     comp = g.add("T2L_Composite", (1140, 40), size=(300, 110))
     save = g.add("SaveImage", (1500, 40), {"filename_prefix": "text2live/composite"}, size=(300, 320),
                  title="Save composite")
@@ -215,7 +215,7 @@ def image_edit(defs) -> dict:
                  title="Save edit (colour + opacity, RGBA)")
     inv = g.add("InvertMask", (1140, 220), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
     rgba = g.add("JoinImageWithAlpha", (1140, 300), size=(260, 50))
-    keep = g.add("T2L_SaveEditLayer", (720, 720), {"filename_prefix": "edit_layer"}, size=(360, 90))
+    keep = g.add("T2L_SaveEditLayer", (720, 800), {"filename_prefix": "edit_layer"}, size=(360, 90))
     m2i = g.add("MaskToImage", (1500, 420), size=(220, 30))
     opac = g.add("PreviewImage", (1500, 500), size=(300, 260), title="Opacity")
     green = g.add("PreviewImage", (1140, 780), size=(300, 260), title="Green screen")
@@ -258,16 +258,16 @@ def video_edit(defs) -> dict:
     _, masks_img = _video_input(g, "input_video_masks.mp4", (0, 420), "Load Video (foreground masks)", 768, 432)
     to_mask = g.add("ImageToMask", (600, 530), {"channel": "red"}, size=(220, 60))
     fit = g.add("T2L_NLAFit", (880, 40), {"iterations": 2000, "atlas_resolution": 0, "seed": 7}, size=(340, 300),
-                title="Fit Layered Atlas (runs only when the edit can run)")
+                title="Fit Layered Atlas (waits for the edit)")
     clip = g.add("T2L_LoadCLIP", (880, 400), {"model": CLIP_FILE}, size=(300, 130), models=(CLIP_MODEL,))
     train = g.add("T2L_TrainEditLayer", (1260, 40), {
         "prompt": "a giraffe with zebra stripes", "screen_prompt": "zebra stripes", "source_prompt": "a giraffe",
         "roi_text": "giraffe", "iterations": 3000, "seed": 42, "atlas_layer": "foreground", "video_defaults": True},
-        size=(360, 480), title="Train Edit Layer (on the foreground atlas)")
-    inv = g.add("InvertMask", (1680, 300), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
-    rgba = g.add("JoinImageWithAlpha", (1680, 360), size=(260, 50))
-    atlas_prev = g.add("PreviewImage", (1680, 440), size=(300, 260), title="Edited foreground atlas (with opacity)")
-    keep = g.add("T2L_SaveEditLayer", (1260, 760), {"filename_prefix": "video_edit_layer"}, size=(360, 90))
+        size=(360, 700), title="Train Edit Layer (on the foreground atlas)")
+    inv = g.add("InvertMask", (1680, 330), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
+    rgba = g.add("JoinImageWithAlpha", (1680, 390), size=(260, 50))
+    atlas_prev = g.add("PreviewImage", (1680, 470), size=(300, 260), title="Edited foreground atlas (with opacity)")
+    keep = g.add("T2L_SaveEditLayer", (1260, 800), {"filename_prefix": "video_edit_layer"}, size=(360, 90))
     render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 230))
     save = g.add("SaveVideo", (2020, 40), {"filename_prefix": "text2live/video_edit"}, size=(320, 380),
                  title="Save Video (mp4 with the source's sound)")
@@ -287,7 +287,7 @@ def video_edit(defs) -> dict:
     g.link(train, "edit_layer", render, "fg_edit_layer")
     g.link(render, "video", save, "video")
     g.group("1. Video and masks as IMAGE/MASK batches (core nodes)", (-20, -30, 860, 820), "grey")
-    g.group("2. Text-driven edit trained on the atlas", (1240, -30, 400, 900), "blue")
+    g.group("2. Text-driven edit trained on the atlas", (1240, -30, 400, 950), "blue")
     return g.to_ui()
 
 
@@ -306,7 +306,7 @@ def atlas_chaining(defs) -> dict:
     zeros = g.add("ThresholdMask", (1000, 140), {"value": 1.0}, size=(260, 60), title="Empty mask of atlas size")
     where = g.add("MaskComposite", (1320, 260), {"x": 64, "y": 32, "operation": "add"}, size=(300, 160),
                   title="Where the overlay is (same x, y)")
-    edited = g.add("PreviewImage", (1680, 280), size=(300, 260), title="Background atlas edit (with opacity)")
+    edited = g.add("PreviewImage", (1680, 330), size=(300, 260), title="Background atlas edit (with opacity)")
     inv_where = g.add("InvertMask", (1320, 470), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
     rgba = g.add("JoinImageWithAlpha", (1320, 550), size=(260, 50))
     render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 230))

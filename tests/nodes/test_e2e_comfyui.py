@@ -531,6 +531,24 @@ def test_real_frontend_loads_each_workflow_and_converts_it_like_we_do(comfy, def
                 assert by_id[n["id"]]["widgets_values"] == n["widgets_values"], (path.name, n["type"])
 
 
+def test_real_frontend_offers_the_clip_download_when_the_file_is_missing(comfy):
+    """The frontend's missing-models dialog lists Load CLIP's file with its folder, and a download it allows
+    (Hugging Face, .safetensors): tiny-clip.safetensors is all models/text2live holds here."""
+    import comfy_frontend
+
+    if not comfy_frontend.available():
+        pytest.skip("Playwright and /usr/bin/chromium are needed for the frontend check")
+    with comfy_frontend.comfy_page(comfy.url) as page:
+        for path in WORKFLOWS:
+            ui = load_json(path)
+            text = comfy_frontend.missing_models_dialog(page, ui)
+            if any(n["type"] == "T2L_LoadCLIP" for n in ui["nodes"]):
+                assert "text2live / ViT-B-32-openai.safetensors" in text and "Copy URL" in text, (path.name, text)
+                assert "not allowed" not in text and "Invalid directory" not in text, (path.name, text)
+            else:
+                assert "ViT-B-32" not in text, (path.name, text)
+
+
 # ------------------------------------------------------------------------------------ checks at queue time
 def _edit_over_colour(fill_color="#00B140", precision="fp32", colour_from=None) -> dict:
     """Train Edit Layer (tiny) -> Composite over a solid colour -> SaveImage; ``colour_from`` wires fill_color
