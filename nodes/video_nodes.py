@@ -45,7 +45,9 @@ class NLAFit:
         "Fits a Neural Layered Atlas to your video: every frame is explained as a background atlas (one image of "
         "the whole scene, unwrapped over the camera motion) and, with masks, a foreground atlas plus a per-frame "
         "foreground opacity. Edit the atlas images with any node (painting, img2img) and map them back with "
-        "Atlas Render: the edit follows the video's motion. Optical flow comes from torchvision RAFT when its "
+        "Atlas Render: the edit follows the video's motion. Connect the video as an IMAGE batch (frames) or as "
+        "ComfyUI's VIDEO (video, e.g. Load Video); the atlas keeps a VIDEO's frame rate and sound for Atlas "
+        "Render's video output. Optical flow comes from torchvision RAFT when its "
         "weights are in models/text2live or torch's cache, otherwise from a built-in estimator (no download). "
         "Cancelling keeps a checkpoint (and the optical flow); running again with the same inputs resumes it. A "
         "finished fit removes both unless keep_checkpoint is on."
@@ -213,7 +215,8 @@ class AtlasRender:
         "Maps edited atlas images back into every frame (bilinear) and blends them over the original frames "
         "(NLA eq. 15/16): the edit moves with the video. Any node can produce the edit: paint on the fg/bg atlas "
         "image from Fit Layered Atlas, or img2img it, and give an opacity MASK (1 = edit visible). Without "
-        "edits the original frames come back unchanged."
+        "edits the original frames come back unchanged. The result comes as an IMAGE batch and as a VIDEO (for "
+        "Save Video) at the source video's frame rate, with its sound."
     )
     RETURN_TYPES = ("IMAGE", "VIDEO")
     RETURN_NAMES = ("frames", "video")
