@@ -12,7 +12,11 @@ frontend 1.27.10). Widget rules follow that frontend:
   ``control_after_generate`` is truthy, and after an INT named ``seed``/``noise_seed`` unless
   ``control_after_generate`` is explicitly False; plus an upload widget value ("image") after a combo with
   ``image_upload``/``video_upload``;
-- frontend-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) never reach the server.
+- frontend-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) never reach the server;
+- a node's ``properties.models`` (``[{"name", "url", "directory"}]``) is the model metadata the frontend offers
+  to download when the file named in a widget is missing: a combo value equal to one of those names is valid
+  (the file is not there yet, by design);
+- outputs are only ever appended: a workflow saved before a node gained an output lists a prefix of them.
 """
 
 from __future__ import annotations
@@ -85,6 +89,10 @@ CORE_NODES: dict[str, dict] = {
     "GetVideoComponents": {"input": {"required": {"video": ("VIDEO", {})}},
                            "output": ("IMAGE", "AUDIO", "FLOAT"), "output_name": ("images", "audio", "fps"),
                            "output_node": False},
+    "SaveVideo": {"input": {"required": {
+        "video": ("VIDEO", {}), "filename_prefix": ("STRING", {"default": "video/ComfyUI"}),
+        "format": (["auto", "mp4"], {"default": "auto"}), "codec": (["auto", "h264"], {"default": "auto"})}},
+        "output": (), "output_node": True},
     "SaveAnimatedWEBP": {"input": {"required": {
         "images": ("IMAGE", {}), "filename_prefix": ("STRING", {"default": "ComfyUI"}),
         "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
@@ -209,7 +217,8 @@ def node_defs(node_class_mappings: dict) -> dict[str, NodeDef]:
 
 
 # ---------------------------------------------------------------------------------------------- the checker
-def _check_value(inp: InputDef, value: Any) -> Optional[str]:
+def _check_value(inp: InputDef, value: Any, offered: tuple = ()) -> Optional[str]:
+    """What is wrong with a widget value; ``offered``: file names the workflow's model metadata offers to download."""
     t, o = inp.type, inp.opts
     if t == "INT":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -231,7 +240,7 @@ def _check_value(inp: InputDef, value: Any) -> Optional[str]:
         if inp.options is None:
             if not isinstance(value, str) or not value:
                 return f"expects a file name, got {value!r}"
-        elif value not in inp.options:
+        elif value not in inp.options and value not in offered:
             shown = inp.options[:6] + (["..."] if len(inp.options) > 6 else [])
             return f"value {value!r} not in {shown}"
     return None
@@ -270,6 +279,7 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
             continue
         # widgets_values: positional, with control and upload extras
         values = n.get("widgets_values", [])
+        offered = tuple(m.get("name") for m in (n.get("properties") or {}).get("models") or [] if isinstance(m, dict))
         slots = d.widget_slots()
         if not isinstance(values, list):
             errors.append(f"{where}: widgets_values must be a list")
@@ -288,7 +298,7 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
                 if value != "image":
                     errors.append(f"{where}: upload widget value must be 'image', got {value!r}")
             else:
-                problem = _check_value(inp, value)
+                problem = _check_value(inp, value, offered)
                 if problem:
                     errors.append(f"{where}: widget '{inp.name}' {problem}")
         # declared sockets
@@ -317,7 +327,7 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
                     errors.append(f"{where}: required input '{inp.name}' is not connected")
         # outputs
         outs = n.get("outputs", [])
-        if len(outs) != len(d.outputs):
+        if len(outs) > len(d.outputs):  # fewer: saved before outputs were appended, which the frontend accepts
             errors.append(f"{where}: {len(outs)} outputs, the node has {len(d.outputs)}")
         for slot, (o, t) in enumerate(zip(outs, d.outputs)):
             if o.get("type") != t:
@@ -407,8 +417,10 @@ def to_api(ui: dict, defs: dict[str, NodeDef]) -> dict[str, dict]:
     return prompt
 
 
-def check_api(prompt: dict, defs: dict[str, NodeDef]) -> list[str]:
-    """Problems in an API prompt: unknown types, missing/extra inputs, bad values, dangling or mistyped links."""
+def check_api(prompt: dict, defs: dict[str, NodeDef], offered: Iterable[str] = ()) -> list[str]:
+    """Problems in an API prompt: unknown types, missing/extra inputs, bad values, dangling or mistyped links.
+    ``offered``: model file names the UI workflow's model metadata offers to download (valid combo values)."""
+    offered = tuple(offered)
     errors = []
     for nid, node in prompt.items():
         d = defs.get(node.get("class_type"))
@@ -430,7 +442,7 @@ def check_api(prompt: dict, defs: dict[str, NodeDef]) -> list[str]:
                 if out_t != inp.type and inp.type != "*":
                     errors.append(f"{where}: {name} ({inp.type}) linked to a {out_t} output")
             else:
-                problem = _check_value(inp, value)
+                problem = _check_value(inp, value, offered)
                 if problem:
                     errors.append(f"{where}: {name} {problem}")
         for inp in d.inputs:
@@ -462,6 +474,11 @@ def set_widget(ui: dict, node_type: str, name: str, value: Any, defs: dict[str, 
 
 def output_nodes(prompt: dict, defs: dict[str, NodeDef]) -> list[str]:
     return [nid for nid, n in prompt.items() if defs[n["class_type"]].output_node]
+
+
+def offered_models(ui: dict) -> list[dict]:
+    """Every model entry (``{"name", "url", "directory"}``) of the nodes' ``properties.models`` in a UI workflow."""
+    return [m for n in ui.get("nodes", []) for m in (n.get("properties") or {}).get("models") or []]
 
 
 def iter_workflows(folder: str | Path) -> Iterable[Path]:

@@ -263,3 +263,20 @@ def test_local_folder_is_searched_for_arch_and_tag(tmp_path, tiny_clip):
     save_clip(tiny_clip, folder / "ViT-B-32-openai.safetensors")  # our format: the config travels with it
     clip = load_clip("ViT-B-32:openai", search_dirs=[folder], allow_download=False)
     assert clip.patch_size == tiny_clip.patch_size
+
+
+def test_a_bare_file_named_after_its_pretrained_pair_needs_no_architecture(tmp_path, tiny_clip):
+    """The example workflows download OpenAI's ViT-B/32 (open_clip layout, no config inside) as
+    ViT-B-32-openai.safetensors: the name says which architecture reads it (the QuickGELU one)."""
+    from safetensors.torch import save_file
+
+    from t2l_core.clip.search import file_name_architecture
+
+    assert file_name_architecture("ViT-B-32-openai.safetensors") == "ViT-B-32-quickgelu"
+    assert file_name_architecture("models/ViT-B-16-laion2b_s34b_b88k.bin") == "ViT-B-16"
+    assert file_name_architecture("bare.safetensors") is None and file_name_architecture("ViT-B-32-openai.txt") is None
+    path = tmp_path / "ViT-B-32-openai.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()}, str(path))
+    # tiny weights under that name: read as ViT-B-32-quickgelu (so they do not fit), not "give the architecture"
+    with pytest.raises(ValueError, match="does not match the ViT-B-32-quickgelu architecture"):
+        load_clip_file(path, device="cpu")

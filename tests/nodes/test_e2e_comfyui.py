@@ -6,9 +6,11 @@
 Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whose ``custom_nodes`` holds a
 symlink to this repository and whose ``models/text2live`` holds a tiny random CLIP; waits for our node ids in
 ``/object_info``; asks the template route for each workflow and its thumbnail (what the frontend's template
-browser opens); runs every shipped workflow (converted to the API format, at tiny sizes) through
-``POST /prompt``; polls ``/history`` for success and fetches every output through ``/view`` (the animations at the
-input video's frame rate); saves, loads and applies an edit layer (the trained composite within 1/255); checks
+browser opens) and the model folder their Load CLIP's download metadata names; runs every shipped workflow
+(converted to the API format, at tiny sizes) through ``POST /prompt``; polls ``/history`` for success and fetches
+every output through ``/view`` (the mp4s at the input video's frame rate, with its sound); sends a video with a
+sound track through Load Video -> Fit Layered Atlas -> Train Edit Layer -> Atlas Render -> Save Video and reads
+the mp4 with PyAV (frame rate, frame count, the sound); reads pyproject.toml with ComfyUI's own parser; saves, loads and applies an edit layer (the trained composite within 1/255); checks
 that a missing CLIP refuses the whole video prompt with one message, that bad settings (a colour Composite
 cannot read, fp16 on the CPU) are refused by POST /prompt before any node runs with one message per node,
 and that a setting wired from another node is checked when its node runs; then interrupts a long training run and
@@ -50,9 +52,11 @@ if not COMFY_DIR:
     pytest.skip("set T2L_COMFYUI_DIR to a ComfyUI checkout to run the end-to-end tests", allow_module_level=True)
 
 COMFY_PYTHON = os.environ.get("T2L_COMFYUI_PYTHON", sys.executable)
-WORKFLOWS = list(iter_workflows(REPO / "workflows"))
+WORKFLOWS = list(iter_workflows(REPO / "example_workflows"))
 FRAMES, HEIGHT, WIDTH = 8, 144, 176  # small video: the video edit generator needs >= 129 px frames
-FPS = 10  # the videos' frame rate, which the animations must keep (not the widget's 12)
+FPS = 10  # the videos' frame rate, which the saved videos must keep
+SOUND_RATE, TONE = 22050, 440.0  # the sound track of input_video.mp4 and with_sound.mp4: a 440 Hz sine
+SOUND_FPS = 12  # with_sound.mp4's frame rate (another than input_video.mp4's)
 PACK_NAME = "comfyui-text2live"  # the folder name under custom_nodes, as ComfyUI names our routes
 
 
@@ -132,9 +136,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_inputs(input_dir: Path) -> None:
-    """What the workflows' Notes ask the user for, made here: a photo, a video + mask video, an RGBA overlay."""
+def _write_mp4(path: Path, clip, fps: int, sound: bool) -> None:
+    """[T,3,H,W] frames in 0..1 -> an H.264 mp4 at ``fps``, with a mono 440 Hz sine AAC track when ``sound``."""
     import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = clip.shape[3], clip.shape[2], "yuv420p"
+        stream.options = {"crf": "10"}
+        audio = out.add_stream("aac", rate=SOUND_RATE, layout="mono") if sound else None
+        for f in clip:
+            arr = (f.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+        if audio is None:
+            return
+        n = round(clip.shape[0] / fps * SOUND_RATE)
+        wave = (0.4 * np.sin(2 * np.pi * TONE * np.arange(n) / SOUND_RATE)).astype(np.float32)[None]
+        for i in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = SOUND_RATE, i
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+
+
+def _write_inputs(input_dir: Path) -> None:
+    """What the workflows' Notes ask the user for, made here: a photo, a video (with sound) + mask video, an RGBA
+    overlay; and a video with sound at another frame rate for the VIDEO pipeline."""
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -143,17 +176,9 @@ def _write_inputs(input_dir: Path) -> None:
 
     Image.fromarray(data.chelsea()).resize((192, 128), Image.LANCZOS).save(input_dir / "chelsea.jpg", quality=95)
     vid = make_synthetic_video(frames=FRAMES, height=HEIGHT, width=WIDTH)
-    for name, clip in (("input_video.mp4", vid.frames), ("input_video_masks.mp4", vid.masks[:, None].expand(-1, 3, -1, -1))):
-        with av.open(str(input_dir / name), "w") as out:
-            stream = out.add_stream("libx264", rate=FPS)
-            stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-            stream.options = {"crf": "10"}
-            for f in clip:
-                arr = (f.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                    out.mux(packet)
-            for packet in stream.encode():
-                out.mux(packet)
+    _write_mp4(input_dir / "input_video.mp4", vid.frames, FPS, sound=True)
+    _write_mp4(input_dir / "input_video_masks.mp4", vid.masks[:, None].expand(-1, 3, -1, -1), FPS, sound=False)
+    _write_mp4(input_dir / "with_sound.mp4", vid.frames.flip(-1), SOUND_FPS, sound=True)
     rgba = np.zeros((16, 24, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 255, 0
     rgba[4:12, 4:20, 3] = 255  # an opaque red bar with a transparent border
@@ -266,12 +291,27 @@ def test_workflow_runs(comfy, defs, path):
         for f in files:
             body = _view(comfy, f)
             assert len(body) > 100, f
-            if prompt[nid]["class_type"] == "SaveAnimatedWEBP":  # frame rate taken from the video
-                from PIL import Image
+            if prompt[nid]["class_type"] == "SaveVideo":  # the source's frame rate, frame count and sound
+                assert _mp4_facts(body) == {"fps": FPS, "frames": FRAMES, "sound_rate": SOUND_RATE}, path.name
 
-                anim = Image.open(io.BytesIO(body))
-                anim.load()  # the frame duration is read with the first frame
-                assert anim.n_frames == FRAMES and anim.info["duration"] == 1000 // FPS
+
+def _mp4_facts(body: bytes) -> dict:
+    """Frame rate, decoded frame count and sample rate of an mp4 (PyAV); the sound must be the 440 Hz sine."""
+    import av
+    import numpy as np
+
+    with av.open(io.BytesIO(body)) as c:
+        video = c.streams.video[0]
+        facts = {"fps": video.average_rate, "frames": sum(1 for _ in c.decode(video=0)), "sound_rate": None}
+        if c.streams.audio:
+            facts["sound_rate"] = c.streams.audio[0].sample_rate
+            c.seek(0)
+            sound = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)[0]
+            spectrum = np.abs(np.fft.rfft(sound))
+            peak = np.fft.rfftfreq(sound.size, 1 / facts["sound_rate"])[int(spectrum.argmax())]
+            assert abs(peak - TONE) < 10, f"the sound peaks at {peak:.0f} Hz, not the source's {TONE:.0f} Hz"
+            assert sound.size >= 0.9 * facts["frames"] / facts["fps"] * facts["sound_rate"], "the sound is cut short"
+    return facts
 
 
 def _view(comfy: "Comfy", f: dict) -> bytes:
@@ -280,9 +320,12 @@ def _view(comfy: "Comfy", f: dict) -> bytes:
 
 
 def test_templates_open_from_the_template_route(comfy):
-    """What the frontend's template browser fetches: the list, each workflow JSON and its thumbnail."""
-    listing = comfy.get("/api/workflow_templates")
-    assert sorted(listing[PACK_NAME]) == sorted(p.stem for p in WORKFLOWS)
+    """What the frontend's template browser fetches: the list (each template once, from example_workflows/),
+    each workflow JSON and its thumbnail."""
+    for route in ("/workflow_templates", "/api/workflow_templates"):
+        listing = comfy.get(route)
+        assert sorted(listing[PACK_NAME]) == sorted(p.stem for p in WORKFLOWS) == ["atlas_chaining", "image_edit",
+                                                                                   "video_edit"], route
     for p in WORKFLOWS:
         served = comfy.get(f"/api/workflow_templates/{PACK_NAME}/{p.name}")
         assert served == load_json(p), p.name
@@ -292,12 +335,68 @@ def test_templates_open_from_the_template_route(comfy):
     assert b"registerExtension" in js
 
 
+def test_the_missing_model_dialog_has_what_it_needs(comfy):
+    """The frontend offers a template's properties.models entry when the named folder is one of the server's
+    model folders (/experiment/models) and the file is not listed in it: Load CLIP's file, in models/text2live."""
+    comfy.get("/object_info")  # what the frontend loads first (Load CLIP's file list registers the folder)
+    folders = {f["name"]: f["folders"] for f in comfy.get("/experiment/models")}
+    offered = [m for p in WORKFLOWS for n in load_json(p)["nodes"] for m in n.get("properties", {}).get("models", [])]
+    assert len(offered) == 2
+    for model in offered:
+        assert model["directory"] in folders, model
+        assert str(comfy.base / "models" / "text2live") in folders[model["directory"]]
+        present = [f["name"] for f in comfy.get(f"/experiment/models/{model['directory']}")]
+        assert "tiny-clip.safetensors" in present and model["name"] not in present
+
+
+def test_pyproject_reads_with_comfyuis_own_parser():
+    """ComfyUI's comfy_config (the registry's schema) reads [tool.comfy]: publisher, display name, icon and the
+    minimum ComfyUI version."""
+    code = ("import json; from comfy_config import config_parser as p; c = p.extract_node_configuration(%r); "
+            "print(json.dumps({'comfy': c.tool_comfy.model_dump(), 'comfyui': c.project.supported_comfyui_version, "
+            "'name': c.project.name}))" % str(REPO))
+    out = subprocess.run([COMFY_PYTHON, "-c", code], cwd=COMFY_DIR, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["name"] == PACK_NAME and facts["comfyui"] == ">=0.3.64"
+    assert facts["comfy"]["publisher_id"] and facts["comfy"]["display_name"].startswith("Text2LIVE")
+    assert facts["comfy"]["icon"].endswith("/assets/icon.png") and (REPO / "assets" / "icon.png").is_file()
+
+
+def test_a_video_with_sound_goes_through_the_atlas_and_keeps_its_frame_rate_and_sound(comfy):
+    """Load Video -> Fit Layered Atlas (the VIDEO alone) -> Train Edit Layer -> Atlas Render -> Save Video: the
+    mp4 has the source's frame rate, frame count and sound track."""
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "with_sound.mp4"}},
+        "2": {"class_type": "T2L_NLAFit", "inputs": {"video": ["1", 0], "iterations": 20, "atlas_resolution": 0,
+                                                     "seed": 3, "batch_pixels": 512, "flow": "lk"}},
+        "3": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "4": {"class_type": "T2L_LoadCLIP", "inputs": {"model": "tiny-clip.safetensors", "device": "cpu",
+                                                       "precision": "fp32", "architecture": ""}},
+        "5": {"class_type": "T2L_TrainEditLayer", "inputs": {
+            "clip": ["4", 0], "image": ["3", 0], "nla": ["2", 0], "atlas_layer": "background",
+            "prompt": "a snowy scene", "screen_prompt": "snow", "source_prompt": "", "iterations": 2, "size": 129,
+            "seed": 3, "views": 2, "resume": False}},
+        "6": {"class_type": "T2L_AtlasRender", "inputs": {"nla": ["2", 0], "bg_edit_layer": ["5", 4]}},
+        "7": {"class_type": "SaveVideo", "inputs": {"video": ["6", 1], "filename_prefix": "text2live/with_sound",
+                                                    "format": "auto", "codec": "auto"}},
+    }
+    t0 = time.time()
+    entry = comfy.wait_history(comfy.queue(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"]["messages"], indent=1)[-4000:]
+    (saved,) = entry["outputs"]["7"]["images"]
+    assert saved["filename"].endswith(".mp4")
+    facts = _mp4_facts(_view(comfy, saved))
+    print(f"\nvideo with sound through the atlas: {facts} in {time.time() - t0:.1f} s")
+    assert facts == {"fps": SOUND_FPS, "frames": FRAMES, "sound_rate": SOUND_RATE}
+
+
 def test_saved_layer_loads_and_applies_to_the_trained_composite(comfy, defs):
     """Save Edit Layer -> Load Edit Layer -> Apply Edit Layer gives the trained composite within 1/255."""
     import numpy as np
     from PIL import Image
 
-    ui = small(load_json(REPO / "workflows" / "image_edit.json"), defs, seed=901, resume=False)
+    ui = small(load_json(REPO / "example_workflows" / "image_edit.json"), defs, seed=901, resume=False)
     prompt = to_api(ui, defs)
     entry = comfy.wait_history(comfy.queue(prompt), timeout=600)
     assert entry["status"]["status_str"] == "success", entry["status"]
@@ -361,7 +460,7 @@ def test_a_protect_mask_from_load_image_leaves_its_pixels_and_is_reported(comfy)
 
 def test_missing_clip_refuses_the_whole_video_prompt(comfy, defs):
     """Without CLIP weights nothing of the video workflow starts (no atlas fit), with one message."""
-    ui = small(load_json(REPO / "workflows" / "video_edit.json"), defs)
+    ui = small(load_json(REPO / "example_workflows" / "video_edit.json"), defs)
     ui = set_widget(ui, "T2L_LoadCLIP", "model", "not-there.safetensors", defs)
     status, body = comfy.post("/prompt", {"prompt": to_api(ui, defs)})
     assert status == 400, body
@@ -373,7 +472,7 @@ def test_missing_clip_refuses_the_whole_video_prompt(comfy, defs):
 
 
 def test_interrupt_during_training_stops_quickly_and_server_keeps_serving(comfy, defs):
-    ui = small(load_json(REPO / "workflows" / "image_edit.json"), defs, iterations=100000, seed=777, resume=False)
+    ui = small(load_json(REPO / "example_workflows" / "image_edit.json"), defs, iterations=100000, seed=777, resume=False)
     prompt = to_api(ui, defs)
     train_id = next(k for k, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
     client_id = uuid.uuid4().hex
@@ -410,7 +509,7 @@ def test_interrupt_during_training_stops_quickly_and_server_keeps_serving(comfy,
     assert set(ckpt_dir.glob("*.safetensors")) - before, "cancelling left no resumable checkpoint"
     # the server keeps serving: object_info answers and a new short run succeeds
     assert "T2L_TrainEditLayer" in comfy.get("/object_info/T2L_TrainEditLayer")
-    pid = comfy.queue(to_api(small(load_json(REPO / "workflows" / "image_edit.json"), defs, seed=778), defs))
+    pid = comfy.queue(to_api(small(load_json(REPO / "example_workflows" / "image_edit.json"), defs, seed=778), defs))
     assert comfy.wait_history(pid, timeout=300)["status"]["status_str"] == "success"
 
 
@@ -463,6 +562,24 @@ def test_real_frontend_loads_each_workflow_and_converts_it_like_we_do(comfy, def
             by_id = {n["id"]: n for n in saved["nodes"]}
             for n in ui["nodes"]:  # the frontend keeps our positional widget values as they are
                 assert by_id[n["id"]]["widgets_values"] == n["widgets_values"], (path.name, n["type"])
+
+
+def test_real_frontend_offers_the_clip_download_when_the_file_is_missing(comfy):
+    """The frontend's missing-models dialog lists Load CLIP's file with its folder, and a download it allows
+    (Hugging Face, .safetensors): tiny-clip.safetensors is all models/text2live holds here."""
+    import comfy_frontend
+
+    if not comfy_frontend.available():
+        pytest.skip("Playwright and /usr/bin/chromium are needed for the frontend check")
+    with comfy_frontend.comfy_page(comfy.url) as page:
+        for path in WORKFLOWS:
+            ui = load_json(path)
+            text = comfy_frontend.missing_models_dialog(page, ui)
+            if any(n["type"] == "T2L_LoadCLIP" for n in ui["nodes"]):
+                assert "text2live / ViT-B-32-openai.safetensors" in text and "Copy URL" in text, (path.name, text)
+                assert "not allowed" not in text and "Invalid directory" not in text, (path.name, text)
+            else:
+                assert "ViT-B-32" not in text, (path.name, text)
 
 
 # ------------------------------------------------------------------------------------ checks at queue time
