@@ -25,7 +25,7 @@ TOL = 1e-5
 def _losses_and_grads(clip, image, save_memory: bool):
     config = tiny_config(roi_text="astronaut")
     rt = EditRuntime(clip, fast=True, save_memory=save_memory)
-    assert rt.clip.checkpoint_blocks is save_memory
+    assert rt.clip.grad_checkpointing is save_memory
     gen = rt.prepare(build_generator(SMALL_GENERATOR, seed=3).double())
     assert gen.recompute_top is save_memory
     generate = rt.forward
