@@ -52,19 +52,6 @@ class EditResult:
     resumed_from: int = 0  # steps taken from a checkpoint
 
 
-def lr_at(step: int, lr: float = 2.5e-3, decay: float = 0.99, lr_min: float = 1e-5) -> float:
-    """The learning rate of a step (paper appendix A.3).
-
-    Args:
-        step: 0-based; the rate after ``step`` decays.
-        lr, decay, lr_min: the schedule.
-
-    Returns:
-        max(lr_min, lr·decay**step).
-    """
-    return max(lr_min, lr * decay**step)
-
-
 def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[torch.Tensor] = None,
                       clip=None) -> str:
     """Hash of everything that determines a run's result (a checkpoint key).
@@ -216,7 +203,7 @@ class ImageExamples:
             if self.mask is not None:
                 targets = [m[:, 0] for _, m in pairs]
             else:  # before the generator runs: the relevancy pass and its activations come and go first
-                targets = [relevancy_target(self.clip, x, self.config, (224, 224)) for x in inputs]
+                targets = [relevancy_target(self.clip, x, self.config) for x in inputs]
         # the whole image (2nd example) is an extra example: a runner may regenerate it for its backward pass
         outs = [runner.generate(x, deferred=i > 0) for i, x in enumerate(inputs)]
         return StepExamples(inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs],

@@ -188,7 +188,7 @@ class AtlasExamples:
             _add(ex, sample.full, o[:, :3], o[:, 3:])
             ex.source_tokens = self.whole_target.last_of(sample.full, len(ex.inputs))
         if self.use_relevancy and bootstrap_weight > 0:
-            ex.bootstrap_targets = [relevancy_target(self.clip, x, cfg, (224, 224)) for x in ex.inputs]
+            ex.bootstrap_targets = [relevancy_target(self.clip, x, cfg) for x in ex.inputs]
         return ex
 
     def preview(self, runner) -> torch.Tensor:
