@@ -34,7 +34,8 @@ from ..edit.generator import build_generator
 from ..edit.layer import RESOLUTIONS, EditLayer, LayerOutput
 from ..edit.objective import TextBanks
 from ..edit.step_runner import PlainSteps
-from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, train_generator
+from ..edit.objective import StepExamples
+from ..edit.training_loop import LoopSettings, WholeInputTarget, train_generator
 from ..io.input_checks import require_finite
 from ..progress import PHASE_DATASET, PHASE_KEY, PHASE_RELEVANCY, PHASE_STRUCTURE, PHASE_TEXT, Hooks, startup_phase
 from .internal_dataset import InternalDataset, working_image

@@ -38,7 +38,8 @@ from ..edit.generator import build_generator
 from ..edit.layer import EditLayer
 from ..edit.objective import TextBanks
 from ..edit.step_runner import PlainSteps
-from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, train_generator
+from ..edit.objective import StepExamples
+from ..edit.training_loop import LoopSettings, WholeInputTarget, train_generator
 from ..image.training import result_settings
 from ..nla.fit import FittedNLA
 from ..nla.render import AtlasEdit, render_frame

@@ -22,7 +22,7 @@ import torch
 from _edit_helpers import tiny_config
 from t2l_core.device import autocast_dtype, thread_scope
 from t2l_core.clip.relevancy import relevancy_map
-from t2l_core.edit.objective import TextBanks, edit_objective
+from t2l_core.edit.objective import StepExamples, TextBanks, edit_objective
 from t2l_core.edit.generator import build_generator
 from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
@@ -106,8 +106,9 @@ def test_objective_equal_on_trained_weights(tiny_clip, tiny_clip64, astronaut):
                          (tiny_clip64.view(fused=True), gen_fast, torch.channels_last)):
         out = g(x.contiguous(memory_format=fmt))
         rel = relevancy_map(clip, x, "astronaut", size=(224, 224))
-        _, terms = edit_objective(clip, [x], [out[:, :3]], [out[:, 3:]], banks, views, config.weights,
-                                  make_generator(7), bootstrap_targets=[rel], bootstrap_weight=5.0)
+        examples = StepExamples([x], [out[:, :3]], [out[:, 3:]], bootstrap_targets=[rel])
+        _, terms = edit_objective(clip, examples, banks, views, config.weights, make_generator(7),
+                                  bootstrap_weight=5.0)
         results.append(terms)
     plain, fast = results
     for name in plain:
