@@ -31,6 +31,11 @@ def _nla_dir() -> Path:
     return _output_folder("nla")
 
 
+def _atlas_path(file: str, path: str = "") -> str:
+    """Load NLA's atlas file: ``path`` when set, else ``file`` in output/text2live/nla."""
+    return path.strip() if path and path.strip() else str(_nla_dir() / file)
+
+
 def _hwc(img: torch.Tensor) -> torch.Tensor:
     """[3,H,W] -> IMAGE [1,H,W,3]."""
     return cb.bchw_to_image(img[None])
@@ -337,17 +342,13 @@ class LoadNLA:
         }}
 
     @classmethod
-    def _resolve(cls, file, path="") -> str:
-        return path.strip() if path and path.strip() else str(_nla_dir() / file)
-
-    @classmethod
     def IS_CHANGED(cls, file, path=""):
-        return file_signature(cls._resolve(file, path))
+        return file_signature(_atlas_path(file, path))
 
     def load(self, file, path=""):
         check_inputs(type(self), {"file": file, "path": path})
         with cb.training_mode():
-            return (load_nla(self._resolve(file, path), device=cb.torch_device()),)
+            return (load_nla(_atlas_path(file, path), device=cb.torch_device()),)
 
 
 class FrameEditToAtlas:
@@ -439,7 +440,7 @@ def _atlas_file_readable(w: dict) -> None:
     if file == NO_ATLAS:
         raise ValueError("file: no atlas in output/text2live/nla yet: save one with Save Atlas and press R to "
                          "refresh the list, or give a full path in 'path'.")
-    p = LoadNLA._resolve(file)
+    p = _atlas_path(file)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"file: atlas file '{file}' not found in output/text2live/nla ({_nla_dir()}): save "
                                 "one with Save Atlas and press R to refresh the list, or give a full path in 'path'.")
