@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Callable, Optional
 
 import torch
 
@@ -125,6 +126,16 @@ def child(config_json: str, size: int, device: torch.device) -> None:
     print(f"PEAK {pk:.4f}", flush=True)
 
 
+def begin(a: argparse.Namespace, child_main: Callable[[str, int, torch.device], None]) -> Optional[tuple]:
+    """The start of a timed bench on ``--device``: in a ``--child`` process, ``child_main(a.child, a.size,
+    device)`` and None; else ``(device, load average now, paper inputs)`` (:func:`paper_inputs`)."""
+    device = torch.device(a.device)
+    if a.child is not None:
+        child_main(a.child, a.size, device)
+        return None
+    return device, os.getloadavg(), paper_inputs(a.size, a.steps, a.views, device)
+
+
 def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--memory-steps", type=int, default=6,
@@ -158,17 +169,30 @@ def timed_paths(a: argparse.Namespace, base: dict) -> dict[str, EditConfig]:
     return paths
 
 
-def interleaved_rounds(clip, image, paths: dict[str, EditConfig], rounds: int) -> dict[str, dict]:
-    """Each path once per round, in alternating order. Returns per path its crop-step and full-image step
-    times, the peak memory of its runs and the mean crop-step time of each round."""
-    stats = {k: {"crop": [], "full": [], "peak": 0.0, "per_round": []} for k in paths}
-    names = list(paths)
+def with_seed(config: EditConfig, seed: int) -> EditConfig:
+    """``config`` with another seed."""
+    return EditConfig.from_dict({**config.to_dict(), "seed": seed})
+
+
+def interleaved_rounds(names: list[str], rounds: int,
+                       run_one: Callable[[str, int], tuple[StepTimer, float]]) -> dict[str, dict]:
+    """Each path once per round, in alternating order, so machine-load drift hits every path alike.
+
+    Args:
+        names: the paths.
+        rounds: how many times each runs.
+        run_one: ``(path, seed) -> (its step timer, peak memory GiB)``; the seed is the round's index.
+
+    Returns:
+        Per path: its crop-step and full-image step times, the peak memory of its runs and the mean
+        crop-step time of each round.
+    """
+    stats = {k: {"crop": [], "full": [], "peak": 0.0, "per_round": []} for k in names}
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             print(f"round {r + 1}/{rounds}: {name}", flush=True)
-            cfg = EditConfig.from_dict({**paths[name].to_dict(), "seed": r})
-            timer, pk = run(clip, image, cfg)
+            timer, pk = run_one(name, r)
             st = stats[name]
             st["full"].append(timer.times[0])
             st["crop"] += timer.times[1:]
@@ -225,17 +249,14 @@ def time_table(a: argparse.Namespace, stats: dict[str, dict], floor: dict[str, f
 
 def main() -> None:
     a = _parse_args()
-    device = torch.device(a.device)
-    if a.child is not None:
-        child(a.child, a.size, device)
+    started = begin(a, child)
+    if started is None:
         return
-    load0 = os.getloadavg()
-
-    clip, image, base = paper_inputs(a.size, a.steps, a.views, device)
+    device, load0, (clip, image, base) = started
     paths = timed_paths(a, base)
     with torch.no_grad():
         ceil = measure_ceiling(device, a.ceiling_seconds)
-    stats = interleaved_rounds(clip, image, paths, a.rounds)
+    stats = interleaved_rounds(list(paths), a.rounds, lambda name, seed: run(clip, image, with_seed(paths[name], seed)))
     fresh: dict[str, float] = {}
     for name in paths:  # each path alone in a new process, as a user's run starts (no other path's heap)
         print(f"peak memory in a fresh process ({name}, {a.memory_steps} steps)", flush=True)
