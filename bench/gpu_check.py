@@ -573,7 +573,7 @@ def section_nla(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[st
 
 def section_render(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from memory import peak_gib, reset_peak
-    from render_bench import APPLY, ATLAS_RENDER, PLAIN_LAYOUT, _frames, render_cases
+    from render_bench import APPLY, ATLAS_RENDER, PLAIN_LAYOUT, render_cases, synthetic_frames
     from t2l_core.edit.generator import GeneratorConfig
 
     device = torch.device(plan.device)
@@ -583,7 +583,7 @@ def section_render(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional
             rec.add(label, note="skipped: the section's time budget ran out")
             continue
         try:
-            frames = _frames(n, h, w)
+            frames = synthetic_frames(n, h, w)
             cases = render_cases(frames, device, gcfg)
             flops = None
             with torch.no_grad():

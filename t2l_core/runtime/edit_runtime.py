@@ -20,7 +20,7 @@ from ..edit.objective import ObjectivePlan, total_and_report
 from ..edit.step_runner import PlainSteps
 from ..edit.views import ViewAugmenter, ViewConfig
 from .cpu_heap import mmap_threshold_scope, release_freed_heap
-from .measures import _FORCED_MEASURES, FastMeasures, default_measures
+from .measures import FastMeasures, runtime_measures
 from .precision import tf32_scope
 from .staged_backward import backward_deferred, deferred_output, staged_objective_backward
 
@@ -35,7 +35,8 @@ class EditRuntime(PlainSteps):
         compile: ``torch.compile`` the generator (experimental).
         save_memory: every memory measure on, plus activation checkpointing of the CLIP blocks, the
             generator's full-resolution part and the view augmentations (less memory, slower steps).
-        measures: the measures one by one (benchmarks); None = :func:`default_measures` for the device.
+        measures: the measures one by one (benchmarks); None = those of
+            :func:`~t2l_core.runtime.measures.runtime_measures` for the device.
         threads: CPU threads for the run (0 = leave torch's setting alone).
     """
 
@@ -47,7 +48,7 @@ class EditRuntime(PlainSteps):
         if not self.fast:
             measures = FastMeasures.none()
         elif measures is None:
-            measures = _FORCED_MEASURES.get() or default_measures(self.device, self.save_memory)
+            measures = runtime_measures(self.device, self.save_memory)
         self.measures = measures
         self.clip_amp = autocast_dtype(autocast_mode, self.device) if self.fast else None  # CLIP image passes
         self.amp = generator_autocast_dtype(autocast_mode, self.device) if self.fast else None  # generator

@@ -75,6 +75,20 @@ def forced_measures(measures: FastMeasures) -> Iterator[None]:
         _FORCED_MEASURES.reset(token)
 
 
+def runtime_measures(device: torch.device, save_memory: bool = False) -> FastMeasures:
+    """The measures a fast-path runtime made now uses: those of :func:`forced_measures` inside its block, else
+    :func:`default_measures`.
+
+    Args:
+        device: the training device.
+        save_memory: every measure on.
+
+    Returns:
+        The measures.
+    """
+    return _FORCED_MEASURES.get() or default_measures(device, save_memory)
+
+
 def default_measures(device: torch.device, save_memory: bool = False) -> FastMeasures:
     """The fast path's measures on ``device``: the fastest set that keeps the memory target.
 
