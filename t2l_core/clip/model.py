@@ -65,7 +65,7 @@ class ClipModel:
         self._std = torch.tensor(std, device=self.device, dtype=torch.float32).view(1, 3, 1, 1)
         self._text_cache: dict[str, torch.Tensor] = {}
         self._weights_digest: str | None = None
-        self._patch_matrix: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self._patch_matrix: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None  # weight, matrix, bias
         self.fused = False
         self.autocast_dtype: Optional[torch.dtype] = None
         self.grad_checkpointing = False
@@ -290,12 +290,13 @@ class ClipModel:
         return idx
 
     def _folded_patch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`folded_patch_weights` of the frozen weights, kept until their device or dtype changes."""
+        """:func:`folded_patch_weights` of the frozen weights, kept until the weight (a view may be given
+        another model) or its device or dtype changes."""
         w = self.visual.conv1.weight
         cached = self._patch_matrix
-        if cached is None or cached[0].device != w.device or cached[0].dtype != w.dtype:
-            self._patch_matrix = folded_patch_weights(self.visual.conv1, self._mean, self._std)
-        return self._patch_matrix
+        if cached is None or cached[0] is not w or cached[1].device != w.device or cached[1].dtype != w.dtype:
+            self._patch_matrix = (w, *folded_patch_weights(self.visual.conv1, self._mean, self._std))
+        return self._patch_matrix[1], self._patch_matrix[2]
 
     def _recompute(self, x: torch.Tensor) -> bool:
         """Whether blocks on ``x`` recompute their activations in the backward pass."""
