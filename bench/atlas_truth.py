@@ -1,7 +1,7 @@
 """Layered atlas on ground-truth videos: reconstruction PSNR, edit-landing error and atlas spread.
 
     python bench/atlas_truth.py [--variants rigid,nonrigid,portrait,exit,bg_only] [--frames 50]
-                                [--size 768x432] [--iters 2000] [--threads 2]
+                                [--size 768x432] [--iters N] [--threads 2]
 
 Each variant is fitted in a fresh process (so peak RSS is that fit's own), on a video of
 tests/ground_truth_video.py (a bending, turning photo cut-out over a panned photograph, exact
@@ -36,6 +36,10 @@ import torch  # noqa: E402
 
 from report import add_no_write_option, apply_no_write, publish, table  # noqa: E402
 
+from t2l_core.cli.setting_options import add_setting, add_settings, config_from_args  # noqa: E402
+from t2l_core.nla.config import NLAFitConfig  # noqa: E402
+from t2l_core.nla.losses import NLALossWeights  # noqa: E402
+
 VIDEO_OF = {"rigid": "rigid", "nonrigid": "nonrigid", "portrait": "nonrigid", "exit": "exit", "bg_only": "bg_only"}
 
 
@@ -49,7 +53,7 @@ def run_one(a) -> dict:
     from atlas_consistency import atlas_consistency
     from ground_truth_video import make_ground_truth_video
 
-    from t2l_core.nla.fit import NLAFitConfig, fit_nla
+    from t2l_core.nla.fit import fit_nla
     from t2l_core.progress import Hooks
 
     w, h = (int(s) for s in a.size.lower().split("x"))
@@ -57,8 +61,7 @@ def run_one(a) -> dict:
         w, h = min(w, h), max(w, h)
     video = make_ground_truth_video(VIDEO_OF[a.variant], frames=a.frames, height=h, width=w)
     masks = video.masks if (video.masks is not None and not a.no_masks) else None
-    cfg = NLAFitConfig(iterations=a.iters, batch_pixels=a.batch, seed=a.seed, flow=a.flow,
-                       target_psnr=a.target_psnr, eval_every=a.eval_every, motion_init=a.motion_init)
+    cfg = config_from_args(NLAFitConfig, a)
     cfg.weights.residual_bg = a.residual_bg
     t_start = time.perf_counter()
 
@@ -163,14 +166,12 @@ def main() -> None:
                    help="comma-separated: rigid, nonrigid, portrait, exit, bg_only")
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--size", default="768x432", help="WxH of landscape video (portrait swaps them)")
-    p.add_argument("--iters", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=None, help="pixels per step (default: the fit's default)")
+    add_settings(p, NLAFitConfig, (("--iters", "iterations"), ("--batch", "batch_pixels"),
+                                   ("--target-psnr", "target_psnr"), ("--eval-every", "eval_every"), ("--flow", "flow"),
+                                   ("--seed", "seed"), ("--motion-init", "motion_init")))
+    p.set_defaults(flow="lk")  # the built-in estimator: no weights to find, the same flow on every machine
     p.add_argument("--breakdown", action="store_true",
                    help="also print where the background's landing errors are (rows, border, frames, texture)")
-    p.add_argument("--target-psnr", type=float, default=0.0, help="stop early at this sampled PSNR (0 = never)")
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--flow", default="lk")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stride", type=int, default=12, help="point grid spacing in (texture ~ frame) px")
     p.add_argument("--points", default="all", choices=["all", "reference"],
                    help="measured points: every point visible in some frame (all), or the grid pixels of the "
@@ -183,10 +184,7 @@ def main() -> None:
                    help="measure this saved atlas instead of fitting ({variant} is replaced by the variant); "
                         "fit times are then nan")
     p.add_argument("--no-masks", action="store_true", help="fit without masks (background-only atlas)")
-    p.add_argument("--motion-init", default="affine", choices=["affine", "translation"],
-                   help="the fit's initial per-frame maps (NLAFitConfig.motion_init)")
-    p.add_argument("--residual-bg", type=float, default=None,
-                   help="the background's motion prior weight (NLALossWeights.residual_bg; default: the fit's)")
+    add_setting(p, NLALossWeights, "--residual-bg", "residual_bg", "the background's motion prior weight")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--save-atlas", default="",
                    help="also save each fitted atlas here (.safetensors; {variant} is replaced by the variant)")
@@ -194,12 +192,6 @@ def main() -> None:
     p.add_argument("--result-file", help=argparse.SUPPRESS)  # this file
     add_no_write_option(p)
     a = p.parse_args()
-    from t2l_core.nla.config import NLAFitConfig
-
-    if a.batch is None:
-        a.batch = NLAFitConfig.batch_pixels
-    if a.residual_bg is None:
-        a.residual_bg = NLAFitConfig().weights.residual_bg
     apply_no_write(a)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -215,7 +207,7 @@ def main() -> None:
                    "fg landing p95 px", "fg border p95 px", "fg inner p95 px", "bg landing median px",
                    "bg landing p95 px", "bg border p95 px", "fg spread p95 px",
                    "bg spread p95 px", "fg missing/pairs", "fit wall min", "fit CPU min", "peak RSS GiB"], rows),
-            notes=f"batch {a.batch}, flow {a.flow}, motion_init {a.motion_init}, background motion prior "
+            notes=f"batch {a.batch_pixels}, flow {a.flow}, motion_init {a.motion_init}, background motion prior "
                   f"residual_bg {a.residual_bg:g}, points every {a.stride} px: "
                   + (f"every texture point visible in some frame, each with its visible frame nearest to {ref} "
                      "as its reference" if a.points == "all" else f"the grid pixels of {ref}")

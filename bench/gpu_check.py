@@ -53,6 +53,9 @@ for p in (str(REPO), str(HERE), str(REPO / "tests")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+from t2l_core.nla.config import NLAFitConfig  # noqa: E402
+from t2l_core.settings import default_of  # noqa: E402
+
 SECTIONS = ("tests", "ceiling", "image", "video", "nla", "render", "compile")
 PAPER = ("paper: 9 min for a 1000-step image edit on an RTX 6000, 60 min for a 3000-step video layer on an "
          "RTX 8000")
@@ -82,7 +85,7 @@ class Plan:
     nla_hw: tuple = (432, 768)
     nla_max_iters: int = 6000
     nla_eval_every: int = 100
-    nla_batch: int = 16384
+    nla_batch: int = default_of(NLAFitConfig, "batch_pixels")
     raft_pairs: int = 3
     render_sizes: tuple = (("768x432", 432, 768, 8), ("4K 3840x2160", 2160, 3840, 2))
     render_generator: Optional[dict] = None
@@ -516,7 +519,7 @@ def section_video(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[
 def section_nla(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from memory import peak_gib, reset_peak
     from nla_bench import synthetic
-    from t2l_core.nla.fit import NLAFitConfig, fit_nla
+    from t2l_core.nla.fit import fit_nla
     from t2l_core.nla.optical_flow import compute_video_flow, make_flow_estimator
     from t2l_core.progress import Cancelled
 

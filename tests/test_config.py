@@ -8,11 +8,12 @@ import dataclasses
 import pytest
 
 from t2l_core.cli.main import build_parser
-from t2l_core.cli.edit_options import config_from_args
+from t2l_core.cli.setting_options import config_from_args
 from t2l_core.edit.config import RUNTIME_FIELDS, EditConfig, OptimConfig
 from t2l_core.edit.generator import GeneratorConfig
 from t2l_core.nla.fit import NLAFitConfig
-from t2l_core.settings import default_of, help_of, limits_of
+from t2l_core.nla.losses import NLALossWeights
+from t2l_core.settings import choices_of, default_of, help_of, limits_of
 from t2l_core.video.config import VideoEditConfig
 
 # the flat dict that layer files and checkpoints store (their fingerprints hash it): a file format
@@ -22,7 +23,8 @@ IMAGE_FLAT_NAMES = [
     "n_views", "view_short_side", "view_max_long", "structure_max_long", "view_min_crop", "view_fill",
     "lambda_composition", "lambda_screen", "lambda_structure", "sparsity_l1", "sparsity_l0", "lambda_bootstrap",
     "bootstrap_schedule", "bootstrap_steps", "bootstrap_min", "relevancy_layers", "relevancy_on",
-    "authors_bootstrap_bug", "generator", "fast", "autocast", "threads", "compile", "save_memory"]
+    "authors_bootstrap_bug", "generator", "fast", "autocast", "threads", "compile", "save_memory",
+    "exclude_text", "lambda_protect"]
 VIDEO_FLAT_NAMES = IMAGE_FLAT_NAMES + [
     "layer", "frame_offset", "mask_threshold", "mask_border", "bg_full_downscale", "atlas_scale",
     "multiply_foreground_alpha", "direct_pass", "authors_fg_inputs"]
@@ -93,9 +95,7 @@ def test_cli_defaults_are_the_config_defaults():
     video = config_from_args(VideoEditConfig, _parse("video", "a.safetensors", "--prompt", "p", "--layer", "bg",
                                                      "--out", "o"), layer="bg")
     assert video == VideoEditConfig(prompt="p", layer="bg")
-    nla = _parse("nla", "frames/")
-    assert (nla.iters, nla.batch, nla.seed, nla.flow, nla.resolution) == tuple(
-        default_of(NLAFitConfig, n) for n in ("iterations", "batch_pixels", "seed", "flow", "atlas_resolution"))
+    assert config_from_args(NLAFitConfig, _parse("nla", "frames/")) == NLAFitConfig()
 
 
 def test_cli_options_set_their_settings():
@@ -121,7 +121,69 @@ def test_node_widgets_take_the_config_defaults(pack):
         assert opts["default"] == default_of(EditConfig, flat), widget
         assert (opts["min"], opts["max"]) == limits_of(EditConfig, flat), widget
         assert opts["tooltip"].startswith(help_of(EditConfig, flat)), widget
+
+
+# the fit's widgets and options: (widget, option and its aliases, NLAFitConfig setting)
+FIT_SETTINGS = [("iterations", ("--iters", "--iterations"), "iterations"),
+                ("atlas_resolution", ("--resolution",), "atlas_resolution"), ("seed", ("--seed",), "seed"),
+                ("batch_pixels", ("--batch", "--batch-pixels"), "batch_pixels"), ("flow", ("--flow",), "flow"),
+                (None, ("--target-psnr",), "target_psnr")]
+
+
+def test_fit_widgets_and_options_take_the_fit_config_metadata(pack, capsys):
     fit = pack.NODE_CLASS_MAPPINGS["T2L_NLAFit"].INPUT_TYPES()
     fit = {**fit["required"], **fit["optional"]}
-    for widget in ("iterations", "atlas_resolution", "seed", "batch_pixels", "flow"):
-        assert fit[widget][1]["default"] == default_of(NLAFitConfig, widget), widget
+    with pytest.raises(SystemExit):
+        _parse("nla", "--help")
+    shown = " ".join(capsys.readouterr().out.split())
+    defaults = vars(_parse("nla", "frames/"))
+    for widget, flags, flat in FIT_SETTINGS:
+        default, text, choices = (f(NLAFitConfig, flat) for f in (default_of, help_of, choices_of))
+        lo, hi = limits_of(NLAFitConfig, flat)
+        assert text.strip(), flat
+        if widget is not None:
+            kind, opts = fit[widget]
+            assert (opts["default"], opts.get("min"), opts.get("max"), opts["tooltip"]) == (default, lo, hi, text)
+            if choices:
+                assert kind == list(choices), widget
+        assert defaults[flat] == default, flat
+        metavar = "{" + ",".join(choices) + "}" if choices else flags[0].lstrip("-").upper().replace("-", "_")
+        assert ", ".join(f"{flag} {metavar}" for flag in flags) + f" {text} (default {default})" in shown, flat
+
+
+def test_fit_options_and_their_aliases_set_the_fit_config():
+    given = ("--iters", "30", "--batch", "1024", "--flow", "lk", "--resolution", "64", "--seed", "3",
+             "--target-psnr", "28")
+    expected = NLAFitConfig(iterations=30, batch_pixels=1024, flow="lk", atlas_resolution=64, seed=3,
+                            target_psnr=28.0)
+    assert config_from_args(NLAFitConfig, _parse("nla", "frames/", *given)) == expected
+    aliases = _parse("nla", "frames/", "--iterations", "30", "--batch-pixels", "1024")
+    assert (aliases.iterations, aliases.batch_pixels) == (30, 1024)
+    with pytest.raises(ValueError, match="motion_init"):
+        NLAFitConfig(motion_init="spline").validate()
+
+
+def test_the_fit_config_is_stored_as_its_flat_settings():
+    from t2l_core.nla.fit import MOTION_INITS
+
+    c = NLAFitConfig(iterations=30, weights=NLALossWeights(residual_bg=0.5))
+    assert c.to_dict() == dataclasses.asdict(c)  # the fit_config of saved atlases: field order, weights nested
+    assert list(c.to_dict()) == [f.name for f in dataclasses.fields(NLAFitConfig)]
+    assert NLAFitConfig.from_dict(c.to_dict()) == c
+    assert NLAFitConfig.from_dict({"weights": {"residual_bg": 0.0}}).weights == NLALossWeights(residual_bg=0.0)
+    with pytest.raises(ValueError, match="iteration"):
+        NLAFitConfig.from_dict({"iteration": 3})
+    assert set(MOTION_INITS) == set(choices_of(NLAFitConfig, "motion_init"))
+
+
+def test_the_atlas_dataset_reads_the_video_edits_own_sub_configs():
+    c = VideoEditConfig.from_flat(prompt="x", layer="background", frame_offset=4, atlas_scale=2.0, crop_min=0.5,
+                                  full_image_every=9)
+    sampling = c.atlas_sampling()
+    assert sampling.sampling is c.atlas and sampling.crops is c.dataset and sampling.layer == "bg"
+    assert (sampling.sampling.frame_offset, sampling.sampling.atlas_scale, sampling.crops.crop_min,
+            sampling.crops.full_image_every) == (4, 2.0, 0.5, 9)
+    for bad in ({"frame_offset": -1}, {"bg_full_downscale": 0.5}, {"atlas_scale": 0.0}, {"crop_min": 0.0},
+                {"mask_threshold": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            VideoEditConfig.from_flat(prompt="x", **bad).validate()

@@ -60,7 +60,7 @@ def video():
 
 
 def _fit(video, hooks=None, **kw):
-    cfg = NLAFitConfig(iterations=5, batch_pixels=16384, seed=3, flow="lk")  # the default pixel batch
+    cfg = NLAFitConfig(iterations=5, seed=3, flow="lk")  # the default pixel batch
     return fit_nla(video.frames, video.masks, cfg, hooks=hooks, device="cpu", **kw)
 
 

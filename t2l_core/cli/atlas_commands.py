@@ -11,8 +11,15 @@ import os
 
 import torch
 
-from ..nla.fit import NLAFitConfig
-from ..settings import default_of
+from ..nla.config import NLAFitConfig
+from .setting_options import add_settings, config_from_args
+
+#: (option and aliases, NLAFitConfig setting) of the ``nla`` command, in --help order
+FIT_SETTINGS = (
+    (("--iters", "--iterations"), "iterations"), ("--resolution", "atlas_resolution"),
+    ("--target-psnr", "target_psnr"), ("--seed", "seed"), (("--batch", "--batch-pixels"), "batch_pixels"),
+    ("--flow", "flow"),
+)
 
 
 def register(subparsers) -> None:
@@ -20,19 +27,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("nla", help="fit a layered neural atlas to a video (frames directory or video file)")
     p.add_argument("source", metavar="FRAMES_DIR_OR_VIDEO")
     p.add_argument("--masks", default=None, help="directory of foreground masks, one per frame (white = foreground)")
-    p.add_argument("--iters", type=int, default=default_of(NLAFitConfig, "iterations"),
-                   help="training iterations (default %(default)s)")
     p.add_argument("--out", default="atlas.safetensors", help="output atlas file (.safetensors)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
-    p.add_argument("--resolution", type=int, default=default_of(NLAFitConfig, "atlas_resolution"),
-                   help="long side of the atlas images (0 = native)")
-    p.add_argument("--target-psnr", type=float, default=default_of(NLAFitConfig, "target_psnr"),
-                   help="stop early once the reconstruction PSNR (on a pixel sample) reaches this many dB (0 = off)")
-    p.add_argument("--seed", type=int, default=default_of(NLAFitConfig, "seed"))
-    p.add_argument("--batch", type=int, default=default_of(NLAFitConfig, "batch_pixels"),
-                   help="random pixels per step (default %(default)s)")
-    p.add_argument("--flow", choices=["auto", "raft", "lk"], default=default_of(NLAFitConfig, "flow"),
-                   help="optical flow: RAFT if its weights are local (auto), or the built-in estimator (lk)")
+    add_settings(p, NLAFitConfig, FIT_SETTINGS)
     p.add_argument("--models-dir", action="append", default=[], help="extra folder to look for RAFT weights")
     p.add_argument("--device", default="auto")
     p.add_argument("--save-atlases", default=None, help="also write the atlas images as PNGs to this directory")
@@ -98,11 +95,10 @@ def run_nla(args) -> int:
         if tuple(masks.shape[-2:]) != tuple(frames.shape[-2:]):
             masks = torch.nn.functional.interpolate(masks[:, None], size=frames.shape[-2:], mode="bilinear",
                                                     align_corners=False)[:, 0]
-    cfg = NLAFitConfig(iterations=args.iters, seed=args.seed, batch_pixels=args.batch, flow=args.flow,
-                       atlas_resolution=args.resolution, target_psnr=args.target_psnr)
+    cfg = config_from_args(NLAFitConfig, args)
     stem = args.out[: -len(".safetensors")]
     ckpt, flow_cache = stem + ".checkpoint.safetensors", stem + ".flow.safetensors"
-    hooks = Hooks(on_step=console_printer(max(1, args.iters // 20)), on_phase=console_phase_printer())
+    hooks = Hooks(on_step=console_printer(max(1, cfg.iterations // 20)), on_phase=console_phase_printer())
     nla = fit_nla(frames, masks, cfg, hooks=hooks,
                   device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir,
                   flow_cache_path=flow_cache, keep_checkpoint=args.keep_checkpoint)

@@ -13,8 +13,9 @@ from ..edit.config import EditConfig
 from ..edit.layer import RESOLUTIONS
 from ..settings import choices_of
 from .clip_commands import clip_from_args
-from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_arguments, add_settings,
-                           checkpoint_from_args, config_from_args, console_hooks)
+from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_arguments, checkpoint_from_args,
+                           console_hooks)
+from .setting_options import add_settings, config_from_args
 
 OUTPUT_FILES = ("composite.png", "edit.png", "alpha.png", "greenscreen.png")
 PRECISIONS = choices_of(EditConfig, "autocast")  # the fast path's precisions (--autocast)
@@ -42,18 +43,35 @@ def _train(args: argparse.Namespace) -> int:
     from ..image.training import default_checkpoint_path
 
     image = load_image(args.image)  # RGB [1,3,H,W]; gray/RGBA converted
+    protect = _protect_mask(args.protect_mask, image)
     config = config_from_args(EditConfig, args)  # fails before loading CLIP
     out = Path(args.out)
     clip = clip_from_args(args)
-    ckpt = checkpoint_from_args(args, lambda: default_checkpoint_path(out / "checkpoints", image, config, clip=clip))
+    ckpt = checkpoint_from_args(args, lambda: default_checkpoint_path(out / "checkpoints", image, config, clip=clip,
+                                                                      protect_mask=protect))
     result = train_edit_layer(clip, image, config, hooks=console_hooks(args), checkpoint_path=ckpt,
-                              resume=args.resume, keep_checkpoint=args.keep_checkpoint, resolution=args.resolution)
+                              resume=args.resume, keep_checkpoint=args.keep_checkpoint, resolution=args.resolution,
+                              protect_mask=protect)
     written = _write_outputs(result.output, out)
     written.append(result.layer.save(out / "edit_layer.safetensors"))
     for note in result.notes:
         print(f"note: {note}")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _protect_mask(path, image):
+    """The ``--protect-mask`` file as ``[1,1,H,W]`` (white = leave untouched), or None; its size must be the
+    image's."""
+    if not path:
+        return None
+    from ..io.image_files import load_mask
+
+    mask = load_mask(path)
+    if mask.shape[-2:] != image.shape[-2:]:
+        raise ValueError(f"--protect-mask {path} is {mask.shape[-1]}x{mask.shape[-2]} px but the image is "
+                         f"{image.shape[-1]}x{image.shape[-2]} px; give a mask of the image's size")
+    return mask
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -84,6 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="input image file (any PIL format; gray/RGBA are converted to RGB)")
     add_prompt_arguments(p, EditConfig, roi_help="text of the region to edit; its relevancy map bootstraps the opacity")
     add_settings(p, EditConfig, SHARED_SETTINGS[:1] + (("--size", "size"),) + SHARED_SETTINGS[1:])
+    p.add_argument("--protect-mask", dest="protect_mask", default=None, metavar="FILE",
+                   help="image of the input's size, white = what the edit must leave untouched (the composite there "
+                        "is the input exactly)")
+    add_settings(p, EditConfig, (("--exclude-text", "exclude_text"), ("--lambda-protect", "lambda_protect")))
     add_settings(p, EditConfig, (("--no-fast", "fast"), ("--autocast", "autocast"), ("--threads", "threads"),
                                  ("--compile", "compile")))
     add_run_arguments(p, EditConfig, "image", "OUT/checkpoints/edit_<hash>.safetensors")

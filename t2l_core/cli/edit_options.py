@@ -1,13 +1,13 @@
-"""Command-line options of the edit commands, derived from the config fields (default, help, choices):
-the image and video commands share them and state no default of their own."""
+"""Command-line options of the edit commands, derived from the config fields (default, help, choices) through
+:mod:`t2l_core.cli.setting_options`: the image and video commands share them and state no default of their own."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
 
-from ..settings import choices_of, default_of, help_of
+from ..settings import help_of
 from .clip_commands import add_clip_arguments
+from .setting_options import add_setting
 
 #: (option, flat setting name) of the settings both edit commands offer, in --help order
 SHARED_SETTINGS = (
@@ -16,41 +16,6 @@ SHARED_SETTINGS = (
     ("--lambda-structure", "lambda_structure"), ("--sparsity-l1", "sparsity_l1"),
     ("--sparsity-l0", "sparsity_l0"), ("--lambda-bootstrap", "lambda_bootstrap"),
 )
-
-
-def add_setting(p: argparse.ArgumentParser, config_cls: type, option: str, flat: str, text: str = "") -> None:
-    """Add the option of one setting, with the field's default, choices and help.
-
-    A boolean that is off by default becomes a switch; one that is on by default a ``--no-...`` switch.
-
-    Args:
-        p: the command's parser.
-        config_cls: the config class the setting belongs to.
-        option: the option, e.g. ``"--iters"``.
-        flat: the setting's flat name; the value is stored under ``args.<flat>``.
-        text: the help; empty = the field's.
-    """
-    default = default_of(config_cls, flat)
-    text = text or help_of(config_cls, flat)
-    if isinstance(default, bool):
-        p.add_argument(option, dest=flat, action="store_false" if default else "store_true", help=text)
-        return
-    kind = type(default) if default is not None else str
-    choices = choices_of(config_cls, flat)
-    shown = {"choices": list(choices)} if choices else {"metavar": option.lstrip("-").upper().replace("-", "_")}
-    p.add_argument(option, dest=flat, type=kind, default=default, help=f"{text} (default %(default)s)", **shown)
-
-
-def add_settings(p: argparse.ArgumentParser, config_cls: type, options: Sequence[tuple[str, ...]]) -> None:
-    """:func:`add_setting` for each setting.
-
-    Args:
-        p: the command's parser.
-        config_cls: the config class.
-        options: (option, flat name[, help]) tuples.
-    """
-    for option in options:
-        add_setting(p, config_cls, *option)
 
 
 def add_prompt_arguments(p: argparse.ArgumentParser, config_cls: type, roi_help: str) -> None:
@@ -87,26 +52,6 @@ def add_run_arguments(p: argparse.ArgumentParser, config_cls: type, same_inputs:
                    help="keep the checkpoint when the run finishes (default: only a cancelled or failed run leaves one)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--quiet", action="store_true")
-
-
-def config_from_args(config_cls: type, args: argparse.Namespace, **more):
-    """The config of a command's options.
-
-    Args:
-        config_cls: the config class.
-        args: the parsed options; those stored under a flat setting name are used.
-        **more: more flat settings.
-
-    Returns:
-        The validated config.
-
-    Raises:
-        ValueError: a setting is wrong (said before anything large is loaded).
-    """
-    names = config_cls.FLAT
-    config = config_cls.from_flat({k: v for k, v in vars(args).items() if k in names}, **more)
-    config.validate()  # fail before loading anything large
-    return config
 
 
 def checkpoint_from_args(args: argparse.Namespace, default_path):

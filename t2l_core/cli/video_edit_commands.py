@@ -17,8 +17,9 @@ from pathlib import Path
 from ..video.config import VideoEditConfig
 from ..settings import choices_of
 from .clip_commands import clip_from_args
-from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_arguments, add_settings,
-                           checkpoint_from_args, config_from_args, console_hooks)
+from .edit_options import (SHARED_SETTINGS, add_prompt_arguments, add_run_arguments, checkpoint_from_args,
+                           console_hooks)
+from .setting_options import add_settings, config_from_args
 
 
 def _run(args: argparse.Namespace) -> int:

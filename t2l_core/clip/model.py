@@ -376,6 +376,10 @@ class ClipModel:
                 self._text_cache[t] = e.detach().clone()
         return torch.stack([self._text_cache[t] for t in texts])
 
+    def clear_text_cache(self) -> None:
+        """Forget the cached text embeddings (each text is encoded again when next asked for)."""
+        self._text_cache.clear()
+
     def text_bank(self, prompts: str | Sequence[str], templates: Sequence[str]) -> torch.Tensor:
         """Every prompt with every template, encoded (Text2LIVE Appendix A.2, text augmentations).
 

@@ -93,6 +93,8 @@ class EditConfig:
               "that is set (the paper's L_dir with T_ROI, eq. 3), otherwise no directional loss.")
     roi_text: Optional[str] = setting(None, "Region to edit, e.g. 'horse': its relevancy map guides the opacity "
                                             "early on. Empty = off.")
+    exclude_text: Optional[str] = setting(None, "What the edit must leave alone, e.g. 'the left egg': its relevancy "
+                                                "map is protected like protect_mask. Empty = off.")
     iters: int = setting(1000, "Training steps (paper: 1000 for an image).", min=1, max=100000)
     seed: int = setting(0, "Same seed and inputs give the same result.", min=0, max=2**31 - 1)
     optim: OptimConfig = setting(default_factory=OptimConfig)
@@ -124,6 +126,7 @@ class EditConfig:
         "generator": ("generator", WHOLE),
         "fast": ("runtime", "fast"), "autocast": ("runtime", "autocast"), "threads": ("runtime", "threads"),
         "compile": ("runtime", "compile"), "save_memory": ("runtime", "save_memory"),
+        "exclude_text": (TOP, "exclude_text"), "lambda_protect": ("weights", "protect"),
     }
 
     # -- flat names ---------------------------------------------------------------------------------------
@@ -207,3 +210,5 @@ class EditConfig:
 
 #: the flat names of the settings that change only how a step is computed (left out of fingerprints)
 RUNTIME_FIELDS = tuple(flat for flat, (sub, _) in EditConfig.FLAT.items() if sub == "runtime")
+#: the flat names of the spill-control settings (left out of fingerprints of runs without a protected region)
+PROTECT_FIELDS = ("exclude_text", "lambda_protect")

@@ -176,6 +176,32 @@ def sparsity_loss(alphas: torch.Tensor | Sequence[torch.Tensor], *, l1_weight: f
     return torch.stack(terms).mean()
 
 
+def protect_loss(alphas: Sequence[torch.Tensor], protect: Sequence[torch.Tensor], *, weight: float = 1.0) -> torch.Tensor:
+    """The spill penalty: the mean opacity inside the protected region, ``Σ α·P / Σ P``, averaged over examples
+    (an addition to the paper's objective; :mod:`t2l_core.edit.protection`).
+
+    Args:
+        alphas: per example [1,1,h,w] in 0..1.
+        protect: per example the protected region [1,1,h,w] in 0..1 (no grad), the size of its opacity.
+        weight: λ_protect, the factor of the term.
+
+    Returns:
+        A scalar in 0..weight.
+
+    Raises:
+        ValueError: no examples, the two lists differ in length, or a region's size differs from its opacity's.
+    """
+    if len(alphas) != len(protect) or not alphas:
+        raise ValueError(f"protect_loss: {len(alphas)} alphas vs {len(protect)} protected regions")
+    terms = []
+    for a, p in zip(alphas, protect):
+        if p.shape[-2:] != a.shape[-2:]:
+            raise ValueError(f"protect_loss: region {tuple(p.shape[-2:])} vs opacity {tuple(a.shape[-2:])}")
+        p = p.detach().to(a)
+        terms.append((a * p).sum() / p.sum().clamp(min=1e-6))
+    return weight * torch.stack(terms).mean()
+
+
 def bootstrap_loss(alphas: Sequence[torch.Tensor], relevancy: Sequence[torch.Tensor], *, weight: float = 1.0,
                    size: int = BOOTSTRAP_SIDE, authors_last_only: bool = False) -> torch.Tensor:
     """L_init (paper eq. 8): MSE between α and a relevancy (or user) map, averaged over **all** examples.

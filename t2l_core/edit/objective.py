@@ -42,6 +42,9 @@ class LossWeights:
                                  max=100.0)
     bootstrap: float = setting(10.0, "Initial weight of the bootstrap (relevancy/mask) loss, annealed to 0.",
                                min=0.0, max=1000.0)
+    protect: float = setting(1.0, "Weight of the penalty on the layer's own opacity inside the protected region "
+                                  "(protect_mask, exclude_text); the composite leaves that region untouched anyway.",
+                             min=0.0, max=1000.0)
 
     def to_dict(self) -> dict:
         """``{field: value}``."""
@@ -127,6 +130,8 @@ class StepExamples:
     ``composites``/``screens``: per example a composite / green-screen render that replaces the one computed
     from the colour and opacity (None entries: computed). ``source_tokens``: cached structure targets.
     ``bootstrap_targets``: per example a ``[1,h,w]`` map in 0..1 when this step bootstraps the opacity.
+    ``protect``: per example the protected region ``[1,1,h,w]`` in 0..1 (the size of its opacity), or None;
+    then ``alphas`` are the protected opacities the composites use and ``trained_alphas`` the generator's own.
     """
 
     inputs: list[torch.Tensor]
@@ -136,6 +141,8 @@ class StepExamples:
     screens: Optional[list[Optional[torch.Tensor]]] = None
     source_tokens: Optional[list[Optional[torch.Tensor]]] = None
     bootstrap_targets: Optional[list[torch.Tensor]] = None
+    protect: Optional[list[torch.Tensor]] = None
+    trained_alphas: Optional[list[torch.Tensor]] = None
 
 
 def _noop() -> None:
@@ -155,7 +162,7 @@ def edit_objective(clip, examples: StepExamples, banks: TextBanks, views: ViewCo
         examples: the step's examples (inputs: a crop, the whole image, a frame crop); their composites and
             green-screen renders where given replace α·C + (1−α)·I and the render (video: maps rendered in
             the atlas and sampled into a frame); their bootstrap targets are used when ``bootstrap_weight``
-            > 0.
+            > 0, their protected regions for the spill penalty.
         banks, views, weights: the texts, the CLIP views and the loss weights.
         generator: the RNG of the step's texts and views.
         bootstrap_weight: λ_b of this step.
@@ -171,7 +178,7 @@ def edit_objective(clip, examples: StepExamples, banks: TextBanks, views: ViewCo
     plan = plan_objective(clip, examples, banks, views, weights, generator, augmenter=augmenter,
                           cancel_point=cancel_point)
     rest = opacity_terms(examples.alphas, weights, examples.bootstrap_targets, bootstrap_weight,
-                         authors_bootstrap_bug)
+                         authors_bootstrap_bug, examples.protect, examples.trained_alphas)
     terms = clip_terms(clip, plan, cancel_point)
     terms.update(rest)
     total, report = total_and_report(terms, examples.alphas[0])
@@ -345,9 +352,10 @@ def _structure_targets(clip, inputs, views: ViewConfig, cached) -> list[torch.Te
 
 
 def opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_weight: float,
-                  authors_bootstrap_bug: bool) -> dict[str, torch.Tensor]:
-    """The terms computed on α alone: sparsity L_reg (paper eq. 7), and bootstrapping L_init (eq. 8) when its
-    weight is positive.
+                  authors_bootstrap_bug: bool, protect: Optional[Sequence[torch.Tensor]] = None,
+                  trained_alphas: Optional[Sequence[torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+    """The terms computed on α alone: sparsity L_reg (paper eq. 7), bootstrapping L_init (eq. 8) when its
+    weight is positive, and the spill penalty when a region is protected.
 
     Args:
         alphas: per example [1,1,h,w] in 0..1.
@@ -355,14 +363,20 @@ def opacity_terms(alphas, weights: LossWeights, bootstrap_targets, bootstrap_wei
         bootstrap_targets: None, or per example a [1,h',w'] map in 0..1.
         bootstrap_weight: λ_b of this step.
         authors_bootstrap_bug: see :func:`t2l_core.edit.losses.bootstrap_loss`.
+        protect: None, or per example the protected region [1,1,h,w] in 0..1
+            (:func:`t2l_core.edit.losses.protect_loss`).
+        trained_alphas: the generator's own opacities the spill penalty applies to, when ``alphas`` are the
+            protected ones (:func:`t2l_core.edit.protection.protected_alphas`); None = ``alphas``.
 
     Returns:
-        ``{"sparsity", "bootstrap" (when on)}``, weighted.
+        ``{"sparsity", "bootstrap" (when on), "protect" (when on)}``, weighted.
     """
     terms = {"sparsity": L.sparsity_loss(list(alphas), l1_weight=weights.sparsity_l1, l0_weight=weights.sparsity_l0)}
     if bootstrap_weight > 0 and bootstrap_targets is not None:
         terms["bootstrap"] = L.bootstrap_loss(list(alphas), list(bootstrap_targets), weight=bootstrap_weight,
                                               authors_last_only=authors_bootstrap_bug)
+    if protect is not None and weights.protect > 0:
+        terms["protect"] = L.protect_loss(list(trained_alphas or alphas), list(protect), weight=weights.protect)
     return terms
 
 

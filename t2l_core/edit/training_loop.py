@@ -226,7 +226,8 @@ def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSte
     opt.zero_grad(set_to_none=True)
     plan = plan_objective(runner.clip, ex, loop.banks, loop.views, loop.weights, rng, augmenter=augmenter,
                           cancel_point=hooks.cancel_point)
-    rest = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, bw, loop.authors_bootstrap_bug)
+    rest = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, bw, loop.authors_bootstrap_bug, ex.protect,
+                         ex.trained_alphas)
     terms = losses_to_floats(runner.backward(plan, rest, ex.alphas[0], hooks.cancel_point))  # one device sync
     return terms, (bw if ex.bootstrap_targets is not None else None)
 

@@ -39,7 +39,7 @@ __all__ = ["FittedNLA", "NLAFitConfig", "estimate_fit_memory", "fit_key", "fit_n
            "training_step"]
 
 EVAL_SEED = 12345  # the fixed pixel sample of the sampled PSNR
-# NLAFitConfig.motion_init -> (flow, masks, height, width) -> (bg_init, fg_init, uv_scale)
+# each NLAFitConfig.motion_init choice -> (flow, masks, height, width) -> (bg_init, fg_init, uv_scale)
 MOTION_INITS = {"affine": affine_motion_init, "translation": motion_init}
 
 
@@ -74,8 +74,7 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     cfg = config or NLAFitConfig()
     hooks = hooks or Hooks()
     validate_inputs(frames, masks)
-    if cfg.motion_init not in MOTION_INITS:
-        raise ValueError(f"motion_init must be one of {sorted(MOTION_INITS)}, got {cfg.motion_init!r}")
+    cfg.validate()
     check_fit_memory(frames.shape[0], frames.shape[2], frames.shape[3], masks is not None, cfg.batch_pixels)
     with torch.inference_mode(False), torch.enable_grad():
         # frames are only read (an fp16 copy is made inside); masks are small enough to copy

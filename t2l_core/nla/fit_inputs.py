@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from ..io.input_checks import require_finite
+from ..settings import default_of
 from .atlas_model import AtlasConfig
 from .config import NLAFitConfig
 
@@ -35,7 +36,7 @@ def validate_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor]) -> None
 
 
 def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool,
-                        batch: int = NLAFitConfig.batch_pixels) -> int:
+                        batch: int = default_of(NLAFitConfig, "batch_pixels")) -> int:
     """Rough peak bytes of a fit on CPU.
 
     Counts the input and fp16 frames, the fp16 flow, the masks, the reconstruction outputs, the grids with
@@ -77,7 +78,8 @@ def available_ram_bytes() -> Optional[int]:
     return None
 
 
-def check_fit_memory(frames: int, height: int, width: int, has_fg: bool, batch: int = NLAFitConfig.batch_pixels) -> int:
+def check_fit_memory(frames: int, height: int, width: int, has_fg: bool,
+                     batch: int = default_of(NLAFitConfig, "batch_pixels")) -> int:
     """Refuse a fit that would not fit in the available RAM (MemoryError saying what to reduce).
 
     Args: as :func:`estimate_fit_memory`.

@@ -181,3 +181,16 @@ def step_runner(clip, config) -> EditRuntime:
         The runner (:meth:`EditRuntime.from_config`).
     """
     return EditRuntime.from_config(clip, config)
+
+
+def edit_training_bytes(working_size: int) -> int:
+    """Rough peak memory of one edit training step at a working size: about 4 GiB at 512 px with the default
+    measures (bench/RESULTS.md), growing with the pixel count. What a host (ComfyUI) frees before a run.
+
+    Args:
+        working_size: the shorter side the generator trains at (an atlas's long side for a video edit).
+
+    Returns:
+        Bytes (an estimate, not a bound).
+    """
+    return int(4 * 2**30 * max(1.0, (working_size / 512) ** 2))

@@ -17,7 +17,7 @@ crop those crops map to:
   frame's direct-pass input.
 
 Frame-side inputs: foreground = original frame x NLA opacity; background = the NLA background
-reconstruction (atlas colour at the background uv). The whole atlas is added every ``full_every`` steps
+reconstruction (atlas colour at the background uv). The whole atlas is added every ``full_image_every`` steps
 (background: downscaled by 3 with antialiasing, the paper's memory trick).
 
 Only the three crops of a step are evaluated through the atlas model: nothing per-pixel is stored for the
@@ -27,7 +27,7 @@ whole video (the per-frame mask boxes are 4 integers per frame).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import kornia.augmentation as K
@@ -36,8 +36,10 @@ import torch.nn.functional as F
 
 from ..nla.atlas_model import LayeredAtlas
 from ..nla.render import AtlasBBox, discretise_atlas, frame_alpha, frame_uv
+from ..edit.crops import DatasetConfig
 from ..edit.generator import MIN_SIZE
 from ..seeding import forked_rng, randint, uniform
+from ..settings import setting
 
 LAYER_NAMES = {"fg": "fg", "foreground": "fg", "bg": "bg", "background": "bg"}
 
@@ -61,21 +63,37 @@ def layer_key(layer: str) -> str:
 
 
 @dataclass
+class AtlasSamplingConfig:
+    """How a step's example is taken from a layer's atlas (the authors' video settings, paper appendix A.4)."""
+
+    frame_offset: int = setting(2, "Frames t-k, t, t+k make one example.", min=0)  # center_frame_distance
+    mask_threshold: float = setting(0.95, "Foreground mask box: the NLA opacity >= this, grown by mask_border.",
+                                    min=0.0, max=1.0)
+    mask_border: int = setting(30, "Px the foreground mask box grows by on every side.", min=0)
+    bg_full_downscale: float = setting(3.0, "The whole background atlas is downscaled by this (antialiased) on "
+                                            "whole-atlas steps.", min=1.0)
+    atlas_scale: float = setting(1.0, "Training atlas texels per native texel (native: about one per frame pixel).",
+                                 min=0.0)
+
+
+def video_crops() -> DatasetConfig:
+    """The crop settings of atlas edits: the image ones with the authors' video ``crop_min`` (crops_min_cover).
+
+    Returns:
+        The settings; ``size`` and ``scale_*`` are not used by atlas edits.
+    """
+    return DatasetConfig(crop_min=0.95)
+
+
+@dataclass
 class VideoDatasetConfig:
-    """Sampling settings (authors' video defaults, paper appendix A.4)."""
+    """What the atlas dataset samples with: the layer, the atlas sampling and crop settings and the generator's
+    minimum input size (each side of every generator input)."""
 
     layer: str = "fg"
-    frame_offset: int = 2            # frames t-k, t, t+k (center_frame_distance)
-    crop_min: float = 0.95           # crop side ~ U[round(crop_min*side), side] (crops_min_cover)
-    mask_threshold: float = 0.95     # foreground mask box: NLA opacity >= this
-    mask_border: int = 30            # ... grown by this many px on every side
-    min_size: int = MIN_SIZE         # generator minimum (each side of every generator input)
-    flip_p: float = 0.5
-    jitter_p: float = 0.1
-    jitter: float = 0.1
-    full_every: int = 75             # add the whole atlas when (step + 1) % full_every == 0 (0 = never)
-    bg_full_downscale: float = 3.0   # the whole background atlas is downscaled by this (antialiased)
-    atlas_scale: float = 1.0         # atlas texels per native texel (native ~ one texel per frame pixel)
+    sampling: AtlasSamplingConfig = field(default_factory=AtlasSamplingConfig)
+    crops: DatasetConfig = field(default_factory=video_crops)  # the whole atlas joins every full_image_every steps
+    min_size: int = MIN_SIZE
 
 
 @dataclass
@@ -203,11 +221,14 @@ class VideoAtlasDataset:
         if tuple(frames.shape) != (T, 3, H, W):
             raise ValueError(f"frames are {tuple(frames.shape)} but the atlas was fitted on {T} frames of {W}x{H}")
         self.frames = frames
-        self.bbox = training_bbox(bbox, config.atlas_scale, config.min_size)
+        self.bbox = training_bbox(bbox, config.sampling.atlas_scale, config.min_size)
         self.atlas = discretise_atlas(model, self.bbox, on_chunk=on_progress)[None].to(self.device)  # [1,3,Ha,Wa]
-        self.boxes = mask_boxes(model, config.mask_threshold, config.mask_border, config.min_size) if self.layer == "fg" else None
-        self.offset = max(0, min(int(config.frame_offset), (T - 1) // 2))
-        self.jitter = K.ColorJitter(config.jitter, config.jitter, config.jitter, config.jitter, p=config.jitter_p)
+        sampling = config.sampling
+        self.boxes = (mask_boxes(model, sampling.mask_threshold, sampling.mask_border, config.min_size)
+                      if self.layer == "fg" else None)
+        self.offset = max(0, min(int(config.sampling.frame_offset), (T - 1) // 2))
+        j = config.crops.jitter  # brightness = contrast = saturation = hue strength
+        self.jitter = K.ColorJitter(j, j, j, j, p=config.crops.jitter_p)
         self._full: Optional[torch.Tensor] = None
 
     # ---------------------------------------------------------------------------------------------
@@ -215,9 +236,9 @@ class VideoAtlasDataset:
         """The whole-atlas example [1,3,h,w]: the atlas, background downscaled by ``bg_full_downscale``."""
         if self._full is None:
             x = self.atlas
-            if self.layer == "bg" and self.cfg.bg_full_downscale > 1:
+            if self.layer == "bg" and self.cfg.sampling.bg_full_downscale > 1:
                 Ha, Wa = x.shape[-2:]
-                s = max(1.0 / self.cfg.bg_full_downscale, self.cfg.min_size / min(Ha, Wa))
+                s = max(1.0 / self.cfg.sampling.bg_full_downscale, self.cfg.min_size / min(Ha, Wa))
                 if s < 1:
                     x = F.interpolate(x, size=(max(self.cfg.min_size, round(Ha * s)), max(self.cfg.min_size, round(Wa * s))),
                                       mode="bilinear", align_corners=False, antialias=True)
@@ -236,15 +257,15 @@ class VideoAtlasDataset:
             inside each frame's mask box (foreground).
         """
         H, W = self.model.cfg.height, self.model.cfg.width
-        c = self.cfg
+        c, crop_min = self.cfg, self.cfg.crops.crop_min
         if self.layer == "bg":
-            h, w = _crop_side(g, H, c.crop_min, c.min_size), _crop_side(g, W, c.crop_min, c.min_size)
+            h, w = _crop_side(g, H, crop_min, c.min_size), _crop_side(g, W, crop_min, c.min_size)
             top, left = randint(g, 0, H - h), randint(g, 0, W - w)
             return [(top, left, h, w)] * len(ts)
         out = []
         for t in ts:
             y0, x0, bh, bw = self.boxes[t]
-            h, w = _crop_side(g, bh, c.crop_min, c.min_size), _crop_side(g, bw, c.crop_min, c.min_size)
+            h, w = _crop_side(g, bh, crop_min, c.min_size), _crop_side(g, bw, crop_min, c.min_size)
             out.append((y0 + randint(g, 0, bh - h), x0 + randint(g, 0, bw - w), h, w))
         return out
 
@@ -265,7 +286,7 @@ class VideoAtlasDataset:
         """One step's example (paper eqs. 11-12).
 
         Args:
-            step: 0-based; the whole atlas joins when ``(step + 1) % full_every == 0``.
+            step: 0-based; the whole atlas joins when ``(step + 1) % full_image_every == 0``.
             g: the RNG of all of the example's randomness, kornia's included.
 
         Returns:
@@ -275,7 +296,7 @@ class VideoAtlasDataset:
         k = self.offset
         t = randint(g, k, T - 1 - k)
         ts = [t - k, t, t + k]
-        flipped = uniform(g, 0.0, 1.0) < self.cfg.flip_p
+        flipped = uniform(g, 0.0, 1.0) < self.cfg.crops.flip_p
         boxes = self.frame_boxes(g, ts)
         uvs, alphas, pxs = [], [], []
         for ti, box in zip(ts, boxes):
@@ -310,6 +331,7 @@ class VideoAtlasDataset:
                 fc.image = self.jitter(fc.image)
         direct = randint(g, 0, len(frames) - 1)
         full = None
-        if self.cfg.full_every > 0 and (step + 1) % self.cfg.full_every == 0:
+        every = self.cfg.crops.full_image_every
+        if every > 0 and (step + 1) % every == 0:
             full = self.full_atlas()
         return VideoSample(atlas_crop.contiguous(), (y0, x0, y1 - y0, x1 - x0), frames, flipped, direct, full)

@@ -173,13 +173,14 @@ class AtlasExamples:
     def examples(self, step: int, rng: torch.Generator, runner, bootstrap_weight: float) -> StepExamples:
         """See :meth:`t2l_core.edit.training_loop.ExampleSource.examples`."""
         cfg, sample = self.config, self.dataset.sample(step, rng)
-        fg_alpha = self.layer == "fg" and cfg.atlas.multiply_foreground_alpha
+        losses = cfg.frame_losses
+        fg_alpha = self.layer == "fg" and losses.multiply_foreground_alpha
         ex = StepExamples([], [], [], composites=[], screens=[])
         out = runner.generate(sample.atlas_crop)
         for x, c, a, cp, sc in atlas_examples(out, sample.atlas_crop, sample.frames, self.layer,
-                                              cfg.atlas.multiply_foreground_alpha, cfg.atlas.authors_fg_inputs):
+                                              losses.multiply_foreground_alpha, losses.authors_fg_inputs):
             _add(ex, x, c, a, cp, sc)
-        if cfg.atlas.direct_pass:
+        if losses.direct_pass:
             fc = sample.frames[sample.direct]
             o = runner.generate(fc.image)
             o = o * fc.nla_alpha if fg_alpha else o

@@ -14,7 +14,10 @@ cannot read, fp16 on the CPU) are refused by POST /prompt before any node runs w
 and that a setting wired from another node is checked when its node runs; then interrupts a long training run and
 checks it stops within seconds, leaves a checkpoint, and the server keeps serving; sends NaN frames (from a
 test-only node pack installed next to ours) into Fit Layered Atlas and checks for a clear error and a server
-that answers the next prompt.
+that answers the next prompt; checks that ``POST /free`` with ``unload_models`` releases a Train Edit Layer
+prompt's CLIP (the server's resident memory drops, ComfyUI loads the CLIP anew for the next prompt, which gives
+the identical image), and, in a separate process against ComfyUI's own ``comfy.model_management`` (no server),
+that our models are loaded whole where ComfyUI asks for a partial load and come back after an unload.
 With Playwright and Chromium present it also loads each workflow in the real frontend and compares the
 frontend's own API conversion with ours.
 """
@@ -326,6 +329,36 @@ def test_saved_layer_loads_and_applies_to_the_trained_composite(comfy, defs):
     assert len(errors) == 1 and "broken.safetensors" in errors[0]["details"], errors
 
 
+def test_a_protect_mask_from_load_image_leaves_its_pixels_and_is_reported(comfy):
+    """Load Image's MASK (1 - alpha) as Train Edit Layer's protect_mask: the saved composite equals the saved
+    input there, byte for byte, and the node's text reports the opacity inside the protected region."""
+    import numpy as np
+    from PIL import Image
+
+    rgba = np.asarray(Image.open(comfy.base / "input" / "chelsea.jpg").convert("RGBA")).copy()
+    rgba[:, :96, 3] = 0  # transparent left half: Load Image's mask is 1 there
+    Image.fromarray(rgba, "RGBA").save(comfy.base / "input" / "chelsea_left_protected.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea_left_protected.png"}},
+        "2": {"class_type": "T2L_LoadCLIP", "inputs": {"model": "tiny-clip.safetensors", "device": "cpu",
+                                                       "precision": "fp32", "architecture": ""}},
+        "3": {"class_type": "T2L_TrainEditLayer", "inputs": {
+            "clip": ["2", 0], "image": ["1", 0], "prompt": "leopard fur", "screen_prompt": "", "source_prompt": "",
+            "iterations": 3, "size": 129, "seed": 11, "views": 2, "resume": False, "protect_mask": ["1", 1]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "text2live/protected"}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "text2live/unedited"}},
+    }
+    entry = comfy.wait_history(comfy.queue(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    edited, unedited = (np.asarray(Image.open(io.BytesIO(_view(comfy, entry["outputs"][k]["images"][0]))))
+                        for k in ("4", "5"))
+    assert np.array_equal(edited[:, :96], unedited[:, :96])
+    assert not np.array_equal(edited[:, 96:], unedited[:, 96:])
+    text = entry["outputs"]["3"]["text"]
+    assert any("inside the protected region" in line for line in text), text
+    print("\nTrain Edit Layer's text with a protect mask: " + " | ".join(text))
+
+
 def test_missing_clip_refuses_the_whole_video_prompt(comfy, defs):
     """Without CLIP weights nothing of the video workflow starts (no atlas fit), with one message."""
     ui = small(load_json(REPO / "workflows" / "video_edit.json"), defs)
@@ -490,3 +523,181 @@ def test_a_wired_setting_is_checked_when_the_node_runs(comfy):
     # a readable colour through the same wire runs through
     entry = comfy.wait_history(comfy.queue(_edit_over_colour(colour_from="255,255,255")), timeout=600)
     assert entry["status"]["status_str"] == "success", entry["status"]
+
+
+# --------------------------------------------------------------------------------- ComfyUI's model management
+def _rss_mib(pid: int) -> float:
+    """Resident memory of a process (VmRSS), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+def _wait_for_log(comfy: "Comfy", start: int, text: str, timeout: float = 60) -> str:
+    """The server log written since offset ``start``, once it holds ``text``."""
+    end = time.time() + timeout
+    while True:
+        new = comfy.log.read_text()[start:]
+        if text in new:
+            return new
+        assert time.time() < end, f"'{text}' not logged within {timeout} s:\n{new[-3000:]}"
+        time.sleep(0.2)
+
+
+def _train_over_image(model: str, seed: int) -> dict:
+    """Load CLIP -> Train Edit Layer (tiny) -> SaveImage of the composite."""
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "chelsea.jpg"}},
+        "2": {"class_type": "T2L_LoadCLIP", "inputs": {"model": model, "device": "cpu", "precision": "fp32",
+                                                       "architecture": ""}},
+        "3": {"class_type": "T2L_TrainEditLayer", "inputs": {
+            "clip": ["2", 0], "image": ["1", 0], "prompt": "leopard fur", "screen_prompt": "", "source_prompt": "",
+            "iterations": 2, "size": 129, "seed": seed, "views": 2, "resume": False}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "text2live/managed"}},
+    }
+
+
+def test_free_unloads_the_clip_and_the_next_prompt_reloads_it_with_the_same_result(comfy):
+    """POST /free {"unload_models": true} after a Train Edit Layer prompt: ComfyUI unloads the CLIP (it leaves
+    current_loaded_models: the next prompt makes ComfyUI log "Requested to load CLIP" again) and, on --cpu where
+    there is no other device to offload to, its weights are released: the server's resident memory drops by
+    about their size. Load CLIP's output stays in ComfyUI's cache, so the next prompt does not run Load CLIP
+    again: Train Edit Layer reads the weights back and gives the bit-identical image."""
+    import numpy as np
+    from PIL import Image
+
+    from t2l_core.clip.loading import TINY_NOTE, build_tiny_clip, save_clip
+
+    # a random CLIP (NOT a real model) with a wide text tower, so that its weights show in the process's memory
+    clip = build_tiny_clip(patch_size=16, seed=3, device="cpu", text_width=768, text_layers=1)
+    weights_mib = sum(t.numel() * t.element_size() for t in clip.model.state_dict().values()) / 2**20
+    save_clip(clip, comfy.base / "models" / "text2live" / "wide-text-clip.safetensors", note=TINY_NOTE)
+    del clip
+
+    def run(seed: int) -> np.ndarray:
+        entry = comfy.wait_history(comfy.queue(_train_over_image("wide-text-clip.safetensors", seed)), timeout=600)
+        assert entry["status"]["status_str"] == "success", json.dumps(entry["status"]["messages"], indent=1)[-3000:]
+        return np.asarray(Image.open(io.BytesIO(_view(comfy, entry["outputs"]["4"]["images"][0]))))
+
+    pid = comfy.proc.pid
+    first = run(seed=11)
+    mark = len(comfy.log.read_text())
+    run(seed=12)  # replaces Train Edit Layer's cached result; Load CLIP's stays cached, its CLIP loaded
+    assert "Requested to load CLIP" not in comfy.log.read_text()[mark:], "the loaded CLIP was loaded again"
+    time.sleep(2)
+    loaded = _rss_mib(pid)
+    mark = len(comfy.log.read_text())
+    status, _ = comfy.post("/free", {"unload_models": True})
+    assert status == 200
+    line = f"unloaded, {weights_mib:.1f} MiB of weights released"
+    _wait_for_log(comfy, mark, line)
+    time.sleep(2)
+    unloaded = _rss_mib(pid)
+    mark = len(comfy.log.read_text())
+    t0 = time.time()
+    third = run(seed=11)
+    seconds = time.time() - t0
+    new_log = comfy.log.read_text()[mark:]
+    reloaded = _rss_mib(pid)
+    print(f"\n/free unload_models with a {weights_mib:.1f} MiB CLIP on --cpu: server RSS {loaded:.0f} MiB loaded -> "
+          f"{unloaded:.0f} MiB after /free ({loaded - unloaded:.0f} MiB less) -> {reloaded:.0f} MiB after the "
+          f"next prompt ({seconds:.1f} s, weights read back)")
+    assert loaded - unloaded >= 0.8 * weights_mib
+    assert "Requested to load CLIP" in new_log and "reloading its weights" in new_log
+    assert "Load CLIP's model" not in new_log  # no error about the file
+    assert reloaded - unloaded >= 0.8 * weights_mib
+    assert third.shape == first.shape and np.array_equal(third, first), "the reloaded CLIP gave another image"
+
+
+MODEL_MANAGEMENT_SCRIPT = r'''
+"""Run with ComfyUI's Python in its checkout: the pack's patchers against the real comfy.model_management."""
+import importlib.util, json, os, sys, tempfile
+from pathlib import Path
+
+repo, work = Path(sys.argv[1]), Path(sys.argv[2])
+sys.path[:0] = [os.getcwd(), str(repo)]
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import comfy.model_management as mm
+import comfy.model_patcher
+import folder_paths
+import torch
+
+folder_paths.set_temp_directory(str(work / "temp"))
+spec = importlib.util.spec_from_file_location("t2l_pack", repo / "__init__.py", submodule_search_locations=[str(repo)])
+pack = importlib.util.module_from_spec(spec)
+sys.modules["t2l_pack"] = pack
+spec.loader.exec_module(pack)
+pmm = pack.nodes.model_management
+from t2l_core.clip.loading import build_tiny_clip, save_clip
+from t2l_core.nla.atlas_model import AtlasConfig, LayeredAtlas
+from t2l_core.nla.fitted import FittedNLA
+from t2l_core.runtime.weight_release import module_tensors, tensor_bytes
+
+out = {"available": pmm.available()}
+save_clip(build_tiny_clip(patch_size=16, seed=0), work / "models" / "tiny.safetensors", note="tiny")
+pack.nodes.comfy_bridge.register_model_folder()
+folder_paths.add_model_folder_path("text2live", str(work / "models"))
+image = torch.rand(1, 96, 128, 3, generator=torch.Generator().manual_seed(0))
+with torch.inference_mode():
+    (clip,) = pack.NODE_CLASS_MAPPINGS["T2L_LoadCLIP"]().load("tiny.safetensors", "auto", "fp32")
+    patcher = clip.comfy_patcher
+    out["devices"] = [str(patcher.load_device), str(patcher.offload_device)]
+    first, _ = pack.NODE_CLASS_MAPPINGS["T2L_RelevancyMap"]().run(clip, image, "cat")
+out["loaded_after_node"] = patcher in mm.loaded_models()
+size = patcher.model_size()
+# what --lowvram / --novram ask of a model: load it partially; ours loads whole, a plain ModelPatcher does not
+patcher.partially_load(mm.get_torch_device(), extra_memory=1)
+plain = comfy.model_patcher.ModelPatcher(build_tiny_clip(patch_size=16, seed=0).model, torch.device("cpu"),
+                                         torch.device("cpu"))
+plain.partially_load(torch.device("cpu"), extra_memory=1)
+out["partial_load_share"] = {"ours": patcher.loaded_size() / size, "plain": plain.loaded_size() / plain.model_size()}
+held = tensor_bytes(clip.model)
+mm.unload_all_models()
+out["clip_unloaded"] = {"in_loaded_models": patcher in mm.loaded_models(), "bytes_before": held,
+                        "bytes_after": tensor_bytes(clip.model)}
+with torch.inference_mode():
+    again, _ = pack.NODE_CLASS_MAPPINGS["T2L_RelevancyMap"]().run(clip, image, "cat")
+out["clip_reloaded"] = {"in_loaded_models": patcher in mm.loaded_models(), "equal": bool(torch.equal(again, first)),
+                        "bytes": tensor_bytes(clip.model)}
+# a fitted atlas (no file): spilled to ComfyUI's temp folder when unloaded, read back when used
+torch.manual_seed(0)
+nla = FittedNLA(model=LayeredAtlas(AtlasConfig(height=16, width=24, frames=2)).requires_grad_(False),
+                frames_u8=torch.zeros(2, 3, 16, 24, dtype=torch.uint8), fit_config={})
+weights = {k: v.clone() for k, v in module_tensors(nla.model).items()}
+pmm.use(pmm.manage_atlas(nla))
+out["atlas_loaded"] = nla.comfy_patcher in mm.loaded_models()
+mm.unload_all_models()
+spill = sorted(str(p) for p in (work / "temp" / "text2live").glob("*.pt"))
+out["atlas_unloaded"] = {"bytes": tensor_bytes(nla.model), "spill_files": len(spill)}
+pmm.use(nla)
+now = module_tensors(nla.model)
+out["atlas_reloaded"] = {"equal": all(torch.equal(now[k], weights[k]) for k in weights),
+                         "spill_left": any(os.path.exists(p) for p in spill)}
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_the_real_comfy_model_management_loads_unloads_and_reloads_our_models(tmp_path):
+    """In-process, against ComfyUI's own model_management and ModelPatcher (no server): our models are
+    loaded whole even when ComfyUI asks for a partial load (--lowvram / --novram), leave the loaded models
+    on unload_all_models with their weights released on the CPU, and come back bit-identical (the CLIP from its
+    file, a fitted atlas from its spill in ComfyUI's temp folder)."""
+    script = tmp_path / "check.py"
+    script.write_text(MODEL_MANAGEMENT_SCRIPT)
+    proc = subprocess.run([COMFY_PYTHON, str(script), str(REPO), str(tmp_path)], cwd=COMFY_DIR, capture_output=True,
+                          text=True, timeout=600)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    print(f"\nreal comfy.model_management: {json.dumps(out)}")
+    assert out["available"] and out["devices"] == ["cpu", "cpu"] and out["loaded_after_node"]
+    assert out["partial_load_share"]["ours"] == 1.0 and out["partial_load_share"]["plain"] < 1.0
+    assert out["clip_unloaded"] == {"in_loaded_models": False, "bytes_before": out["clip_unloaded"]["bytes_before"],
+                                    "bytes_after": 0}
+    assert out["clip_reloaded"] == {"in_loaded_models": True, "equal": True,
+                                    "bytes": out["clip_unloaded"]["bytes_before"]}
+    assert out["atlas_loaded"]
+    assert out["atlas_unloaded"]["bytes"] == 0 and out["atlas_unloaded"]["spill_files"] == 1
+    assert out["atlas_reloaded"] == {"equal": True, "spill_left": False}

@@ -1,5 +1,7 @@
 """Train/Apply Edit Layer and Composite nodes as plain classes (the pack loaded as ComfyUI loads it)."""
 
+import sys
+
 import pytest
 import torch
 
@@ -92,6 +94,23 @@ def test_train_node_clear_errors(pack, tiny_clip, astronaut, in_tmp):
         node.train(tiny_clip, torch.rand(1, 16, 16, 3), **NODE_KW)
 
 
+def test_train_node_protects_a_region_and_reports_it(pack, tiny_clip, astronaut, in_tmp):
+    image = astronaut.permute(0, 2, 3, 1).contiguous()
+    protect = torch.zeros(1, 96, 128)
+    protect[:, :, :48] = 1.0
+    with torch.inference_mode():
+        out = _node(pack, "T2L_TrainEditLayer").train(tiny_clip, image.clone(), protect_mask=protect, **NODE_KW)
+    comp, edit, opacity, green, layer = out["result"]
+    assert torch.equal(opacity[:, :, :48], torch.zeros(1, 96, 48))
+    assert torch.equal(comp[:, :, :48], image[:, :, :48])  # the input bit for bit where the mask is 1
+    assert any("inside the protected region" in line for line in out["ui"]["text"])
+    node = _node(pack, "T2L_TrainEditLayer")
+    with pytest.raises(ValueError, match="protect_mask has 2 masks"):
+        node.train(tiny_clip, image, protect_mask=protect.expand(2, -1, -1), **NODE_KW)
+    with pytest.raises(ValueError, match="protect mask has shape"):
+        node.train(tiny_clip, image, protect_mask=torch.ones(1, 10, 10), **NODE_KW)
+
+
 def test_composite_node(pack):
     node = _node(pack, "T2L_Composite")
     color = torch.full((1, 4, 5, 3), 0.8)
@@ -112,14 +131,24 @@ def test_composite_node(pack):
 
 
 def test_video_iterations_default_is_the_papers_3000_unless_changed(pack, monkeypatch):
-    """With nla and video_defaults, the widget's untouched default (1000, the image setting) means 3000."""
-    from t2l_core.video.config import VideoEditConfig
-
+    """With nla and video_defaults, the widget's untouched default (1000, the image setting) means 3000; the
+    node says so in its text."""
+    edit_nodes = sys.modules[pack.__name__ + ".nodes.edit_nodes"]
     node_cls = pack.NODE_CLASS_MAPPINGS["T2L_TrainEditLayer"]
-    seen = []
-    monkeypatch.setattr(node_cls, "_train_video", staticmethod(lambda *a, **kw: seen.append(kw["iters"])))
+    seen, real = [], edit_nodes.video_config_from_image_settings
+
+    class Stop(Exception):
+        pass
+
+    def capture(settings, layer, video_defaults):
+        seen.append(real(settings, layer, video_defaults))
+        raise Stop  # the settings are all this test needs
+
+    monkeypatch.setattr(edit_nodes, "video_config_from_image_settings", capture)
     node = node_cls()
     assert node_cls.INPUT_TYPES()["required"]["iterations"][1]["default"] == 1000
     for iterations, video_defaults in ((1000, True), (1200, True), (1000, False)):
-        node.train(None, None, "x", iterations=iterations, nla=object(), video_defaults=video_defaults)
-    assert seen == [VideoEditConfig.iters, 1200, 1000] and VideoEditConfig.iters == 3000
+        with pytest.raises(Stop):
+            node.train(None, None, "x", iterations=iterations, nla=object(), video_defaults=video_defaults)
+    assert [c.iters for c, _ in seen] == [3000, 1200, 1000]
+    assert "3000 steps" in seen[0][1][0] and seen[1][1] == [] and seen[2][1] == []

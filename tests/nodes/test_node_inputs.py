@@ -62,6 +62,8 @@ CASES = [
     ("T2L_TrainEditLayer", "train", "image", lambda v, c: dict(clip=c["clip"], image=_poison(_image(1, 96, 128), v), **TRAIN)),
     ("T2L_TrainEditLayer", "train", "bootstrap_mask",
      lambda v, c: dict(clip=c["clip"], image=_image(1, 96, 128), bootstrap_mask=_poison(_mask(1, 96, 128), v), **TRAIN)),
+    ("T2L_TrainEditLayer", "train", "protect_mask",
+     lambda v, c: dict(clip=c["clip"], image=_image(1, 96, 128), protect_mask=_poison(_mask(1, 96, 128), v), **TRAIN)),
     ("T2L_TrainEditLayer", "train", "image",  # the video edit: frames of the atlas's video
      lambda v, c: dict(clip=c["clip"], image=_poison(_image(T), v), nla=c["nla"], atlas_layer="background", **TRAIN)),
     ("T2L_ApplyEditLayer", "apply", "image", lambda v, c: dict(edit_layer=c["layer"], image=_poison(_image(2), v))),

@@ -70,6 +70,11 @@ def test_train_edit_layer_checks_prompt_and_connections(nodes):
     # two problems: one message holding both
     msg = _msg(Train, prompt="", nla=None, bootstrap_mask=None)
     assert "prompt is empty" in msg and "bootstrap_mask" in msg and len(msg.splitlines()) == 2
+    # spill control is for single images: a protect mask or an exclusion text with an atlas is refused
+    assert "protect_mask" in _msg(Train, prompt="oreo cake", nla=None, protect_mask=None)
+    assert "exclude_text" in _msg(Train, prompt="oreo cake", nla=None, exclude_text="the dog")
+    assert _msg(Train, prompt="oreo cake", nla=None, exclude_text="  ") is True
+    assert _msg(Train, prompt="oreo cake", exclude_text="the dog", protect_mask=None) is True
 
 
 def test_load_clip_checks_device_precision_and_architecture(nodes, tiny_clip_file, monkeypatch):

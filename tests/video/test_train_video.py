@@ -5,6 +5,7 @@ Tiny sizes: 10 frames of 64x48, a 5-scale 16-channel generator (minimum input 33
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -22,7 +23,8 @@ from t2l_core.api import train_video_edit_layer
 from t2l_core.video.atlas_apply import atlas_edit_from_layer, frames_baseline
 from t2l_core.video.config import VideoEditConfig
 from t2l_core.video.training import atlas_examples
-from t2l_core.video.atlas_dataset import VideoAtlasDataset, VideoDatasetConfig, mask_boxes, training_bbox
+from t2l_core.video.atlas_dataset import (VideoAtlasDataset, VideoDatasetConfig, mask_boxes, training_bbox,
+                                          video_crops)
 
 GEN = GeneratorConfig(num_scales=5, channels_down=16, channels_up=16)  # min input 33 px
 
@@ -71,7 +73,8 @@ def test_examples_geometry_and_atlas_sampling_reproduces_the_frame_crops(nla):
     """Sampling the atlas crop with a frame crop's grid gives that crop's background reconstruction, also
     for flipped examples; crops lie inside the mask boxes and cover >= 95 % of them."""
     model, T = nla.model, nla.num_frames
-    cfg = VideoDatasetConfig(layer="bg", min_size=33, jitter_p=0.0, full_every=3)
+    cfg = VideoDatasetConfig(layer="bg", min_size=33, crops=dataclasses.replace(video_crops(), jitter_p=0.0,
+                                                                                full_image_every=3))
     ds = VideoAtlasDataset(model, nla.bboxes["bg"], nla.frames_u8, cfg)
     g = torch.Generator().manual_seed(1)
     flips = set()
@@ -247,3 +250,18 @@ def test_non_finite_loss_stops_with_the_last_good_state(tiny_clip, nla, tmp_path
     resumed = train_video_edit_layer(tiny_clip, nla, cfg, checkpoint_path=ckpt, resume=True, render=False)
     assert resumed.resumed_from == 1 and resumed.history == full.history
     assert torch.equal(resumed.atlas_edit.rgb, full.atlas_edit.rgb)
+
+
+def test_an_image_edits_settings_become_the_papers_video_settings():
+    from t2l_core.video.config import VIDEO_DEFAULT_SETTINGS, video_config_from_image_settings
+
+    image = dict(prompt="x", iters=1000, n_views=16, lambda_structure=2.0, sparsity_l1=0.06, sparsity_l0=0.06)
+    config, notes = video_config_from_image_settings(image, "foreground")
+    video = VideoEditConfig.from_flat(prompt="x")
+    assert config.iters == video.iters == 3000 and len(notes) == 1 and "3000" in notes[0]
+    assert all(config.to_flat()[n] == video.to_flat()[n] for n in VIDEO_DEFAULT_SETTINGS)
+    assert config.layer == "foreground"
+    kept, notes = video_config_from_image_settings({**image, "iters": 1200}, "bg")
+    assert kept.iters == 1200 and notes == []
+    widgets, notes = video_config_from_image_settings(image, "bg", video_defaults=False)
+    assert widgets.iters == 1000 and widgets.views.n_views == 16 and notes == []
