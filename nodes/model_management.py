@@ -259,7 +259,7 @@ def manage_clip(clip, load_device: torch.device, offload_device: torch.device, s
     def on_release() -> None:
         c = ref()
         if c is not None:
-            c._text_cache.clear()
+            c.clear_text_cache()
 
     label = f"CLIP {clip.name}" + (f" ({clip.pretrained})" if clip.pretrained else "")
     return _manage(clip, clip.model, ManagedWeights(label, source, on_move, on_release), load_device, offload_device)

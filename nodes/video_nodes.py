@@ -33,6 +33,11 @@ def _nla_dir() -> Path:
     return _output_folder("nla")
 
 
+def _atlas_path(file: str, path: str = "") -> str:
+    """Load NLA's atlas file: ``path`` when set, else ``file`` in output/text2live/nla."""
+    return path.strip() if path and path.strip() else str(_nla_dir() / file)
+
+
 def _hwc(img: torch.Tensor) -> torch.Tensor:
     """[3,H,W] -> IMAGE [1,H,W,3]."""
     return cb.bchw_to_image(img[None])
@@ -364,16 +369,12 @@ class LoadNLA:
         }}
 
     @classmethod
-    def _resolve(cls, file, path="") -> str:
-        return path.strip() if path and path.strip() else str(_nla_dir() / file)
-
-    @classmethod
     def IS_CHANGED(cls, file, path=""):
-        return file_signature(cls._resolve(file, path))
+        return file_signature(_atlas_path(file, path))
 
     def load(self, file, path=""):
         check_inputs(type(self), {"file": file, "path": path})
-        return (mm.load_atlas_file(self._resolve(file, path)),)
+        return (mm.load_atlas_file(_atlas_path(file, path)),)
 
 
 class FrameEditToAtlas:
@@ -472,7 +473,7 @@ def _atlas_file_readable(w: dict) -> None:
     if file == NO_ATLAS:
         raise ValueError("file: no atlas in output/text2live/nla yet: save one with Save Atlas and press R to "
                          "refresh the list, or give a full path in 'path'.")
-    p = LoadNLA._resolve(file)
+    p = _atlas_path(file)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"file: atlas file '{file}' not found in output/text2live/nla ({_nla_dir()}): save "
                                 "one with Save Atlas and press R to refresh the list, or give a full path in 'path'.")

@@ -24,32 +24,10 @@ from ..progress import Hooks, cancel_inside, losses_to_floats
 from ..seeding import make_generator
 from .bootstrap import bootstrap_schedule
 from .config import OptimConfig
-from .objective import LossWeights, TextBanks, opacity_terms, plan_objective
+from .objective import LossWeights, StepExamples, TextBanks, opacity_terms, plan_objective
 from .step_runner import PlainSteps
 from .training_state import read_state, write_if_finite, write_state
 from .views import ViewAugmenter, ViewConfig, structure_view
-
-
-@dataclass
-class StepExamples:
-    """One step's examples, each ``[1,C,h,w]`` in 0..1: the inputs and the generator's colour and opacity.
-
-    ``composites``/``screens``: per example a composite / green-screen render that replaces the one computed
-    from the colour and opacity (None entries: computed). ``source_tokens``: cached structure targets.
-    ``bootstrap_targets``: per example a ``[1,h,w]`` map in 0..1 when this step bootstraps the opacity.
-    ``protect``: per example the protected region ``[1,1,h,w]`` in 0..1 (the size of its opacity), or None;
-    then ``alphas`` are the protected opacities the composites use and ``trained_alphas`` the generator's own.
-    """
-
-    inputs: list[torch.Tensor]
-    colors: list[torch.Tensor]
-    alphas: list[torch.Tensor]
-    composites: Optional[list[Optional[torch.Tensor]]] = None
-    screens: Optional[list[Optional[torch.Tensor]]] = None
-    source_tokens: Optional[list[Optional[torch.Tensor]]] = None
-    bootstrap_targets: Optional[list[torch.Tensor]] = None
-    protect: Optional[list[torch.Tensor]] = None
-    trained_alphas: Optional[list[torch.Tensor]] = None
 
 
 class WholeInputTarget:
@@ -246,9 +224,8 @@ def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSte
     bw = loop.bootstrap_weight(step)
     ex = source.examples(step, rng, runner, bw)
     opt.zero_grad(set_to_none=True)
-    plan = plan_objective(runner.clip, ex.inputs, ex.colors, ex.alphas, loop.banks, loop.views, loop.weights, rng,
-                          source_tokens=ex.source_tokens, augmenter=augmenter,
-                          cancel_point=hooks.cancel_point, composites=ex.composites, screens=ex.screens)
+    plan = plan_objective(runner.clip, ex, loop.banks, loop.views, loop.weights, rng, augmenter=augmenter,
+                          cancel_point=hooks.cancel_point)
     rest = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, bw, loop.authors_bootstrap_bug, ex.protect,
                          ex.trained_alphas)
     terms = losses_to_floats(runner.backward(plan, rest, ex.alphas[0], hooks.cancel_point))  # one device sync

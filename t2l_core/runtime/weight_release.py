@@ -28,12 +28,10 @@ def _slots(module: torch.nn.Module):
     tensor reached through two modules (tied weights) is listed under each."""
     for prefix, m in module.named_modules(remove_duplicate=False):
         head = f"{prefix}." if prefix else ""
-        for name, p in m._parameters.items():
-            if p is not None:
-                yield head + name, m, "param", name
-        for name, b in m._buffers.items():
-            if b is not None:
-                yield head + name, m, "buffer", name
+        for name, _ in m.named_parameters(recurse=False, remove_duplicate=False):
+            yield head + name, m, "param", name
+        for name, _ in m.named_buffers(recurse=False, remove_duplicate=False):
+            yield head + name, m, "buffer", name
 
 
 def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -46,9 +44,8 @@ def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
         {name: tensor}: detached tensors sharing the module's storage.
     """
     out = {}
-    for qual, m, kind, name in _slots(module):
-        t = m._parameters[name] if kind == "param" else m._buffers[name]
-        out[qual] = t.detach()
+    for qual, m, _, name in _slots(module):
+        out[qual] = getattr(m, name).detach()
     return out
 
 
@@ -78,15 +75,15 @@ def release_tensors(module: torch.nn.Module) -> Manifest:
     seen: dict = {}  # id of a tensor already released (tied weights) -> what it was
     with torch.no_grad():
         for qual, m, kind, name in _slots(module):
-            t = m._parameters[name] if kind == "param" else m._buffers[name]
+            t = getattr(m, name)
             if id(t) in seen:  # a tied parameter is emptied already; a shared buffer is replaced in this module too
                 manifest[qual] = seen[id(t)]
             else:
                 manifest[qual] = seen[id(t)] = (tuple(t.shape), t.dtype)
                 if kind == "param":
                     t.data = torch.empty(0, dtype=t.dtype, device=t.device)
-            if kind == "buffer":
-                m._buffers[name] = torch.empty(0, dtype=t.dtype, device=t.device)
+            if kind == "buffer":  # assigning to a registered buffer's name replaces it, persistence kept
+                setattr(m, name, torch.empty(0, dtype=t.dtype, device=t.device))
     return manifest
 
 
@@ -115,9 +112,9 @@ def restore_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], m
     with torch.no_grad():
         for qual, m, kind, name in _slots(module):
             if kind == "param":
-                m._parameters[name].data = tensors[qual]
+                getattr(m, name).data = tensors[qual]
             else:
-                m._buffers[name] = tensors[qual]
+                setattr(m, name, tensors[qual])
 
 
 def spill_tensors(module: torch.nn.Module, path: str | Path) -> None:

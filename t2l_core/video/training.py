@@ -38,7 +38,8 @@ from ..edit.generator import build_generator
 from ..edit.layer import EditLayer
 from ..edit.objective import TextBanks
 from ..edit.step_runner import PlainSteps
-from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, train_generator
+from ..edit.objective import StepExamples
+from ..edit.training_loop import LoopSettings, WholeInputTarget, train_generator
 from ..image.training import result_settings
 from ..nla.fit import FittedNLA
 from ..nla.render import AtlasEdit, render_frame
@@ -189,7 +190,7 @@ class AtlasExamples:
             _add(ex, sample.full, o[:, :3], o[:, 3:])
             ex.source_tokens = self.whole_target.last_of(sample.full, len(ex.inputs))
         if self.use_relevancy and bootstrap_weight > 0:
-            ex.bootstrap_targets = [relevancy_target(self.clip, x, cfg, (224, 224)) for x in ex.inputs]
+            ex.bootstrap_targets = [relevancy_target(self.clip, x, cfg) for x in ex.inputs]
         return ex
 
     def preview(self, runner) -> torch.Tensor:
