@@ -21,6 +21,7 @@ import torch
 
 from ..checkpoint import CheckpointFile, NonFiniteLoss, nonfinite_message
 from ..progress import Hooks, cancel_inside, losses_to_floats
+from ..step_loop import StepReport, run_steps
 from ..seeding import make_generator
 from .bootstrap import bootstrap_schedule
 from .config import OptimConfig
@@ -174,33 +175,29 @@ def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: Loo
     def write(history_now: Sequence[dict]):
         return write_state(checkpoint, generator, opt, state.done, state.rng_state, loop.settings, history_now)
 
-    try:
-        # cancel within a layer, not only between steps
-        with cancel_inside(hooks.check_cancel, generator, runner.clip.visual), runner.loop_scope():
-            augmenter = runner.augmenter(loop.views)
-            if start < loop.iters and hasattr(source, "prepare"):
-                source.prepare(runner, hooks)
-            for step in range(start, loop.iters):
-                terms, bootstrap = _step(step, source, loop, runner, augmenter, opt, rng, hooks)
-                if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
-                    saved = write_if_finite(checkpoint, generator, opt, state.done, state.rng_state, loop.settings,
-                                            history[:state.done])
-                    raise NonFiniteLoss(nonfinite_message(step + 1, terms, saved,
-                                                          "Lower the learning rate or the loss weights."))
-                hooks.cancel_point()
-                terms["lr"] = _update(opt, loop)
-                if bootstrap is not None:
-                    terms["bootstrap_weight"] = bootstrap
-                history.append(terms)
-                runner.end_step()
-                # a cancel raised by the progress callback (ComfyUI checks it there) comes after this step's update
-                state.done, state.rng_state = step + 1, rng.get_state()
-                hooks.step(step + 1, loop.iters, terms, lambda: source.preview(runner))
-    except NonFiniteLoss:
-        raise
-    except BaseException:
-        write(history[:state.done])
-        raise
+    def one_step(step: int) -> StepReport:
+        terms, bootstrap = _step(step, source, loop, runner, augmenter, opt, rng, hooks)
+        if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
+            saved = write_if_finite(checkpoint, generator, opt, state.done, state.rng_state, loop.settings,
+                                    history[:state.done])
+            raise NonFiniteLoss(nonfinite_message(step + 1, terms, saved, "Lower the learning rate or the loss weights."))
+        hooks.cancel_point()
+        terms["lr"] = _update(opt, loop)
+        if bootstrap is not None:
+            terms["bootstrap_weight"] = bootstrap
+        history.append(terms)
+        runner.end_step()
+        # a cancel raised by the progress callback (ComfyUI checks it there) comes after this step's update
+        state.done, state.rng_state = step + 1, rng.get_state()
+        return StepReport(terms)
+
+    # cancel within a layer, not only between steps
+    with cancel_inside(hooks.check_cancel, generator, runner.clip.visual), runner.loop_scope():
+        augmenter = runner.augmenter(loop.views)
+        prepare = getattr(source, "prepare", None)
+        run_steps(start, loop.iters, one_step, hooks, lambda: write(history[:state.done]),
+                  preview=lambda: source.preview(runner),
+                  before=(lambda: prepare(runner, hooks)) if prepare is not None else None)
     checkpoint.finish(keep_checkpoint, lambda: write(history))
     return LoopResult(history, state.done, start, notes)
 
@@ -220,7 +217,6 @@ def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSte
     Returns:
         The weighted loss terms and ``"total"`` as floats, and the bootstrap weight when the step bootstrapped.
     """
-    hooks.cancel_point()
     bw = loop.bootstrap_weight(step)
     ex = source.examples(step, rng, runner, bw)
     opt.zero_grad(set_to_none=True)
