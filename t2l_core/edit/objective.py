@@ -177,10 +177,10 @@ def edit_objective(clip, examples: StepExamples, banks: TextBanks, views: ViewCo
     """
     plan = plan_objective(clip, examples, banks, views, weights, generator, augmenter=augmenter,
                           cancel_point=cancel_point)
-    rest = opacity_terms(examples.alphas, weights, examples.bootstrap_targets, bootstrap_weight,
-                         authors_bootstrap_bug, examples.protect, examples.trained_alphas)
+    opacity = opacity_terms(examples.alphas, weights, examples.bootstrap_targets, bootstrap_weight,
+                            authors_bootstrap_bug, examples.protect, examples.trained_alphas)
     terms = clip_terms(clip, plan, cancel_point)
-    terms.update(rest)
+    terms.update(opacity)
     total, report = total_and_report(terms, examples.alphas[0])
     return total, (report if defer_report else losses_to_floats(report))
 

@@ -26,7 +26,7 @@ from ..seeding import make_generator
 from .bootstrap import bootstrap_schedule
 from .config import OptimConfig
 from .objective import LossWeights, StepExamples, TextBanks, opacity_terms, plan_objective
-from .step_runner import PlainSteps
+from .step_runner import PlainStepRunner
 from .training_state import read_state, write_if_finite, write_state
 from .views import ViewAugmenter, ViewConfig, structure_view
 
@@ -71,20 +71,20 @@ class WholeInputTarget:
 class ExampleSource(Protocol):
     """What an image or a video edit gives the loop: its examples and a preview."""
 
-    def examples(self, step: int, rng: torch.Generator, runner: PlainSteps, bootstrap_weight: float) -> StepExamples:
+    def examples(self, step: int, rng: torch.Generator, runner: PlainStepRunner, bootstrap_weight: float) -> StepExamples:
         """Sample a step's examples and run the generator on them.
 
         Args:
             step: the 0-based step.
             rng: the run's RNG (all of the step's randomness).
-            runner: runs the generator (:meth:`PlainSteps.generate`).
+            runner: runs the generator (:meth:`PlainStepRunner.generate`).
             bootstrap_weight: λ_b of this step; 0 = no bootstrap targets are needed.
 
         Returns:
             The examples, with the generator's graph.
         """
 
-    def prepare(self, runner: PlainSteps, hooks: Hooks) -> None:
+    def prepare(self, runner: PlainStepRunner, hooks: Hooks) -> None:
         """Optional: start-up work done before the first step, inside the loop's scope (reported through
         ``hooks.phase``). The loop calls it when a source has it.
 
@@ -93,7 +93,7 @@ class ExampleSource(Protocol):
             hooks: the run's hooks.
         """
 
-    def preview(self, runner: PlainSteps) -> torch.Tensor:
+    def preview(self, runner: PlainStepRunner) -> torch.Tensor:
         """The current edit on the whole input (no grad).
 
         Args:
@@ -144,7 +144,7 @@ class LoopResult:
     notes: list[str]
 
 
-def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: LoopSettings, runner: PlainSteps,
+def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: LoopSettings, runner: PlainStepRunner,
                     hooks: Hooks, checkpoint: CheckpointFile, resume: bool = False,
                     keep_checkpoint: bool = False) -> LoopResult:
     """Train the generator on the examples of an image or video edit (paper sections 3.1-3.2, appendix A.3).
@@ -210,22 +210,22 @@ class _RunState:
     rng_state: torch.Tensor  # the RNG at the start of step ``done`` (what a resume repeats)
 
 
-def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSteps, augmenter: ViewAugmenter,
+def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainStepRunner, augmenter: ViewAugmenter,
           opt: torch.optim.Optimizer, rng: torch.Generator, hooks: Hooks) -> tuple[dict, Optional[float]]:
     """Sample, generate, objective (paper eq. 2), backward for step ``step`` (the update is not applied yet).
 
     Returns:
         The weighted loss terms and ``"total"`` as floats, and the bootstrap weight when the step bootstrapped.
     """
-    bw = loop.bootstrap_weight(step)
-    ex = source.examples(step, rng, runner, bw)
+    boot_weight = loop.bootstrap_weight(step)
+    ex = source.examples(step, rng, runner, boot_weight)
     opt.zero_grad(set_to_none=True)
     plan = plan_objective(runner.clip, ex, loop.banks, loop.views, loop.weights, rng, augmenter=augmenter,
                           cancel_point=hooks.cancel_point)
-    rest = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, bw, loop.authors_bootstrap_bug, ex.protect,
-                         ex.trained_alphas)
-    terms = losses_to_floats(runner.backward(plan, rest, ex.alphas[0], hooks.cancel_point))  # one device sync
-    return terms, (bw if ex.bootstrap_targets is not None else None)
+    opacity = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, boot_weight, loop.authors_bootstrap_bug,
+                            ex.protect, ex.trained_alphas)
+    terms = losses_to_floats(runner.backward(plan, opacity, ex.alphas[0], hooks.cancel_point))  # one device sync
+    return terms, (boot_weight if ex.bootstrap_targets is not None else None)
 
 
 def _update(opt: torch.optim.Optimizer, loop: LoopSettings) -> float:

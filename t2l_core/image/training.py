@@ -35,7 +35,7 @@ from ..edit.layer import RESOLUTIONS, EditLayer, LayerOutput
 from ..edit.objective import StepExamples, TextBanks
 from ..edit.protection import (SpillReport, exclusion_map, exclusion_text, is_protected, protect_output,
                                protected_alphas, protected_region, spill_report, unprotected_target)
-from ..edit.step_runner import PlainSteps
+from ..edit.step_runner import PlainStepRunner
 from ..edit.training_loop import LoopSettings, WholeInputTarget, train_generator
 from ..io.input_checks import require_finite
 from ..progress import PHASE_DATASET, PHASE_KEY, PHASE_RELEVANCY, PHASE_STRUCTURE, PHASE_TEXT, Hooks, startup_phase
@@ -246,7 +246,7 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
                      bootstrap_mask: Optional[torch.Tensor] = None, checkpoint_path: str | Path | None = None,
                      resume: bool = False, output_size: Optional[int] = None,
                      memory_budget: Optional[int] = None, keep_checkpoint: bool = False,
-                     resolution: str = "working", runner: Optional[PlainSteps] = None,
+                     resolution: str = "working", runner: Optional[PlainStepRunner] = None,
                      protect_mask: Optional[torch.Tensor] = None) -> EditResult:
     """Train an edit layer for ``image`` (paper section 3.1).
 
@@ -282,7 +282,7 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
     config.validate()
     hooks = hooks or Hooks()
-    runner = runner or PlainSteps(clip, config.runtime.threads)
+    runner = runner or PlainStepRunner(clip, config.runtime.threads)
     with torch.inference_mode(False), torch.enable_grad(), runner.run_scope():
         image = prepare_image(image)
         mask = prepare_mask(bootstrap_mask, image)

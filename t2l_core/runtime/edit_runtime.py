@@ -1,6 +1,6 @@
 """The fast path of a training step: the plain step's arithmetic, computed faster and in less memory.
 
-:class:`EditRuntime` is a :class:`t2l_core.edit.step_runner.PlainSteps` whose passes use the measures of
+:class:`EditRuntime` is a :class:`t2l_core.edit.step_runner.PlainStepRunner` whose passes use the measures of
 :class:`t2l_core.runtime.measures.FastMeasures`: channels-last convolutions, the fused CLIP image kernels
 (:meth:`t2l_core.clip.model.ClipModel.set_fused`), autocast only where the hardware gains from it
 (:mod:`t2l_core.device`, :mod:`t2l_core.runtime.precision`), a staged backward (:mod:`t2l_core.runtime.staged_backward`), the
@@ -17,7 +17,7 @@ import torch
 
 from ..device import autocast, autocast_dtype, generator_autocast_dtype
 from ..edit.objective import ObjectivePlan, total_and_report
-from ..edit.step_runner import PlainSteps
+from ..edit.step_runner import PlainStepRunner
 from ..edit.views import ViewAugmenter, ViewConfig
 from .cpu_heap import mmap_threshold_scope, release_freed_heap
 from .measures import FastMeasures, runtime_measures
@@ -25,7 +25,7 @@ from .precision import tf32_scope
 from .staged_backward import backward_deferred, deferred_output, staged_objective_backward
 
 
-class EditRuntime(PlainSteps):
+class EditRuntime(PlainStepRunner):
     """How a training loop runs its CLIP and generator passes on the fast path.
 
     Args:
@@ -146,21 +146,21 @@ class EditRuntime(PlainSteps):
         stack.enter_context(tf32_scope(self.device, self.tf32))
         return stack
 
-    def backward(self, plan: ObjectivePlan, rest: dict[str, torch.Tensor], like: torch.Tensor,
+    def backward(self, plan: ObjectivePlan, opacity_terms: dict[str, torch.Tensor], like: torch.Tensor,
                  cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
         """As the plain path; with the staged backward one CLIP pass at a time, then the deferred examples
         (:mod:`t2l_core.runtime.staged_backward`). Same gradients up to float summation order.
 
         Args:
-            plan, rest, like, cancel_point: as :meth:`t2l_core.edit.step_runner.PlainSteps.backward`.
+            plan, opacity_terms, like, cancel_point: as :meth:`t2l_core.edit.step_runner.PlainStepRunner.backward`.
 
         Returns:
             Each weighted term and ``"total"``, detached 0-dim tensors on the device.
         """
         if not self.staged_backward:
-            return super().backward(plan, rest, like, cancel_point)
+            return super().backward(plan, opacity_terms, like, cancel_point)
         deferred, self._deferred = self._deferred, []
-        terms = staged_objective_backward(self.clip, plan, rest, cancel_point)
+        terms = staged_objective_backward(self.clip, plan, opacity_terms, cancel_point)
         backward_deferred(self.forward, [x for x, _ in deferred], [o for _, o in deferred], cancel_point)
         return total_and_report(terms, like)[1]
 
