@@ -36,6 +36,22 @@ _WIDGET_CLASSES = {"INT": io.Int, "FLOAT": io.Float, "STRING": io.String, "BOOLE
 _COMMON_KEYWORDS = {"tooltip": "tooltip", "lazy": "lazy", "display_name": "display_name"}
 
 
+class ListedCombo(io.Combo.Input):
+    """A combo declared as the classic API declares it: its type is the list of options. ComfyUI 0.3.64 checks a
+    value against the options at queue time only for such a list; an ``io.Combo.Input`` is declared as type
+    "COMBO" with ``options``, which its prompt validation does not check (a wrong value, e.g. of a workflow
+    edited by hand, would only be refused when the node runs)."""
+
+    def get_io_type(self):
+        return list(self.options)
+
+    def as_dict(self):
+        declared = super().as_dict()
+        for key in ("options", "multiselect"):
+            declared.pop(key, None)
+        return declared
+
+
 def _type_class(kind: str):
     """The V3 type of a classic type name."""
     if kind in _WIDGET_CLASSES:
@@ -56,7 +72,7 @@ def v3_input(name: str, spec: tuple, optional: bool) -> io.Input:
     table = {**_COMMON_KEYWORDS, **_WIDGET_KEYWORDS.get(kind, {})}
     for option in [o for o in options if o in table]:
         keywords[table[option]] = options.pop(option)
-    made = _type_class(kind).Input(name, **keywords)
+    made = (ListedCombo if kind == "COMBO" else _type_class(kind).Input)(name, **keywords)
     made.extra_dict.update(options)  # anything else the classic declaration states, passed on as it is
     return made
 
@@ -71,7 +87,7 @@ def v3_outputs(node_cls: type) -> list[io.Output]:
     """The outputs of a classic node class: type, name and tooltip of each."""
     names = getattr(node_cls, "RETURN_NAMES", node_cls.RETURN_TYPES)
     tooltips = getattr(node_cls, "OUTPUT_TOOLTIPS", (None,) * len(node_cls.RETURN_TYPES))
-    return [_type_class(kind).Output(id=name, display_name=name, tooltip=tip)
+    return [_type_class(kind).Output(display_name=name, tooltip=tip)  # ids: ComfyUI numbers them
             for kind, name, tip in zip(node_cls.RETURN_TYPES, names, tooltips)]
 
 
