@@ -22,25 +22,12 @@ import sys
 import pytest
 
 from conftest import REPO
+from v3_info import v3_expected
 
 COMFY_DIR = os.environ.get("T2L_COMFYUI_DIR")
 if not COMFY_DIR:
     pytest.skip("set T2L_COMFYUI_DIR to a ComfyUI checkout to compare the V3 schemas", allow_module_level=True)
 COMFY_PYTHON = os.environ.get("T2L_COMFYUI_PYTHON", sys.executable)
-
-#: the fields ComfyUI 0.3.64 adds to the /object_info entry of every V3 node (a classic one has them only when set)
-V3_FIELDS = {"deprecated": False, "experimental": False, "api_node": False}
-#: the hidden inputs ComfyUI 0.3.64 gives every V3 output node (passed on ``cls.hidden``, never to ``execute``)
-V3_OUTPUT_NODE_HIDDEN = {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
-
-
-def v3_expected(classic: dict) -> dict:
-    """The /object_info entry of the V3 node made from a classic class whose entry is ``classic``."""
-    expected = {**classic, **V3_FIELDS}
-    if classic["output_node"]:
-        expected["input"] = {**classic["input"], "hidden": V3_OUTPUT_NODE_HIDDEN}
-        expected["input_order"] = {**classic["input_order"], "hidden": list(V3_OUTPUT_NODE_HIDDEN)}
-    return expected
 
 SCRIPT = r'''
 import asyncio, importlib.util, inspect, json, sys
@@ -49,25 +36,14 @@ sys.path.insert(0, ".")
 from comfy_api.internal import first_real_override
 from comfy_api.latest import ComfyExtension, io
 
+sys.path.insert(0, repo + "/tests")
+from v3_info import classic_info
+
 spec = importlib.util.spec_from_file_location("custom_nodes.comfyui-text2live", repo + "/__init__.py",
                                               submodule_search_locations=[repo])
 pack = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = pack
 spec.loader.exec_module(pack)
-
-
-def classic_info(node_id, cls):
-    """server.py's node_info (ComfyUI 0.3.64) for a classic class."""
-    info = {"input": cls.INPUT_TYPES(), "input_order": {k: list(v) for k, v in cls.INPUT_TYPES().items()},
-            "output": cls.RETURN_TYPES,
-            "output_is_list": getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES)),
-            "output_name": getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), "name": node_id,
-            "display_name": pack.nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id],
-            "description": getattr(cls, "DESCRIPTION", ""), "category": getattr(cls, "CATEGORY", "sd"),
-            "output_node": getattr(cls, "OUTPUT_NODE", False) is True}
-    if hasattr(cls, "OUTPUT_TOOLTIPS"):
-        info["output_tooltips"] = cls.OUTPUT_TOOLTIPS
-    return info
 
 
 extension = asyncio.run(pack.comfy_entrypoint())
@@ -77,8 +53,8 @@ out = {"classic_exported": hasattr(pack, "NODE_CLASS_MAPPINGS"), "extension": is
 for node in v3:
     schema = node.GET_SCHEMA()
     classic = pack.nodes.NODE_CLASS_MAPPINGS[schema.node_id]
-    out["v3"][schema.node_id] = node.GET_NODE_INFO_V1()
-    out["classic"][schema.node_id] = classic_info(schema.node_id, classic)
+    out["v3"][schema.node_id] = json.loads(json.dumps(node.GET_NODE_INFO_V1()))
+    out["classic"][schema.node_id] = classic_info(schema.node_id, classic, pack.nodes.NODE_DISPLAY_NAME_MAPPINGS)
     validate = first_real_override(node, "validate_inputs")
     fingerprint = first_real_override(node, "fingerprint_inputs")
     out["checks"][schema.node_id] = {
