@@ -319,8 +319,8 @@ def test_the_server_runs_our_nodes_through_the_v3_api(comfy, pack):
                 group = "required" if name in entry["input"]["required"] else "optional"
                 entry["input"][group][name][0] = "the files of its folder"
         assert served == expected, node_id
-    log = comfy.log.read_text()
-    assert "classic nodes load" not in log and "IMPORT FAILED" not in log, log[-3000:]
+    ours = "\n".join(line for line in comfy.log.read_text().splitlines() if "text2live" in line.lower())
+    assert "classic nodes load" not in ours and "IMPORT FAILED" not in ours, ours
 
 
 @pytest.mark.parametrize("path", PREVIOUS, ids=[p.stem for p in PREVIOUS])
@@ -348,10 +348,11 @@ def test_a_combo_value_not_in_its_list_is_refused_when_queued(comfy, defs):
                     saved_before=True)
     node = next(n for n, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
     prompt[node]["inputs"]["generator_resolution"] = "huge"
-    status, body = comfy.post("/prompt", {"prompt": prompt})
-    assert status == 400, body
+    status, body = comfy.post("/prompt", {"prompt": prompt})  # outputs not behind the node still run (status 200)
     (error,) = body["node_errors"][node]["errors"]
-    assert error["type"] == "value_not_in_list" and "generator_resolution" in error["details"], error
+    assert error["type"] == "value_not_in_list" and "generator_resolution" in error["details"], (status, error)
+    if status == 200:
+        comfy.wait_history(body["prompt_id"], timeout=600)
 
 
 def _mp4_facts(body: bytes) -> dict:
