@@ -23,21 +23,27 @@ WEB_DIRECTORY = "./web"
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 
-try:
-    from .nodes.v3_schema import Text2LiveExtension, v3_nodes
-except ImportError:  # no comfy_api.latest here: ComfyUI loads the classic classes
-    V3_NODES = None
-else:
+
+def _v3_nodes():
+    """The V3 nodes made from the classic classes; None without comfy_api.latest, or when this ComfyUI's API
+    lacks a part they use (then logged, and ComfyUI loads the classic classes)."""
     try:
-        V3_NODES = v3_nodes(NODE_CLASS_MAPPINGS.values())
-    except Exception as _exc:  # a part of the API this ComfyUI lacks: keep the classic classes working
-        logging.getLogger("text2live").exception("Text2LIVE: the V3 node schema failed, classic nodes load: %s",
-                                                 _exc)
-        V3_NODES = None
+        from .nodes.v3_schema import v3_nodes
+        return v3_nodes(NODE_CLASS_MAPPINGS.values())
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "comfy_api":
+            return None  # no ComfyUI, or one older than the V3 node API
+        logging.getLogger("text2live").exception("Text2LIVE: the V3 node schema failed, classic nodes load: %s", exc)
+        return None
+
+
+V3_NODES = _v3_nodes() if NODE_CLASS_MAPPINGS else None
 
 if V3_NODES:
     async def comfy_entrypoint():
         """The pack as a V3 extension (ComfyUI's ``load_custom_node`` calls it when NODE_CLASS_MAPPINGS is absent)."""
+        from .nodes.v3_schema import Text2LiveExtension
+
         return Text2LiveExtension(V3_NODES)
 
     del NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS

@@ -108,3 +108,27 @@ def test_queue_checks_and_change_signatures_are_the_classic_ones(declared):
     bad_v3, bad_classic, good_v3, good_classic = declared["answers"]
     assert bad_v3 == bad_classic and "fill_color" in bad_v3
     assert good_v3 is True and good_classic is True
+
+
+FALLBACK_SCRIPT = r'''
+import importlib.util, sys
+repo = sys.argv[1]
+sys.path.insert(0, ".")
+from comfy_api.latest import io
+del io.Video  # a ComfyUI whose node API lacks a type the nodes use
+spec = importlib.util.spec_from_file_location("custom_nodes.comfyui-text2live", repo + "/__init__.py",
+                                              submodule_search_locations=[repo])
+pack = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = pack
+spec.loader.exec_module(pack)
+print("RESULT", hasattr(pack, "comfy_entrypoint"), sorted(pack.NODE_CLASS_MAPPINGS) == sorted(pack.nodes.NODE_CLASS_MAPPINGS))
+'''
+
+
+def test_a_comfyui_whose_node_api_lacks_a_part_gets_the_classic_nodes(tmp_path):
+    script = tmp_path / "fallback.py"
+    script.write_text(FALLBACK_SCRIPT)
+    proc = subprocess.run([COMFY_PYTHON, str(script), str(REPO)], cwd=COMFY_DIR, capture_output=True, text=True,
+                          timeout=300)
+    assert "RESULT False True" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "the V3 node schema failed, classic nodes load" in proc.stderr
