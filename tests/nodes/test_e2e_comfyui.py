@@ -5,7 +5,9 @@
 
 Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whose ``custom_nodes`` holds a
 symlink to this repository and whose ``models/text2live`` holds a tiny random CLIP; waits for our node ids in
-``/object_info``; asks the template route for each workflow and its thumbnail (what the frontend's template
+``/object_info``; checks that ComfyUI serves them as V3 nodes (comfy_entrypoint) whose entries are the classic
+declarations; runs the workflows the previous node version shipped (tests/workflows_previous, one with every widget
+changed) unchanged; asks the template route for each workflow and its thumbnail (what the frontend's template
 browser opens) and the model folder their Load CLIP's download metadata names; runs every shipped workflow
 (converted to the API format, at tiny sizes) through ``POST /prompt``; polls ``/history`` for success and fetches
 every output through ``/view`` (the mp4s at the input video's frame rate, with its sound); sends a video with a
