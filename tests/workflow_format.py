@@ -365,13 +365,20 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
 
 
 # -------------------------------------------------------------------------------------------- UI -> API
-def widget_inputs(node: dict, d: NodeDef) -> dict[str, Any]:
-    """Widget name -> value from a UI node's ``widgets_values`` (control/upload extras dropped)."""
+def widget_inputs(node: dict, d: NodeDef, saved_before: bool = False) -> dict[str, Any]:
+    """Widget name -> value from a UI node's ``widgets_values`` (control/upload extras dropped).
+
+    With ``saved_before`` (a workflow saved by an earlier version of the node, which has gained widgets since:
+    widgets are only ever appended) fewer values are read as the frontend reads them: by position, and every
+    widget past the saved ones keeps its declared default."""
     values = node.get("widgets_values", [])
     slots = d.widget_slots()
-    if len(values) != len(slots):
+    if len(values) > len(slots) or (len(values) < len(slots) and not saved_before):
         raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widgets_values for {len(slots)} widgets")
-    return {inp.name: v for (kind, inp), v in zip(slots, values) if kind == "value"}
+    given = {inp.name: v for (kind, inp), v in zip(slots, values) if kind == "value"}
+    later = {inp.name: inp.opts["default"] for kind, inp in slots[len(values):]
+             if kind == "value" and "default" in inp.opts}
+    return {**given, **later}
 
 
 def _resolve_origin(ui_nodes: dict, links: dict, defs: dict, link_id: int, seen: Optional[set] = None):
@@ -393,8 +400,9 @@ def _resolve_origin(ui_nodes: dict, links: dict, defs: dict, link_id: int, seen:
     return None  # muted or nothing to pass through
 
 
-def to_api(ui: dict, defs: dict[str, NodeDef]) -> dict[str, dict]:
-    """UI-format workflow -> API prompt ``{id: {class_type, inputs, _meta}}`` as POST /prompt accepts it."""
+def to_api(ui: dict, defs: dict[str, NodeDef], saved_before: bool = False) -> dict[str, dict]:
+    """UI-format workflow -> API prompt ``{id: {class_type, inputs, _meta}}`` as POST /prompt accepts it
+    (``saved_before``: a workflow saved by an earlier node version, see :func:`widget_inputs`)."""
     nodes = {n["id"]: n for n in ui["nodes"]}
     links = _links_by_id(ui)
     prompt: dict[str, dict] = {}
@@ -403,7 +411,7 @@ def to_api(ui: dict, defs: dict[str, NodeDef]) -> dict[str, dict]:
         if n["type"] in VIRTUAL_NODES or n.get("mode", 0) != MODE_ALWAYS:
             continue
         d = defs[n["type"]]
-        inputs: dict[str, Any] = dict(widget_inputs(n, d))
+        inputs: dict[str, Any] = dict(widget_inputs(n, d, saved_before))
         for s in n.get("inputs", []):
             if s.get("link") is None:
                 continue

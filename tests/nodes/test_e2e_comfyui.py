@@ -5,7 +5,9 @@
 
 Starts ``main.py --cpu`` on 127.0.0.1 with a temporary ``--base-directory`` whose ``custom_nodes`` holds a
 symlink to this repository and whose ``models/text2live`` holds a tiny random CLIP; waits for our node ids in
-``/object_info``; asks the template route for each workflow and its thumbnail (what the frontend's template
+``/object_info``; checks that ComfyUI serves them as V3 nodes (comfy_entrypoint) whose entries are the classic
+declarations; runs the workflows the previous node version shipped (tests/workflows_previous, one with every widget
+changed) unchanged; asks the template route for each workflow and its thumbnail (what the frontend's template
 browser opens) and the model folder their Load CLIP's download metadata names; runs every shipped workflow
 (converted to the API format, at tiny sizes) through ``POST /prompt``; polls ``/history`` for success and fetches
 every output through ``/view`` (the mp4s at the input video's frame rate, with its sound); sends a video with a
@@ -43,6 +45,7 @@ import pytest
 
 from comfy_websocket import ComfyWebSocket
 from conftest import REPO
+from v3_info import classic_info, v3_expected
 from workflow_format import check_workflow, iter_workflows, load_json, node_defs, output_nodes, set_widget, to_api
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +56,10 @@ if not COMFY_DIR:
 
 COMFY_PYTHON = os.environ.get("T2L_COMFYUI_PYTHON", sys.executable)
 WORKFLOWS = list(iter_workflows(REPO / "example_workflows"))
+#: the workflows the previous node version shipped (saved before the schema move), and one of them with every
+#: widget of every node changed from its default (already at tiny sizes with the tiny CLIP: it runs as saved)
+PREVIOUS = sorted((REPO / "tests" / "workflows_previous").glob("*.json"))
+EVERY_WIDGET = "image_edit_every_widget_changed"
 FRAMES, HEIGHT, WIDTH = 8, 144, 176  # small video: the video edit generator needs >= 129 px frames
 FPS = 10  # the videos' frame rate, which the saved videos must keep
 SOUND_RATE, TONE = 22050, 440.0  # the sound track of input_video.mp4 and with_sound.mp4: a 440 Hz sine
@@ -293,6 +300,61 @@ def test_workflow_runs(comfy, defs, path):
             assert len(body) > 100, f
             if prompt[nid]["class_type"] == "SaveVideo":  # the source's frame rate, frame count and sound
                 assert _mp4_facts(body) == {"fps": FPS, "frames": FRAMES, "sound_rate": SOUND_RATE}, path.name
+
+
+def _file_combos(cls) -> set:
+    """The combos of a node whose options are the files of a folder (they differ between this process and the
+    server)."""
+    return {n for rule in getattr(cls, "RULES", ()) if rule.own_choices for n in rule.widgets}
+
+
+def test_the_server_runs_our_nodes_through_the_v3_api(comfy, pack):
+    """ComfyUI loads the pack's V3 extension (comfy_entrypoint), not the classic mappings: every node's
+    /object_info entry is the classic declaration plus the fields ComfyUI adds only to V3 nodes."""
+    info = comfy.get("/object_info")
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        served = dict(info[node_id])
+        assert served.pop("python_module") == f"custom_nodes.{PACK_NAME}", node_id
+        expected = v3_expected(classic_info(node_id, cls, pack.NODE_DISPLAY_NAME_MAPPINGS))
+        for name in _file_combos(cls):
+            for entry in (served, expected):
+                group = "required" if name in entry["input"]["required"] else "optional"
+                entry["input"][group][name][0] = "the files of its folder"
+        assert served == expected, node_id
+    ours = "\n".join(line for line in comfy.log.read_text().splitlines() if "text2live" in line.lower())
+    assert "classic nodes load" not in ours and "IMPORT FAILED" not in ours, ours
+
+
+@pytest.mark.parametrize("path", PREVIOUS, ids=[p.stem for p in PREVIOUS])
+def test_a_workflow_saved_by_the_previous_version_runs_unchanged(comfy, defs, path):
+    """The workflows shipped before the schema move (node ids, input names and widget values as saved, fewer
+    widgets than today's nodes have: the newer ones keep their defaults, as in the frontend) are accepted by
+    POST /prompt and run through the V3 nodes; the one with every widget changed runs exactly as saved."""
+    ui = load_json(path)
+    if path.stem != EVERY_WIDGET:
+        ui = small(ui, defs)
+    prompt = to_api(ui, defs, saved_before=True)
+    entry = comfy.wait_history(comfy.queue(prompt, client_id="t2l-previous"), timeout=600)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"]["messages"], indent=1)[-4000:]
+    for nid in output_nodes(prompt, defs):
+        assert nid in entry["outputs"], f"output node {nid} ({prompt[nid]['class_type']}) produced nothing"
+    if path.stem == EVERY_WIDGET:  # the changed values reached the nodes: a file under the changed prefix
+        (layer_file,) = entry["outputs"][next(n for n, v in prompt.items()
+                                              if v["class_type"] == "T2L_SaveEditLayer")]["text"]
+        assert "every_widget" in layer_file and Path(layer_file).is_file()
+
+
+def test_a_combo_value_not_in_its_list_is_refused_when_queued(comfy, defs):
+    """The V3 nodes keep the classic list declaration of combos, which ComfyUI checks at queue time."""
+    prompt = to_api(small(load_json(REPO / "tests" / "workflows_previous" / "image_edit.json"), defs), defs,
+                    saved_before=True)
+    node = next(n for n, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
+    prompt[node]["inputs"]["generator_resolution"] = "huge"
+    status, body = comfy.post("/prompt", {"prompt": prompt})  # outputs not behind the node still run (status 200)
+    (error,) = body["node_errors"][node]["errors"]
+    assert error["type"] == "value_not_in_list" and "generator_resolution" in error["details"], (status, error)
+    if status == 200:
+        comfy.wait_history(body["prompt_id"], timeout=600)
 
 
 def _mp4_facts(body: bytes) -> dict:
@@ -758,10 +820,10 @@ pack.nodes.comfy_bridge.register_model_folder()
 folder_paths.add_model_folder_path("text2live", str(work / "models"))
 image = torch.rand(1, 96, 128, 3, generator=torch.Generator().manual_seed(0))
 with torch.inference_mode():
-    (clip,) = pack.NODE_CLASS_MAPPINGS["T2L_LoadCLIP"]().load("tiny.safetensors", "auto", "fp32")
+    (clip,) = pack.nodes.NODE_CLASS_MAPPINGS["T2L_LoadCLIP"]().load("tiny.safetensors", "auto", "fp32")
     patcher = clip.comfy_patcher
     out["devices"] = [str(patcher.load_device), str(patcher.offload_device)]
-    first, _ = pack.NODE_CLASS_MAPPINGS["T2L_RelevancyMap"]().run(clip, image, "cat")
+    first, _ = pack.nodes.NODE_CLASS_MAPPINGS["T2L_RelevancyMap"]().run(clip, image, "cat")
 out["loaded_after_node"] = patcher in mm.loaded_models()
 size = patcher.model_size()
 # what --lowvram / --novram ask of a model: load it partially; ours loads whole, a plain ModelPatcher does not
@@ -775,7 +837,7 @@ mm.unload_all_models()
 out["clip_unloaded"] = {"in_loaded_models": patcher in mm.loaded_models(), "bytes_before": held,
                         "bytes_after": tensor_bytes(clip.model)}
 with torch.inference_mode():
-    again, _ = pack.NODE_CLASS_MAPPINGS["T2L_RelevancyMap"]().run(clip, image, "cat")
+    again, _ = pack.nodes.NODE_CLASS_MAPPINGS["T2L_RelevancyMap"]().run(clip, image, "cat")
 out["clip_reloaded"] = {"in_loaded_models": patcher in mm.loaded_models(), "equal": bool(torch.equal(again, first)),
                         "bytes": tensor_bytes(clip.model)}
 # a fitted atlas (no file): spilled to ComfyUI's temp folder when unloaded, read back when used
