@@ -137,6 +137,20 @@ def _fmt(layer: dict | None, key: str) -> str:
     return f"{layer[key]:.2f}"
 
 
+def _variant_row(v: str) -> list:
+    """Fit and measure one variant in a worker process (this script with ``--variant``); its table row."""
+    r = fresh_process_row(__file__, ["--variant", v])
+    print(json.dumps(r), flush=True)
+    fg, bg = r["layers"].get("fg"), r["layers"].get("bg")
+    return [v, f"{r['frames']}x{r['width']}x{r['height']}", "yes" if r["masks"] else "no", r["steps"],
+            f"{r['psnr']:.2f}", _fmt(fg, "landing_median_px"), _fmt(fg, "landing_p95_px"),
+            _fmt(fg, "border_landing_p95_px"), _fmt(fg, "inner_landing_p95_px"),
+            _fmt(bg, "landing_median_px"), _fmt(bg, "landing_p95_px"), _fmt(bg, "border_landing_p95_px"),
+            _fmt(fg, "spread_p95_frame_px"), _fmt(bg, "spread_p95_frame_px"),
+            f"{(fg or {}).get('missing', 0)}/{(fg or {}).get('pairs', 0)}",
+            f"{r['fit_wall_s'] / 60:.1f}", f"{r['fit_cpu_s'] / 60:.1f}", f"{r['peak_rss_gib']:.2f}"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default="rigid,nonrigid,portrait",
@@ -175,18 +189,7 @@ def main() -> None:
     if a.variant:
         write_row(a.result_file, run_one(a))
         return
-    rows = []
-    for v in a.variants.split(","):
-        r = fresh_process_row(__file__, ["--variant", v])
-        print(json.dumps(r), flush=True)
-        fg, bg = r["layers"].get("fg"), r["layers"].get("bg")
-        rows.append([v, f"{r['frames']}x{r['width']}x{r['height']}", "yes" if r["masks"] else "no", r["steps"],
-                     f"{r['psnr']:.2f}", _fmt(fg, "landing_median_px"), _fmt(fg, "landing_p95_px"),
-                     _fmt(fg, "border_landing_p95_px"), _fmt(fg, "inner_landing_p95_px"),
-                     _fmt(bg, "landing_median_px"), _fmt(bg, "landing_p95_px"), _fmt(bg, "border_landing_p95_px"),
-                     _fmt(fg, "spread_p95_frame_px"), _fmt(bg, "spread_p95_frame_px"),
-                     f"{(fg or {}).get('missing', 0)}/{(fg or {}).get('pairs', 0)}",
-                     f"{r['fit_wall_s'] / 60:.1f}", f"{r['fit_cpu_s'] / 60:.1f}", f"{r['peak_rss_gib']:.2f}"])
+    rows = [_variant_row(v) for v in a.variants.split(",")]
     ref = "the middle frame" if a.ref_frame is None else f"frame {a.ref_frame % a.frames}"
     publish("Layered atlas on ground-truth videos: PSNR and edit-landing error",
             table(["variant", "frames x W x H", "masks", "steps", "PSNR dB", "fg landing median px",

@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -81,7 +82,7 @@ def _prompt(size: int, iters: int, clip_file: str) -> dict:
     return prompt
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comfyui-dir", default=os.environ.get("T2L_COMFYUI_DIR"), help="a ComfyUI checkout")
     ap.add_argument("--python", default=os.environ.get("T2L_COMFYUI_PYTHON", sys.executable),
@@ -95,119 +96,152 @@ def main() -> None:
     report.apply_no_write(args)
     if not args.comfyui_dir:
         ap.error("give --comfyui-dir (or set T2L_COMFYUI_DIR)")
+    return args
+
+
+def _prepare_base(base: Path, image: str) -> tuple[str, tuple[int, int]]:
+    """The server's base directory: this pack linked, the photo as input/photo.png, a random ViT-B/32 CLIP.
+    Returns the CLIP's file name and the photo's size (w, h)."""
+    from PIL import Image
 
     from t2l_core.clip.loading import build_random_clip, save_clip
 
-    base = Path(tempfile.mkdtemp(prefix="t2l_comfy_memory_"))
-    proc = None
+    for d in ("custom_nodes", "models/text2live", "input", "output", "temp", "user"):
+        (base / d).mkdir(parents=True, exist_ok=True)
+    (base / "custom_nodes" / "comfyui-text2live").symlink_to(REPO, target_is_directory=True)
+    with Image.open(image) as im:
+        im.convert("RGB").save(base / "input" / "photo.png")
+        photo_size = im.size
+    clip_file = "random-vit-b-32.safetensors"
+    save_clip(build_random_clip("ViT-B-32-quickgelu", seed=0), base / "models" / "text2live" / clip_file,
+              note="random weights: a benchmark stand-in, NOT a real model")
+    return clip_file, photo_size
+
+
+def _start_server(args: argparse.Namespace, base: Path, port: int) -> subprocess.Popen:
+    """ComfyUI on ``port``, once it serves this pack's nodes (its log in base/comfyui.log)."""
+    log = open(base / "comfyui.log", "w")
+    cmd = [args.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:"]
+    proc = subprocess.Popen(cmd, cwd=args.comfyui_dir, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    end = time.time() + 300
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit("ComfyUI exited:\n" + (base / "comfyui.log").read_text()[-3000:])
+        try:
+            if "T2L_TrainEditLayer" in _get(f"http://127.0.0.1:{port}/object_info/T2L_TrainEditLayer", timeout=5):
+                return proc
+        except (urllib.error.URLError, ConnectionError, socket.timeout):
+            pass
+        if time.time() > end:
+            raise SystemExit("ComfyUI did not serve our nodes in 300 s")
+        time.sleep(1)
+
+
+def _stop_server(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    proc.terminate()
     try:
-        for d in ("custom_nodes", "models/text2live", "input", "output", "temp", "user"):
-            (base / d).mkdir(parents=True, exist_ok=True)
-        (base / "custom_nodes" / "comfyui-text2live").symlink_to(REPO, target_is_directory=True)
-        from PIL import Image
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
-        with Image.open(args.image) as im:
-            im.convert("RGB").save(base / "input" / "photo.png")
-            photo_size = im.size
-        clip_file = "random-vit-b-32.safetensors"
-        save_clip(build_random_clip("ViT-B-32-quickgelu", seed=0), base / "models" / "text2live" / clip_file,
-                  note="random weights: a benchmark stand-in, NOT a real model")
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = open(base / "comfyui.log", "w")
-        cmd = [args.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:"]
-        proc = subprocess.Popen(cmd, cwd=args.comfyui_dir, stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        end = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit("ComfyUI exited:\n" + (base / "comfyui.log").read_text()[-3000:])
+
+class _RssSampler:
+    """The server's RSS every 0.2 s on a thread: ``samples`` (time, GiB)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
             try:
-                if "T2L_TrainEditLayer" in _get(f"{url}/object_info/T2L_TrainEditLayer", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
-                pass
-            if time.time() > end:
-                raise SystemExit("ComfyUI did not serve our nodes in 300 s")
-            time.sleep(1)
-        time.sleep(5)  # idle: the server's resting memory
-        idle = _status_gib(proc.pid, "VmRSS")
-        startup_peak = _status_gib(proc.pid, "VmHWM")
-        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM from here on: the prompt's peak
+                self.samples.append((time.time(), _status_gib(self.pid, "VmRSS")))
+            except (OSError, RuntimeError):
+                return
+            time.sleep(0.2)
 
-        samples: list[tuple[float, float]] = []
-        stop = threading.Event()
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
-        def sample() -> None:
-            while not stop.is_set():
-                try:
-                    samples.append((time.time(), _status_gib(proc.pid, "VmRSS")))
-                except (OSError, RuntimeError):
-                    return
-                time.sleep(0.2)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        client_id = uuid.uuid4().hex
-        ws = ComfyWebSocket(port, client_id)
-        prompt = _prompt(args.size, args.iters, clip_file)
-        train_id = next(k for k, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
-        t_queue = time.time()
-        pid = _post(f"{url}/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
-        t_train = t_first = t_step1 = None
-        first_event = None
-        running: list[tuple[float, object]] = []  # (time, node id) as the executor moves on
-        end = time.time() + args.timeout
-        while True:
-            got = ws.frame(timeout=max(1.0, end - time.time()))
-            if got is None or time.time() > end:
-                raise SystemExit("the prompt did not finish in time")
-            t, msg = got
-            if msg is None:  # a preview image: with preview_every 1, the first comes with training step 1
-                if t_train is not None and t_step1 is None:
-                    t_step1 = t
-                continue
-            data = msg.get("data", {})
-            if msg["type"] == "executing" and data.get("prompt_id") == pid:
-                running.append((t, data.get("node")))
-            if msg["type"] == "executing" and data.get("node") == train_id and t_train is None:
-                t_train = t
-            if msg["type"] == "progress" and data.get("node") == train_id and t_first is None:
-                t_first, first_event = t, f"{data['value']}/{data['max']}"
-            if msg["type"] in ("execution_error", "execution_interrupted"):
-                raise SystemExit(f"the prompt failed: {json.dumps(msg)[:3000]}")
-            if msg["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == pid:
-                t_done = t
-                break
-        peak = _status_gib(proc.pid, "VmHWM")
-        print(f"idle {idle:.2f} GiB, peak {peak:.2f} GiB, first progress {t_first - t_train:.2f} s, "
-              f"step 1 {t_step1 - t_train:.1f} s", flush=True)
-        stop.set()
-        sampler.join()
-        ws.close()
-        log_text = (base / "comfyui.log").read_text()
-        phases = [line.split("Text2LIVE: ", 1)[1] for line in log_text.splitlines() if "Text2LIVE: start-up" in line]
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(base, ignore_errors=True)
+@dataclass
+class _PromptRun:
+    """What the websocket said while the prompt ran: times (time.time()) and the executor's progress."""
 
-    sampled = max(v for _, v in samples)
-    per_node = []  # the most RSS sampled while each node ran
-    for (t0, node), (t1, _) in zip(running, running[1:]):
+    queued: float
+    train: float | None = None  # Train Edit Layer started
+    first: float | None = None  # its first progress event
+    first_event: str | None = None
+    step1: float | None = None  # its first training step (the first preview image)
+    done: float | None = None
+    running: list[tuple[float, object]] = field(default_factory=list)  # (time, node id) as the executor moves on
+
+    def read(self, msg: dict | None, t: float, pid: str, train_id: str) -> bool:
+        """Take one websocket message (None = a preview image); True once the prompt has finished."""
+        if msg is None:  # with preview_every 1, the first preview comes with training step 1
+            if self.train is not None and self.step1 is None:
+                self.step1 = t
+            return False
+        data, kind = msg.get("data", {}), msg["type"]
+        if kind in ("execution_error", "execution_interrupted"):
+            raise SystemExit(f"the prompt failed: {json.dumps(msg)[:3000]}")
+        if kind == "progress" and data.get("node") == train_id and self.first is None:
+            self.first, self.first_event = t, f"{data['value']}/{data['max']}"
+        if kind != "executing":
+            return False
+        if data.get("prompt_id") == pid:
+            self.running.append((t, data.get("node")))
+        if data.get("node") == train_id and self.train is None:
+            self.train = t
+        if data.get("node") is None and data.get("prompt_id") == pid:
+            self.done = t
+            return True
+        return False
+
+
+def _run_prompt(port: int, prompt: dict, timeout: float) -> _PromptRun:
+    """Queue ``prompt`` and follow it on the websocket until it finishes."""
+    client_id = uuid.uuid4().hex
+    ws = ComfyWebSocket(port, client_id)
+    train_id = next(k for k, v in prompt.items() if v["class_type"] == "T2L_TrainEditLayer")
+    run = _PromptRun(queued=time.time())
+    pid = _post(f"http://127.0.0.1:{port}/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+    end = time.time() + timeout
+    while True:
+        got = ws.frame(timeout=max(1.0, end - time.time()))
+        if got is None or time.time() > end:
+            raise SystemExit("the prompt did not finish in time")
+        if run.read(got[1], got[0], pid, train_id):
+            ws.close()
+            return run
+
+
+def _per_node(run: _PromptRun, samples: list[tuple[float, float]], prompt: dict) -> list[str]:
+    """The most RSS sampled while each node ran, 'class_type GiB' in run order."""
+    out = []
+    for (t0, node), (t1, _) in zip(run.running, run.running[1:]):
         values = [v for t, v in samples if t0 <= t < t1]
         if node is not None and values:
-            per_node.append(f"{prompt[node]['class_type']} {max(values):.2f}")
+            out.append(f"{prompt[node]['class_type']} {max(values):.2f}")
+    return out
+
+
+def _publish(args: argparse.Namespace, photo_size: tuple[int, int], memory: dict, run: _PromptRun,
+             per_node: list[str], phases: list[str]) -> None:
+    idle, peak = memory["idle"], memory["peak"]
     w, h = photo_size
     work = (round(w * args.size / min(w, h)), round(h * args.size / min(w, h)))
     rows = [[f"{Path(args.image).name} {w}x{h} (working {work[0]}x{work[1]}), {args.iters} steps, 16 views, "
-             "relevancy mask", f"{idle:.2f}", f"{peak:.2f}", f"{sampled:.2f}", f"{peak - idle:.2f}",
-             f"{t_first - t_train:.2f}", f"{t_step1 - t_train:.1f}", f"{t_done - t_queue:.1f}"]]
+             "relevancy mask", f"{idle:.2f}", f"{peak:.2f}", f"{memory['sampled']:.2f}", f"{peak - idle:.2f}",
+             f"{run.first - run.train:.2f}", f"{run.step1 - run.train:.1f}", f"{run.done - run.queued:.1f}"]]
     body = table(["workflow (tests/workflows_api/image_edit.json)", "server RSS idle before the prompt GiB",
                   "server peak RSS during the prompt GiB (VmHWM)", "max sampled RSS GiB (0.2 s)",
                   "peak minus idle GiB", "s to first progress of Train Edit Layer",
@@ -216,10 +250,37 @@ def main() -> None:
                                    capture_output=True, text=True).stdout.strip()
     notes = (f"ComfyUI {comfy_version} (`main.py --cpu`), its own Python: {args.python}. CLIP: ViT-B/32 architecture "
              "with random weights, fp32, loaded by Load CLIP from models/text2live. Server peak RSS over its whole "
-             f"life (start-up included): {startup_peak:.2f} GiB before the prompt. First progress event of Train "
-             f"Edit Layer: {first_event}. Start-up phases the node reported: {'; '.join(phases) or 'none'}. Most RSS "
-             f"sampled while each node ran (GiB, in run order): {', '.join(per_node)}.")
+             f"life (start-up included): {memory['startup_peak']:.2f} GiB before the prompt. First progress event of "
+             f"Train Edit Layer: {run.first_event}. Start-up phases the node reported: {'; '.join(phases) or 'none'}. "
+             f"Most RSS sampled while each node ran (GiB, in run order): {', '.join(per_node)}.")
     publish(f"ComfyUI server memory, image-edit workflow at {args.size} px (random ViT-B/32)", body, notes)
+
+
+def main() -> None:
+    args = _parse_args()
+    base = Path(tempfile.mkdtemp(prefix="t2l_comfy_memory_"))
+    proc = None
+    try:
+        clip_file, photo_size = _prepare_base(base, args.image)
+        port = _free_port()
+        proc = _start_server(args, base, port)
+        time.sleep(5)  # idle: the server's resting memory
+        memory = {"idle": _status_gib(proc.pid, "VmRSS"), "startup_peak": _status_gib(proc.pid, "VmHWM")}
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM from here on: the prompt's peak
+        sampler = _RssSampler(proc.pid)
+        prompt = _prompt(args.size, args.iters, clip_file)
+        run = _run_prompt(port, prompt, args.timeout)
+        memory["peak"] = _status_gib(proc.pid, "VmHWM")
+        print(f"idle {memory['idle']:.2f} GiB, peak {memory['peak']:.2f} GiB, first progress "
+              f"{run.first - run.train:.2f} s, step 1 {run.step1 - run.train:.1f} s", flush=True)
+        sampler.stop()
+        log_text = (base / "comfyui.log").read_text()
+        phases = [line.split("Text2LIVE: ", 1)[1] for line in log_text.splitlines() if "Text2LIVE: start-up" in line]
+    finally:
+        _stop_server(proc)
+        shutil.rmtree(base, ignore_errors=True)
+    memory["sampled"] = max(v for _, v in sampler.samples)
+    _publish(args, photo_size, memory, run, _per_node(run, sampler.samples, prompt), phases)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from image_step import paper_image, paper_inputs, run  # noqa: E402
+from image_step import begin, interleaved_rounds, paper_image, run, with_seed  # noqa: E402
 import report  # noqa: E402
 from report import publish, table  # noqa: E402
 
@@ -90,28 +90,17 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated path names to run (default: all)")
     report.add_no_write_option(ap)
     a = report.parse_bench_args(ap)
-    device = torch.device(a.device)
-    if a.child is not None:
-        child(a.child, a.size, device)
+    started = begin(a, child)
+    if started is None:
         return
-    load0 = os.getloadavg()
-    clip, image, base = paper_inputs(a.size, a.steps, a.views, device)
+    device, load0, (clip, image, base) = started
     todo = paths(base, device)
     if a.only:
         keep = {s.strip() for s in a.only.split(",")}
         todo = {k: v for k, v in todo.items() if k in keep or k == "plain fp32"}
     names = list(todo)
-    crop: dict[str, list[float]] = {k: [] for k in names}
-    full: dict[str, list[float]] = {k: [] for k in names}
-    per_round: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(a.rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            print(f"round {r + 1}/{a.rounds}: {name}", flush=True)
-            cfg, measures = todo[name]
-            timer, _ = run_path(clip, image, EditConfig.from_dict({**cfg.to_dict(), "seed": r}), measures)
-            full[name].append(timer.times[0])
-            crop[name] += timer.times[1:]
-            per_round[name].append(statistics.mean(timer.times[1:]))
+    stats = interleaved_rounds(names, a.rounds,
+                               lambda name, seed: run_path(clip, image, with_seed(todo[name][0], seed), todo[name][1]))
     fresh = {}
     for name in names:
         print(f"peak RSS in a fresh process: {name}", flush=True)
@@ -121,8 +110,9 @@ def main() -> None:
     chosen = default_measures(device)
     rows = []
     for name in names:
-        paired = statistics.geometric_mean([p / f for p, f in zip(per_round["plain fp32"], per_round[name])])
-        rows.append([name, f"{statistics.median(crop[name]):.2f}", f"{statistics.median(full[name]):.2f}",
+        st = stats[name]
+        paired = statistics.geometric_mean([p / f for p, f in zip(stats["plain fp32"]["per_round"], st["per_round"])])
+        rows.append([name, f"{statistics.median(st['crop']):.2f}", f"{statistics.median(st['full']):.2f}",
                      f"{paired:.2f}x", f"{fresh[name]:.2f}"])
     body = table(["path", "crop step s (median)", "full-image step s", "paired speed-up vs plain",
                   f"peak RSS GiB, own process ({a.memory_steps} steps)"], rows)

@@ -358,51 +358,62 @@ def _amortised(times: list[float]) -> tuple[float, float, float]:
     return crop, full, (74 * crop + full) / 75
 
 
+def _plain_image_flops(plan: Plan, rec: Recorder, clip, image) -> Optional[float]:
+    """Useful work: the plain path's FLOPs per amortised step (whole-image step and crop steps), or None when
+    counting fails (the figures still come, without the ceiling fractions)."""
+    try:
+        from t2l_core.api import train_edit_layer
+
+        with _counting_flops() as counter:
+            fs = _FlopSteps(counter)
+            train_edit_layer(clip, image, _image_config(plan, 2, fast=False), hooks=fs.hooks())
+        return (74 * fs.flops[1] + fs.flops[0]) / 75
+    except Exception as exc:
+        rec.add("FLOP count (plain path)", note=_error_text(exc))
+        return None
+
+
+def _time_image_path(plan: Plan, rec: Recorder, clips: dict, image, path: tuple,
+                     flops: Optional[float]) -> None:
+    """Time one image path ``(name, overrides, CLIP precision)`` and record its row (or why it has none)."""
+    name, overrides, precision = path
+    device = torch.device(plan.device)
+    try:
+        if precision not in clips:
+            clips[precision] = _make_clip(plan, precision)
+        times, peak = _timed_image_run(clips[precision], image, _image_config(plan, plan.image_steps, **overrides),
+                                       device)
+        crop, full, amort = _amortised(times)
+        rec.add(name, sec=amort, peak_gib=peak, flops=flops, ref="image:plain fp32" if name != "plain fp32" else None,
+                project=1000, note=f"crop step {crop:.3f} s, whole-image step {full:.3f} s, "
+                                   f"{len(times)} steps")
+    except RuntimeError as exc:
+        if device.type == "cpu" and precision != "fp32":
+            # some CPU kernel builds refuse half-precision weights when PyTorch's dispatch is limited below
+            # the CPU's own ISA (ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU): not the pack's error
+            rec.add(name, note=f"skipped: {precision} weights unsupported by this CPU's kernels "
+                               f"({str(exc).splitlines()[0][:100]})")
+        else:
+            rec.add(name, note=_error_text(exc))
+    except Exception as exc:
+        rec.add(name, note=_error_text(exc))
+
+
 def section_image(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from image_step import paper_image
 
     device = torch.device(plan.device)
     image = paper_image(plan.image_size)
     clips = {"fp32": _make_clip(plan)}
-    # useful work: the plain path's FLOPs of a whole-image step and a crop step
-    fs = None
-    try:
-        from t2l_core.api import train_edit_layer
-
-        with _counting_flops() as counter:
-            fs = _FlopSteps(counter)
-            train_edit_layer(clips["fp32"], image, _image_config(plan, 2, fast=False), hooks=fs.hooks())
-        flops = (74 * fs.flops[1] + fs.flops[0]) / 75
-    except Exception as exc:  # the figures still come, without the ceiling fractions
-        flops = None
-        rec.add("FLOP count (plain path)", note=_error_text(exc))
+    flops = _plain_image_flops(plan, rec, clips["fp32"], image)
     if device.type == "cuda":  # warm-up: CUDA context, cuBLAS/cuDNN handles, kernels of both paths
         for fast in (False, True):
             _timed_image_run(clips["fp32"], image, _image_config(plan, 2, fast=fast), device)
-    plain_ref = "image:plain fp32"
-    for name, overrides, precision in _image_paths(plan):
+    for path in _image_paths(plan):
         if time.monotonic() > deadline:
-            rec.add(name, note="skipped: the section's time budget ran out")
+            rec.add(path[0], note="skipped: the section's time budget ran out")
             continue
-        try:
-            if precision not in clips:
-                clips[precision] = _make_clip(plan, precision)
-            times, peak = _timed_image_run(clips[precision], image, _image_config(plan, plan.image_steps, **overrides),
-                                           device)
-            crop, full, amort = _amortised(times)
-            rec.add(name, sec=amort, peak_gib=peak, flops=flops, ref=plain_ref if name != "plain fp32" else None,
-                    project=1000, note=f"crop step {crop:.3f} s, whole-image step {full:.3f} s, "
-                                       f"{len(times)} steps")
-        except RuntimeError as exc:
-            if device.type == "cpu" and precision != "fp32":
-                # some CPU kernel builds refuse half-precision weights when PyTorch's dispatch is limited below
-                # the CPU's own ISA (ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU): not the pack's error
-                rec.add(name, note=f"skipped: {precision} weights unsupported by this CPU's kernels "
-                                   f"({str(exc).splitlines()[0][:100]})")
-            else:
-                rec.add(name, note=_error_text(exc))
-        except Exception as exc:
-            rec.add(name, note=_error_text(exc))
+        _time_image_path(plan, rec, clips, image, path, flops)
     if device.type == "cuda" and time.monotonic() < deadline:
         try:
             rec.add("host-device syncs in one fast step", text=f"{_count_syncs(clips['fp32'], image, plan)} syncs",
@@ -565,7 +576,7 @@ def section_nla(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[st
 
 def section_render(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional[str]) -> None:
     from memory import peak_gib, reset_peak
-    from render_bench import APPLY, ATLAS_RENDER, PLAIN_LAYOUT, _frames, render_cases
+    from render_bench import APPLY, ATLAS_RENDER, PLAIN_LAYOUT, render_cases, synthetic_frames
     from t2l_core.edit.generator import GeneratorConfig
 
     device = torch.device(plan.device)
@@ -575,7 +586,7 @@ def section_render(plan: Plan, rec: Recorder, deadline: float, out_dir: Optional
             rec.add(label, note="skipped: the section's time budget ran out")
             continue
         try:
-            frames = _frames(n, h, w)
+            frames = synthetic_frames(n, h, w)
             cases = render_cases(frames, device, gcfg)
             flops = None
             with torch.no_grad():
@@ -710,7 +721,7 @@ def header(plan: Plan, total_s: float, argv: list[str]) -> str:
 
 # ------------------------------------------------------------------------------------------------ main
 
-def main(argv: Optional[list[str]] = None) -> str:
+def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes and a couple of steps (CI): NOT a measurement")
@@ -726,36 +737,23 @@ def main(argv: Optional[list[str]] = None) -> str:
     a = ap.parse_args(argv)
     if a.budget is None:
         a.budget = 3600.0 if a.smoke else 420.0
+    return a
 
-    from t2l_core.device import resolve_device
 
+def _run_child_section(a: argparse.Namespace, plan: Plan) -> None:
+    """A child process's one section, its rows to ``--result`` as they come."""
+    rec = Recorder(a.section, a.result)
+    deadline = time.monotonic() + (a.soft_seconds or plan.budgets[a.section])
     try:
-        device = resolve_device(a.device)
-    except (ValueError, RuntimeError) as exc:
-        raise SystemExit(f"error: --device {a.device}: {exc}")
-    plan = make_plan(a.smoke, str(device), a.budget)
-    if a.smoke:
-        torch.set_num_threads(1)  # tiny tensors: one thread is faster and leaves the other cores to CI
-    if a.out:
-        os.makedirs(a.out, exist_ok=True)
+        SECTION_FUNCS[a.section](plan, rec, deadline, a.out)
+    except Exception as exc:
+        rec.add("(section)", note=_error_text(exc))
+        traceback.print_exc()
 
-    if a.section:  # child: one section, rows to --result as they come
-        rec = Recorder(a.section, a.result)
-        deadline = time.monotonic() + (a.soft_seconds or plan.budgets[a.section])
-        try:
-            SECTION_FUNCS[a.section](plan, rec, deadline, a.out)
-        except Exception as exc:
-            rec.add("(section)", note=_error_text(exc))
-            traceback.print_exc()
-        return ""
 
-    names = [s.strip() for s in a.sections.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SECTIONS]
-    if unknown:
-        raise SystemExit(f"error: --sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
-    isolate = (a.isolate == "yes") or (a.isolate == "auto" and device.type == "cuda" and not a.smoke)
-    t_start = time.monotonic()
-    end = t_start + a.budget
+def _run_sections(a: argparse.Namespace, plan: Plan, names: list[str], isolate: bool) -> tuple[list[Row], dict]:
+    """Every section in turn within the check's budget: the rows, and the ceilings measured."""
+    end = time.monotonic() + a.budget
     rows: list[Row] = []
     ceiling: dict = {}
     for name in names:
@@ -771,6 +769,33 @@ def main(argv: Optional[list[str]] = None) -> str:
             got, extra = run_in_process(name, plan, a.out, time.monotonic() + soft)
         rows += got
         ceiling.update(extra.get("ceiling", {}))
+    return rows, ceiling
+
+
+def main(argv: Optional[list[str]] = None) -> str:
+    a = _parse_args(argv)
+    from t2l_core.device import resolve_device
+
+    try:
+        device = resolve_device(a.device)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(f"error: --device {a.device}: {exc}")
+    plan = make_plan(a.smoke, str(device), a.budget)
+    if a.smoke:
+        torch.set_num_threads(1)  # tiny tensors: one thread is faster and leaves the other cores to CI
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+    if a.section:
+        _run_child_section(a, plan)
+        return ""
+
+    names = [s.strip() for s in a.sections.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"error: --sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
+    isolate = (a.isolate == "yes") or (a.isolate == "auto" and device.type == "cuda" and not a.smoke)
+    t_start = time.monotonic()
+    rows, ceiling = _run_sections(a, plan, names, isolate)
     total = time.monotonic() - t_start
     text = header(plan, total, sys.argv[1:] if argv is None else argv) + "\n" + render_table(rows, ceiling) + "\n\n" + (
         "Speed-up = plain fp32 time / this time on the same device and run. Useful GFLOP = the plain path's "
@@ -782,7 +807,6 @@ def main(argv: Optional[list[str]] = None) -> str:
     if a.out:
         Path(a.out, "gpu_check.md").write_text(text)
     return text
-
 
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Callable, Optional
 
 import torch
 
@@ -125,7 +126,17 @@ def child(config_json: str, size: int, device: torch.device) -> None:
     print(f"PEAK {pk:.4f}", flush=True)
 
 
-def main() -> None:
+def begin(a: argparse.Namespace, child_main: Callable[[str, int, torch.device], None]) -> Optional[tuple]:
+    """The start of a timed bench on ``--device``: in a ``--child`` process, ``child_main(a.child, a.size,
+    device)`` and None; else ``(device, load average now, paper inputs)`` (:func:`paper_inputs`)."""
+    device = torch.device(a.device)
+    if a.child is not None:
+        child_main(a.child, a.size, device)
+        return None
+    return device, os.getloadavg(), paper_inputs(a.size, a.steps, a.views, device)
+
+
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--memory-steps", type=int, default=6,
                     help="steps of the fresh-process memory run of each path (step 0 = full-image step)")
@@ -142,55 +153,61 @@ def main() -> None:
     ap.add_argument("--cpu-bf16", action="store_true", help="also time the fast path with bf16 autocast on CPU")
     ap.add_argument("--ceiling-seconds", type=float, default=2.0)
     report.add_no_write_option(ap)
-    a = report.parse_bench_args(ap)
-    device = torch.device(a.device)
-    if a.child is not None:
-        child(a.child, a.size, device)
-        return
-    load0 = os.getloadavg()
+    return report.parse_bench_args(ap)
 
-    clip, image, base = paper_inputs(a.size, a.steps, a.views, device)
-    paths = {"plain fp32": EditConfig.from_flat(fast=False, **base), "fast": EditConfig.from_flat(fast=True, save_memory=False, **base)}
+
+def timed_paths(a: argparse.Namespace, base: dict) -> dict[str, EditConfig]:
+    """The paths to time: plain and fast, and those the options add."""
+    paths = {"plain fp32": EditConfig.from_flat(fast=False, **base),
+             "fast": EditConfig.from_flat(fast=True, save_memory=False, **base)}
     if a.save_memory:
         paths["fast + save_memory"] = EditConfig.from_flat(fast=True, save_memory=True, **base)
     if a.compile:
         paths["fast + torch.compile"] = EditConfig.from_flat(fast=True, compile=True, **base)
     if a.cpu_bf16:
         paths["fast + bf16 autocast"] = EditConfig.from_flat(fast=True, autocast="bf16", **base)
+    return paths
 
-    with torch.no_grad():
-        ceil = measure_ceiling(device, a.ceiling_seconds)
-    crop: dict[str, list[float]] = {k: [] for k in paths}
-    full: dict[str, list[float]] = {k: [] for k in paths}
-    peak: dict[str, float] = {k: 0.0 for k in paths}
-    per_round: dict[str, list[float]] = {k: [] for k in paths}  # mean crop-step time of each round
-    names = list(paths)
-    for r in range(a.rounds):
+
+def with_seed(config: EditConfig, seed: int) -> EditConfig:
+    """``config`` with another seed."""
+    return EditConfig.from_dict({**config.to_dict(), "seed": seed})
+
+
+def interleaved_rounds(names: list[str], rounds: int,
+                       run_one: Callable[[str, int], tuple[StepTimer, float]]) -> dict[str, dict]:
+    """Each path once per round, in alternating order, so machine-load drift hits every path alike.
+
+    Args:
+        names: the paths.
+        rounds: how many times each runs.
+        run_one: ``(path, seed) -> (its step timer, peak memory GiB)``; the seed is the round's index.
+
+    Returns:
+        Per path: its crop-step and full-image step times, the peak memory of its runs and the mean
+        crop-step time of each round.
+    """
+    stats = {k: {"crop": [], "full": [], "peak": 0.0, "per_round": []} for k in names}
+    for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
-            print(f"round {r + 1}/{a.rounds}: {name}", flush=True)
-            cfg = EditConfig.from_dict({**paths[name].to_dict(), "seed": r})
-            timer, pk = run(clip, image, cfg)
-            full[name].append(timer.times[0])
-            crop[name] += timer.times[1:]
+            print(f"round {r + 1}/{rounds}: {name}", flush=True)
+            timer, pk = run_one(name, r)
+            st = stats[name]
+            st["full"].append(timer.times[0])
+            st["crop"] += timer.times[1:]
             if timer.times[1:]:
-                per_round[name].append(statistics.mean(timer.times[1:]))
-            peak[name] = max(peak[name], pk)
-    fresh: dict[str, float] = {}
-    for name in paths:  # each path alone in a new process, as a user's run starts (no other path's heap)
-        print(f"peak memory in a fresh process ({name}, {a.memory_steps} steps)", flush=True)
-        cfg = EditConfig.from_dict({**paths[name].to_dict(), "iters": a.memory_steps})
-        fresh[name] = fresh_process_peak(cfg, a.size, a.threads, a.device)
-    with torch.no_grad():
-        ceil2 = measure_ceiling(device, a.ceiling_seconds)
-    ceil = {k: max(v, ceil2[k]) for k, v in ceil.items()}
-    load1 = os.getloadavg()
+                st["per_round"].append(statistics.mean(timer.times[1:]))
+            st["peak"] = max(st["peak"], pk)
+    return stats
 
-    # FLOPs of a full-image step and of a crop step, per path (same seed, so the same crops): the fast path
-    # skips work (CLS-only last CLIP block) and adds some (recomputed generator tails, regenerated whole image)
+
+def step_flops(clip, image, paths: dict[str, EditConfig], fp32_ceiling: float) -> tuple[list, dict[str, float]]:
+    """FLOPs of a full-image step and of a crop step, per path (same seed, so the same crops): the fast path
+    skips work (CLS-only last CLIP block) and adds some (recomputed generator tails, regenerated whole image).
+    Returns the table rows and each path's floor (s/step at ``fp32_ceiling`` FLOP/s)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    fp32_ceiling = max(v for (op, prec), v in ceil.items() if prec == "fp32") * 1e9
     flop_rows, floor = [], {}
     for name in paths:
         print(f"counting FLOPs ({name}, 2 steps)", flush=True)
@@ -208,35 +225,64 @@ def main() -> None:
         floor[name] = amort_flops / fp32_ceiling
         flop_rows.append([name, f"{crop_flops / 1e9:.0f}", f"{full_flops / 1e9:.0f}", f"{amort_flops / 1e9:.0f}",
                           f"{floor[name]:.2f}"])
+    return flop_rows, floor
 
-    rows = []
-    med = {k: statistics.median(v) if v else float("nan") for k, v in crop.items()}
-    fmed = {k: statistics.median(v) for k, v in full.items()}
-    amort = {k: (74 * med[k] + fmed[k]) / 75 for k in paths}
-    for name in paths:
-        rows.append([name, f"{med[name]:.2f}", f"{fmed[name]:.2f}", f"{amort[name]:.2f}",
-                     f"{amort[name] * 1000 / 60:.1f}", f"{amort['plain fp32'] / amort[name]:.2f}x",
-                     f"{amort[name] / floor[name]:.2f}", f"{fresh[name]:.2f}", f"{peak[name]:.2f}"])
+
+def time_table(a: argparse.Namespace, stats: dict[str, dict], floor: dict[str, float], fresh: dict[str, float],
+               device: torch.device) -> tuple[str, dict[str, float]]:
+    """The table of step times and peak memory per path, and the paired per-round speed-ups."""
+    med = {k: statistics.median(v["crop"]) if v["crop"] else float("nan") for k, v in stats.items()}
+    fmed = {k: statistics.median(v["full"]) for k, v in stats.items()}
+    amort = {k: (74 * med[k] + fmed[k]) / 75 for k in stats}
+    rows = [[name, f"{med[name]:.2f}", f"{fmed[name]:.2f}", f"{amort[name]:.2f}",
+             f"{amort[name] * 1000 / 60:.1f}", f"{amort['plain fp32'] / amort[name]:.2f}x",
+             f"{amort[name] / floor[name]:.2f}", f"{fresh[name]:.2f}", f"{stats[name]['peak']:.2f}"] for name in stats]
     mem_kind = "max allocated GiB" if device.type == "cuda" else "peak RSS GiB"
     body = table(["path", "crop step s (median)", "full-image step s", "amortised s/step", "1000 steps min",
                   "speed-up vs plain", "time / floor", f"{mem_kind}, own process ({a.memory_steps} steps)",
                   f"{mem_kind}, timed runs (one process)"], rows)
+    plain_rounds = stats["plain fp32"]["per_round"]
+    paired = {k: statistics.geometric_mean([p / f for p, f in zip(plain_rounds, v["per_round"])])
+              for k, v in stats.items() if v["per_round"]}
+    return body, paired
+
+
+def main() -> None:
+    a = _parse_args()
+    started = begin(a, child)
+    if started is None:
+        return
+    device, load0, (clip, image, base) = started
+    paths = timed_paths(a, base)
+    with torch.no_grad():
+        ceil = measure_ceiling(device, a.ceiling_seconds)
+    stats = interleaved_rounds(list(paths), a.rounds, lambda name, seed: run(clip, image, with_seed(paths[name], seed)))
+    fresh: dict[str, float] = {}
+    for name in paths:  # each path alone in a new process, as a user's run starts (no other path's heap)
+        print(f"peak memory in a fresh process ({name}, {a.memory_steps} steps)", flush=True)
+        cfg = EditConfig.from_dict({**paths[name].to_dict(), "iters": a.memory_steps})
+        fresh[name] = fresh_process_peak(cfg, a.size, a.threads, a.device)
+    with torch.no_grad():
+        ceil2 = measure_ceiling(device, a.ceiling_seconds)
+    ceil = {k: max(v, ceil2[k]) for k, v in ceil.items()}
+    load1 = os.getloadavg()
+
+    fp32_ceiling = max(v for (op, prec), v in ceil.items() if prec == "fp32") * 1e9
+    flop_rows, floor = step_flops(clip, image, paths, fp32_ceiling)
+    body, paired = time_table(a, stats, floor, fresh, device)
     body += "\n\n" + table(["path", "crop step GFLOP", "full-image step GFLOP", "amortised GFLOP",
                             "floor s/step (fp32 ceiling)"], flop_rows)
     body += "\n\n" + table(["ceiling (same run, best of before/after)", "precision", "GFLOP/s"],
                            [[op, prec, f"{v:.1f}"] for (op, prec), v in ceil.items()])
-    paired = {k: statistics.geometric_mean([p / f for p, f in zip(per_round["plain fp32"], per_round[k])])
-              for k in paths if per_round[k]}
     body += "\n\nPaired per-round crop-step speed-up vs plain (geometric mean over rounds, each round runs every " \
             "path back to back): " + ", ".join(f"{k} {v:.2f}x" for k, v in paired.items())
     notes = ("Floor = the path's amortised FLOPs / best fp32 ceiling (time / floor uses each path's own). "
              "Load average (1/5/15 min) "
              f"{load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at start, {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} "
              f"at end on {os.cpu_count()} cores. {a.rounds} interleaved rounds x {a.steps} steps per path; "
-             f"crop-step samples per path: {len(crop['plain fp32'])}.")
+             f"crop-step samples per path: {len(stats['plain fp32']['crop'])}.")
     publish(f"Image edit step at the paper's configuration ({a.size} px, {a.views} views, bootstrapping, "
             f"random ViT-B/32)", body, notes)
-
 
 if __name__ == "__main__":
     main()

@@ -96,7 +96,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", mode, "--height", str(args.height), "--width", str(args.width),
                "--working", str(args.working), "--device", args.device]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows[mode] = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+        rows[mode] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     body = table(["resolution", "generator ran at", "time (s)", "peak memory (GiB)", "share of opacity 0",
                   "composite = input where opacity 0"],
                  [[f"{m}{' (default)' if m == 'working' else ''}", r["ran_at"], r["seconds"], r["peak_gib"],

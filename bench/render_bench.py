@@ -33,7 +33,8 @@ from t2l_core.edit.layer import EditLayer  # noqa: E402
 from t2l_core.edit.generator import GeneratorConfig, build_generator  # noqa: E402
 
 
-def _frames(n: int, h: int, w: int) -> torch.Tensor:
+def synthetic_frames(n: int, h: int, w: int) -> torch.Tensor:
+    """n smooth random frames [n,3,h,w] in 0..1 (seed 0) to render over."""
     g = torch.Generator().manual_seed(0)
     base = torch.rand(1, 3, h // 8, w // 8, generator=g)
     frames = torch.nn.functional.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)
@@ -59,7 +60,7 @@ def main() -> None:
     report.add_no_write_option(ap)
     a = report.parse_bench_args(ap)
     device = torch.device(a.device)
-    frames = _frames(a.frames, a.height, a.width)
+    frames = synthetic_frames(a.frames, a.height, a.width)
     load0 = os.getloadavg()
     cases = render_cases(frames, device)
     fps: dict[str, list[float]] = {k: [] for k in cases}

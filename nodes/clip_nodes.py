@@ -7,9 +7,10 @@ import os
 import torch
 
 from ..t2l_core.api import (architecture_config, check_weights_file, find_local_weights, heatmap, load_clip,
-                            load_clip_file, min_relevancy_side, missing_weights_message, pretrained_choices,
-                            relevancy_map, weights_obtainable)
+                            load_clip_file, min_relevancy_side, missing_weights_message, module_tensors,
+                            pretrained_choices, relevancy_map, resolve_dtype, weights_obtainable)
 from . import comfy_bridge as cb
+from . import model_management as mm
 from .declarations import Rule, add_queue_validation, check_inputs, file_signature
 
 DEFAULT_MODEL = "ViT-B-32:openai"
@@ -69,16 +70,24 @@ class LoadCLIP:
     def load(self, model, device="auto", precision="fp32", architecture=""):
         check_inputs(type(self), {"model": model, "device": device, "precision": precision,
                                   "architecture": architecture})
-        dev = _device_choice(device)
+        load_device, offload_device = mm.devices(_device_choice(device))
+        dtype = resolve_dtype(precision, load_device)  # checked for the device it runs on, built where it waits
         path = cb.resolve_model_file(model)
-        with cb.training_mode():  # weights must not become inference tensors: later nodes backpropagate
-            if path:
-                clip = load_clip_file(path, architecture.strip() or None, device=dev,
-                                                   precision=precision, select_hint=SELECT_HINT)
-            else:
-                clip = load_clip(model, device=dev, precision=precision,
-                                              search_dirs=cb.model_folders(), select_hint=SELECT_HINT)
-        return (clip,)
+        arch = architecture.strip() or None
+
+        def read(where: torch.device):
+            with cb.training_mode():  # weights must not become inference tensors: later nodes backpropagate
+                if path:
+                    return load_clip_file(path, arch, device=where, precision=dtype, select_hint=SELECT_HINT)
+                return load_clip(model, device=where, precision=dtype, search_dirs=cb.model_folders(),
+                                 select_hint=SELECT_HINT)
+
+        def again():
+            return module_tensors(read(offload_device).model)
+
+        clip = read(offload_device)
+        source = mm.file_source(path, again, f"Load CLIP's model '{model}'") if path else again
+        return (mm.manage_clip(clip, load_device, offload_device, source),)
 
 
 def _model_present(w: dict) -> None:
@@ -155,6 +164,7 @@ class RelevancyMap:
             raise ValueError(f"Relevancy Map: layers={layers} but this CLIP has {clip.num_blocks} blocks; "
                              f"use 1..{clip.num_blocks}.")
         x = cb.image_to_bchw(image, "image")
+        mm.use(clip)
         least = min_relevancy_side(clip)
         if min(x.shape[-2:]) < least:
             raise ValueError(f"Relevancy Map: the image is {x.shape[-1]}x{x.shape[-2]} px; it needs at least {least} px "

@@ -8,6 +8,7 @@ from ..t2l_core.api import (PHASE_KEY, EditConfig, EditLayer, VideoEditConfig, a
                             on_green_screen, parse_hex_color, solid_background, startup_phase, train_edit_layer,
                             train_video_edit_layer, video_config_from_image_settings)
 from . import comfy_bridge as cb
+from . import model_management as mm
 from .declarations import Rule, add_queue_validation, check_inputs, setting_widget
 
 IMAGE_ITERATIONS = default_of(EditConfig, "iters")  # the paper's image setting and the iterations widget's default
@@ -132,7 +133,7 @@ class TrainEditLayer:
                              "(e.g. Image From Batch), then use Apply Edit Layer on the others.")
         config = EditConfig.from_flat(settings, size=int(w["size"]))
         config.validate()
-        cb.free_memory(edit_training_bytes(config.dataset.size), cb.torch_device())
+        mm.use(clip, memory_required=edit_training_bytes(config.dataset.size))
         with cb.training_mode():
             x = cb.image_to_bchw(image, "image")
             mask, protect = (_one_mask(w[name], name) for name in ("bootstrap_mask", "protect_mask"))
@@ -146,6 +147,7 @@ class TrainEditLayer:
                                           protect_mask=protect)
             finally:
                 cb.soft_empty_cache()
+        result.layer.drop_generators()  # ComfyUI keeps the layer: no generator copy on the device with it
         cb.tell_user("Train Edit Layer", result.notes)
         return cb.with_notes(_outputs(result.output) + (result.layer,), result.notes)
 
@@ -154,7 +156,7 @@ class TrainEditLayer:
                      **settings):
         settings.pop("bootstrap_mask", None)  # refused with an atlas by RULES, as protect_mask
         config, replaced = video_config_from_image_settings(settings, atlas_layer, video_defaults)
-        cb.free_memory(edit_training_bytes(max(nla.size)), cb.torch_device())
+        mm.use(clip, nla, memory_required=edit_training_bytes(max(nla.size)))
         with cb.training_mode():
             frames = None
             x = cb.image_to_bchw(image, "image")
@@ -168,6 +170,7 @@ class TrainEditLayer:
                                            resume=bool(resume), keep_checkpoint=keep_checkpoint)
             finally:
                 cb.soft_empty_cache()
+        r.layer.drop_generators()
         edit = r.atlas_edit
         rgb, alpha = edit.rgb[None], edit.alpha[None, None]
         notes = replaced + r.notes
@@ -281,6 +284,7 @@ class ApplyEditLayer:
         with cb.training_mode():
             out = edit_layer.render(x, device=device, size=int(size) or None, on_image=progress,
                                     resolution=GENERATOR_RESOLUTIONS[generator_resolution])
+        edit_layer.drop_generators()  # the layer stays in ComfyUI's cache; its generator copy need not
         notes = edit_layer.notes[seen:]  # e.g. an image generated below its resolution for lack of memory
         cb.tell_user("Apply Edit Layer", notes)
         return cb.with_notes(_outputs(out), notes)

@@ -12,8 +12,10 @@ import torch
 
 from ..t2l_core.api import (AtlasEdit, FittedNLA, NLAFitConfig, atlas_edit_from_layer, choices_of,
                             estimate_fit_memory, export_for_compositing, fit_nla, fit_run_files, frame_edit_to_atlas,
-                            load_nla, read_nla_header, render_edits, require_raft_weights, save_nla)
+                            read_nla_header, render_edits, require_raft_weights, save_nla)
 from . import comfy_bridge as cb
+from . import model_management as mm
+from . import video_io
 from .declarations import Rule, SavesFile, add_queue_validation, check_inputs, file_signature, setting_widget
 
 CATEGORY = "Text2LIVE/video"
@@ -31,6 +33,11 @@ def _nla_dir() -> Path:
     return _output_folder("nla")
 
 
+def _atlas_path(file: str, path: str = "") -> str:
+    """Load NLA's atlas file: ``path`` when set, else ``file`` in output/text2live/nla."""
+    return path.strip() if path and path.strip() else str(_nla_dir() / file)
+
+
 def _hwc(img: torch.Tensor) -> torch.Tensor:
     """[3,H,W] -> IMAGE [1,H,W,3]."""
     return cb.bchw_to_image(img[None])
@@ -44,7 +51,9 @@ class NLAFit:
         "Fits a Neural Layered Atlas to your video: every frame is explained as a background atlas (one image of "
         "the whole scene, unwrapped over the camera motion) and, with masks, a foreground atlas plus a per-frame "
         "foreground opacity. Edit the atlas images with any node (painting, img2img) and map them back with "
-        "Atlas Render: the edit follows the video's motion. Optical flow comes from torchvision RAFT when its "
+        "Atlas Render: the edit follows the video's motion. Connect the video as an IMAGE batch (frames) or as "
+        "ComfyUI's VIDEO (video, e.g. Load Video); the atlas keeps a VIDEO's frame rate and sound for Atlas "
+        "Render's video output. Optical flow comes from torchvision RAFT when its "
         "weights are in models/text2live or torch's cache, otherwise from a built-in estimator (no download). "
         "Cancelling keeps a checkpoint (and the optical flow); running again with the same inputs resumes it. A "
         "finished fit removes both unless keep_checkpoint is on."
@@ -66,12 +75,14 @@ class NLAFit:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch (one image per frame, all the same size)."}),
                 "iterations": ("INT", setting_widget(NLAFitConfig, "iterations", step=10)),
                 "atlas_resolution": ("INT", setting_widget(NLAFitConfig, "atlas_resolution", step=8)),
                 "seed": ("INT", setting_widget(NLAFitConfig, "seed", control_after_generate=True)),
             },
             "optional": {
+                "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch (one image per frame, all the same "
+                                     "size). Connect this or video; with both, the pictures come from here (e.g. "
+                                     "the video's frames resized) and the frame rate and sound from video."}),
                 "masks": ("MASK", {"tooltip": "Foreground masks, one per frame (from any segmentation node; 1 = "
                                    "foreground). Without masks only a background atlas is fitted (enough for "
                                    "scene-wide edits)."}),
@@ -84,16 +95,20 @@ class NLAFit:
                                     "Keep the checkpoint and the optical flow (output/text2live/nla) when the fit "
                                     "finishes, e.g. to fit the same video again without recomputing the flow. "
                                     "Off: only a cancelled or failed fit leaves them."}),
+                "video": ("VIDEO", {"tooltip": "The video as ComfyUI's VIDEO (e.g. from Load Video), instead of "
+                                    "frames. The atlas keeps its frame rate and sound for Atlas Render's video "
+                                    "output (also when frames gives the pictures)."}),
                 "working_size": ("INT", setting_widget(NLAFitConfig, "working_size", step=16)),
             },
         }
 
-    def fit(self, frames, **widgets):
-        w = check_inputs(type(self), widgets)
+    def fit(self, frames=None, **widgets):
+        w = check_inputs(type(self), dict(widgets, frames=frames))
         iterations, atlas_resolution, seed, masks, flow = (w[k] for k in ("iterations", "atlas_resolution", "seed",
                                                                           "masks", "flow"))
+        source = video_io.frames_and_sound(frames, w["video"])
         with cb.training_mode():
-            x = cb.image_to_bchw(frames, "frames")
+            x = cb.image_to_bchw(source.images, source.source)
             m = None
             if masks is not None:
                 m = cb.mask_to_bhw(masks, "masks")
@@ -115,6 +130,9 @@ class NLAFit:
                               flow_cache_path=flow_cache, keep_checkpoint=bool(w["keep_checkpoint"]))
             finally:
                 cb.soft_empty_cache()
+            nla.fps = source.fps
+            nla.audio, nla.audio_rate = video_io.audio_to_core(source.audio)
+            mm.use(mm.manage_atlas(nla))  # ComfyUI's model management now holds it (on the device)
             rec, alpha = (r.float() / 255 if r.dtype == torch.uint8 else r for r in nla.reconstruction)
             nla.reconstruction = None  # keep the cached T2L_NLA small
             atlases = nla.atlas_images(on_progress=hooks.phase_callback("atlas images (texel chunks)"))
@@ -123,6 +141,8 @@ class NLAFit:
             sizes = ", ".join(f"{k} atlas {v.shape[2]}x{v.shape[1]}" for k, v in atlases.items())
             info = (f"reconstruction PSNR {nla.psnr:.2f} dB after {nla.steps} steps on {x.shape[0]} frames "
                     f"{x.shape[3]}x{x.shape[2]}; flow: {nla.flow_estimator}; {sizes}")
+            if source.fps:
+                info += f"; source video {source.fps:g} fps" + (", with sound" if nla.audio is not None else "")
             if nla.notes:
                 info += "\n" + "\n".join(nla.notes)
                 cb.tell_user("Fit Layered Atlas", nla.notes)
@@ -175,6 +195,7 @@ def _edit_from_layer(nla: FittedNLA, layer: str, edit_layer, painted: Optional[A
     with cb.training_mode():
         edit = atlas_edit_from_layer(edit_layer, nla, layer, device=cb.torch_device(),
                                      on_progress=hooks.phase_callback(f"{layer} atlas for the edit layer (texel chunks)"))
+    edit_layer.drop_generators()
     if notes is not None:
         notes += [f"{layer}_edit_layer: {n}" for n in edit_layer.notes[seen:]]
     return edit
@@ -197,11 +218,17 @@ class AtlasRender:
         "Maps edited atlas images back into every frame (bilinear) and blends them over the original frames "
         "(NLA eq. 15/16): the edit moves with the video. Any node can produce the edit: paint on the fg/bg atlas "
         "image from Fit Layered Atlas, or img2img it, and give an opacity MASK (1 = edit visible). Without "
-        "edits the original frames come back unchanged."
+        "edits the original frames come back unchanged. The result comes as an IMAGE batch and as a VIDEO (for "
+        "Save Video) at the source video's frame rate, with its sound."
     )
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("frames",)
-    OUTPUT_TOOLTIPS = ("The edited video as an IMAGE batch.",)
+    RETURN_TYPES = ("IMAGE", "VIDEO")
+    RETURN_NAMES = ("frames", "video")
+    OUTPUT_TOOLTIPS = (
+        "The edited video as an IMAGE batch.",
+        "The edited video as ComfyUI's VIDEO (for Save Video), at the source video's frame rate and with its "
+        "sound: from the video input, else from the video the atlas was fitted on. An atlas fitted on IMAGE "
+        f"frames has neither: {video_io.DEFAULT_FPS:g} fps, no sound.",
+    )
     FUNCTION = "render"
 
     @classmethod
@@ -224,25 +251,35 @@ class AtlasRender:
                                   "foreground (or any edit layer, run on the foreground atlas). Instead of fg_atlas."}),
                 "bg_edit_layer": ("T2L_EDIT_LAYER", {"tooltip": "A layer from Train Edit Layer trained on this atlas's "
                                   "background (or any edit layer, run on the background atlas). Instead of bg_atlas."}),
+                "video": ("VIDEO", {"tooltip": "Original video to blend over, as ComfyUI's VIDEO (instead of "
+                                    "frames; same size and count). Its frame rate and sound go to the video output. "
+                                    "With frames connected too, the pictures come from frames."}),
             },
         }
 
     def render(self, nla, fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None, frames=None,
-               fg_edit_layer=None, bg_edit_layer=None):
+               fg_edit_layer=None, bg_edit_layer=None, video=None):
         edits = {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas, "bg_opacity": bg_opacity,
                  "fg_edit_layer": fg_edit_layer, "bg_edit_layer": bg_edit_layer}
         check_inputs(type(self), edits)
-        if frames is not None:  # checked before any work
-            base = cb.image_to_bchw(frames, "frames")
+        mm.use(nla)
+        source = video_io.frames_and_sound(frames, video)
+        if source.images is not None:  # checked before any work
+            base = cb.image_to_bchw(source.images, source.source)
             nla.check_frames(base)
         else:
             base = nla.original_frames()
+        if video is not None:
+            fps, audio = source.fps or nla.fps, source.audio
+        else:
+            fps, audio = nla.fps, video_io.core_to_audio(nla.audio, nla.audio_rate)
         notes: list = []
         fg, bg = _layer_edits(nla, edits, notes)
         hooks = cb.make_hooks()
         out = render_edits(nla.model, base, fg, bg, on_frame=hooks.phase_callback("rendering (frames)"))
         cb.tell_user("Atlas Render", notes)
-        return cb.with_notes((cb.bchw_to_image(out),), notes)
+        image = cb.bchw_to_image(out)
+        return cb.with_notes((image, video_io.make_video(image, fps, audio)), notes)
 
 
 class ExportForCompositing(SavesFile):
@@ -269,7 +306,7 @@ class ExportForCompositing(SavesFile):
                 "folder_prefix": ("STRING", {"default": "export", "tooltip":
                                   "Name of the folder written under output/text2live/export/; a counter is appended."}),
             },
-            "optional": {k: v for k, v in render_inputs.items() if k != "frames"},
+            "optional": {k: v for k, v in render_inputs.items() if k not in ("frames", "video")},
         }
 
     def save(self, nla, folder_prefix="export", fg_atlas=None, fg_opacity=None, bg_atlas=None, bg_opacity=None,
@@ -277,6 +314,7 @@ class ExportForCompositing(SavesFile):
         edits = {"fg_atlas": fg_atlas, "fg_opacity": fg_opacity, "bg_atlas": bg_atlas, "bg_opacity": bg_opacity,
                  "fg_edit_layer": fg_edit_layer, "bg_edit_layer": bg_edit_layer}
         check_inputs(type(self), {"folder_prefix": folder_prefix, **edits})
+        mm.use(nla)
         notes: list = []
         fg, bg = _layer_edits(nla, edits, notes)
         prefix = os.path.basename(folder_prefix.strip()) or "export"
@@ -302,6 +340,7 @@ class SaveNLA(SavesFile):
 
     def save(self, nla, filename_prefix="atlas"):
         prefix = os.path.basename(filename_prefix.strip()) or "atlas"
+        mm.use(nla)  # weights ComfyUI dropped are read back
         path = save_nla(nla, str(cb.numbered_file(_nla_dir(), prefix)))
         return self.saved(path)
 
@@ -332,17 +371,12 @@ class LoadNLA:
         }}
 
     @classmethod
-    def _resolve(cls, file, path="") -> str:
-        return path.strip() if path and path.strip() else str(_nla_dir() / file)
-
-    @classmethod
     def IS_CHANGED(cls, file, path=""):
-        return file_signature(cls._resolve(file, path))
+        return file_signature(_atlas_path(file, path))
 
     def load(self, file, path=""):
         check_inputs(type(self), {"file": file, "path": path})
-        with cb.training_mode():
-            return (load_nla(self._resolve(file, path), device=cb.torch_device()),)
+        return (mm.load_atlas_file(_atlas_path(file, path)),)
 
 
 class FrameEditToAtlas:
@@ -382,6 +416,7 @@ class FrameEditToAtlas:
     def push(self, nla, edited_frame, opacity, frame_index=0):
         rgb = cb.image_to_bchw(edited_frame, "edited_frame")[0]
         a = cb.mask_to_bhw(opacity, "opacity")[0]
+        mm.use(nla)
         edits = frame_edit_to_atlas(nla, int(frame_index), rgb, a)
         outs = []
         for layer in ("fg", "bg"):
@@ -398,7 +433,13 @@ def _raft_found(w: dict) -> None:
         require_raft_weights(cb.model_folders())
 
 
-NLAFit.RULES = (Rule(("flow",), _raft_found),)
+def _frames_or_video(w: dict) -> None:
+    if w["frames"] is None and w["video"] is None:
+        raise ValueError("connect the video: its frames (frames, an IMAGE batch) or the video itself (video, e.g. "
+                         "from Load Video)")
+
+
+NLAFit.RULES = (Rule(("flow",), _raft_found), Rule((), _frames_or_video, connections=("frames", "video")))
 add_queue_validation(NLAFit)
 
 
@@ -434,7 +475,7 @@ def _atlas_file_readable(w: dict) -> None:
     if file == NO_ATLAS:
         raise ValueError("file: no atlas in output/text2live/nla yet: save one with Save Atlas and press R to "
                          "refresh the list, or give a full path in 'path'.")
-    p = LoadNLA._resolve(file)
+    p = _atlas_path(file)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"file: atlas file '{file}' not found in output/text2live/nla ({_nla_dir()}): save "
                                 "one with Save Atlas and press R to refresh the list, or give a full path in 'path'.")

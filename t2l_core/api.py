@@ -48,6 +48,12 @@ from .io.input_checks import require_finite
 from .progress import PHASE_KEY, Cancelled, Hooks, startup_phase
 from .runtime.edit_runtime import edit_training_bytes, step_runner
 
+# giving memory back to a host that manages it (ComfyUI's model management)
+from .device import resolve_dtype
+from .runtime.cpu_heap import release_freed_heap
+from .runtime.weight_release import (module_tensors, read_spilled, release_tensors, restore_tensors, spill_tensors,
+                                     tensor_bytes)
+
 __all__ = [
     "EditConfig", "NLAFitConfig", "VideoEditConfig", "choices_of", "default_of", "help_of", "limits_of",
     "WEIGHT_SUFFIXES", "architecture_config", "as_prompt_list", "require_raft_weights",
@@ -60,7 +66,10 @@ __all__ = [
     "nla_fit_config", "frames_fingerprint", "AtlasBBox", "AtlasEdit", "frame_edit_to_atlas", "render_edits",
     "export_for_compositing",
     "atlas_edit_from_layer", "VideoEditResult", "default_video_checkpoint_path", "train_video_edit_layer",
-    "video_edit_config", "video_config_from_image_settings", "edit_training_bytes", "require_finite", "Cancelled", "Hooks", "PHASE_KEY", "startup_phase",
+    "video_edit_config", "video_config_from_image_settings", "edit_training_bytes", "require_finite", "Cancelled",
+    "Hooks", "PHASE_KEY", "startup_phase",
+    "resolve_dtype", "release_freed_heap", "module_tensors", "read_spilled", "release_tensors", "restore_tensors",
+    "spill_tensors", "tensor_bytes",
 ]
 
 

@@ -138,6 +138,21 @@ def generator_autocast_dtype(mode: str, device: torch.device) -> Optional[torch.
     return autocast_dtype(mode, device) if resolve_autocast(mode, device) in ("bf16", "fp16") else None
 
 
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> torch.autocast:
+    """The autocast context of a precision (:func:`autocast_dtype`, :func:`generator_autocast_dtype`).
+
+    Args:
+        device: where the passes run.
+        dtype: the autocast dtype, or None.
+
+    Returns:
+        ``torch.autocast`` for ``dtype``, or an explicitly disabled one when ``dtype`` is None.
+    """
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def channels_last_pays(device: torch.device | str = "cpu") -> bool:
     """Whether the generator runs faster in channels-last layout on ``device``.
 

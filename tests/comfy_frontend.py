@@ -3,7 +3,7 @@ UI-format workflow, let the frontend convert it to an API prompt, and take scree
 
 Used by tests/nodes/test_e2e_comfyui.py (opt-in) and to make the workflow thumbnails and README pictures:
 
-    python tests/comfy_frontend.py http://127.0.0.1:8199 workflows/image_edit.json shot.png
+    python tests/comfy_frontend.py http://127.0.0.1:8199 example_workflows/image_edit.json shot.png
 
 Needs ``pip install playwright`` (its own browser download is NOT needed: Debian's /usr/bin/chromium is used).
 """
@@ -65,6 +65,19 @@ def load_workflow(page, ui: dict) -> None:
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, null); }", ui)
     page.wait_for_timeout(800)
     page.keyboard.press("Escape")
+
+
+def missing_models_dialog(page, ui: dict) -> str:
+    """Load ``ui`` with the frontend's missing-models warning on and return the text of the dialogs it opens
+    ("" when none: every model the nodes' ``properties.models`` name is in its folder), then close them."""
+    page.evaluate("async () => { await window.app.extensionManager.setting.set("
+                  "'Comfy.Workflow.ShowMissingModelsWarning', true); }")
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, null); }", ui)
+    page.wait_for_timeout(1500)
+    text = page.evaluate("() => Array.from(document.querySelectorAll('.p-dialog')).map(d => d.innerText).join('\\n')")
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(300)
+    return text
 
 
 def missing_node_types(page) -> list[str]:

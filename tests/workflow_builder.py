@@ -1,8 +1,8 @@
-"""Builds the UI-format (version 0.4) example workflows in ``workflows/`` from a short description, so node
+"""Builds the UI-format (version 0.4) example workflows in ``example_workflows/`` from a short description, so node
 inputs/outputs, links and the positional ``widgets_values`` (with seed controls and upload values) always follow
 our node definitions. Regenerate after changing a node's inputs:
 
-    python tests/workflow_builder.py        # writes workflows/*.json and tests/workflows_api/*.json
+    python tests/workflow_builder.py        # writes example_workflows/*.json and tests/workflows_api/*.json
 
 Hand edits in the ComfyUI editor are fine too; tests/nodes/test_workflows.py checks whatever is shipped.
 """
@@ -21,6 +21,13 @@ if str(HERE) not in sys.path:
 from workflow_format import VIRTUAL_NODES, NodeDef, dump_json, node_defs, to_api  # noqa: E402
 
 NOTE_COLOR = {"color": "#432", "bgcolor": "#653"}
+
+#: The CLIP the templates' Load CLIP names: OpenAI's ViT-B/32 (the paper's model) in open_clip's layout, under
+#: the first file name Load CLIP looks for for ViT-B-32:openai in models/text2live. The node's
+#: ``properties.models`` carries it so ComfyUI's frontend offers the download when the file is missing.
+CLIP_FILE = "ViT-B-32-openai.safetensors"
+CLIP_MODEL = {"name": CLIP_FILE, "directory": "text2live",
+              "url": "https://huggingface.co/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_model.safetensors"}
 GROUP_COLORS = {"blue": "#3f789e", "green": "#8A8", "red": "#b06634", "grey": "#444"}
 
 
@@ -36,8 +43,9 @@ class Graph:
 
     def add(self, node_type: str, pos: tuple[float, float], widgets: Optional[dict] = None, *,
             size: tuple[float, float] = (320, 120), title: Optional[str] = None, mode: int = 0,
-            inputs_as_widgets: tuple = ()) -> int:
-        """Add a node; ``widgets`` by input name (others take their defaults; seed controls are 'fixed')."""
+            inputs_as_widgets: tuple = (), models: tuple = ()) -> int:
+        """Add a node; ``widgets`` by input name (others take their defaults; seed controls are 'fixed');
+        ``models``: the model files it names, with download URL and folder (``properties.models``)."""
         nid = len(self.nodes) + 1
         widgets = dict(widgets or {})
         if node_type in VIRTUAL_NODES:
@@ -79,6 +87,8 @@ class Graph:
                                 "widgets_values": values}
         if title:
             node["title"] = title
+        if models:
+            node["properties"]["models"] = [dict(m) for m in models]
         if node_type in VIRTUAL_NODES:
             node["properties"] = {}
             node.update(NOTE_COLOR)
@@ -128,9 +138,10 @@ IMAGE_NOTE = (
     "1. An image: upload it in Load Image (any photo; the paper edits e.g. a cake, a horse, a cat).\n"
     "   The workflow names chelsea.jpg, the photo that comes with this pack: upload "
     "custom_nodes/comfyui-text2live/assets/chelsea.jpg (or pick your own photo).\n"
-    "2. CLIP weights: the paper uses ViT-B-32:openai. Offline, put the OpenAI file ViT-B-32.pt "
-    "(or an open_clip .bin/.safetensors) into ComfyUI/models/text2live/ and press refresh; online, "
-    "'ViT-B-32:openai' is downloaded into open_clip's cache on first use.\n\n"
+    f"2. CLIP weights: the paper's ViT-B-32 from OpenAI. Load CLIP names {CLIP_FILE}: when it is not in "
+    "ComfyUI/models/text2live/, ComfyUI offers its download as the workflow opens (save it there under that "
+    "name and press R). Or pick ViT-B-32:openai in Load CLIP: open_clip downloads it into its own cache on "
+    "first use (offline, the OpenAI file ViT-B-32.pt in models/text2live works too).\n\n"
     "Prompts: 'prompt' = the edited image, 'screen_prompt' = the edit alone (matched over a green screen), "
     "'source_prompt' = the input (directional loss), 'roi_text' = where to edit. The Relevancy Map of the "
     "ROI text bootstraps the opacity (its MASK is wired to bootstrap_mask).\n\n"
@@ -146,18 +157,20 @@ VIDEO_NOTE = (
     "Text2LIVE video edit through a layered atlas\n\n"
     "Provide:\n"
     "1. A short video (about 2-5 s; upload it in the first Load Video). Frames are resized to the working "
-    "size in Upscale Image (keep both resize nodes equal).\n"
+    "size in Upscale Image (keep both resize nodes equal); Fit Layered Atlas also takes the video itself for "
+    "its frame rate and sound.\n"
     "2. Foreground masks as a video of the same length (white = object; upload it in the second Load Video), "
     "e.g. from any segmentation node. Without masks, disconnect 'masks': only a background atlas is fitted.\n"
-    "3. CLIP weights as in the image workflow: ViT-B-32:openai (models/text2live/ViT-B-32.pt offline).\n\n"
+    f"3. CLIP weights as in the image workflow: {CLIP_FILE} in models/text2live (ComfyUI offers the "
+    "download when it is missing), or ViT-B-32:openai through open_clip's cache.\n\n"
     "Fit Layered Atlas unwraps the video into a foreground and a background atlas (check 'info' for the "
     "reconstruction PSNR; ~30 dB is good). Train Edit Layer, given the atlas (nla), trains the edit on the "
     "foreground atlas with its losses on the frames the atlas maps to (the paper's video method; 3000 "
     "iterations, video settings), and Atlas Render maps the trained layer back into every frame, so the edit "
     "follows the motion. For the background, set atlas_layer to background (a second Train Edit Layer node "
     "can edit the other layer; connect both to Atlas Render). Optical flow: torchvision RAFT weights in "
-    "models/text2live are used when present, otherwise a built-in estimator (no download). The animation "
-    "plays at the video's own frame rate (fps from Get Video Components).\n\n"
+    "models/text2live are used when present, otherwise a built-in estimator (no download). Save Video writes "
+    "the edited video as an mp4 at the source's frame rate, with its sound (Atlas Render's video output).\n\n"
     "Without CLIP nothing starts: every output of this workflow waits for the edit, so when Load CLIP "
     "reports an error ComfyUI refuses the whole prompt (an error dialog, Load CLIP outlined in red) before "
     "the long atlas fit begins. Seeds are fixed: queuing again with only the edit's widgets changed reuses "
@@ -171,7 +184,8 @@ CHAIN_NOTE = (
     "Atlases are ordinary IMAGEs: edit the background atlas with any node and Atlas Render maps the edit "
     "back into every frame.\n\n"
     "Provide:\n"
-    "1. A video (Load Video; about 2-5 s).\n"
+    "1. A video (Load Video; about 2-5 s). Its frames are resized to the working size; Fit Layered Atlas also "
+    "takes the video itself for its frame rate and sound.\n"
     "2. An overlay image with transparency (Load Image), e.g. a logo or painted strokes. Image Composite Masked "
     "pastes it on the atlas at x, y; Mask Composite puts its opacity at the same x, y (keep both equal), so Atlas "
     "Render changes only that region of every frame. Load Image's MASK is 1 - alpha, hence Invert Mask.\n\n"
@@ -179,8 +193,8 @@ CHAIN_NOTE = (
     "models/checkpoints. Un-mute the group (select, Ctrl+M), then connect VAE Decode's IMAGE to Atlas Render's "
     "bg_atlas instead of the composite and disconnect bg_opacity (the whole atlas is then applied). Keep the "
     "denoise low (0.3-0.5) so the atlas keeps its layout.\n\n"
-    "The preview shows the edit with its opacity (transparent where the atlas stays as it is); the animation "
-    "plays at the video's own frame rate."
+    "The preview shows the edit with its opacity (transparent where the atlas stays as it is); Save Video "
+    "writes the result as an mp4 at the video's own frame rate, with its sound."
 )
 
 
@@ -188,12 +202,12 @@ def image_edit(defs) -> dict:
     g = Graph(defs)
     g.add("Note", (-420, 40), {"text": IMAGE_NOTE}, size=(380, 520), title="Read me: files and weights")
     img = g.add("LoadImage", (0, 40), {"image": "chelsea.jpg"}, size=(300, 330))
-    clip = g.add("T2L_LoadCLIP", (0, 420), {"model": "ViT-B-32:openai"}, size=(300, 130))
+    clip = g.add("T2L_LoadCLIP", (0, 420), {"model": CLIP_FILE}, size=(300, 130), models=(CLIP_MODEL,))
     rel = g.add("T2L_RelevancyMap", (360, 420), {"text": "cat"}, size=(300, 110))
     heat = g.add("PreviewImage", (360, 580), size=(300, 260), title="Relevancy heat map")
     train = g.add("T2L_TrainEditLayer", (720, 40), {
         "prompt": "a cat with leopard fur", "screen_prompt": "leopard fur", "source_prompt": "a cat",
-        "iterations": 1000, "size": 512, "seed": 42, "roi_text": ""}, size=(360, 520))
+        "iterations": 1000, "size": 512, "seed": 42, "roi_text": ""}, size=(360, 700))
     comp = g.add("T2L_Composite", (1140, 40), size=(300, 110))
     save = g.add("SaveImage", (1500, 40), {"filename_prefix": "text2live/composite"}, size=(300, 320),
                  title="Save composite")
@@ -201,7 +215,7 @@ def image_edit(defs) -> dict:
                  title="Save edit (colour + opacity, RGBA)")
     inv = g.add("InvertMask", (1140, 220), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
     rgba = g.add("JoinImageWithAlpha", (1140, 300), size=(260, 50))
-    keep = g.add("T2L_SaveEditLayer", (720, 720), {"filename_prefix": "edit_layer"}, size=(360, 90))
+    keep = g.add("T2L_SaveEditLayer", (720, 800), {"filename_prefix": "edit_layer"}, size=(360, 90))
     m2i = g.add("MaskToImage", (1500, 420), size=(220, 30))
     opac = g.add("PreviewImage", (1500, 500), size=(300, 260), title="Opacity")
     green = g.add("PreviewImage", (1140, 780), size=(300, 260), title="Green screen")
@@ -234,31 +248,31 @@ def _video_input(g: Graph, file: str, pos: tuple, title: str, width: int, height
                                                      "crop": "center"}, size=(260, 130))
     g.link(lv, 0, comps, "video")
     g.link(comps, "images", scale, "image")
-    return comps, scale
+    return lv, scale
 
 
 def video_edit(defs) -> dict:
     g = Graph(defs)
     g.add("Note", (-420, 40), {"text": VIDEO_NOTE}, size=(380, 600), title="Read me: files and weights")
-    comps, frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
+    video, frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
     _, masks_img = _video_input(g, "input_video_masks.mp4", (0, 420), "Load Video (foreground masks)", 768, 432)
     to_mask = g.add("ImageToMask", (600, 530), {"channel": "red"}, size=(220, 60))
     fit = g.add("T2L_NLAFit", (880, 40), {"iterations": 2000, "atlas_resolution": 0, "seed": 7}, size=(340, 300),
-                title="Fit Layered Atlas (runs only when the edit can run)")
-    clip = g.add("T2L_LoadCLIP", (880, 400), {"model": "ViT-B-32:openai"}, size=(300, 130))
+                title="Fit Layered Atlas (waits for the edit)")
+    clip = g.add("T2L_LoadCLIP", (880, 400), {"model": CLIP_FILE}, size=(300, 130), models=(CLIP_MODEL,))
     train = g.add("T2L_TrainEditLayer", (1260, 40), {
         "prompt": "a giraffe with zebra stripes", "screen_prompt": "zebra stripes", "source_prompt": "a giraffe",
         "roi_text": "giraffe", "iterations": 3000, "seed": 42, "atlas_layer": "foreground", "video_defaults": True},
-        size=(360, 480), title="Train Edit Layer (on the foreground atlas)")
-    inv = g.add("InvertMask", (1680, 300), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
-    rgba = g.add("JoinImageWithAlpha", (1680, 360), size=(260, 50))
-    atlas_prev = g.add("PreviewImage", (1680, 440), size=(300, 260), title="Edited foreground atlas (with opacity)")
-    keep = g.add("T2L_SaveEditLayer", (1260, 760), {"filename_prefix": "video_edit_layer"}, size=(360, 90))
-    render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 210))
-    anim = g.add("SaveAnimatedWEBP", (2020, 40), {"filename_prefix": "text2live/video_edit", "fps": 12.0,
-                                                  "lossless": False, "quality": 90}, size=(320, 380),
-                 inputs_as_widgets=("fps",))
+        size=(360, 700), title="Train Edit Layer (on the foreground atlas)")
+    inv = g.add("InvertMask", (1680, 330), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
+    rgba = g.add("JoinImageWithAlpha", (1680, 390), size=(260, 50))
+    atlas_prev = g.add("PreviewImage", (1680, 470), size=(300, 260), title="Edited foreground atlas (with opacity)")
+    keep = g.add("T2L_SaveEditLayer", (1260, 800), {"filename_prefix": "video_edit_layer"}, size=(360, 90))
+    render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 230))
+    save = g.add("SaveVideo", (2020, 40), {"filename_prefix": "text2live/video_edit"}, size=(320, 380),
+                 title="Save Video (mp4 with the source's sound)")
     g.link(frames, 0, fit, "frames")
+    g.link(video, 0, fit, "video")
     g.link(masks_img, 0, to_mask, "image")
     g.link(to_mask, 0, fit, "masks")
     g.link(clip, 0, train, "clip")
@@ -271,17 +285,16 @@ def video_edit(defs) -> dict:
     g.link(train, "edit_layer", keep, "edit_layer")
     g.link(fit, "nla", render, "nla")
     g.link(train, "edit_layer", render, "fg_edit_layer")
-    g.link(render, 0, anim, "images")
-    g.link(comps, "fps", anim, "fps")
+    g.link(render, "video", save, "video")
     g.group("1. Video and masks as IMAGE/MASK batches (core nodes)", (-20, -30, 860, 820), "grey")
-    g.group("2. Text-driven edit trained on the atlas", (1240, -30, 400, 900), "blue")
+    g.group("2. Text-driven edit trained on the atlas", (1240, -30, 400, 950), "blue")
     return g.to_ui()
 
 
 def atlas_chaining(defs) -> dict:
     g = Graph(defs)
     g.add("Note", (-420, 40), {"text": CHAIN_NOTE}, size=(380, 560), title="Read me: files and chaining")
-    comps, frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
+    video, frames = _video_input(g, "input_video.mp4", (0, 40), "Load Video (frames)", 768, 432)
     fit = g.add("T2L_NLAFit", (600, 40), {"iterations": 2000, "atlas_resolution": 0, "seed": 7}, size=(340, 300))
     save_atlas = g.add("SaveImage", (600, 400), {"filename_prefix": "text2live/bg_atlas"}, size=(300, 280),
                        title="Save background atlas")
@@ -293,13 +306,12 @@ def atlas_chaining(defs) -> dict:
     zeros = g.add("ThresholdMask", (1000, 140), {"value": 1.0}, size=(260, 60), title="Empty mask of atlas size")
     where = g.add("MaskComposite", (1320, 260), {"x": 64, "y": 32, "operation": "add"}, size=(300, 160),
                   title="Where the overlay is (same x, y)")
-    edited = g.add("PreviewImage", (1680, 280), size=(300, 260), title="Background atlas edit (with opacity)")
+    edited = g.add("PreviewImage", (1680, 330), size=(300, 260), title="Background atlas edit (with opacity)")
     inv_where = g.add("InvertMask", (1320, 470), size=(260, 30), title="Invert Mask (alpha = 1 - mask)")
     rgba = g.add("JoinImageWithAlpha", (1320, 550), size=(260, 50))
-    render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 170))
-    anim = g.add("SaveAnimatedWEBP", (2020, 40), {"filename_prefix": "text2live/atlas_chaining", "fps": 12.0,
-                                                  "lossless": False, "quality": 90}, size=(320, 380),
-                 inputs_as_widgets=("fps",))
+    render = g.add("T2L_AtlasRender", (1680, 40), size=(280, 230))
+    save = g.add("SaveVideo", (2020, 40), {"filename_prefix": "text2live/atlas_chaining"}, size=(320, 380),
+                 title="Save Video (mp4 with the source's sound)")
     # the diffusion img2img group: muted (mode 2) because it needs a checkpoint
     ck = g.add("CheckpointLoaderSimple", (600, 840), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
                size=(320, 100), mode=2)
@@ -311,6 +323,7 @@ def atlas_chaining(defs) -> dict:
     dec = g.add("VAEDecode", (1900, 840), size=(200, 50), mode=2)
     prev = g.add("PreviewImage", (1900, 920), size=(260, 240), mode=2, title="img2img atlas (connect to bg_atlas)")
     g.link(frames, 0, fit, "frames")
+    g.link(video, 0, fit, "video")
     g.link(fit, "bg_atlas", save_atlas, "images")
     g.link(fit, "bg_atlas", paste, "destination")
     g.link(overlay, 0, paste, "source")
@@ -327,8 +340,7 @@ def atlas_chaining(defs) -> dict:
     g.link(fit, "nla", render, "nla")
     g.link(paste, 0, render, "bg_atlas")
     g.link(where, 0, render, "bg_opacity")
-    g.link(render, 0, anim, "images")
-    g.link(comps, "fps", anim, "fps")
+    g.link(render, "video", save, "video")
     g.link(ck, 1, pos, "clip")
     g.link(ck, 1, neg, "clip")
     g.link(fit, "bg_atlas", enc, "pixels")
@@ -353,11 +365,11 @@ def main() -> None:
     from conftest import load_pack
 
     defs = node_defs(load_pack().NODE_CLASS_MAPPINGS)
-    (REPO / "workflows").mkdir(exist_ok=True)
+    (REPO / "example_workflows").mkdir(exist_ok=True)
     (HERE / "workflows_api").mkdir(exist_ok=True)
     for name, build in WORKFLOWS.items():
         ui = build(defs)
-        dump_json(ui, REPO / "workflows" / f"{name}.json")
+        dump_json(ui, REPO / "example_workflows" / f"{name}.json")
         dump_json(to_api(ui, defs), HERE / "workflows_api" / f"{name}.json")
         print("wrote", name)
 

@@ -12,7 +12,11 @@ frontend 1.27.10). Widget rules follow that frontend:
   ``control_after_generate`` is truthy, and after an INT named ``seed``/``noise_seed`` unless
   ``control_after_generate`` is explicitly False; plus an upload widget value ("image") after a combo with
   ``image_upload``/``video_upload``;
-- frontend-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) never reach the server.
+- frontend-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) never reach the server;
+- a node's ``properties.models`` (``[{"name", "url", "directory"}]``) is the model metadata the frontend offers
+  to download when the file named in a widget is missing: a combo value equal to one of those names is valid
+  (the file is not there yet, by design);
+- outputs are only ever appended: a workflow saved before a node gained an output lists a prefix of them.
 """
 
 from __future__ import annotations
@@ -85,6 +89,10 @@ CORE_NODES: dict[str, dict] = {
     "GetVideoComponents": {"input": {"required": {"video": ("VIDEO", {})}},
                            "output": ("IMAGE", "AUDIO", "FLOAT"), "output_name": ("images", "audio", "fps"),
                            "output_node": False},
+    "SaveVideo": {"input": {"required": {
+        "video": ("VIDEO", {}), "filename_prefix": ("STRING", {"default": "video/ComfyUI"}),
+        "format": (["auto", "mp4"], {"default": "auto"}), "codec": (["auto", "h264"], {"default": "auto"})}},
+        "output": (), "output_node": True},
     "SaveAnimatedWEBP": {"input": {"required": {
         "images": ("IMAGE", {}), "filename_prefix": ("STRING", {"default": "ComfyUI"}),
         "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
@@ -209,7 +217,8 @@ def node_defs(node_class_mappings: dict) -> dict[str, NodeDef]:
 
 
 # ---------------------------------------------------------------------------------------------- the checker
-def _check_value(inp: InputDef, value: Any) -> Optional[str]:
+def _check_value(inp: InputDef, value: Any, offered: tuple = ()) -> Optional[str]:
+    """What is wrong with a widget value; ``offered``: file names the workflow's model metadata offers to download."""
     t, o = inp.type, inp.opts
     if t == "INT":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -231,7 +240,7 @@ def _check_value(inp: InputDef, value: Any) -> Optional[str]:
         if inp.options is None:
             if not isinstance(value, str) or not value:
                 return f"expects a file name, got {value!r}"
-        elif value not in inp.options:
+        elif value not in inp.options and value not in offered:
             shown = inp.options[:6] + (["..."] if len(inp.options) > 6 else [])
             return f"value {value!r} not in {shown}"
     return None
@@ -270,6 +279,7 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
             continue
         # widgets_values: positional, with control and upload extras
         values = n.get("widgets_values", [])
+        offered = tuple(m.get("name") for m in (n.get("properties") or {}).get("models") or [] if isinstance(m, dict))
         slots = d.widget_slots()
         if not isinstance(values, list):
             errors.append(f"{where}: widgets_values must be a list")
@@ -288,7 +298,7 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
                 if value != "image":
                     errors.append(f"{where}: upload widget value must be 'image', got {value!r}")
             else:
-                problem = _check_value(inp, value)
+                problem = _check_value(inp, value, offered)
                 if problem:
                     errors.append(f"{where}: widget '{inp.name}' {problem}")
         # declared sockets
@@ -317,7 +327,7 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
                     errors.append(f"{where}: required input '{inp.name}' is not connected")
         # outputs
         outs = n.get("outputs", [])
-        if len(outs) != len(d.outputs):
+        if len(outs) > len(d.outputs):  # fewer: saved before outputs were appended, which the frontend accepts
             errors.append(f"{where}: {len(outs)} outputs, the node has {len(d.outputs)}")
         for slot, (o, t) in enumerate(zip(outs, d.outputs)):
             if o.get("type") != t:
@@ -355,13 +365,20 @@ def check_workflow(ui: dict, defs: dict[str, NodeDef], *, require_fixed_seeds: b
 
 
 # -------------------------------------------------------------------------------------------- UI -> API
-def widget_inputs(node: dict, d: NodeDef) -> dict[str, Any]:
-    """Widget name -> value from a UI node's ``widgets_values`` (control/upload extras dropped)."""
+def widget_inputs(node: dict, d: NodeDef, saved_before: bool = False) -> dict[str, Any]:
+    """Widget name -> value from a UI node's ``widgets_values`` (control/upload extras dropped).
+
+    With ``saved_before`` (a workflow saved by an earlier version of the node, which has gained widgets since:
+    widgets are only ever appended) fewer values are read as the frontend reads them: by position, and every
+    widget past the saved ones keeps its declared default."""
     values = node.get("widgets_values", [])
     slots = d.widget_slots()
-    if len(values) != len(slots):
+    if len(values) > len(slots) or (len(values) < len(slots) and not saved_before):
         raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widgets_values for {len(slots)} widgets")
-    return {inp.name: v for (kind, inp), v in zip(slots, values) if kind == "value"}
+    given = {inp.name: v for (kind, inp), v in zip(slots, values) if kind == "value"}
+    later = {inp.name: inp.opts["default"] for kind, inp in slots[len(values):]
+             if kind == "value" and "default" in inp.opts}
+    return {**given, **later}
 
 
 def _resolve_origin(ui_nodes: dict, links: dict, defs: dict, link_id: int, seen: Optional[set] = None):
@@ -383,8 +400,9 @@ def _resolve_origin(ui_nodes: dict, links: dict, defs: dict, link_id: int, seen:
     return None  # muted or nothing to pass through
 
 
-def to_api(ui: dict, defs: dict[str, NodeDef]) -> dict[str, dict]:
-    """UI-format workflow -> API prompt ``{id: {class_type, inputs, _meta}}`` as POST /prompt accepts it."""
+def to_api(ui: dict, defs: dict[str, NodeDef], saved_before: bool = False) -> dict[str, dict]:
+    """UI-format workflow -> API prompt ``{id: {class_type, inputs, _meta}}`` as POST /prompt accepts it
+    (``saved_before``: a workflow saved by an earlier node version, see :func:`widget_inputs`)."""
     nodes = {n["id"]: n for n in ui["nodes"]}
     links = _links_by_id(ui)
     prompt: dict[str, dict] = {}
@@ -393,7 +411,7 @@ def to_api(ui: dict, defs: dict[str, NodeDef]) -> dict[str, dict]:
         if n["type"] in VIRTUAL_NODES or n.get("mode", 0) != MODE_ALWAYS:
             continue
         d = defs[n["type"]]
-        inputs: dict[str, Any] = dict(widget_inputs(n, d))
+        inputs: dict[str, Any] = dict(widget_inputs(n, d, saved_before))
         for s in n.get("inputs", []):
             if s.get("link") is None:
                 continue
@@ -407,8 +425,10 @@ def to_api(ui: dict, defs: dict[str, NodeDef]) -> dict[str, dict]:
     return prompt
 
 
-def check_api(prompt: dict, defs: dict[str, NodeDef]) -> list[str]:
-    """Problems in an API prompt: unknown types, missing/extra inputs, bad values, dangling or mistyped links."""
+def check_api(prompt: dict, defs: dict[str, NodeDef], offered: Iterable[str] = ()) -> list[str]:
+    """Problems in an API prompt: unknown types, missing/extra inputs, bad values, dangling or mistyped links.
+    ``offered``: model file names the UI workflow's model metadata offers to download (valid combo values)."""
+    offered = tuple(offered)
     errors = []
     for nid, node in prompt.items():
         d = defs.get(node.get("class_type"))
@@ -430,7 +450,7 @@ def check_api(prompt: dict, defs: dict[str, NodeDef]) -> list[str]:
                 if out_t != inp.type and inp.type != "*":
                     errors.append(f"{where}: {name} ({inp.type}) linked to a {out_t} output")
             else:
-                problem = _check_value(inp, value)
+                problem = _check_value(inp, value, offered)
                 if problem:
                     errors.append(f"{where}: {name} {problem}")
         for inp in d.inputs:
@@ -462,6 +482,11 @@ def set_widget(ui: dict, node_type: str, name: str, value: Any, defs: dict[str, 
 
 def output_nodes(prompt: dict, defs: dict[str, NodeDef]) -> list[str]:
     return [nid for nid, n in prompt.items() if defs[n["class_type"]].output_node]
+
+
+def offered_models(ui: dict) -> list[dict]:
+    """Every model entry (``{"name", "url", "directory"}``) of the nodes' ``properties.models`` in a UI workflow."""
+    return [m for n in ui.get("nodes", []) for m in (n.get("properties") or {}).get("models") or []]
 
 
 def iter_workflows(folder: str | Path) -> Iterable[Path]:

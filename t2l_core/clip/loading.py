@@ -24,8 +24,8 @@ from .architectures import (OPENAI_MEAN, OPENAI_STD, architecture_config, build_
                             pretrained_choices, wrap_model)
 from .model import ClipModel
 from .search import (CLI_SELECT_HINT, ClipWeightsNotFound, default_search_dirs, download_host, expected_files,
-                     file_architecture, find_local_weights, find_weights_file, missing_weights_message,
-                     weights_obtainable)
+                     file_architecture, file_name_architecture, find_local_weights, find_weights_file,
+                     missing_weights_message, weights_obtainable)
 from .tiny import TINY_NOTE, build_random_clip, build_tiny_clip, tiny_clip_config
 from .weight_files import (FORMAT_KEY, FORMAT_NAME, WEIGHT_SUFFIXES, check_weights_file, identify_weights,
                            read_file_info, read_state_dict, save_clip)
@@ -63,7 +63,8 @@ def load_clip_file(path: str | Path, architecture: str | None = None, *, device:
         path: our ``.safetensors`` (carries its config), an OpenAI ``.pt`` (recognised by its layout), or any
             other state dict of ``architecture``.
         architecture: an open_clip name such as ``ViT-B-32``, needed for bare state dicts (OpenAI weights in
-            open_clip layout need ``ViT-B-32-quickgelu``).
+            open_clip layout need ``ViT-B-32-quickgelu``); None: taken from a file named after its pretrained
+            pair (``ViT-B-32-openai.safetensors``, the name the example workflows download it under).
         device: "auto", "cpu", "cuda[:N]" or a device.
         precision: "fp32", "bf16" or "fp16".
         select_hint: what to do once the file is replaced, in the caller's words (ends error messages).
@@ -75,7 +76,7 @@ def load_clip_file(path: str | Path, architecture: str | None = None, *, device:
     if not path.is_file():
         raise ClipWeightsNotFound(f"CLIP weights file not found: {path}" + (f"; {select_hint}." if select_hint else ""))
     sd, meta = read_state_dict(path, select_hint)
-    cfg, name, pretrained = identify_weights(path, sd, meta, architecture)
+    cfg, name, pretrained = identify_weights(path, sd, meta, architecture or file_name_architecture(path.name))
     model = build_model(cfg)
     _load_weights(model, sd, path, name)
     return wrap_model(model, cfg, name, pretrained, str(path), device, precision)

@@ -1,67 +1,40 @@
 """A frozen open_clip model with the image side Text2LIVE needs.
 
-* image encoding at any H x W (Text2LIVE Appendix A.3): the patch position grid is interpolated bicubically to
-  (H/p rows x W/p columns), DINO style (scale factors (rows+0.1)/g and (cols+0.1)/g), for every input
-  that is not square (as the authors do), and the stock embedding is used untouched for square inputs with
-  the native g x g grid;
+* image encoding at any H x W (Text2LIVE Appendix A.3), the patch position grid resampled to the image's
+  (:mod:`t2l_core.clip.position_grid`; ``pos_grid="t2l-compat"`` reproduces the authors' transposed grid);
 * the token sequence entering any block (the structure loss uses the tokens entering the last block,
-  CLS included);
+  CLS included), and the intermediates of the image side (:meth:`ClipModel.embed_patches`,
+  :meth:`ClipModel.run_blocks`, :meth:`ClipModel.run_blocks_with_attention`, :meth:`ClipModel.pool`);
+* speed settings of the image side, open_clip style (:meth:`ClipModel.set_fused`,
+  :meth:`ClipModel.set_autocast`, :meth:`ClipModel.set_grad_checkpointing`), on a :meth:`ClipModel.view`
+  that shares the weights when the loaded model must stay as it is;
 * text encoding with template banks, cached per string.
-
-The authors' code transposes the interpolated grid for non-square inputs; that is a bug
-and the correct mapping is the default. ``pos_grid="t2l-compat"`` reproduces it for comparisons.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
+from ..device import autocast
+from .attention import residual_block, residual_block_with_probs, supports_block
+from .patch_embedding import conv_patch_tokens, folded_patch_weights, is_patchify_conv, matmul_patch_tokens
+from .pooling import pool, pools_cls_token
+from .position_grid import interpolate_pos_grid
 from .templates import as_prompt_list, expand
-
-POS_GRID_MODES = ("correct", "t2l-compat")
-
-
-def interpolate_pos_grid(pos_patches: torch.Tensor, rows: int, cols: int, mode: str = "correct",
-                         square: bool = True) -> torch.Tensor:
-    """Resample a square grid of patch position embeddings.
-
-    Args:
-        pos_patches: [g*g, C] embeddings of a g x g grid, row-major.
-        rows, cols: the patch grid of the image (H // p, W // p).
-        mode: ``correct`` returns the grid resampled to rows x cols; ``t2l-compat`` reproduces the authors'
-            transposed interpolation (a cols x rows grid flattened and read as rows x cols).
-        square: whether the image is square (H == W). As in the authors' code, the stock grid is used
-            untouched only for a square image with a g x g grid; a non-square image whose grid is still
-            g x g (e.g. 224x250 at patch 32) is resampled with the same scale factors as any other size.
-    Returns:
-        [rows*cols, C], row-major over (rows, cols).
-    """
-    n, dim = pos_patches.shape
-    g = int(round(n**0.5))
-    if g * g != n:
-        raise ValueError(f"position embedding has {n} patch entries, not a square grid")
-    if mode not in POS_GRID_MODES:
-        raise ValueError(f"pos_grid must be one of {POS_GRID_MODES}, got '{mode}'")
-    if rows == g and cols == g and square:
-        return pos_patches
-    out_r, out_c = (rows, cols) if mode == "correct" else (cols, rows)
-    grid = pos_patches.reshape(1, g, g, dim).permute(0, 3, 1, 2).float()
-    # DINO's +0.1 keeps floor(g * scale) == target; the scale itself sets the sampling positions.
-    grid = F.interpolate(grid, scale_factor=((out_r + 0.1) / g, (out_c + 0.1) / g), mode="bicubic", align_corners=False)
-    if grid.shape[-2:] != (out_r, out_c):
-        raise RuntimeError(f"position grid interpolation produced {tuple(grid.shape[-2:])}, expected {(out_r, out_c)}")
-    return grid.permute(0, 2, 3, 1).reshape(out_r * out_c, dim).to(pos_patches.dtype)
-
 
 class ClipModel:
     """Frozen CLIP (open_clip ``CLIP``) in eval mode on a chosen device and dtype.
 
     Attributes: ``device``, ``dtype``, ``patch_size``, ``native_size``, ``embed_dim``, ``width`` (vision
-    transformer width), ``num_blocks``, ``name``, ``pretrained``, ``config`` (open_clip model config dict).
+    transformer width), ``num_blocks``, ``name``, ``pretrained``, ``config`` (open_clip model config dict), and
+    the speed settings ``fused``, ``autocast_dtype``, ``grad_checkpointing`` (all off after loading; see
+    :meth:`set_fused`, :meth:`set_autocast`, :meth:`set_grad_checkpointing`, :meth:`view`).
     """
 
     def __init__(self, model: torch.nn.Module, config: dict, name: str, pretrained: str | None,
@@ -92,6 +65,10 @@ class ClipModel:
         self._std = torch.tensor(std, device=self.device, dtype=torch.float32).view(1, 3, 1, 1)
         self._text_cache: dict[str, torch.Tensor] = {}
         self._weights_digest: str | None = None
+        self._patch_matrix: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None  # weight, matrix, bias
+        self.fused = False
+        self.autocast_dtype: Optional[torch.dtype] = None
+        self.grad_checkpointing = False
 
     # ------------------------------------------------------------------ identity
     def weights_digest(self) -> str:
@@ -168,29 +145,143 @@ class ClipModel:
         patches = interpolate_pos_grid(pos[1:], rows, cols, self.pos_grid, square=square)
         return torch.cat([pos[:1], patches], dim=0)
 
-    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] (0..1) -> token sequence after ln_pre, [B, 1+rows*cols, width]."""
+    # ------------------------------------------------------------------ speed settings
+    def set_fused(self, enabled: bool = True) -> None:
+        """Compute the image side with fewer kernels, the same mathematics (:mod:`t2l_core.clip.attention`,
+        :mod:`t2l_core.clip.patch_embedding`): the patch embedding as one matrix product, each standard block's
+        attention through ``scaled_dot_product_attention`` instead of ``nn.MultiheadAttention`` (which, with
+        gradients on, falls back to batched ``bmm`` projections and several layout copies), and in
+        :meth:`encode_image` the last block for the CLS row only when the embedding reads nothing else
+        (:attr:`cls_only_last_block`). Results equal the plain computation up to float rounding.
+
+        Args:
+            enabled: on or off.
+        """
+        self.fused = bool(enabled)
+
+    def set_autocast(self, dtype: Optional[torch.dtype]) -> None:
+        """Run :meth:`encode_image` and :meth:`image_tokens` under autocast (see :func:`t2l_core.device.autocast`).
+
+        Args:
+            dtype: the autocast dtype, or None for the weights' own dtype.
+        """
+        self.autocast_dtype = dtype
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """With gradients on, each block keeps only its input and recomputes its activations in the backward
+        pass (same values, less memory, about one more forward of the blocks).
+
+        Args:
+            enable: on or off.
+        """
+        self.grad_checkpointing = bool(enable)
+
+    def view(self, *, fused: bool = False, autocast_dtype: Optional[torch.dtype] = None,
+             grad_checkpointing: bool = False) -> "ClipModel":
+        """A second wrapper of the same weights, tokenizer and text cache with its own speed settings (this
+        wrapper's are unchanged).
+
+        Args:
+            fused: :meth:`set_fused`.
+            autocast_dtype: :meth:`set_autocast`.
+            grad_checkpointing: :meth:`set_grad_checkpointing`.
+
+        Returns:
+            The view (all settings off by default: the plain computation).
+        """
+        other = copy.copy(self)
+        other.set_fused(fused)
+        other.set_autocast(autocast_dtype)
+        other.set_grad_checkpointing(grad_checkpointing)
+        return other
+
+    @property
+    def plain(self) -> bool:
+        """True when every speed setting is off: the image side is open_clip's own computation."""
+        return not (self.fused or self.grad_checkpointing or self.autocast_dtype is not None)
+
+    @property
+    def cls_only_last_block(self) -> bool:
+        """Whether :meth:`encode_image` computes the last block for the CLS row only (its keys and values still
+        from every token): fused, a standard batch-first block, and a tower whose embedding reads only the CLS
+        token (:func:`t2l_core.clip.pooling.pools_cls_token`)."""
+        tr = self.visual.transformer
+        return (self.fused and getattr(tr, "batch_first", True) and supports_block(tr.resblocks[-1])
+                and pools_cls_token(self.visual))
+
+    # ------------------------------------------------------------------ image intermediates
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """The token sequence entering the first block.
+
+        Args:
+            images: [B,3,H,W] in 0..1 (normalised here); leftover pixels beyond whole patches are dropped.
+
+        Returns:
+            [B, 1+rows*cols, width] after ``ln_pre``, CLS first, in the weights' dtype.
+        """
         self._check_images(images)
         v = self.visual
-        x = v.conv1(self.normalize(images))  # [B, width, rows, cols]; leftover pixels are dropped
-        b, c, rows, cols = x.shape
-        x = x.reshape(b, c, rows * cols).permute(0, 2, 1)
+        if self.fused and is_patchify_conv(v.conv1, self.patch_size):
+            x, rows, cols = matmul_patch_tokens(images, *self._folded_patch_weights(), self.patch_size)
+        else:
+            x, rows, cols = conv_patch_tokens(v.conv1, self.normalize(images))
+        b, _, c = x.shape
         cls = v.class_embedding.to(x.dtype).view(1, 1, c).expand(b, 1, c)
         square = images.shape[-2] == images.shape[-1]
         x = torch.cat([cls, x], dim=1) + self.position_embedding(rows, cols, square).to(x.dtype)
         return v.ln_pre(x)
 
-    def _run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Apply resblocks[start:stop] to a batch-first token sequence."""
+    def run_blocks(self, tokens: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Apply blocks ``start..stop-1`` (fused and recomputed in the backward pass as the settings ask).
+
+        Args:
+            tokens: [B, T, width] batch-first tokens entering block ``start``.
+            start, stop: block indices, 0 <= start <= stop <= :attr:`num_blocks`.
+
+        Returns:
+            [B, T, width], the tokens entering block ``stop``.
+        """
         tr = self.visual.transformer
-        batch_first = getattr(tr, "batch_first", True)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        for blk in tr.resblocks[start:stop]:
-            x = blk(x)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        return x
+        blocks = tr.resblocks[start:stop]
+        if not getattr(tr, "batch_first", True):
+            x = tokens.transpose(0, 1)
+            for blk in blocks:
+                x = blk(x)
+            return x.transpose(0, 1)
+        recompute = self._recompute(tokens)
+        for blk in blocks:
+            fn = residual_block if self.fused and supports_block(blk) else _call_block
+            tokens = checkpoint(fn, blk, tokens, use_reentrant=False) if recompute else fn(blk, tokens)
+        return tokens
+
+    def run_blocks_with_attention(self, tokens: torch.Tensor,
+                                  start: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Apply blocks ``start..`` to the end with an explicit attention whose probabilities stay in the graph
+        (:func:`t2l_core.clip.attention.residual_block_with_probs`; relevancy maps back-propagate to them).
+
+        Args:
+            tokens: [B, T, width] batch-first tokens entering block ``start``.
+            start: the first block, 0 <= start < :attr:`num_blocks`.
+
+        Returns:
+            ``(final tokens [B, T, width], per block the attention probabilities [B, heads, T, T])``.
+        """
+        probs = []
+        for blk in self.visual.transformer.resblocks[start:]:
+            tokens, p = residual_block_with_probs(blk, tokens)
+            probs.append(p)
+        return tokens, probs
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The image embeddings from the final tokens (``ln_post``, pooling, projection).
+
+        Args:
+            tokens: [B, T, width] after the last block.
+
+        Returns:
+            [B, D] unnormalised embeddings.
+        """
+        return pool(self.visual, tokens)
 
     def _block_index(self, block: int) -> int:
         idx = block if block >= 0 else self.num_blocks + block
@@ -198,12 +289,39 @@ class ClipModel:
             raise ValueError(f"block {block} is out of range for a CLIP with {self.num_blocks} blocks")
         return idx
 
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
-        """Final tokens [B, T, width] -> image embeddings [B, D] (ln_post on CLS, projection)."""
-        v = self.visual
-        pooled, _ = v._pool(x)
-        return pooled @ v.proj if v.proj is not None else pooled
+    def _folded_patch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`folded_patch_weights` of the frozen weights, kept until the weight (a view may be given
+        another model) or its device or dtype changes."""
+        w = self.visual.conv1.weight
+        cached = self._patch_matrix
+        if cached is None or cached[0] is not w or cached[1].device != w.device or cached[1].dtype != w.dtype:
+            self._patch_matrix = (w, *folded_patch_weights(self.visual.conv1, self._mean, self._std))
+        return self._patch_matrix[1], self._patch_matrix[2]
 
+    def _recompute(self, x: torch.Tensor) -> bool:
+        """Whether blocks on ``x`` recompute their activations in the backward pass."""
+        return self.grad_checkpointing and torch.is_grad_enabled() and x.requires_grad
+
+    def _run_to_pool(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Blocks ``start..`` to the end as :meth:`pool` needs them: [B, T, C] -> [B, T or 1, C]."""
+        if start >= self.num_blocks or not self.cls_only_last_block:
+            return self.run_blocks(x, start, self.num_blocks)
+        x = self.run_blocks(x, start, self.num_blocks - 1)
+        blk = self.visual.transformer.resblocks[-1]
+        if self._recompute(x):
+            return checkpoint(residual_block, blk, x, cls_only=True, use_reentrant=False)
+        return residual_block(blk, x, cls_only=True)
+
+    def _image_pass(self) -> contextlib.AbstractContextManager:
+        """The context of :meth:`encode_image` and :meth:`image_tokens`: none on the plain computation, else
+        the autocast setting (disabled when None)."""
+        return contextlib.nullcontext() if self.plain else autocast(self.device, self.autocast_dtype)
+
+    def _output(self, x: torch.Tensor) -> torch.Tensor:
+        """An image pass's result: in the weights' dtype on the plain computation, else fp32."""
+        return x if self.plain else x.float()
+
+    # ------------------------------------------------------------------ image passes
     def encode_image(self, images: torch.Tensor, *, tokens_block: int | None = None):
         """Embed images of any size.
 
@@ -211,16 +329,17 @@ class ClipModel:
             images: [B,3,H,W] in 0..1 (normalised here). H and W need not be equal or multiples of the patch.
             tokens_block: if given, also return the tokens entering that block (-1 = last block).
         Returns:
-            [B, D] unnormalised embeddings, or (embeddings, tokens [B, 1+N, width]).
+            [B, D] unnormalised embeddings, or (embeddings, tokens [B, 1+N, width]); in the weights' dtype when
+            every speed setting is off (:attr:`plain`), else fp32.
         """
-        x = self._embed_patches(images)
-        if tokens_block is None:
-            return self._head(self._run_blocks(x, 0, self.num_blocks))
-        k = self._block_index(tokens_block)
-        x = self._run_blocks(x, 0, k)
-        tokens = x
-        x = self._run_blocks(x, k, self.num_blocks)
-        return self._head(x), tokens
+        with self._image_pass():
+            x = self.embed_patches(images)
+            if tokens_block is None:
+                return self._output(self.pool(self._run_to_pool(x, 0)))
+            k = self._block_index(tokens_block)
+            tokens = self.run_blocks(x, 0, k)
+            emb = self.pool(self._run_to_pool(tokens, k))
+        return self._output(emb), self._output(tokens)
 
     def image_tokens(self, images: torch.Tensor, block: int = -1) -> torch.Tensor:
         """The residual stream entering a block (the structure loss's tokens use the last block).
@@ -230,10 +349,11 @@ class ClipModel:
             block: the block index (-1 = last).
 
         Returns:
-            [B, 1+rows*cols, width], CLS first.
+            [B, 1+rows*cols, width], CLS first; dtype as :meth:`encode_image`.
         """
         k = self._block_index(block)
-        return self._run_blocks(self._embed_patches(images), 0, k)
+        with self._image_pass():
+            return self._output(self.run_blocks(self.embed_patches(images), 0, k))
 
     # ------------------------------------------------------------------ text side
     @torch.no_grad()
@@ -255,6 +375,10 @@ class ClipModel:
             for t, e in zip(missing, emb):
                 self._text_cache[t] = e.detach().clone()
         return torch.stack([self._text_cache[t] for t in texts])
+
+    def clear_text_cache(self) -> None:
+        """Forget the cached text embeddings (each text is encoded again when next asked for)."""
+        self._text_cache.clear()
 
     def text_bank(self, prompts: str | Sequence[str], templates: Sequence[str]) -> torch.Tensor:
         """Every prompt with every template, encoded (Text2LIVE Appendix A.2, text augmentations).
@@ -287,3 +411,8 @@ class ClipModel:
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
         }
+
+
+def _call_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A block called as it is (open_clip's own computation)."""
+    return blk(x)

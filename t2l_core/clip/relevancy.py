@@ -1,10 +1,10 @@
 """Text-image relevancy maps (Chefer et al. 2021) on the loaded ViT CLIP, for the bootstrapping loss that
 initialises the edit's opacity (Text2LIVE Sec. 3.1, "Bootstrapping").
 
-open_clip exposes no attention probabilities, so the last ``num_layers`` blocks are recomputed here with an
-explicit attention (q k^T / sqrt(d), softmax) whose probabilities stay in the graph. The score is the sum of
-the diagonal image-text logits (image i with text i, logit scale included, before any softmax); for each of
-those blocks, in order, ``cam = mean_heads(clamp(grad * attn, 0))`` and ``R <- R + cam @ R`` starting from the
+open_clip exposes no attention probabilities, so the last ``num_layers`` blocks run with an explicit
+attention (q k^T / sqrt(d), softmax; :meth:`ClipModel.run_blocks_with_attention`) whose probabilities stay
+in the graph. The score is the sum of the diagonal image-text logits (image i with text i, logit scale
+included, before any softmax); for each of those blocks, in order, ``cam = mean_heads(clamp(grad * attn, 0))`` and ``R <- R + cam @ R`` starting from the
 identity. The CLS row over the patch tokens is reshaped to the patch grid, upsampled bilinearly and min-max
 normalised per map.
 """
@@ -19,22 +19,6 @@ import torch.nn.functional as F
 from .model import ClipModel
 from ..io.input_checks import MIN_INPUT_SIDE, require_finite
 from .templates import as_prompt_list
-
-
-def _block_with_attention(blk: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One open_clip ResidualAttentionBlock on batch-first tokens, returning (output, attn probs [B,h,T,T])."""
-    attn = blk.attn
-    h = blk.ln_1(x)
-    b, t, c = h.shape
-    heads = attn.num_heads
-    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).reshape(b, t, 3, heads, c // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, T, hd]
-    probs = torch.softmax((q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1), dim=-1)
-    out = (probs @ v).transpose(1, 2).reshape(b, t, c)
-    out = attn.out_proj(out)
-    x = x + blk.ls_1(out)
-    x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-    return x, probs
 
 
 def min_relevancy_side(clip: ClipModel) -> int:
@@ -119,14 +103,10 @@ def _attention_and_gradients(clip: ClipModel, images: torch.Tensor, texts: list[
         x = F.interpolate(images.detach().clone().float(), size=in_size, mode="bilinear", align_corners=False)
         x.requires_grad_(True)  # the weights are frozen: give autograd a leaf so the attention gets a graph
         text_emb = clip.encode_text(texts).float()
-        tokens = clip._embed_patches(x)
         start = clip.num_blocks - num_layers
-        tokens = clip._run_blocks(tokens, 0, start)
-        probs = []
-        for blk in clip.visual.transformer.resblocks[start:]:
-            tokens, p = _block_with_attention(blk, tokens)
-            probs.append(p)
-        img_emb = clip._head(tokens).float()
+        tokens = clip.run_blocks(clip.embed_patches(x), 0, start)
+        tokens, probs = clip.run_blocks_with_attention(tokens, start)
+        img_emb = clip.pool(tokens).float()
         logits = clip.logit_scale().float() * F.cosine_similarity(img_emb, text_emb, dim=-1)
         grads = torch.autograd.grad(logits.sum(), probs)
     return probs, grads

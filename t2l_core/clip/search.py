@@ -161,6 +161,25 @@ def file_architecture(arch: str, tag: str) -> str:
     return arch
 
 
+def file_name_architecture(name: str) -> str | None:
+    """The architecture to read a bare state dict with, from a file named after its pretrained pair as
+    :func:`expected_files` names them (``ViT-B-32-openai.safetensors`` -> ``ViT-B-32-quickgelu``).
+
+    Args:
+        name: a file name or path.
+
+    Returns:
+        The architecture, or None when the name is not ``ARCH-tag.safetensors/.pt/.bin`` of a known pair.
+    """
+    path = Path(name)
+    if path.suffix.lower() not in (".safetensors", ".pt", ".bin"):
+        return None
+    for arch, tag in open_clip_module().list_pretrained():
+        if path.stem == f"{arch}-{tag}":
+            return file_architecture(arch, tag)
+    return None
+
+
 def download_host(pcfg: dict) -> str | None:
     """Where open_clip downloads a pretrained config's weights from.
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
-from .losses import bootstrap_weight
+from .losses import BOOTSTRAP_SIDE, bootstrap_weight
 
 
 def bootstrap_schedule(config) -> Callable[[int], float]:
@@ -40,14 +40,15 @@ def uses_relevancy(config) -> bool:
     return bool(config.roi_text and config.roi_text.strip()) and config.weights.bootstrap > 0
 
 
-def relevancy_target(clip, images: torch.Tensor, config, size: tuple[int, int]) -> torch.Tensor:
+def relevancy_target(clip, images: torch.Tensor, config, size: Optional[tuple[int, int]] = None) -> torch.Tensor:
     """The bootstrap target R(I_s) of eq. 8: the relevancy map of ``config.roi_text`` (paper section 3.1).
 
     Args:
         clip: the CLIP model the relevancy map is computed with.
         images: [1,3,h,w] in 0..1.
         config: an :class:`~t2l_core.edit.config.EditConfig` (``roi_text``, ``bootstrap.relevancy_layers``).
-        size: (H, W) of the target.
+        size: (H, W) of the target; None = the square L_init compares at
+            (:data:`~t2l_core.edit.losses.BOOTSTRAP_SIDE`).
 
     Returns:
         [1,H,W] in 0..1, without grad.
@@ -55,5 +56,5 @@ def relevancy_target(clip, images: torch.Tensor, config, size: tuple[int, int]) 
     from ..clip.relevancy import relevancy_map
 
     r = relevancy_map(clip, images.detach(), config.roi_text, num_layers=config.bootstrap.relevancy_layers,
-                      size=size, check_size=False)
+                      size=size or (BOOTSTRAP_SIDE, BOOTSTRAP_SIDE), check_size=False)
     return r.detach()

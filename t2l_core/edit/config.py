@@ -33,6 +33,17 @@ class OptimConfig:
     lr_decay: float = setting(0.99, "Learning-rate factor applied after every step.", min=0.0, max=1.0)
     lr_min: float = setting(1e-5, "Smallest learning rate of the schedule.", min=0.0)
 
+    def lr_at(self, step: int) -> float:
+        """The schedule in closed form (paper appendix A.3): the learning rate after ``step`` decays.
+
+        Args:
+            step: 0-based.
+
+        Returns:
+            max(lr_min, lr·lr_decay**step).
+        """
+        return max(self.lr_min, self.lr * self.lr_decay**step)
+
 
 @dataclass
 class BootstrapConfig:

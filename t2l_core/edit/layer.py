@@ -115,6 +115,12 @@ class EditLayer:
                 self._cache[key] = g.set_memory_layout(channels_last_pays(device), inplace_activations=True)
         return self._cache[key]
 
+    def drop_generators(self) -> None:
+        """Forget the generators :meth:`generator` built (their memory, on a GPU too, is freed once nothing else
+        holds them); the weights stay in :attr:`state_dict` and a later pass builds a generator again. A host
+        that keeps layers around between runs (ComfyUI's node cache) calls this after each use."""
+        self._cache.clear()
+
     def _generate(self, gen: SkipGenerator, x: torch.Tensor) -> torch.Tensor:
         """One generator pass: [1,3,h,w] -> [1,4,h,w], contiguous."""
         return gen(x).contiguous()

@@ -11,6 +11,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+# L_init compares the opacity and its target at this square size: CLIP ViT-B/32's input size, as the authors do
+# (a fixed size, whatever CLIP the run uses).
+BOOTSTRAP_SIDE = 224
+
 # -- CLIP-space distances -----------------------------------------------------------------------------
 
 
@@ -199,7 +203,7 @@ def protect_loss(alphas: Sequence[torch.Tensor], protect: Sequence[torch.Tensor]
 
 
 def bootstrap_loss(alphas: Sequence[torch.Tensor], relevancy: Sequence[torch.Tensor], *, weight: float = 1.0,
-                   size: int = 224, authors_last_only: bool = False) -> torch.Tensor:
+                   size: int = BOOTSTRAP_SIDE, authors_last_only: bool = False) -> torch.Tensor:
     """L_init (paper eq. 8): MSE between α and a relevancy (or user) map, averaged over **all** examples.
 
     Args:
@@ -220,17 +224,18 @@ def bootstrap_loss(alphas: Sequence[torch.Tensor], relevancy: Sequence[torch.Ten
     terms = []
     for a, r in zip(alphas, relevancy):
         r4 = r.unsqueeze(1) if r.ndim == 3 else r
-        a224 = F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-        r224 = F.interpolate(r4.to(a), size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-        terms.append(F.mse_loss(a224, r224.detach()))
+        a_sized = F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        r_sized = F.interpolate(r4.to(a), size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        terms.append(F.mse_loss(a_sized, r_sized.detach()))
     if authors_last_only:
         return weight * terms[-1] / len(terms)
     return weight * torch.stack(terms).mean()
 
 
-def bootstrap_weight(step: int, *, lambda_bootstrap: float = 10.0, bootstrap_steps: int = 1000,
-                     schedule: str = "linear", min_weight: float = 0.0) -> float:
-    """λ_b, the weight of L_init (paper eq. 8), at a step.
+def bootstrap_weight(step: int, *, lambda_bootstrap: float, bootstrap_steps: int, schedule: str,
+                     min_weight: float) -> float:
+    """λ_b, the weight of L_init (paper eq. 8), at a step (the settings and their defaults:
+    :class:`t2l_core.edit.config.BootstrapConfig`, :attr:`t2l_core.edit.objective.LossWeights.bootstrap`).
 
     Args:
         step: 0-based.

@@ -123,37 +123,49 @@ def encode_grouped(fn: Callable[[torch.Tensor], torch.Tensor], batches: Sequence
     return out  # type: ignore[return-value]
 
 
+@dataclass
+class StepExamples:
+    """One step's examples, each ``[1,C,h,w]`` in 0..1: the inputs and the generator's colour and opacity.
+
+    ``composites``/``screens``: per example a composite / green-screen render that replaces the one computed
+    from the colour and opacity (None entries: computed). ``source_tokens``: cached structure targets.
+    ``bootstrap_targets``: per example a ``[1,h,w]`` map in 0..1 when this step bootstraps the opacity.
+    ``protect``: per example the protected region ``[1,1,h,w]`` in 0..1 (the size of its opacity), or None;
+    then ``alphas`` are the protected opacities the composites use and ``trained_alphas`` the generator's own.
+    """
+
+    inputs: list[torch.Tensor]
+    colors: list[torch.Tensor]
+    alphas: list[torch.Tensor]
+    composites: Optional[list[Optional[torch.Tensor]]] = None
+    screens: Optional[list[Optional[torch.Tensor]]] = None
+    source_tokens: Optional[list[Optional[torch.Tensor]]] = None
+    bootstrap_targets: Optional[list[torch.Tensor]] = None
+    protect: Optional[list[torch.Tensor]] = None
+    trained_alphas: Optional[list[torch.Tensor]] = None
+
+
 def _noop() -> None:
     """The default cancel point: does nothing."""
     pass
 
 
-def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.Tensor],
-                   alphas: Sequence[torch.Tensor], banks: TextBanks, views: ViewConfig,
-                   weights: LossWeights, generator: torch.Generator, *,
-                   bootstrap_targets: Optional[Sequence[torch.Tensor]] = None, bootstrap_weight: float = 0.0,
-                   source_tokens: Optional[Sequence[Optional[torch.Tensor]]] = None,
+def edit_objective(clip, examples: StepExamples, banks: TextBanks, views: ViewConfig, weights: LossWeights,
+                   generator: torch.Generator, *, bootstrap_weight: float = 0.0,
                    augmenter: Optional[ViewAugmenter] = None, authors_bootstrap_bug: bool = False,
                    cancel_point: Callable[[], None] = _noop,
-                   composites: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                   screens: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                   protect: Optional[Sequence[torch.Tensor]] = None,
                    defer_report: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss (paper eq. 2) and its weighted terms for one step's examples, with one autograd graph.
 
     Args:
         clip: the CLIP model.
-        inputs: per example the input [1,3,h,w] in 0..1 (a crop, the whole image, a frame crop).
-        colors, alphas: per example the generator's colour [1,3,h,w] and opacity [1,1,h,w] in 0..1.
+        examples: the step's examples (inputs: a crop, the whole image, a frame crop); their composites and
+            green-screen renders where given replace α·C + (1−α)·I and the render (video: maps rendered in
+            the atlas and sampled into a frame); their bootstrap targets are used when ``bootstrap_weight``
+            > 0, their protected regions for the spill penalty.
         banks, views, weights: the texts, the CLIP views and the loss weights.
         generator: the RNG of the step's texts and views.
-        composites, screens: optional per-example ``[1,3,h,w]`` replacing the composite α·C + (1−α)·I and the
-            green-screen render (video: maps rendered in the atlas and sampled into a frame); None entries
-            are computed as usual.
-        bootstrap_targets: per example a ``[1,h',w']`` map in 0..1 (relevancy or user mask), used when
-            ``bootstrap_weight`` > 0.
-        protect: None, or per example the protected region ``[1,1,h,w]`` in 0..1 (spill penalty).
-        source_tokens: optional cached structure targets per example.
+        bootstrap_weight: λ_b of this step.
         augmenter: the view augmenter; None = a new one for ``views``.
         authors_bootstrap_bug: see :func:`t2l_core.edit.losses.bootstrap_loss`.
         cancel_point: called between CLIP passes; raises to cancel.
@@ -163,13 +175,13 @@ def edit_objective(clip, inputs: Sequence[torch.Tensor], colors: Sequence[torch.
     Returns:
         ``(total, terms)``: the total with its graph, and each weighted term plus ``"total"``.
     """
-    plan = plan_objective(clip, inputs, colors, alphas, banks, views, weights, generator,
-                          source_tokens=source_tokens, augmenter=augmenter, cancel_point=cancel_point,
-                          composites=composites, screens=screens)
-    rest = opacity_terms(alphas, weights, bootstrap_targets, bootstrap_weight, authors_bootstrap_bug, protect)
+    plan = plan_objective(clip, examples, banks, views, weights, generator, augmenter=augmenter,
+                          cancel_point=cancel_point)
+    opacity = opacity_terms(examples.alphas, weights, examples.bootstrap_targets, bootstrap_weight,
+                            authors_bootstrap_bug, examples.protect, examples.trained_alphas)
     terms = clip_terms(clip, plan, cancel_point)
-    terms.update(rest)
-    total, report = total_and_report(terms, alphas[0])
+    terms.update(opacity)
+    total, report = total_and_report(terms, examples.alphas[0])
     return total, (report if defer_report else losses_to_floats(report))
 
 
@@ -284,16 +296,16 @@ class ObjectivePlan:
         return out
 
 
-def plan_objective(clip, inputs, colors, alphas, banks: TextBanks, views: ViewConfig, weights: LossWeights,
-                   generator: torch.Generator, *, source_tokens=None, augmenter=None, cancel_point=_noop,
-                   composites=None, screens=None) -> ObjectivePlan:
+def plan_objective(clip, examples: StepExamples, banks: TextBanks, views: ViewConfig, weights: LossWeights,
+                   generator: torch.Generator, *, augmenter: Optional[ViewAugmenter] = None,
+                   cancel_point: Callable[[], None] = _noop) -> ObjectivePlan:
     """Draw the step's randomness in a fixed order and build every view; encode the no-grad inputs.
 
     Texts are sampled first (composition, direction, screen), then the views of every composite, every
     green-screen render and every input, so a seed fixes the whole step.
 
     Args:
-        As in :func:`edit_objective`.
+        As in :func:`edit_objective` (the examples' bootstrap targets are not read here).
 
     Returns:
         The plan.
@@ -301,12 +313,13 @@ def plan_objective(clip, inputs, colors, alphas, banks: TextBanks, views: ViewCo
     Raises:
         ValueError: the numbers of inputs, colours and opacities differ, or are 0.
     """
+    inputs, colors, alphas = examples.inputs, examples.colors, examples.alphas
     n = len(inputs)
     if not (len(colors) == len(alphas) == n) or n == 0:
         raise ValueError(f"edit_objective: {n} inputs, {len(colors)} colours, {len(alphas)} alphas")
     augmenter = augmenter or ViewAugmenter(views)
-    given_comp = list(composites) if composites is not None else [None] * n
-    given_screen = list(screens) if screens is not None else [None] * n
+    given_comp = list(examples.composites) if examples.composites is not None else [None] * n
+    given_screen = list(examples.screens) if examples.screens is not None else [None] * n
     comps = [g if g is not None else composite(c, a, x.to(c)) for g, x, c, a in zip(given_comp, inputs, colors, alphas)]
     use_comp, use_screen = weights.composition > 0, weights.screen > 0
     use_dir = use_comp and banks.source is not None
@@ -322,7 +335,7 @@ def plan_objective(clip, inputs, colors, alphas, banks: TextBanks, views: ViewCo
     cancel_point()
     with torch.no_grad():
         in_emb = encode_grouped(clip.encode_image, in_batches) if in_batches else []
-        src_tok = _structure_targets(clip, inputs, views, source_tokens) if weights.structure > 0 else []
+        src_tok = _structure_targets(clip, inputs, views, examples.source_tokens) if weights.structure > 0 else []
     cancel_point()
     return ObjectivePlan(n, comps, comp_views, screen_views, in_emb, src_tok, comp_text, dir_text, screen_text,
                          weights, views)

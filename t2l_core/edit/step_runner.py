@@ -2,7 +2,7 @@
 
 The training loop (:mod:`t2l_core.edit.training_loop`) says *what* a step computes (sample, generate,
 objective, backward, update); a step runner says *how*: which CLIP object runs the passes, how the
-generator is called, how the objective is back-propagated. :class:`PlainSteps` is the reference: one
+generator is called, how the objective is back-propagated. :class:`PlainStepRunner` is the reference: one
 autograd graph per step, fp32, the standard memory layout. The fast path
 (:class:`t2l_core.runtime.edit_runtime.EditRuntime`) subclasses it and changes only how things are computed.
 """
@@ -19,7 +19,7 @@ from .objective import ObjectivePlan, clip_terms, total_and_report
 from .views import ViewAugmenter, ViewConfig
 
 
-class PlainSteps:
+class PlainStepRunner:
     """The plain path: one graph per step, fp32, standard layout.
 
     Args:
@@ -94,13 +94,13 @@ class PlainSteps:
         return ViewAugmenter(views)
 
     # -- the backward pass ----------------------------------------------------------------------------
-    def backward(self, plan: ObjectivePlan, rest: dict[str, torch.Tensor], like: torch.Tensor,
+    def backward(self, plan: ObjectivePlan, opacity_terms: dict[str, torch.Tensor], like: torch.Tensor,
                  cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
         """Back-propagate the objective (paper eq. 2) into the generator.
 
         Args:
             plan: the step's CLIP work.
-            rest: the opacity terms (:func:`t2l_core.edit.objective.opacity_terms`).
+            opacity_terms: the opacity terms (:func:`t2l_core.edit.objective.opacity_terms`).
             like: the total is accumulated in its dtype.
             cancel_point: called between CLIP passes; raises to cancel.
 
@@ -108,7 +108,7 @@ class PlainSteps:
             Each weighted term and ``"total"``, detached 0-dim tensors on the device (``like``'s dtype).
         """
         terms = clip_terms(self.clip, plan, cancel_point)
-        terms.update(rest)
+        terms.update(opacity_terms)
         total, report = total_and_report(terms, like)
         total.backward()
         return report

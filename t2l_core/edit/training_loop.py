@@ -21,35 +21,14 @@ import torch
 
 from ..checkpoint import CheckpointFile, NonFiniteLoss, nonfinite_message
 from ..progress import Hooks, cancel_inside, losses_to_floats
+from ..step_loop import StepReport, run_steps
 from ..seeding import make_generator
 from .bootstrap import bootstrap_schedule
 from .config import OptimConfig
-from .objective import LossWeights, TextBanks, opacity_terms, plan_objective
-from .step_runner import PlainSteps
+from .objective import LossWeights, StepExamples, TextBanks, opacity_terms, plan_objective
+from .step_runner import PlainStepRunner
 from .training_state import read_state, write_if_finite, write_state
 from .views import ViewAugmenter, ViewConfig, structure_view
-
-
-@dataclass
-class StepExamples:
-    """One step's examples, each ``[1,C,h,w]`` in 0..1: the inputs and the generator's colour and opacity.
-
-    ``composites``/``screens``: per example a composite / green-screen render that replaces the one computed
-    from the colour and opacity (None entries: computed). ``source_tokens``: cached structure targets.
-    ``bootstrap_targets``: per example a ``[1,h,w]`` map in 0..1 when this step bootstraps the opacity.
-    ``protect``: per example the protected region ``[1,1,h,w]`` in 0..1 (the size of its opacity), or None;
-    then ``alphas`` are the protected opacities the composites use and ``trained_alphas`` the generator's own.
-    """
-
-    inputs: list[torch.Tensor]
-    colors: list[torch.Tensor]
-    alphas: list[torch.Tensor]
-    composites: Optional[list[Optional[torch.Tensor]]] = None
-    screens: Optional[list[Optional[torch.Tensor]]] = None
-    source_tokens: Optional[list[Optional[torch.Tensor]]] = None
-    bootstrap_targets: Optional[list[torch.Tensor]] = None
-    protect: Optional[list[torch.Tensor]] = None
-    trained_alphas: Optional[list[torch.Tensor]] = None
 
 
 class WholeInputTarget:
@@ -92,20 +71,20 @@ class WholeInputTarget:
 class ExampleSource(Protocol):
     """What an image or a video edit gives the loop: its examples and a preview."""
 
-    def examples(self, step: int, rng: torch.Generator, runner: PlainSteps, bootstrap_weight: float) -> StepExamples:
+    def examples(self, step: int, rng: torch.Generator, runner: PlainStepRunner, bootstrap_weight: float) -> StepExamples:
         """Sample a step's examples and run the generator on them.
 
         Args:
             step: the 0-based step.
             rng: the run's RNG (all of the step's randomness).
-            runner: runs the generator (:meth:`PlainSteps.generate`).
+            runner: runs the generator (:meth:`PlainStepRunner.generate`).
             bootstrap_weight: λ_b of this step; 0 = no bootstrap targets are needed.
 
         Returns:
             The examples, with the generator's graph.
         """
 
-    def prepare(self, runner: PlainSteps, hooks: Hooks) -> None:
+    def prepare(self, runner: PlainStepRunner, hooks: Hooks) -> None:
         """Optional: start-up work done before the first step, inside the loop's scope (reported through
         ``hooks.phase``). The loop calls it when a source has it.
 
@@ -114,7 +93,7 @@ class ExampleSource(Protocol):
             hooks: the run's hooks.
         """
 
-    def preview(self, runner: PlainSteps) -> torch.Tensor:
+    def preview(self, runner: PlainStepRunner) -> torch.Tensor:
         """The current edit on the whole input (no grad).
 
         Args:
@@ -165,7 +144,7 @@ class LoopResult:
     notes: list[str]
 
 
-def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: LoopSettings, runner: PlainSteps,
+def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: LoopSettings, runner: PlainStepRunner,
                     hooks: Hooks, checkpoint: CheckpointFile, resume: bool = False,
                     keep_checkpoint: bool = False) -> LoopResult:
     """Train the generator on the examples of an image or video edit (paper sections 3.1-3.2, appendix A.3).
@@ -196,33 +175,29 @@ def train_generator(generator: torch.nn.Module, source: ExampleSource, loop: Loo
     def write(history_now: Sequence[dict]):
         return write_state(checkpoint, generator, opt, state.done, state.rng_state, loop.settings, history_now)
 
-    try:
-        # cancel within a layer, not only between steps
-        with cancel_inside(hooks.check_cancel, generator, runner.clip.visual), runner.loop_scope():
-            augmenter = runner.augmenter(loop.views)
-            if start < loop.iters and hasattr(source, "prepare"):
-                source.prepare(runner, hooks)
-            for step in range(start, loop.iters):
-                terms, bootstrap = _step(step, source, loop, runner, augmenter, opt, rng, hooks)
-                if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
-                    saved = write_if_finite(checkpoint, generator, opt, state.done, state.rng_state, loop.settings,
-                                            history[:state.done])
-                    raise NonFiniteLoss(nonfinite_message(step + 1, terms, saved,
-                                                          "Lower the learning rate or the loss weights."))
-                hooks.cancel_point()
-                terms["lr"] = _update(opt, loop)
-                if bootstrap is not None:
-                    terms["bootstrap_weight"] = bootstrap
-                history.append(terms)
-                runner.end_step()
-                # a cancel raised by the progress callback (ComfyUI checks it there) comes after this step's update
-                state.done, state.rng_state = step + 1, rng.get_state()
-                hooks.step(step + 1, loop.iters, terms, lambda: source.preview(runner))
-    except NonFiniteLoss:
-        raise
-    except BaseException:
-        write(history[:state.done])
-        raise
+    def one_step(step: int) -> StepReport:
+        terms, bootstrap = _step(step, source, loop, runner, augmenter, opt, rng, hooks)
+        if not math.isfinite(terms["total"]):  # before the update: the weights stay the last good ones
+            saved = write_if_finite(checkpoint, generator, opt, state.done, state.rng_state, loop.settings,
+                                    history[:state.done])
+            raise NonFiniteLoss(nonfinite_message(step + 1, terms, saved, "Lower the learning rate or the loss weights."))
+        hooks.cancel_point()
+        terms["lr"] = _update(opt, loop)
+        if bootstrap is not None:
+            terms["bootstrap_weight"] = bootstrap
+        history.append(terms)
+        runner.end_step()
+        # a cancel raised by the progress callback (ComfyUI checks it there) comes after this step's update
+        state.done, state.rng_state = step + 1, rng.get_state()
+        return StepReport(terms)
+
+    # cancel within a layer, not only between steps
+    with cancel_inside(hooks.check_cancel, generator, runner.clip.visual), runner.loop_scope():
+        augmenter = runner.augmenter(loop.views)
+        prepare = getattr(source, "prepare", None)
+        run_steps(start, loop.iters, one_step, hooks, lambda: write(history[:state.done]),
+                  preview=lambda: source.preview(runner),
+                  before=(lambda: prepare(runner, hooks)) if prepare is not None else None)
     checkpoint.finish(keep_checkpoint, lambda: write(history))
     return LoopResult(history, state.done, start, notes)
 
@@ -235,24 +210,22 @@ class _RunState:
     rng_state: torch.Tensor  # the RNG at the start of step ``done`` (what a resume repeats)
 
 
-def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainSteps, augmenter: ViewAugmenter,
+def _step(step: int, source: ExampleSource, loop: LoopSettings, runner: PlainStepRunner, augmenter: ViewAugmenter,
           opt: torch.optim.Optimizer, rng: torch.Generator, hooks: Hooks) -> tuple[dict, Optional[float]]:
     """Sample, generate, objective (paper eq. 2), backward for step ``step`` (the update is not applied yet).
 
     Returns:
         The weighted loss terms and ``"total"`` as floats, and the bootstrap weight when the step bootstrapped.
     """
-    hooks.cancel_point()
-    bw = loop.bootstrap_weight(step)
-    ex = source.examples(step, rng, runner, bw)
+    boot_weight = loop.bootstrap_weight(step)
+    ex = source.examples(step, rng, runner, boot_weight)
     opt.zero_grad(set_to_none=True)
-    plan = plan_objective(runner.clip, ex.inputs, ex.colors, ex.alphas, loop.banks, loop.views, loop.weights, rng,
-                          source_tokens=ex.source_tokens, augmenter=augmenter,
-                          cancel_point=hooks.cancel_point, composites=ex.composites, screens=ex.screens)
-    rest = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, bw, loop.authors_bootstrap_bug, ex.protect,
-                         ex.trained_alphas)
-    terms = losses_to_floats(runner.backward(plan, rest, ex.alphas[0], hooks.cancel_point))  # one device sync
-    return terms, (bw if ex.bootstrap_targets is not None else None)
+    plan = plan_objective(runner.clip, ex, loop.banks, loop.views, loop.weights, rng, augmenter=augmenter,
+                          cancel_point=hooks.cancel_point)
+    opacity = opacity_terms(ex.alphas, loop.weights, ex.bootstrap_targets, boot_weight, loop.authors_bootstrap_bug,
+                            ex.protect, ex.trained_alphas)
+    terms = losses_to_floats(runner.backward(plan, opacity, ex.alphas[0], hooks.cancel_point))  # one device sync
+    return terms, (boot_weight if ex.bootstrap_targets is not None else None)
 
 
 def _update(opt: torch.optim.Optimizer, loop: LoopSettings) -> float:

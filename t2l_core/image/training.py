@@ -32,11 +32,11 @@ from ..edit.bootstrap import relevancy_target, uses_relevancy
 from ..edit.compositing import composite
 from ..edit.generator import build_generator
 from ..edit.layer import RESOLUTIONS, EditLayer, LayerOutput
-from ..edit.objective import TextBanks
+from ..edit.objective import StepExamples, TextBanks
 from ..edit.protection import (SpillReport, exclusion_map, exclusion_text, is_protected, protect_output,
                                protected_alphas, protected_region, spill_report, unprotected_target)
-from ..edit.step_runner import PlainSteps
-from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, train_generator
+from ..edit.step_runner import PlainStepRunner
+from ..edit.training_loop import LoopSettings, WholeInputTarget, train_generator
 from ..io.input_checks import require_finite
 from ..progress import PHASE_DATASET, PHASE_KEY, PHASE_RELEVANCY, PHASE_STRUCTURE, PHASE_TEXT, Hooks, startup_phase
 from .internal_dataset import InternalDataset, working_image
@@ -53,19 +53,6 @@ class EditResult:
     notes: list[str] = field(default_factory=list)  # what the user should know: resume, fallbacks taken
     resumed_from: int = 0  # steps taken from a checkpoint
     spill: Optional[SpillReport] = None  # where the opacity lies (a protected region or an edit region given)
-
-
-def lr_at(step: int, lr: float = 2.5e-3, decay: float = 0.99, lr_min: float = 1e-5) -> float:
-    """The learning rate of a step (paper appendix A.3).
-
-    Args:
-        step: 0-based; the rate after ``step`` decays.
-        lr, decay, lr_min: the schedule.
-
-    Returns:
-        max(lr_min, lr·decay**step).
-    """
-    return max(lr_min, lr * decay**step)
 
 
 def input_fingerprint(image: torch.Tensor, config: EditConfig, mask: Optional[torch.Tensor] = None,
@@ -235,7 +222,7 @@ class ImageExamples:
             if self.mask is not None:
                 targets = [m[:, 0] for _, m in pairs]
             else:  # before the generator runs: the relevancy pass and its activations come and go first
-                targets = [relevancy_target(self.clip, x, self.config, (224, 224)) for x in inputs]
+                targets = [relevancy_target(self.clip, x, self.config) for x in inputs]
             if protect is not None:
                 targets = [unprotected_target(t, p) for t, p in zip(targets, protect)]
         # the whole image (2nd example) is an extra example: a runner may regenerate it for its backward pass
@@ -254,11 +241,12 @@ class ImageExamples:
         return composite(out[:, :3], alpha, self.work)[0].permute(1, 2, 0).cpu()
 
 
-def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Optional[Hooks] = None,
+# each argument is a documented input of the public API (t2l_core.api.train_edit_layer)
+def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Optional[Hooks] = None,  # noqa: PLR0913
                      bootstrap_mask: Optional[torch.Tensor] = None, checkpoint_path: str | Path | None = None,
                      resume: bool = False, output_size: Optional[int] = None,
                      memory_budget: Optional[int] = None, keep_checkpoint: bool = False,
-                     resolution: str = "working", runner: Optional[PlainSteps] = None,
+                     resolution: str = "working", runner: Optional[PlainStepRunner] = None,
                      protect_mask: Optional[torch.Tensor] = None) -> EditResult:
     """Train an edit layer for ``image`` (paper section 3.1).
 
@@ -294,7 +282,7 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got '{resolution}'")
     config.validate()
     hooks = hooks or Hooks()
-    runner = runner or PlainSteps(clip, config.runtime.threads)
+    runner = runner or PlainStepRunner(clip, config.runtime.threads)
     with torch.inference_mode(False), torch.enable_grad(), runner.run_scope():
         image = prepare_image(image)
         mask = prepare_mask(bootstrap_mask, image)

@@ -18,13 +18,7 @@ def load_image(path: str | Path) -> torch.Tensor:
     Returns:
         [1,3,H,W] float in 0..1.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image file not found: {p}")
-    with Image.open(p) as im:
-        im = im.convert("RGB")
-        arr = np.asarray(im, dtype=np.uint8).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return _read_as(path, "RGB", "image").permute(2, 0, 1).unsqueeze(0)
 
 
 def load_mask(path: str | Path) -> torch.Tensor:
@@ -36,12 +30,17 @@ def load_mask(path: str | Path) -> torch.Tensor:
     Returns:
         [1,1,H,W] float in 0..1.
     """
+    return _read_as(path, "L", "mask")[None, None]
+
+
+def _read_as(path: str | Path, mode: str, what: str) -> torch.Tensor:
+    """An image file converted to PIL ``mode``: [H,W,C] (RGB) or [H,W] (L) float in 0..1."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"mask file not found: {p}")
+        raise FileNotFoundError(f"{what} file not found: {p}")
     with Image.open(p) as im:
-        arr = np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    return torch.from_numpy(arr)[None, None].float() / 255.0
+        arr = np.asarray(im.convert(mode), dtype=np.uint8).copy()
+    return torch.from_numpy(arr).float() / 255.0
 
 
 def array_to_tensor(arr: np.ndarray) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .initialisation import _robust_median
+from .initialisation import robust_median
 from .optical_flow import VideoFlow
 
 Region = Callable[[int], torch.Tensor]  # frame t -> bool [H,W] pixels of the layer
@@ -64,8 +64,8 @@ def _pair_step(flow: VideoFlow, t: int, region: Region) -> torch.Tensor:
         A = None
     if A is None:
         use = ok if ok.sum() >= 16 else torch.ones_like(ok)
-        A = torch.tensor([[1.0, 0.0, float(_robust_median(f[0][use]))],
-                          [0.0, 1.0, float(_robust_median(f[1][use]))]], dtype=torch.float64)
+        A = torch.tensor([[1.0, 0.0, float(robust_median(f[0][use]))],
+                          [0.0, 1.0, float(robust_median(f[1][use]))]], dtype=torch.float64)
     M = torch.eye(3, dtype=torch.float64)
     M[:2] = A
     return M

@@ -1,8 +1,10 @@
 """Save and load a fitted layered atlas (:class:`~t2l_core.nla.fitted.FittedNLA`) as one safetensors file.
 
-Tensors: ``model.*`` (atlas parameters) and ``frames_u8`` [T,3,H,W] (the original frames, needed to blend
-edits). Metadata: format tag, atlas config (frame size/count, uv scale, grid sizes), fit config, atlas
-bounding boxes, PSNR, steps and the flow estimator used.
+Tensors: ``model.*`` (atlas parameters), ``frames_u8`` [T,3,H,W] (the original frames, needed to blend
+edits) and, when the source video had sound, ``audio`` [C,S] (float waveform). Metadata: format tag, atlas
+config (frame size/count, uv scale, grid sizes), fit config, atlas bounding boxes, PSNR, steps, the flow
+estimator used and, when known, the source's ``fps`` and the sound's ``audio_rate``. Files written before the
+frame rate and sound were kept have neither and load with them unknown (None).
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def save_nla(nla: FittedNLA, path: str) -> str:
         "height": str(cfg.height),
         "width": str(cfg.width),
     }
+    if nla.fps:
+        meta["fps"] = repr(float(nla.fps))
+    if nla.audio is not None and nla.audio_rate:
+        tensors["audio"] = nla.audio.detach().to("cpu", torch.float32).contiguous()
+        meta["audio_rate"] = str(int(nla.audio_rate))
     write_tensors(path, tensors, meta)
     return str(path)
 
@@ -98,7 +105,9 @@ def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[tor
     bboxes = {k: AtlasBBox.from_dict(v) for k, v in json.loads(meta["bboxes"]).items()}
     nla = FittedNLA(model=model, frames_u8=tensors["frames_u8"], fit_config=json.loads(meta["fit_config"]),
                     psnr=float(meta["psnr"]), steps=int(meta["steps"]), flow_estimator=meta.get("flow_estimator", ""),
-                    bboxes=bboxes)
+                    bboxes=bboxes, fps=float(meta["fps"]) if meta.get("fps") else None,
+                    audio=tensors.get("audio") if meta.get("audio_rate") else None,
+                    audio_rate=int(meta["audio_rate"]) if meta.get("audio_rate") else None)
     if frames is not None:
         nla.check_frames(frames)
         nla.frames_u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)

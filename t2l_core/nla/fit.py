@@ -21,6 +21,7 @@ from ..checkpoint import (CheckpointFile, NonFiniteLoss, all_finite, nonfinite_m
 from ..device import resolve_device
 from ..io.input_checks import require_finite
 from ..progress import Hooks
+from ..step_loop import StepReport, run_steps
 from .affine_init import affine_motion_init
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .config import NLAFitConfig
@@ -236,19 +237,15 @@ def _eval_sample(cfg: NLAFitConfig, T: int, H: int, W: int) -> Optional[tuple]:
 def _run_steps(run: _Run, frames16, masks, flow, hooks: Hooks, device) -> None:
     """Step until the last iteration (or the target PSNR); on cancel or error save the checkpoint and re-raise."""
     T = frames16.shape[0]
-    try:
-        while run.step < run.total:
-            hooks.cancel_point()
-            logs = _step(run, frames16, masks, flow, device)
-            _after_step(run, logs, frames16, device)
-            step = run.step
-            hooks.step(step, run.total, logs,
-                       lambda: reconstruct_frame(run.model, (step // max(hooks.preview_every, 1)) % T)[0].permute(1, 2, 0))
-    except NonFiniteLoss:
-        raise
-    except BaseException:
-        run.save()
-        raise
+
+    def one_step(_: int) -> StepReport:
+        logs = _step(run, frames16, masks, flow, device)
+        return StepReport(logs, last=_after_step(run, logs, frames16, device))
+
+    def preview() -> torch.Tensor:
+        return reconstruct_frame(run.model, (run.step // max(hooks.preview_every, 1)) % T)[0].permute(1, 2, 0)
+
+    run_steps(run.step, run.total, one_step, hooks, run.save, preview=preview)
 
 
 def _step(run: _Run, frames16, masks, flow, device) -> dict:
@@ -282,15 +279,15 @@ def _stop_non_finite(run: _Run, gen_state: torch.Tensor, pending: dict) -> None:
         "Lower the learning rates, or check the frames and masks."))
 
 
-def _after_step(run: _Run, logs: dict, frames16, device) -> None:
-    """The periodic checkpoint, and the sampled PSNR (ending the fit once it reaches the target)."""
+def _after_step(run: _Run, logs: dict, frames16, device) -> bool:
+    """The periodic checkpoint, and the sampled PSNR; True when the fit reached the target PSNR (it ends)."""
     cfg = run.cfg
     if cfg.checkpoint_every and run.ckpt.path is not None and run.step % cfg.checkpoint_every == 0:
         run.save()
     if run.eval_idx is not None and (run.step % cfg.eval_every == 0 or run.step == run.total):
         logs["psnr_sampled"] = sampled_psnr(run.model, frames16, run.eval_idx, device)
-        if logs["psnr_sampled"] >= cfg.target_psnr:
-            run.total = run.step  # reached the target: this is the last step
+        return logs["psnr_sampled"] >= cfg.target_psnr
+    return False
 
 
 def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks, keep: bool = True) -> FittedNLA:

@@ -12,7 +12,8 @@ from .atlas_model import AtlasConfig, LayeredAtlas
 
 @dataclass
 class FittedNLA:
-    """A fitted layered atlas plus the original frames it was fitted on (uint8, for blending edits)."""
+    """A fitted layered atlas plus the original frames it was fitted on (uint8, for blending edits) and, when
+    known, the source video's frame rate and sound."""
 
     model: LayeredAtlas
     frames_u8: torch.Tensor              # [T,3,H,W] uint8
@@ -24,6 +25,11 @@ class FittedNLA:
     # transient (never saved): (rgb [T,3,H,W], alpha [T,H,W]) computed for the PSNR right after fitting
     reconstruction: Optional[tuple] = field(default=None, repr=False)
     notes: list = field(default_factory=list, repr=False)  # transient: what the fit wants the user to know
+    # the source video's timing and sound, kept so a render can be written as that video again (None when
+    # the frames came without them, e.g. an image batch, or from an atlas file saved before they were kept)
+    fps: Optional[float] = None
+    audio: Optional[torch.Tensor] = field(default=None, repr=False)  # [C,S] float waveform
+    audio_rate: Optional[int] = None     # the waveform's sample rate, Hz
 
     @property
     def cfg(self) -> AtlasConfig:

@@ -19,7 +19,8 @@ from .atlas_model import LayeredAtlas, frame_pixel_grid
 from .optical_flow import VideoFlow
 
 
-def _robust_median(v: torch.Tensor) -> torch.Tensor:
+def robust_median(v: torch.Tensor) -> torch.Tensor:
+    """The median of ``v``'s values, 0 when it is empty (a 0-dim tensor)."""
     return v.median() if v.numel() > 0 else torch.tensor(0.0)
 
 
@@ -33,7 +34,7 @@ def _camera_path(flow: VideoFlow, masks: Optional[torch.Tensor]) -> torch.Tensor
         f = flow.fwd[t].float()
         if ok.sum() < 16:
             ok = torch.ones_like(ok)
-        d = torch.stack([_robust_median(f[0][ok]), _robust_median(f[1][ok])])
+        d = torch.stack([robust_median(f[0][ok]), robust_median(f[1][ok])])
         disp[t + 1] = disp[t] + d
     return disp - disp.mean(0, keepdim=True)
 

@@ -149,11 +149,11 @@ def pyramid_lk_flow(img_a: torch.Tensor, img_b: torch.Tensor, window: int = 9, i
             flow = flow * torch.tensor([sx, sy], device=flow.device).view(1, 2, 1, 1)
         grad_a = kornia.filters.spatial_gradient(la, mode="diff", order=1)[:, 0]  # [1,2,H,W] (d/dx, d/dy)
         for _ in range(iters):
-            bw = warp(lb, flow)
-            grad_b = kornia.filters.spatial_gradient(bw, mode="diff", order=1)[:, 0]
+            warped_b = warp(lb, flow)
+            grad_b = kornia.filters.spatial_gradient(warped_b, mode="diff", order=1)[:, 0]
             g = 0.5 * (grad_a + grad_b)
             ix, iy = g[:, 0:1], g[:, 1:2]
-            it = bw - la
+            it = warped_b - la
             prods = torch.cat([ix * ix, ix * iy, iy * iy, ix * it, iy * it], dim=1)
             s = F.avg_pool2d(prods, (1, window), stride=1, padding=(0, window // 2), count_include_pad=False)  # separable box
             s = F.avg_pool2d(s, (window, 1), stride=1, padding=(window // 2, 0), count_include_pad=False)

@@ -1,9 +1,9 @@
 """The fast path of a training step: the plain step's arithmetic, computed faster and in less memory.
 
-:class:`EditRuntime` is a :class:`t2l_core.edit.step_runner.PlainSteps` whose passes use the measures of
+:class:`EditRuntime` is a :class:`t2l_core.edit.step_runner.PlainStepRunner` whose passes use the measures of
 :class:`t2l_core.runtime.measures.FastMeasures`: channels-last convolutions, the fused CLIP image kernels
-(:mod:`t2l_core.runtime.fused_clip`), autocast only where the hardware gains from it
-(:mod:`t2l_core.runtime.precision`), a staged backward (:mod:`t2l_core.runtime.staged_backward`), the
+(:meth:`t2l_core.clip.model.ClipModel.set_fused`), autocast only where the hardware gains from it
+(:mod:`t2l_core.device`, :mod:`t2l_core.runtime.precision`), a staged backward (:mod:`t2l_core.runtime.staged_backward`), the
 generator's cheap layers recomputed in the backward pass, and freed CPU memory handed back at once
 (:mod:`t2l_core.runtime.cpu_heap`). :func:`step_runner` picks the runner a job's settings ask for.
 """
@@ -15,18 +15,17 @@ from typing import Callable, Optional
 
 import torch
 
-from ..device import autocast_dtype, generator_autocast_dtype
+from ..device import autocast, autocast_dtype, generator_autocast_dtype
 from ..edit.objective import ObjectivePlan, total_and_report
-from ..edit.step_runner import PlainSteps
+from ..edit.step_runner import PlainStepRunner
 from ..edit.views import ViewAugmenter, ViewConfig
 from .cpu_heap import mmap_threshold_scope, release_freed_heap
-from .fused_clip import fast_clip
-from .measures import _FORCED_MEASURES, FastMeasures, default_measures
-from .precision import autocast, tf32_scope
+from .measures import FastMeasures, runtime_measures
+from .precision import tf32_scope
 from .staged_backward import backward_deferred, deferred_output, staged_objective_backward
 
 
-class EditRuntime(PlainSteps):
+class EditRuntime(PlainStepRunner):
     """How a training loop runs its CLIP and generator passes on the fast path.
 
     Args:
@@ -36,7 +35,8 @@ class EditRuntime(PlainSteps):
         compile: ``torch.compile`` the generator (experimental).
         save_memory: every memory measure on, plus activation checkpointing of the CLIP blocks, the
             generator's full-resolution part and the view augmentations (less memory, slower steps).
-        measures: the measures one by one (benchmarks); None = :func:`default_measures` for the device.
+        measures: the measures one by one (benchmarks); None = those of
+            :func:`~t2l_core.runtime.measures.runtime_measures` for the device.
         threads: CPU threads for the run (0 = leave torch's setting alone).
     """
 
@@ -48,14 +48,14 @@ class EditRuntime(PlainSteps):
         if not self.fast:
             measures = FastMeasures.none()
         elif measures is None:
-            measures = _FORCED_MEASURES.get() or default_measures(self.device, self.save_memory)
+            measures = runtime_measures(self.device, self.save_memory)
         self.measures = measures
         self.clip_amp = autocast_dtype(autocast_mode, self.device) if self.fast else None  # CLIP image passes
         self.amp = generator_autocast_dtype(autocast_mode, self.device) if self.fast else None  # generator
         # TF32 on CUDA where the generator stays fp32 by default ("auto"): ~fp32 gradients, tensor-core speed
         self.tf32 = self.fast and autocast_mode == "auto"
         if measures.fused_clip or self.clip_amp is not None or self.save_memory:
-            self.clip = fast_clip(clip, self.clip_amp, checkpoint_blocks=self.save_memory)
+            self.clip = clip.view(fused=True, autocast_dtype=self.clip_amp, grad_checkpointing=self.save_memory)
         self.compile = self.fast and bool(compile)
         self.staged_backward = measures.staged_backward
         on_cpu = self.device.type == "cpu"
@@ -146,21 +146,21 @@ class EditRuntime(PlainSteps):
         stack.enter_context(tf32_scope(self.device, self.tf32))
         return stack
 
-    def backward(self, plan: ObjectivePlan, rest: dict[str, torch.Tensor], like: torch.Tensor,
+    def backward(self, plan: ObjectivePlan, opacity_terms: dict[str, torch.Tensor], like: torch.Tensor,
                  cancel_point: Callable[[], None]) -> dict[str, torch.Tensor]:
         """As the plain path; with the staged backward one CLIP pass at a time, then the deferred examples
         (:mod:`t2l_core.runtime.staged_backward`). Same gradients up to float summation order.
 
         Args:
-            plan, rest, like, cancel_point: as :meth:`t2l_core.edit.step_runner.PlainSteps.backward`.
+            plan, opacity_terms, like, cancel_point: as :meth:`t2l_core.edit.step_runner.PlainStepRunner.backward`.
 
         Returns:
             Each weighted term and ``"total"``, detached 0-dim tensors on the device.
         """
         if not self.staged_backward:
-            return super().backward(plan, rest, like, cancel_point)
+            return super().backward(plan, opacity_terms, like, cancel_point)
         deferred, self._deferred = self._deferred, []
-        terms = staged_objective_backward(self.clip, plan, rest, cancel_point)
+        terms = staged_objective_backward(self.clip, plan, opacity_terms, cancel_point)
         backward_deferred(self.forward, [x for x, _ in deferred], [o for _, o in deferred], cancel_point)
         return total_and_report(terms, like)[1]
 

@@ -23,7 +23,7 @@ class FastMeasures:
     Args:
         channels_last: the generator in channels-last layout.
         inplace_activations: the generator's LeakyReLUs in place (one feature map fewer kept per activation).
-        fused_clip: the CLIP image side through :func:`t2l_core.runtime.fused_clip.fast_clip`.
+        fused_clip: the CLIP image side with its fused kernels (:meth:`t2l_core.clip.model.ClipModel.set_fused`).
         staged_backward: back-propagate CLIP pass by CLIP pass; extra examples regenerated for their backward.
         recompute_tails: the generator's layers after each 3x3 convolution recomputed in the backward pass.
         mmap_large_blocks: on CPU, blocks of 4 MiB and more mmapped while training, so freeing one gives its
@@ -73,6 +73,20 @@ def forced_measures(measures: FastMeasures) -> Iterator[None]:
         yield
     finally:
         _FORCED_MEASURES.reset(token)
+
+
+def runtime_measures(device: torch.device, save_memory: bool = False) -> FastMeasures:
+    """The measures a fast-path runtime made now uses: those of :func:`forced_measures` inside its block, else
+    :func:`default_measures`.
+
+    Args:
+        device: the training device.
+        save_memory: every measure on.
+
+    Returns:
+        The measures.
+    """
+    return _FORCED_MEASURES.get() or default_measures(device, save_memory)
 
 
 def default_measures(device: torch.device, save_memory: bool = False) -> FastMeasures:

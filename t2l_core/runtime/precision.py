@@ -1,4 +1,5 @@
-"""Autocast and TF32 contexts for the fast path (what a precision setting means: :mod:`t2l_core.device`).
+"""The TF32 context of the fast path (what a precision setting means, and its autocast context:
+:mod:`t2l_core.device`).
 
 Precision (``autocast``): the generator's gradients must agree with fp32 ones
 (:mod:`t2l_core.runtime.precision_check`, bench/RESULTS.md). bf16 autocast of the generator does not (its
@@ -13,7 +14,7 @@ agreement); ``"off"`` is plain fp32 everywhere.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 
@@ -37,17 +38,3 @@ def tf32_scope(device: torch.device, enabled: bool) -> Iterator[None]:
     finally:
         matmul.fp32_precision, conv.fp32_precision = before
 
-
-def autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    """The autocast context of a precision.
-
-    Args:
-        device: where the passes run.
-        dtype: the autocast dtype, or None.
-
-    Returns:
-        ``torch.autocast`` for ``dtype``, or an explicitly disabled one when ``dtype`` is None.
-    """
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)

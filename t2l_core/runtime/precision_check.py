@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..edit.generator import GeneratorConfig, build_generator
-from ..edit.objective import TextBanks, edit_objective
+from ..edit.objective import StepExamples, TextBanks, edit_objective
 from ..seeding import make_generator
 from .edit_runtime import EditRuntime
 
@@ -67,7 +67,7 @@ def generator_gradients(clip, image: torch.Tensor, config, mode: str, generator:
     with rt.loop_scope():
         out = rt.forward(x)
         banks = TextBanks.build(rt.clip, config.prompt, config.screen_prompt, config.directional_source())
-        total, _ = edit_objective(rt.clip, [x], [out[:, :3]], [out[:, 3:]], banks, config.views,
+        total, _ = edit_objective(rt.clip, StepExamples([x], [out[:, :3]], [out[:, 3:]]), banks, config.views,
                                   config.weights, make_generator(views_seed))
         total.backward()
     return {n: p.grad.detach().float().cpu().clone() for n, p in gen.named_parameters()}

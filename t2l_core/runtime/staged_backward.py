@@ -18,7 +18,7 @@ import torch
 from ..edit.objective import ObjectivePlan
 
 
-def staged_objective_backward(clip, plan: ObjectivePlan, rest: dict[str, torch.Tensor],
+def staged_objective_backward(clip, plan: ObjectivePlan, opacity_terms: dict[str, torch.Tensor],
                               cancel_point: Callable[[], None] = lambda: None) -> dict[str, torch.Tensor]:
     """Back-propagate the objective (paper eq. 2) one CLIP pass at a time.
 
@@ -26,16 +26,16 @@ def staged_objective_backward(clip, plan: ObjectivePlan, rest: dict[str, torch.T
     divided by n. Each share (the composites' views, the green-screen views, one structure view) is encoded
     from a detached copy of its views and back-propagated to that copy at once, which frees the pass's
     activations before the next one starts. One final backward then carries the view gradients and the
-    opacity terms ``rest`` through the augmentations and composites into the caller's graph (the generator).
+    opacity terms through the augmentations and composites into the caller's graph (the generator).
 
     Args:
         clip: the CLIP model.
         plan: the step's CLIP work.
-        rest: the opacity terms, with their graph.
+        opacity_terms: the opacity terms, with their graph.
         cancel_point: called before each pass; raises to cancel.
 
     Returns:
-        The terms in the order of :func:`t2l_core.edit.objective.clip_terms`, then ``rest``, all detached.
+        The terms in the order of :func:`t2l_core.edit.objective.clip_terms`, then ``opacity_terms``, all detached.
     """
     n = plan.n
     sums: dict[str, torch.Tensor] = {}
@@ -53,15 +53,15 @@ def staged_objective_backward(clip, plan: ObjectivePlan, rest: dict[str, torch.T
             for name, v in parts.items():
                 sums[name] = sums.get(name, 0.0) + v.detach() / n
     cancel_point()
-    rest_total = sum(rest.values())
-    if rest_total.requires_grad:
-        roots.append(rest_total)
-        grads.append(torch.ones_like(rest_total))
+    opacity_total = sum(opacity_terms.values())
+    if opacity_total.requires_grad:
+        roots.append(opacity_total)
+        grads.append(torch.ones_like(opacity_total))
     if roots:
         torch.autograd.backward(roots, grads)
     order = ("composition", "directional", "screen", "structure")
     terms = {name: sums[name] for name in order if name in sums}
-    terms.update({name: v.detach() for name, v in rest.items()})
+    terms.update({name: v.detach() for name, v in opacity_terms.items()})
     return terms
 
 

@@ -264,9 +264,9 @@ class VideoAtlasDataset:
             return [(top, left, h, w)] * len(ts)
         out = []
         for t in ts:
-            y0, x0, bh, bw = self.boxes[t]
-            h, w = _crop_side(g, bh, crop_min, c.min_size), _crop_side(g, bw, crop_min, c.min_size)
-            out.append((y0 + randint(g, 0, bh - h), x0 + randint(g, 0, bw - w), h, w))
+            y0, x0, box_h, box_w = self.boxes[t]
+            h, w = _crop_side(g, box_h, crop_min, c.min_size), _crop_side(g, box_w, crop_min, c.min_size)
+            out.append((y0 + randint(g, 0, box_h - h), x0 + randint(g, 0, box_w - w), h, w))
         return out
 
     @torch.no_grad()

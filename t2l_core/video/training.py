@@ -37,8 +37,9 @@ from ..edit.compositing import GREEN, on_green_screen, solid_background
 from ..edit.generator import build_generator
 from ..edit.layer import EditLayer
 from ..edit.objective import TextBanks
-from ..edit.step_runner import PlainSteps
-from ..edit.training_loop import LoopSettings, StepExamples, WholeInputTarget, train_generator
+from ..edit.step_runner import PlainStepRunner
+from ..edit.objective import StepExamples
+from ..edit.training_loop import LoopSettings, WholeInputTarget, train_generator
 from ..image.training import result_settings
 from ..nla.fit import FittedNLA
 from ..nla.render import AtlasEdit, render_frame
@@ -189,7 +190,7 @@ class AtlasExamples:
             _add(ex, sample.full, o[:, :3], o[:, 3:])
             ex.source_tokens = self.whole_target.last_of(sample.full, len(ex.inputs))
         if self.use_relevancy and bootstrap_weight > 0:
-            ex.bootstrap_targets = [relevancy_target(self.clip, x, cfg, (224, 224)) for x in ex.inputs]
+            ex.bootstrap_targets = [relevancy_target(self.clip, x, cfg) for x in ex.inputs]
         return ex
 
     def preview(self, runner) -> torch.Tensor:
@@ -210,7 +211,7 @@ def _add(ex: StepExamples, x, color, alpha, comp=None, screen=None) -> None:
 def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, frames: Optional[torch.Tensor] = None,
                            hooks: Optional[Hooks] = None, checkpoint_path: str | Path | None = None,
                            resume: bool = False, render: bool = True, other_edit: Optional[AtlasEdit] = None,
-                           keep_checkpoint: bool = False, runner: Optional[PlainSteps] = None) -> VideoEditResult:
+                           keep_checkpoint: bool = False, runner: Optional[PlainStepRunner] = None) -> VideoEditResult:
     """Train an edit layer on ``config.layer``'s atlas of ``nla`` (paper section 3.2).
 
     Args:
@@ -240,7 +241,7 @@ def train_video_edit_layer(clip, nla: FittedNLA, config: VideoEditConfig, *, fra
         raise ValueError(f"this atlas has no {'foreground' if layer == 'fg' else 'background'} layer"
                          + (" (it was fitted without masks): edit the background instead" if layer == "fg" else ""))
     hooks = hooks or Hooks()
-    runner = runner or PlainSteps(clip, config.runtime.threads)
+    runner = runner or PlainStepRunner(clip, config.runtime.threads)
     with torch.inference_mode(False), torch.enable_grad(), runner.run_scope():
         u8 = video_frames_u8(nla, frames)
         file = CheckpointFile(checkpoint_path, EDIT_JOB, nla_fingerprint(nla, config, clip, u8))

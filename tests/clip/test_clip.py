@@ -12,7 +12,8 @@ import torch
 
 from t2l_core.clip.loading import (ClipWeightsNotFound, build_tiny_clip, load_clip, load_clip_file, read_state_dict,
                                    save_clip)
-from t2l_core.clip.model import ClipModel, interpolate_pos_grid
+from t2l_core.clip.model import ClipModel
+from t2l_core.clip.position_grid import interpolate_pos_grid
 from t2l_core.clip.templates import COMPOSITION_TEMPLATES, SCREEN_TEMPLATES, expand
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -91,8 +92,6 @@ def test_non_square_input_with_the_native_grid_is_interpolated_like_any_other():
 
 
 def test_clip_interpolates_for_a_non_square_image_of_the_native_grid(tiny_clip):
-    from t2l_core.runtime.fused_clip import fast_clip
-
     x = torch.rand(1, 3, 64, 72, generator=torch.Generator().manual_seed(3))  # 4x4 patches + 8 leftover columns
     square = x[..., :64]  # the same patches, a square image
     with torch.no_grad():
@@ -100,7 +99,7 @@ def test_clip_interpolates_for_a_non_square_image_of_the_native_grid(tiny_clip):
         p = tiny_clip.visual.positional_embedding
         resampled = torch.cat([p[:1], interpolate_pos_grid(p[1:], 4, 4, square=False)])
         assert torch.equal(tiny_clip.position_embedding(4, 4, square=False), resampled)
-        assert torch.allclose(fast_clip(tiny_clip).encode_image(x), tiny_clip.encode_image(x), atol=1e-4)
+        assert torch.allclose(tiny_clip.view(fused=True).encode_image(x), tiny_clip.encode_image(x), atol=1e-4)
 
 
 def test_identity_at_native_size(tiny_clip):
@@ -119,10 +118,10 @@ def test_tokens_entering_the_last_block(tiny_clip):
     assert emb.shape == (2, tiny_clip.embed_dim)
     # the last block applied to those tokens, then the head, gives the same embedding
     last = tiny_clip.visual.transformer.resblocks[-1]
-    assert torch.allclose(tiny_clip._head(last(tokens)), emb, atol=1e-5)
+    assert torch.allclose(tiny_clip.pool(last(tokens)), emb, atol=1e-5)
     assert torch.allclose(tiny_clip.image_tokens(x, block=-1), tokens)
     # tokens entering block 0 are the embedded patches after ln_pre
-    assert torch.allclose(tiny_clip.image_tokens(x, block=0), tiny_clip._embed_patches(x))
+    assert torch.allclose(tiny_clip.image_tokens(x, block=0), tiny_clip.embed_patches(x))
     with pytest.raises(ValueError, match="out of range"):
         tiny_clip.image_tokens(x, block=tiny_clip.num_blocks)
 
@@ -200,7 +199,7 @@ def test_openai_state_dict_pt_loads_with_quickgelu(tmp_path):
     clip = load_clip_file(path, device="cpu")
     assert clip.pretrained == "openai" and clip.config["quick_gelu"] is True
     x = torch.rand(1, 3, 64, 64)
-    ref = model.eval().encode_image((x - clip._mean) / clip._std)
+    ref = model.eval().encode_image(clip.normalize(x))
     assert torch.allclose(clip.encode_image(x), ref, atol=1e-5)
 
 
@@ -263,3 +262,20 @@ def test_local_folder_is_searched_for_arch_and_tag(tmp_path, tiny_clip):
     save_clip(tiny_clip, folder / "ViT-B-32-openai.safetensors")  # our format: the config travels with it
     clip = load_clip("ViT-B-32:openai", search_dirs=[folder], allow_download=False)
     assert clip.patch_size == tiny_clip.patch_size
+
+
+def test_a_bare_file_named_after_its_pretrained_pair_needs_no_architecture(tmp_path, tiny_clip):
+    """The example workflows download OpenAI's ViT-B/32 (open_clip layout, no config inside) as
+    ViT-B-32-openai.safetensors: the name says which architecture reads it (the QuickGELU one)."""
+    from safetensors.torch import save_file
+
+    from t2l_core.clip.search import file_name_architecture
+
+    assert file_name_architecture("ViT-B-32-openai.safetensors") == "ViT-B-32-quickgelu"
+    assert file_name_architecture("models/ViT-B-16-laion2b_s34b_b88k.bin") == "ViT-B-16"
+    assert file_name_architecture("bare.safetensors") is None and file_name_architecture("ViT-B-32-openai.txt") is None
+    path = tmp_path / "ViT-B-32-openai.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()}, str(path))
+    # tiny weights under that name: read as ViT-B-32-quickgelu (so they do not fit), not "give the architecture"
+    with pytest.raises(ValueError, match="does not match the ViT-B-32-quickgelu architecture"):
+        load_clip_file(path, device="cpu")

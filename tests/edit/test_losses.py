@@ -7,7 +7,7 @@ import torch
 
 from t2l_core.edit import losses as L
 from t2l_core.edit.compositing import GREEN, composite, on_green_screen, parse_hex_color
-from t2l_core.image.training import lr_at
+from t2l_core.edit.config import OptimConfig
 
 
 def test_spherical_distance_by_hand():
@@ -84,23 +84,28 @@ def test_bootstrap_loss_counts_every_example():
 
 
 def test_bootstrap_weight_schedules():
-    assert L.bootstrap_weight(0, bootstrap_steps=1000) == pytest.approx(9.99)
-    assert L.bootstrap_weight(499, bootstrap_steps=1000) == pytest.approx(5.0)
-    assert L.bootstrap_weight(999, bootstrap_steps=1000) == 0.0
-    assert L.bootstrap_weight(1500, bootstrap_steps=1000) == 0.0
-    assert L.bootstrap_weight(9, schedule="exponential") == pytest.approx(10 * 0.99**10)
-    assert L.bootstrap_weight(9, schedule="none") == 10.0
-    assert L.bootstrap_weight(998, bootstrap_steps=1000, min_weight=0.5) == 0.5
+    def weight(step, schedule="linear", min_weight=0.0):
+        return L.bootstrap_weight(step, lambda_bootstrap=10.0, bootstrap_steps=1000, schedule=schedule,
+                                  min_weight=min_weight)
+
+    assert weight(0) == pytest.approx(9.99)
+    assert weight(499) == pytest.approx(5.0)
+    assert weight(999) == 0.0
+    assert weight(1500) == 0.0
+    assert weight(9, schedule="exponential") == pytest.approx(10 * 0.99**10)
+    assert weight(9, schedule="none") == 10.0
+    assert weight(998, min_weight=0.5) == 0.5
     with pytest.raises(ValueError, match="schedule"):
-        L.bootstrap_weight(0, schedule="cosine")
+        weight(0, schedule="cosine")
 
 
 def test_lr_reaches_floor_at_expected_step():
     # 2.5e-3 · 0.99^n <= 1e-5  <=>  n >= ln(250)/-ln(0.99) = 549.4
     n = math.ceil(math.log(250) / -math.log(0.99))
     assert n == 550
-    assert lr_at(n - 1) > 1e-5
-    assert lr_at(n) == 1e-5 and lr_at(999) == 1e-5
+    optim = OptimConfig()  # the paper's schedule: 2.5e-3, x0.99 a step, floor 1e-5
+    assert optim.lr_at(n - 1) > 1e-5
+    assert optim.lr_at(n) == 1e-5 and optim.lr_at(999) == 1e-5
 
 
 def test_composite_formula_and_green_screen():

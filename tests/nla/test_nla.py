@@ -398,3 +398,15 @@ def test_a_fit_step_is_the_weighted_sum_of_its_scheduled_terms(video, three_fram
         total = sum(weights[k] * terms[k] for k in terms if k != "psnr_batch")
         assert math.isclose(float(loss.detach()), total, rel_tol=1e-5)
         assert terms["psnr_batch"] == L.psnr(terms["rgb"] / 3.0)
+
+
+def test_a_fit_that_reaches_its_target_psnr_ends_there_and_says_so(video):
+    """Every eval_every steps the sampled PSNR is measured; once it reaches target_psnr that step is the last,
+    and the progress reports it as the end (done == total)."""
+    seen = []
+    hooks = Hooks(on_step=lambda step, total, logs, preview: seen.append((step, total, "psnr_sampled" in logs)))
+    fitted = fit_nla(video.frames, video.masks, NLAFitConfig(iterations=40, batch_pixels=1024, seed=0, flow="lk",
+                                                             target_psnr=1.0, eval_every=6), hooks=hooks)
+    assert fitted.steps == 6
+    assert [s for s, _, _ in seen] == list(range(1, 7))
+    assert seen[-1] == (6, 6, True) and all(total == 40 and not measured for _, total, measured in seen[:-1])

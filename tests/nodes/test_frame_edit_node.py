@@ -41,7 +41,7 @@ def test_painted_keyframe_follows_the_background_motion(fitted):
 
     with torch.inference_mode():
         fg, fg_a, bg, bg_a = vn.FrameEditToAtlas().push(nla, frame0.permute(1, 2, 0)[None], opacity[None], 0)
-        (out,) = vn.AtlasRender().render(nla, fg_atlas=fg, fg_opacity=fg_a, bg_atlas=bg, bg_opacity=bg_a)
+        out, _ = vn.AtlasRender().render(nla, fg_atlas=fg, fg_opacity=fg_a, bg_atlas=bg, bg_opacity=bg_a)
     assert bg_a.max() > 0.9 and bg.shape[-1] == 3
     red = (out[..., 0] - 0.5 * (out[..., 1] + out[..., 2])).clamp(min=0)  # [T,H,W] redness
 
@@ -76,8 +76,8 @@ def test_frame_edit_errors_say_what_to_change(fitted):
 def test_transparent_atlas_edit_is_a_no_op(fitted):
     vn, video, nla = fitted
     with torch.inference_mode():
-        (plain,) = vn.AtlasRender().render(nla)
-        (same,) = vn.AtlasRender().render(nla, fg_atlas=torch.zeros(1, 64, 64, 3), fg_opacity=torch.zeros(1, 64, 64))
+        plain, _ = vn.AtlasRender().render(nla)
+        same, _ = vn.AtlasRender().render(nla, fg_atlas=torch.zeros(1, 64, 64, 3), fg_opacity=torch.zeros(1, 64, 64))
     assert torch.equal(plain, same)
 
 
@@ -98,7 +98,7 @@ def test_cli_render_frame_edit_matches_the_node(fitted, tmp_path):
     cli_frames = read_frames(str(tmp_path / "out"))
     with torch.inference_mode():
         outs = vn.FrameEditToAtlas().push(nla, frame.permute(1, 2, 0)[None], opacity[None], 2)
-        (node,) = vn.AtlasRender().render(nla, *outs)
+        node, _ = vn.AtlasRender().render(nla, *outs)
     assert cli_frames.shape == (video.frames.shape[0], 3, H, W)
     # the PNG round trip quantises the painted frame to 8 bits
     assert (cli_frames - node.permute(0, 3, 1, 2)).abs().max() < 3 / 255

@@ -98,17 +98,22 @@ def defs(pack):
 
 
 @pytest.mark.parametrize("name", ["video_edit", "atlas_chaining"])
-def test_video_workflows_take_the_frame_rate_from_the_video(defs, name):
-    api = to_api(load_json(REPO / "workflows" / f"{name}.json"), defs)
-    for nid, node in api.items():
-        if node["class_type"] == "SaveAnimatedWEBP":
-            src, slot = node["inputs"]["fps"]
-            assert api[src]["class_type"] == "GetVideoComponents" and slot == 2  # its 'fps' output
-            loader = api[api[src]["inputs"]["video"][0]]
-            assert loader["inputs"]["file"] == "input_video.mp4"  # the frames' video, not the masks'
-            break
-    else:
-        pytest.fail("no SaveAnimatedWEBP")
+def test_video_workflows_save_the_video_with_the_sources_frame_rate_and_sound(defs, name):
+    """Load Video -> Fit Layered Atlas (video, for frame rate and sound) -> ... -> Atlas Render's VIDEO ->
+    Save Video (mp4); the frames fitted are the same video's, resized."""
+    api = to_api(load_json(REPO / "example_workflows" / f"{name}.json"), defs)
+    (save,) = [v for v in api.values() if v["class_type"] == "SaveVideo"]
+    render_id, slot = save["inputs"]["video"]
+    assert api[render_id]["class_type"] == "T2L_AtlasRender" and slot == 1  # its 'video' output
+    fit = api[api[render_id]["inputs"]["nla"][0]]
+    assert fit["class_type"] == "T2L_NLAFit"
+    loader = api[fit["inputs"]["video"][0]]
+    assert loader["class_type"] == "LoadVideo" and loader["inputs"]["file"] == "input_video.mp4"  # not the masks'
+    scale = api[fit["inputs"]["frames"][0]]
+    assert scale["class_type"] == "ImageScale"
+    comps = api[scale["inputs"]["image"][0]]
+    assert comps["class_type"] == "GetVideoComponents" and api[comps["inputs"]["video"][0]] is loader
+    assert not any(v["class_type"] == "SaveAnimatedWEBP" for v in api.values())
 
 
 def _upstream(api: dict, nid: str) -> set:
@@ -125,26 +130,26 @@ def _upstream(api: dict, nid: str) -> set:
 def test_every_output_of_the_video_edit_waits_for_clip(defs):
     """ComfyUI runs the outputs whose inputs validate: if one output did not need Load CLIP, a missing CLIP
     would still start the atlas fit. Here every output depends on Load CLIP, so the prompt is refused."""
-    api = to_api(load_json(REPO / "workflows" / "video_edit.json"), defs)
+    api = to_api(load_json(REPO / "example_workflows" / "video_edit.json"), defs)
     clip = next(k for k, v in api.items() if v["class_type"] == "T2L_LoadCLIP")
     outputs = [k for k, v in api.items() if defs[v["class_type"]].output_node]
     assert len(outputs) >= 3
     for k in outputs:
         assert clip in _upstream(api, k), api[k]["class_type"]
-    note = next(n for n in load_json(REPO / "workflows" / "video_edit.json")["nodes"] if n["type"] == "Note")
+    note = next(n for n in load_json(REPO / "example_workflows" / "video_edit.json")["nodes"] if n["type"] == "Note")
     assert "refuses the whole prompt" in note["widgets_values"][0]
 
 
 def test_atlas_previews_show_colour_with_opacity(defs):
     for name in ("video_edit", "atlas_chaining"):
-        api = to_api(load_json(REPO / "workflows" / f"{name}.json"), defs)
+        api = to_api(load_json(REPO / "example_workflows" / f"{name}.json"), defs)
         previews = [v for v in api.values() if v["class_type"] == "PreviewImage"]
         assert previews and all(api[p["inputs"]["images"][0]]["class_type"] == "JoinImageWithAlpha"
                                 for p in previews), name
 
 
 def test_image_workflow_names_the_bundled_photo_and_saves_its_layer(defs):
-    ui = load_json(REPO / "workflows" / "image_edit.json")
+    ui = load_json(REPO / "example_workflows" / "image_edit.json")
     api = to_api(ui, defs)
     load = next(v for v in api.values() if v["class_type"] == "LoadImage")
     assert (REPO / "assets" / load["inputs"]["image"]).is_file()
@@ -154,11 +159,14 @@ def test_image_workflow_names_the_bundled_photo_and_saves_its_layer(defs):
     assert api[save["inputs"]["edit_layer"][0]]["class_type"] == "T2L_TrainEditLayer"
 
 
-def test_only_workflows_is_a_template_folder():
-    """ComfyUI serves a pack's templates from the first existing folder of these names (0.3.64)."""
+def test_templates_live_in_example_workflows_only():
+    """ComfyUI lists the JSON files of every folder of these names as templates (0.3.64) and prefers
+    example_workflows; workflows/ only points there, without a JSON, so nothing is listed twice."""
     names = ["example_workflows", "example", "examples", "workflow", "workflows"]
-    assert [n for n in names if (REPO / n).is_dir()] == ["workflows"]
-    for p in iter_workflows(REPO / "workflows"):
+    assert [n for n in names if list((REPO / n).glob("*.json"))] == ["example_workflows"]
+    assert [p.name for p in (REPO / "workflows").iterdir()] == ["README.md"]
+    assert "example_workflows/" in (REPO / "workflows" / "README.md").read_text()
+    for p in iter_workflows(REPO / "example_workflows"):
         assert p.with_suffix(".jpg").is_file(), p
 
 

@@ -46,11 +46,11 @@ def test_fit_render_save_load_nodes(pack, small_video, in_tmp):
 
     render = vn.AtlasRender()
     with torch.inference_mode():
-        (same,) = render.render(nla)
+        same, _ = render.render(nla)
     assert torch.equal(same, (nla.frames_u8.float() / 255).permute(0, 2, 3, 1))
     # an opaque white bg edit whitens the background but leaves the foreground object
     white = torch.ones_like(bg)
-    (out,) = render.render(nla, bg_atlas=white, bg_opacity=torch.ones(bg.shape[:3]))
+    out, _ = render.render(nla, bg_atlas=white, bg_opacity=torch.ones(bg.shape[:3]))
     a = alpha > 0.9
     assert float(out[alpha < 0.02].mean()) > 0.97
     assert float((out[a] - same[a]).abs().mean()) < 0.05
@@ -64,7 +64,7 @@ def test_fit_render_save_load_nodes(pack, small_video, in_tmp):
     assert vn.LoadNLA.VALIDATE_INPUTS(os.path.basename(path)) is True
     assert "not found" in vn.LoadNLA.VALIDATE_INPUTS("nope.safetensors")
     (back,) = vn.LoadNLA().load(os.path.basename(path))
-    (again,) = render.render(back, bg_atlas=white, bg_opacity=torch.ones(bg.shape[:3]))
+    again, _ = render.render(back, bg_atlas=white, bg_opacity=torch.ones(bg.shape[:3]))
     assert torch.equal(again, out)
 
 

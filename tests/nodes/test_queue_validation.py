@@ -98,9 +98,12 @@ def test_relevancy_text_and_nla_flow(nodes, monkeypatch):
     assert nodes["T2L_RelevancyMap"].VALIDATE_INPUTS(text="horse") is True
     NLAFit = nodes["T2L_NLAFit"]
     monkeypatch.setattr(torch.hub, "get_dir", lambda: "/nonexistent-t2l-hub")
-    msg = NLAFit.VALIDATE_INPUTS(flow="raft")
+    msg = _msg(NLAFit, flow="raft", frames=None)  # None: wired to another node
     assert msg.startswith("flow: ") and "RAFT weights" in msg and "flow='lk'" in msg
-    assert NLAFit.VALIDATE_INPUTS(flow="auto") is True and NLAFit.VALIDATE_INPUTS(flow="lk") is True
+    assert _msg(NLAFit, flow="auto", frames=None) is True and _msg(NLAFit, flow="lk", video=None) is True
+    # the video comes as frames (IMAGE) or as a VIDEO: one of them must be connected
+    msg = NLAFit.VALIDATE_INPUTS(flow="auto")
+    assert "connect the video" in msg and "frames" in msg and "video" in msg
 
 
 def test_atlas_render_connections(nodes):

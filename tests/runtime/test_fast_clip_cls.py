@@ -14,8 +14,6 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from t2l_core.runtime.fused_clip import fast_clip
-
 TOL = 1e-5  # float64 weights and images (tiny_clip64): rounding that does not depend on the CPU
 SIZES = [(64, 64), (48, 80)]  # native square; non-square with a resampled position grid
 
@@ -53,8 +51,8 @@ def _assert_same(clip_a, clip_b, x, tokens_block=None):
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("tokens_block", [None, -1, 1])
 def test_cls_only_last_block_equals_plain_path(tiny_clip64, checkpoint_blocks, size, tokens_block):
-    fast = fast_clip(tiny_clip64, checkpoint_blocks=checkpoint_blocks)
-    assert fast._cls_only_last_block()
+    fast = tiny_clip64.view(fused=True, grad_checkpointing=checkpoint_blocks)
+    assert fast.cls_only_last_block
     _assert_same(fast, tiny_clip64, _images(*size), tokens_block)
 
 
@@ -67,7 +65,7 @@ def _flops(fn, x: torch.Tensor) -> int:
 
 
 def test_pruned_last_block_saves_the_expected_flops(tiny_clip):
-    fast = fast_clip(tiny_clip)
+    fast = tiny_clip.view(fused=True)
     h, w = SIZES[1]
     x = _images(h, w)
     blk = tiny_clip.visual.transformer.resblocks[-1]
@@ -95,19 +93,19 @@ def _with_visual_attr(clip, name: str, value):
 
 def test_fallback_to_the_full_block_when_the_tower_does_not_pool_cls(tiny_clip64):
     avg = _with_visual_attr(tiny_clip64, "pool_type", "avg")  # embedding = mean of the patch tokens
-    fast = fast_clip(avg)
-    assert not fast._cls_only_last_block()
+    fast = avg.view(fused=True)
+    assert not fast.cls_only_last_block
     x = _images(*SIZES[1])
     _assert_same(fast, avg, x)
     _assert_same(fast, avg, x, tokens_block=-1)
     # the CLS-only form would be wrong here: the averaged embedding differs from the CLS one
     with torch.no_grad():
-        assert _rel(fast.encode_image(x), fast_clip(tiny_clip64).encode_image(x)) > 1e-2
+        assert _rel(fast.encode_image(x), tiny_clip64.view(fused=True).encode_image(x)) > 1e-2
 
 
 def test_final_ln_after_pool_keeps_the_pruned_path(tiny_clip64):
     """ln_post before or after taking the CLS token is the same per-token LayerNorm: still pruned, same values."""
     late_ln = _with_visual_attr(tiny_clip64, "final_ln_after_pool", True)
-    fast = fast_clip(late_ln)
-    assert fast._cls_only_last_block()
+    fast = late_ln.view(fused=True)
+    assert fast.cls_only_last_block
     _assert_same(fast, late_ln, _images(*SIZES[1]))

@@ -20,10 +20,9 @@ import pytest
 import torch
 
 from _edit_helpers import tiny_config
-from t2l_core.runtime.fused_clip import FastClipModel, fast_clip
 from t2l_core.device import autocast_dtype, thread_scope
 from t2l_core.clip.relevancy import relevancy_map
-from t2l_core.edit.objective import TextBanks, edit_objective
+from t2l_core.edit.objective import StepExamples, TextBanks, edit_objective
 from t2l_core.edit.generator import build_generator
 from t2l_core.image.internal_dataset import working_image
 from t2l_core.seeding import make_generator
@@ -49,10 +48,10 @@ def _term_weights(config: EditConfig, bootstrap_weight: float) -> dict[str, floa
 
 
 def test_fast_clip_matches_plain_clip_images_tokens_relevancy(tiny_clip, tiny_clip64):
-    assert fast_clip(tiny_clip).model is tiny_clip.model  # shared weights
+    assert tiny_clip.view(fused=True).model is tiny_clip.model  # shared weights
     clip = tiny_clip64
-    fast = fast_clip(clip)
-    assert isinstance(fast, FastClipModel)
+    fast = clip.view(fused=True)
+    assert fast.fused and not clip.fused
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 3, 48, 72, generator=g, dtype=torch.float64)  # non-square, leftover pixels (72 = 4*16 + 8)
     with torch.no_grad():
@@ -104,11 +103,12 @@ def test_objective_equal_on_trained_weights(tiny_clip, tiny_clip64, astronaut):
     views = config.views
     results = []
     for clip, g, fmt in ((tiny_clip64, gen, torch.contiguous_format),
-                         (fast_clip(tiny_clip64), gen_fast, torch.channels_last)):
+                         (tiny_clip64.view(fused=True), gen_fast, torch.channels_last)):
         out = g(x.contiguous(memory_format=fmt))
         rel = relevancy_map(clip, x, "astronaut", size=(224, 224))
-        _, terms = edit_objective(clip, [x], [out[:, :3]], [out[:, 3:]], banks, views, config.weights,
-                                  make_generator(7), bootstrap_targets=[rel], bootstrap_weight=5.0)
+        examples = StepExamples([x], [out[:, :3]], [out[:, 3:]], bootstrap_targets=[rel])
+        _, terms = edit_objective(clip, examples, banks, views, config.weights, make_generator(7),
+                                  bootstrap_weight=5.0)
         results.append(terms)
     plain, fast = results
     for name in plain:

@@ -12,7 +12,7 @@ import math
 import torch
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
-from t2l_core.edit.objective import TextBanks, edit_objective
+from t2l_core.edit.objective import StepExamples, TextBanks, edit_objective
 from t2l_core.runtime.edit_runtime import EditRuntime
 from t2l_core.edit.generator import build_generator
 from t2l_core.image.internal_dataset import working_image
@@ -25,7 +25,7 @@ TOL = 1e-5
 def _losses_and_grads(clip, image, save_memory: bool):
     config = tiny_config(roi_text="astronaut")
     rt = EditRuntime(clip, fast=True, save_memory=save_memory)
-    assert rt.clip.checkpoint_blocks is save_memory
+    assert rt.clip.grad_checkpointing is save_memory
     gen = rt.prepare(build_generator(SMALL_GENERATOR, seed=3).double())
     assert gen.recompute_top is save_memory
     generate = rt.forward
@@ -36,9 +36,9 @@ def _losses_and_grads(clip, image, save_memory: bool):
     banks = TextBanks.build(rt.clip, config.prompt, None, config.source_prompt)
     targets = [torch.rand(1, *i.shape[-2:], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
                for i in inputs]
-    total, terms = edit_objective(rt.clip, inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], banks,
-                                  config.views, config.weights, make_generator(5),
-                                  bootstrap_targets=targets, bootstrap_weight=5.0)
+    examples = StepExamples(inputs, [o[:, :3] for o in outs], [o[:, 3:] for o in outs], bootstrap_targets=targets)
+    total, terms = edit_objective(rt.clip, examples, banks, config.views, config.weights, make_generator(5),
+                                  bootstrap_weight=5.0)
     total.backward()
     return terms, {n: p.grad.clone() for n, p in gen.named_parameters()}
 

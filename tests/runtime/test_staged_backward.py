@@ -15,7 +15,7 @@ import math
 import torch
 
 from _edit_helpers import SMALL_GENERATOR, tiny_config
-from t2l_core.edit.objective import TextBanks, opacity_terms, plan_objective
+from t2l_core.edit.objective import StepExamples, TextBanks, opacity_terms, plan_objective
 from t2l_core.progress import losses_to_floats
 from t2l_core.runtime.edit_runtime import EditRuntime
 from t2l_core.runtime.measures import default_measures
@@ -73,7 +73,7 @@ def _step(clip, image, staged: bool, tracker: SavedBytes | None = None):
         if staged:
             assert not outs[1].requires_grad or outs[1].grad_fn is None  # the whole image: no graph kept
         colors, alphas = [o[:, :3] for o in outs], [o[:, 3:] for o in outs]
-        plan = plan_objective(rt.clip, inputs, colors, alphas, banks, config.views, config.weights,
+        plan = plan_objective(rt.clip, StepExamples(inputs, colors, alphas), banks, config.views, config.weights,
                               make_generator(5))
         rest = opacity_terms(alphas, config.weights, targets, 5.0, False)
         terms = losses_to_floats(rt.backward(plan, rest, alphas[0], lambda: None))
