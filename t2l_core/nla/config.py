@@ -50,7 +50,8 @@ class NLAFitConfig:
     working_size: int = setting(0, "Long side in pixels the atlas is fitted at: the frames, masks and optical flow "
                                     "are resized to it, and every frame is still reconstructed and rendered at "
                                     "full size through the atlas's continuous coordinates. 0 = fit at the video's "
-                                    "own size. 768 fits a 10-second 1080p clip in under 8 GiB.", min=0, max=8192)
+                                    "own size. 768 (NLA's working size) is what long 1080p clips need.", min=0,
+                                max=8192)
     weights: NLALossWeights = setting(default_factory=NLALossWeights)
 
     def validate(self) -> None:
