@@ -73,7 +73,7 @@ def protected_region(maps: Sequence[Optional[torch.Tensor]], size: tuple[int, in
     """The protected region ``P`` at one size: the maximum of the given maps (protect mask, exclusion map).
 
     Args:
-        maps: ``[1,1,h_i,w_i]`` in 0..1 each, or None entries.
+        maps: ``[1,1,h_i,w_i]`` in 0..1 each, or None entries; on one device.
         size: ``(H, W)`` of the region.
 
     Returns:

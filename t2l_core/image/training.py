@@ -296,7 +296,8 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
         if exclusion_text(config) is not None:
             with startup_phase(hooks, PHASE_RELEVANCY):
                 excluded = exclusion_map(runner.clip, work, config)
-        work_protect = protected_region([protect, excluded], tuple(work.shape[-2:]))
+        given_protect = None if protect is None else protect.to(clip.device)
+        work_protect = protected_region([given_protect, excluded], tuple(work.shape[-2:]))
         source = ImageExamples(runner.clip, work, work_mask, config, hooks, protect=work_protect)
         banks = TextBanks.build(runner.clip, config.prompt, config.screen_prompt, config.directional_source(),
                                 on_progress=hooks.phase_callback(PHASE_TEXT))
@@ -307,7 +308,7 @@ def train_edit_layer(clip, image: torch.Tensor, config: EditConfig, *, hooks: Op
         output = layer.render(image.to(clip.device), size=output_size, memory_budget=memory_budget,
                               resolution=resolution)
         trained_alpha = output.alpha
-        full_protect = protected_region([protect, excluded], tuple(image.shape[-2:]))
+        full_protect = protected_region([given_protect, excluded], tuple(image.shape[-2:]))
         if full_protect is not None:
             output = protect_output(output, image.to(clip.device), full_protect)
         spill = _spill(runner.clip, source, config, mask, trained_alpha, output.alpha, full_protect)

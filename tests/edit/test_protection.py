@@ -155,3 +155,13 @@ def test_cli_protect_mask_leaves_the_input_and_names_the_flag(tiny_clip_file, tm
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(mask)
     assert main(args + ["--protect-mask", str(mask)]) == 2
     assert "--protect-mask" in capsys.readouterr().err
+
+
+@pytest.mark.device
+def test_protection_runs_on_the_test_device(device_clip, eggs):
+    """Masks given on the CPU, the CLIP on the test device (a GPU on a lent machine): every map meets the
+    working image on its device, and the protected pixels are the input's."""
+    image, _, right = eggs
+    r = train_edit_layer(device_clip, image, tiny_config(iters=2, exclude_text="background"),
+                         protect_mask=right.float()[None])
+    assert torch.equal(r.output.composite[0][:, right], image[0][:, right])
