@@ -12,7 +12,7 @@ cache unless ``keep_checkpoint`` (:mod:`t2l_core.checkpoint`, :mod:`t2l_core.nla
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
@@ -89,14 +89,15 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     if size != (H, W) or frames.dtype == torch.uint8:
         with torch.inference_mode(False), torch.enable_grad():
             frames16, small_masks = working_inputs(frames.detach(), None if masks is None else masks.detach(), size)
-            return _fit(frames16, small_masks, cfg, hooks, resolve_device(device), checkpoint_path, resume, flow,
-                        flow_search_dirs, flow_cache_path, keep_checkpoint, full=frames.detach(),
+            return _fit(frames16, small_masks, cfg, hooks, resolve_device(device), checkpoint_path, resume,
+                        _FlowSource(flow, flow_search_dirs, flow_cache_path), keep_checkpoint, full=frames.detach(),
                         keep_reconstruction=keep_reconstruction)
     with torch.inference_mode(False), torch.enable_grad():
         # frames are only read (an fp16 copy is made inside); masks are small enough to copy
         return _fit(frames.detach(), None if masks is None else masks.detach().clone().float(), cfg, hooks,
-                    resolve_device(device), checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path,
-                    keep_checkpoint, keep_reconstruction=keep_reconstruction)
+                    resolve_device(device), checkpoint_path, resume,
+                    _FlowSource(flow, flow_search_dirs, flow_cache_path), keep_checkpoint,
+                    keep_reconstruction=keep_reconstruction)
 
 
 def fit_optimizer(model: LayeredAtlas, cfg: NLAFitConfig) -> torch.optim.Adam:
@@ -139,11 +140,21 @@ class _Run:
         write_fit_state(self.ckpt, self.model, self.opt, self.step, self.gen if gen is None else gen, self.cfg)
 
 
-def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow, flow_search_dirs, flow_cache_path,
+class _FlowSource(NamedTuple):
+    """Where a fit's optical flow comes from: given, else the cache file, else computed (RAFT weights searched
+    in ``search_dirs``)."""
+
+    given: Optional[VideoFlow]
+    search_dirs: Sequence[str]
+    cache_path: Optional[str]
+
+
+def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow_source: _FlowSource,
          keep_checkpoint=False, full=None, keep_reconstruction=True) -> FittedNLA:
     """The fit on ``frames`` (the working frames when ``full``, the full-size input, is given)."""
     frames16 = frames.to(torch.float16)
-    flow = _video_flow(frames, cfg, hooks, device, flow, flow_search_dirs, flow_cache_path)
+    flow_cache_path = flow_source.cache_path
+    flow = _video_flow(frames, cfg, hooks, device, flow_source.given, flow_source.search_dirs, flow_cache_path)
     run = _start(frames, frames16, masks, flow, cfg, hooks, device, checkpoint_path or None, resume)
     _run_steps(run, frames16, masks, flow, hooks, device)
     run.ckpt.finish(keep_checkpoint, run.save)

@@ -238,5 +238,5 @@ def test_export_for_compositing_does_not_take_the_video_inputs(pack):
     fit = pack.NODE_CLASS_MAPPINGS["T2L_NLAFit"].INPUT_TYPES()
     # appended: the sockets keep their order (frames, masks), the widgets theirs; frames is optional in practice
     assert list(fit["required"]) == ["iterations", "atlas_resolution", "seed"]
-    assert list(fit["optional"])[:2] == ["frames", "masks"] and list(fit["optional"])[-1] == "video"
+    assert list(fit["optional"])[:2] == ["frames", "masks"] and list(fit["optional"])[-2:] == ["video", "working_size"]
     assert list(render.INPUT_TYPES()["optional"])[-1] == "video"
