@@ -142,7 +142,7 @@ def protect_output(output: LayerOutput, image: torch.Tensor, protect: torch.Tens
     Returns:
         The output with the protected opacity, composite and green-screen render.
     """
-    alpha = output.alpha * (1 - resize_map(protect.to(output.alpha), tuple(output.alpha.shape[-2:])))
+    (alpha,) = protected_alphas([output.alpha], [resize_map(protect.to(output.alpha), tuple(output.alpha.shape[-2:]))])
     return LayerOutput(output.color, alpha, composite(output.color, alpha, image.to(output.color)),
                        on_green_screen(output.color, alpha))
 
