@@ -71,7 +71,7 @@ def run_one(a) -> dict:
             print(f"  {name}: {done}/{total} at {time.perf_counter() - t_start:7.1f}s", flush=True)
 
     nla = fit_nla(video.frames, video.masks, cfg, hooks=Hooks(on_step=on_step, on_phase=on_phase),
-                  keep_reconstruction=a.keep_reconstruction)
+                  reconstruction="keep" if a.keep_reconstruction else "psnr")
     fit_s = time.perf_counter() - t_start
     fit_rss = _peak_rss_gib()
     row = dict(frames=a.frames, width=w, height=h, working=f"{nla.model.cfg.grid_size()[1]}x{nla.model.cfg.grid_size()[0]}",

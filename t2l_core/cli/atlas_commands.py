@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 
 from ..nla.config import NLAFitConfig
 from .setting_options import add_settings, config_from_args
@@ -32,6 +31,9 @@ def register(subparsers) -> None:
     add_settings(p, NLAFitConfig, FIT_SETTINGS)
     p.add_argument("--models-dir", action="append", default=[], help="extra folder to look for RAFT weights")
     p.add_argument("--device", default="auto")
+    p.add_argument("--psnr-at-working-size", action="store_true",
+                   help="measure the reconstruction PSNR on the frames at --working-size instead of reconstructing "
+                        "every full-size frame (for long videos, where that takes longer than the fit)")
     p.add_argument("--save-atlases", default=None, help="also write the atlas images as PNGs to this directory")
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep OUT.checkpoint.safetensors and the optical flow (OUT.flow.safetensors) when the fit "
@@ -82,30 +84,31 @@ def run_nla(args) -> int:
     from ..nla.fit import fit_nla
     from ..nla.atlas_files import save_nla
     from ..progress import Hooks, console_phase_printer, console_printer
-    from ..io.video_files import read_frames, read_masks, write_rgba
+    from ..io.frame_sources import image_folder_masks, open_frames
+    from ..io.video_files import write_rgba
 
     if not args.out.endswith(".safetensors"):
         raise ValueError(f"--out must end with .safetensors, got '{args.out}'")
-    frames = read_frames(args.source, max_frames=args.max_frames)
+    frames = open_frames(args.source, max_frames=args.max_frames)
+    T, _, H, W = frames.shape
     masks = None
     if args.masks:
-        masks = read_masks(args.masks, max_frames=frames.shape[0])
-        if masks.shape[0] != frames.shape[0]:
-            raise ValueError(f"{masks.shape[0]} masks for {frames.shape[0]} frames: give one mask per frame")
-        if tuple(masks.shape[-2:]) != tuple(frames.shape[-2:]):
-            masks = torch.nn.functional.interpolate(masks[:, None], size=frames.shape[-2:], mode="bilinear",
-                                                    align_corners=False)[:, 0]
+        masks = image_folder_masks(args.masks, max_frames=T, size=(H, W))
+        if masks.shape[0] != T:
+            raise ValueError(f"{masks.shape[0]} masks in --masks for {T} frames: give one mask per frame")
     cfg = config_from_args(NLAFitConfig, args)
     stem = args.out[: -len(".safetensors")]
     ckpt, flow_cache = stem + ".checkpoint.safetensors", stem + ".flow.safetensors"
     hooks = Hooks(on_step=console_printer(max(1, cfg.iterations // 20)), on_phase=console_phase_printer())
     nla = fit_nla(frames, masks, cfg, hooks=hooks,
                   device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir,
-                  flow_cache_path=flow_cache, keep_checkpoint=args.keep_checkpoint, keep_reconstruction=False)
+                  flow_cache_path=flow_cache, keep_checkpoint=args.keep_checkpoint, 
+                  reconstruction="working_psnr" if args.psnr_at_working_size else "psnr")
+    nla.fps = getattr(frames, "fps", None)
     for note in nla.notes:
         print(f"note: {note}")
     save_nla(nla, args.out)
-    print(f"fitted {frames.shape[0]} frames {frames.shape[3]}x{frames.shape[2]}: reconstruction PSNR "
+    print(f"fitted {T} frames {W}x{H}: reconstruction PSNR "
           f"{nla.psnr:.2f} dB ({nla.steps} steps, flow: {nla.flow_estimator}) -> {args.out}")
     if args.save_atlases:
         os.makedirs(args.save_atlases, exist_ok=True)

@@ -58,6 +58,65 @@ def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: 
     return p
 
 
+#: safetensors' dtype names of the tensor types this package writes
+_DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+                torch.bool: "BOOL"}
+
+
+def write_tensors_streamed(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                           streamed: dict) -> Path:
+    """Write a safetensors file in which some tensors are too large to hold in memory (atomic, as
+    :func:`write_tensors`).
+
+    The file is the safetensors layout (8-byte little-endian header length, the JSON header padded with spaces
+    to a multiple of 8, then every tensor's bytes, in the header's order), so it reads back with
+    ``safetensors.safe_open``; the streamed tensors are written a few frames at a time, after the others.
+
+    Args:
+        path: the file.
+        tensors: {name: tensor} held in memory.
+        metadata: the header's string metadata.
+        streamed: {name: :class:`~t2l_core.io.frame_sources.StreamedVideo`} (uint8), read in order.
+
+    Returns:
+        The path written.
+    """
+    import json
+    import struct
+
+    from .frame_sources import frame_chunks
+
+    small = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    order = sorted(small, key=lambda k: (-small[k].element_size(), k))  # keeps wider types aligned
+    header: dict = {"__metadata__": dict(metadata)}
+    offset = 0
+    for k in order:
+        n = small[k].numel() * small[k].element_size()
+        header[k] = {"dtype": _DTYPE_NAMES[small[k].dtype], "shape": list(small[k].shape),
+                     "data_offsets": [offset, offset + n]}
+        offset += n
+    for k, video in streamed.items():
+        n = int(torch.Size(video.shape).numel())
+        header[k] = {"dtype": "U8", "shape": list(video.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    part = p.with_name(p.name + ".part")
+    with open(part, "wb") as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for k in order:
+            f.write(small[k].reshape(-1).view(torch.uint8).numpy().tobytes())
+        for video in streamed.values():
+            for _, chunk in frame_chunks(video):
+                f.write(chunk.contiguous().numpy().tobytes())
+    part.replace(p)
+    return p
+
+
 def read_metadata(path: str | Path, kind: str, remedy: str = "") -> dict:
     """The header metadata of a safetensors file (no tensors are read).
 

@@ -4,22 +4,13 @@ RGBA images as PNGs."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
+from .frame_sources import image_folder_frames, image_folder_masks
 from .image_files import save_png
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def _list_images(directory: str) -> list:
-    files = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTS)}) in {directory}")
-    return files
 
 
 def read_video_file(path: str, max_frames: Optional[int] = None) -> torch.Tensor:
@@ -46,7 +37,7 @@ def read_video_file(path: str, max_frames: Optional[int] = None) -> torch.Tensor
 
 
 def read_frames(source: str, max_frames: Optional[int] = None, size: Optional[tuple] = None) -> torch.Tensor:
-    """Frames from a directory of images (sorted by name) or a video file.
+    """Frames from a directory of images (sorted by name) or a video file, all in memory.
 
     Args:
         source: a folder of images of one size, or a video file.
@@ -56,15 +47,8 @@ def read_frames(source: str, max_frames: Optional[int] = None, size: Optional[tu
     Returns:
         [T,3,H,W] float in 0..1.
     """
-    from PIL import Image
-
     if os.path.isdir(source):
-        files = _list_images(source)[: max_frames or None]
-        arrs = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-        shapes = {a.shape for a in arrs}
-        if len(shapes) != 1:
-            raise ValueError(f"the images in {source} have different sizes {sorted(shapes)}; give frames of one size")
-        frames = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 255.0
+        frames = image_folder_frames(source, max_frames)[:].float() / 255.0
     elif os.path.isfile(source):
         frames = read_video_file(source, max_frames)
     else:
@@ -85,14 +69,7 @@ def read_masks(directory: str, max_frames: Optional[int] = None) -> torch.Tensor
     Returns:
         [T,H,W] float in 0..1.
     """
-    from PIL import Image
-
-    out = []
-    for f in _list_images(directory)[: max_frames or None]:
-        im = Image.open(f)
-        band = im.getchannel("A") if "A" in im.getbands() else im.convert("L")
-        out.append(torch.from_numpy(np.asarray(band, dtype=np.float32) / 255.0))
-    return torch.stack(out)
+    return image_folder_masks(directory, max_frames)[:].float() / 255.0
 
 
 def read_rgba(path: str) -> tuple:

@@ -15,7 +15,8 @@ from typing import Optional
 import torch
 
 from ..device import resolve_device
-from ..io.safetensors_files import read_metadata, write_tensors
+from ..io.frame_sources import StreamedVideo, safetensors_frames
+from ..io.safetensors_files import read_metadata, write_tensors, write_tensors_streamed
 from .atlas_images import AtlasBBox
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .fitted import FittedNLA
@@ -37,7 +38,9 @@ def save_nla(nla: FittedNLA, path: str) -> str:
     if not str(path).endswith(".safetensors"):
         raise ValueError(f"an atlas file must end with .safetensors, got '{path}'")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in nla.model.state_dict().items()}
-    tensors["frames_u8"] = nla.frames_u8.contiguous()
+    streamed = {"frames_u8": nla.frames_u8} if isinstance(nla.frames_u8, StreamedVideo) else {}
+    if not streamed:
+        tensors["frames_u8"] = nla.frames_u8.contiguous()
     cfg = nla.cfg
     meta = {
         "format": FORMAT,
@@ -57,7 +60,10 @@ def save_nla(nla: FittedNLA, path: str) -> str:
     if nla.audio is not None and nla.audio_rate:
         tensors["audio"] = nla.audio.detach().to("cpu", torch.float32).contiguous()
         meta["audio_rate"] = str(int(nla.audio_rate))
-    write_tensors(path, tensors, meta)
+    if streamed:
+        write_tensors_streamed(path, tensors, meta, streamed)
+    else:
+        write_tensors(path, tensors, meta)
     return str(path)
 
 
@@ -78,7 +84,8 @@ def read_nla_header(path: str) -> dict:
     return meta
 
 
-def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[torch.Tensor] = None) -> FittedNLA:
+def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[torch.Tensor] = None,
+             stream_frames: bool = False) -> FittedNLA:
     """Load an atlas file (frozen, in eval mode).
 
     Args:
@@ -86,6 +93,9 @@ def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[tor
         device: where the model goes.
         frames: None, or [T,3,H,W] in 0..1 replacing the stored originals; they must match the fitted size
             and count (a ValueError says what to change).
+        stream_frames: leave the stored frames in the file, read a few at a time when used (a
+            :class:`~t2l_core.io.frame_sources.StreamedVideo`; the file must stay in place): for videos too
+            long to hold in memory.
 
     Returns:
         The :class:`FittedNLA`.
@@ -95,7 +105,9 @@ def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[tor
     meta = read_nla_header(path)
     cfg = AtlasConfig.from_dict(json.loads(meta["atlas_config"]))
     with safe_open(path, framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys() if not (stream_frames and k == "frames_u8")}
+    if stream_frames:
+        tensors["frames_u8"] = safetensors_frames(path, "frames_u8")
     with torch.inference_mode(False):
         model = LayeredAtlas(cfg)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

@@ -19,6 +19,7 @@ import torch
 from ..checkpoint import (CheckpointFile, NonFiniteLoss, all_finite, nonfinite_message, optimizer_tensors,
                           remove_run_file, resumed_note)
 from ..device import resolve_device
+from ..io.frame_sources import StreamedVideo
 from ..io.input_checks import require_finite
 from ..progress import Hooks
 from ..step_loop import StepReport, run_steps
@@ -43,21 +44,25 @@ __all__ = ["FittedNLA", "NLAFitConfig", "estimate_fit_memory", "fit_key", "fit_n
 EVAL_SEED = 12345  # the fixed pixel sample of the sampled PSNR
 # each NLAFitConfig.motion_init choice -> (flow, masks, height, width) -> (bg_init, fg_init, uv_scale)
 MOTION_INITS = {"affine": affine_motion_init, "translation": motion_init}
+#: fit_nla's ``reconstruction`` choices
+RECONSTRUCTIONS = ("keep", "psnr", "working_psnr")
 
 
 def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: Optional[NLAFitConfig] = None,
             hooks: Optional[Hooks] = None, device: str | torch.device = "auto",
             checkpoint_path: Optional[str] = None, resume: bool = True, flow: Optional[VideoFlow] = None,
             flow_search_dirs: Sequence[str] = (), flow_cache_path: Optional[str] = None,
-            keep_checkpoint: bool = False, keep_reconstruction: bool = True) -> FittedNLA:
+            keep_checkpoint: bool = False, reconstruction: str = "keep") -> FittedNLA:
     """Fit a layered atlas to a video; without masks the atlas has only a background layer.
 
     Flow is computed once (or taken from ``flow`` / ``flow_cache_path``, where it is kept while the fit may
     be resumed).
 
     Args:
-        frames: [T,3,H,W] in 0..1, T >= 2; or uint8 0..255 (kept as the result's ``frames_u8``, no float copy).
-        masks: None, or [T,H,W] in 0..1 (1 = foreground; uint8 0..255 or bool also).
+        frames: [T,3,H,W] in 0..1, T >= 2; or uint8 0..255 (kept as the result's ``frames_u8``, no float copy);
+            or a :class:`~t2l_core.io.frame_sources.StreamedVideo` (a video too long to hold: read twice, in
+            order, and kept as the result's ``frames_u8``).
+        masks: None, or [T,H,W] in 0..1 (1 = foreground; uint8 0..255 or bool also, or a streamed video).
         config: the fit's settings (default :class:`NLAFitConfig`).
         hooks: progress, previews and cancellation.
         device: "auto", "cpu", "cuda[:N]" or a device.
@@ -69,8 +74,11 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
         flow_search_dirs: folders searched for RAFT weights.
         flow_cache_path: where the flow is cached while the fit may be resumed.
         keep_checkpoint: keep the checkpoint (with the final state) and the flow cache after the fit.
-        keep_reconstruction: False leaves the result's ``reconstruction`` None (the PSNR is still measured,
-            frame by frame): what a long video needs when nobody looks at its reconstruction.
+        reconstruction: what is done with the fit's reconstruction of the video, which gives its PSNR and
+            the atlas bounding boxes: ``"keep"`` every full-size frame (the result's ``reconstruction``);
+            ``"psnr"`` measure frame by frame and keep none (what a long video needs when nobody looks at
+            it); ``"working_psnr"`` measure on the working-size frames instead of reconstructing every
+            full-size one, which for a long video takes longer than the fit (the result's ``notes`` say so).
 
     Returns:
         The :class:`FittedNLA` with its reconstruction PSNR (dB) and atlas bounding boxes. With
@@ -80,24 +88,27 @@ def fit_nla(frames: torch.Tensor, masks: Optional[torch.Tensor] = None, config: 
     """
     cfg = config or NLAFitConfig()
     hooks = hooks or Hooks()
+    if reconstruction not in RECONSTRUCTIONS:
+        raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}")
     validate_inputs(frames, masks)
     cfg.validate()
     T, _, H, W = frames.shape
-    check_fit_memory(T, H, W, masks is not None, cfg.batch_pixels, cfg.working_size, frames.element_size(),
-                     keep_reconstruction)
+    check_fit_memory(T, H, W, masks is not None, cfg.batch_pixels, cfg.working_size,
+                     0 if isinstance(frames, StreamedVideo) else frames.element_size(), reconstruction == "keep")
     size = working_shape(H, W, int(cfg.working_size))
     if size != (H, W) or frames.dtype == torch.uint8:
         with torch.inference_mode(False), torch.enable_grad():
-            frames16, small_masks = working_inputs(frames.detach(), None if masks is None else masks.detach(), size)
+            frames16, small_masks = working_inputs(frames.detach(), None if masks is None else masks.detach(), size,
+                                                   on_frames=hooks.phase_callback("working-size frames"))
             return _fit(frames16, small_masks, cfg, hooks, resolve_device(device), checkpoint_path, resume,
                         _FlowSource(flow, flow_search_dirs, flow_cache_path), keep_checkpoint, full=frames.detach(),
-                        keep_reconstruction=keep_reconstruction)
+                        reconstruction=reconstruction)
     with torch.inference_mode(False), torch.enable_grad():
         # frames are only read (an fp16 copy is made inside); masks are small enough to copy
         return _fit(frames.detach(), None if masks is None else masks.detach().clone().float(), cfg, hooks,
                     resolve_device(device), checkpoint_path, resume,
                     _FlowSource(flow, flow_search_dirs, flow_cache_path), keep_checkpoint,
-                    keep_reconstruction=keep_reconstruction)
+                    reconstruction=reconstruction)
 
 
 def fit_optimizer(model: LayeredAtlas, cfg: NLAFitConfig) -> torch.optim.Adam:
@@ -150,7 +161,7 @@ class _FlowSource(NamedTuple):
 
 
 def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow_source: _FlowSource,
-         keep_checkpoint=False, full=None, keep_reconstruction=True) -> FittedNLA:
+         keep_checkpoint=False, full=None, reconstruction="keep") -> FittedNLA:
     """The fit on ``frames`` (the working frames when ``full``, the full-size input, is given)."""
     frames16 = frames.to(torch.float16)
     flow_cache_path = flow_source.cache_path
@@ -160,7 +171,9 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow_source
     run.ckpt.finish(keep_checkpoint, run.save)
     if flow_cache_path and not keep_checkpoint:
         remove_run_file(flow_cache_path)
-    return _result(run, frames if full is None else full, flow, hooks, keep_reconstruction)
+    if full is not None and reconstruction == "working_psnr":
+        return _result(run, frames, flow, hooks, False, full=full)
+    return _result(run, frames if full is None else full, flow, hooks, reconstruction == "keep")
 
 
 def _video_flow(frames, cfg, hooks, device, flow, search_dirs, cache_path) -> VideoFlow:
@@ -301,9 +314,10 @@ def _after_step(run: _Run, logs: dict, frames16, device) -> bool:
     return False
 
 
-def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks, keep: bool = True) -> FittedNLA:
+def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks, keep: bool = True, full=None) -> FittedNLA:
     """The fitted atlas, frozen, with its reconstruction, PSNR and atlas bounding boxes (at the size of
-    ``frames``; a working-size fit's reconstruction is uint8)."""
+    ``frames``; a working-size fit's reconstruction is uint8). With ``full`` (the full-size input) they are
+    measured on ``frames``, the working-size frames, and the atlas answers at ``full``'s size."""
     from .atlas_images import bbox_from_extent
 
     model = run.model
@@ -312,10 +326,16 @@ def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks, keep: bool = True)
         p.requires_grad_(False)
     extents: dict = {}
     on_frame = hooks.phase_callback("reconstruction (frames)")
+    if full is not None:
+        rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame, keep=False)
+        run.notes.append(f"the reconstruction PSNR ({p:.2f} dB) was measured on the frames at the working size "
+                         f"{frames.shape[3]}x{frames.shape[2]}, not at full size")
+        frames = full
     if (model.cfg.height, model.cfg.width) != tuple(frames.shape[-2:]) or frames.dtype == torch.uint8:
         model = at_frame_size(model, frames.shape[2], frames.shape[3])
-        rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame, out_dtype=torch.uint8,
-                                                  keep=keep)
+        if full is None:
+            rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame,
+                                                      out_dtype=torch.uint8, keep=keep)
         u8 = to_uint8(frames)
     else:
         rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame, keep=keep)

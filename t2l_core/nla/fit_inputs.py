@@ -53,22 +53,22 @@ def estimate_fit_memory(frames: int, height: int, width: int, has_fg: bool,
         batch: pixels per step (:attr:`NLAFitConfig.batch_pixels`).
         working_size: :attr:`NLAFitConfig.working_size`.
         frame_bytes: bytes per value of the given frames (4 for float32, 1 for uint8 frames with uint8 or
-            bool masks).
+            bool masks, 0 for frames and masks streamed from their files).
         keep_reconstruction: whether the fit keeps its reconstruction (``fit_nla``'s argument).
 
     Returns:
         Bytes (an estimate, not a bound).
     """
     h, w = working_shape(height, width, int(working_size))
-    if (h, w) == (height, width) and frame_bytes != 1:
+    if (h, w) == (height, width) and frame_bytes > 1:
         # per pixel: input fp32 (12) + fp16 copy (6) + fwd/bwd flow fp16 (8) + ok masks (2) + masks (8) + uint8
         # originals (3) + reconstruction rgb/alpha fp32 (16)
         b = frames * height * width * (55 if keep_reconstruction else 39)
     else:
-        # full size, per pixel: input (3 values) + its uint8 copy (3, none for uint8 input) + masks (float32,
-        # uint8/bool with uint8 frames) + uint8 reconstruction rgb/alpha (4); working size: fp16 frames (6) +
-        # flow (8) + ok masks (2) + masks (4)
-        full = 3 * frame_bytes + (0 if frame_bytes == 1 else 3) + (frame_bytes if has_fg else 0) + 4 * keep_reconstruction
+        # full size, per pixel: input (3 values) + its uint8 copy (3, none for uint8 or streamed input) + masks
+        # (float32, uint8/bool with uint8 frames) + uint8 reconstruction rgb/alpha (4); working size: fp16
+        # frames (6) + flow (8) + ok masks (2) + masks (4)
+        full = 3 * frame_bytes + (3 if frame_bytes > 1 else 0) + (frame_bytes if has_fg else 0) + 4 * keep_reconstruction
         b = frames * (height * width * full + h * w * 20)
     cfg = AtlasConfig(h, w, frames, has_foreground=has_fg)
     colour = int(cfg.resolved_colour_max_res() ** 2 * 3 * 4 / 3)  # pyramid ~ 4/3 of the finest level

@@ -16,7 +16,7 @@ class FittedNLA:
     known, the source video's frame rate and sound."""
 
     model: LayeredAtlas
-    frames_u8: torch.Tensor              # [T,3,H,W] uint8
+    frames_u8: torch.Tensor              # [T,3,H,W] uint8, or a StreamedVideo read from its source when used
     fit_config: dict
     psnr: float = float("nan")
     steps: int = 0
@@ -52,7 +52,7 @@ class FittedNLA:
         Returns:
             [T,3,H,W] float in 0..1 (decoded from the stored uint8).
         """
-        return self.frames_u8.float() / 255.0
+        return self.frames_u8[:].float() / 255.0
 
     def atlas_images(self, on_progress: Optional[Callable[[int, int], None]] = None) -> dict:
         """The discretised atlas colour images over :attr:`bboxes` (Text2LIVE Sec. 3.2, "discretized atlas").

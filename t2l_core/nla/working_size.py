@@ -12,7 +12,7 @@ only; the working frames are fp16, resized a few frames at a time.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -44,14 +44,17 @@ def as_unit_float(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
-def resize_video(x: torch.Tensor, size: tuple, dtype: torch.dtype) -> torch.Tensor:
+def resize_video(x: torch.Tensor, size: tuple, dtype: torch.dtype,
+                 on_frames: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """Resize a stack of frames ([T,C,H,W]) or masks ([T,H,W]) to ``size`` (antialiased bilinear, pixel
     centres aligned), a few frames at a time so no full-size float copy is made.
 
     Args:
-        x: uint8 (0..255) or float (0..1).
+        x: uint8 (0..255) or float (0..1), or a :class:`~t2l_core.io.frame_sources.StreamedVideo` (read once,
+            in order).
         size: (h, w).
         dtype: of the result.
+        on_frames: ``(done, total)`` after each few frames (progress and cancellation).
 
     Returns:
         [T,C,h,w] or [T,h,w] in 0..1.
@@ -66,6 +69,8 @@ def resize_video(x: torch.Tensor, size: tuple, dtype: torch.dtype) -> torch.Tens
             c = F.interpolate(c, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
         r = c
         out[s:s + RESIZE_CHUNK] = r[:, 0] if squeeze else r
+        if on_frames is not None:
+            on_frames(min(s + RESIZE_CHUNK, T), T)
     return out
 
 
@@ -107,18 +112,20 @@ def at_frame_size(model: LayeredAtlas, height: int, width: int) -> LayeredAtlas:
     return out
 
 
-def working_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor], size: tuple) -> tuple:
+def working_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor], size: tuple,
+                   on_frames: Optional[Callable[[int, int], None]] = None) -> tuple:
     """The fit's working frames (fp16) and masks (float32) at ``size``.
 
     Args:
-        frames: [T,3,H,W] uint8 or float in 0..1.
-        masks: None, or [T,H,W] (uint8 0..255, bool or float 0..1).
+        frames: [T,3,H,W] uint8 or float in 0..1 (or a streamed video).
+        masks: None, or [T,H,W] (uint8 0..255, bool or float 0..1, or a streamed video).
         size: (h, w).
+        on_frames: ``(done, total)`` as the frames, then the masks, are resized.
 
     Returns:
         (frames16 [T,3,h,w], masks [T,h,w] or None).
     """
-    frames16 = resize_video(frames, size, torch.float16)
+    frames16 = resize_video(frames, size, torch.float16, on_frames)
     m = None if masks is None else resize_video(masks.float() if masks.dtype == torch.bool else masks, size,
-                                                torch.float32)
+                                                torch.float32, on_frames)
     return frames16, m

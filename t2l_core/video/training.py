@@ -41,6 +41,7 @@ from ..edit.step_runner import PlainStepRunner
 from ..edit.objective import StepExamples
 from ..edit.training_loop import LoopSettings, WholeInputTarget, train_generator
 from ..image.training import result_settings
+from ..io.frame_sources import frame_chunks
 from ..nla.fit import FittedNLA
 from ..nla.render import AtlasEdit, render_frame
 from ..progress import PHASE_TEXT, Hooks
@@ -83,7 +84,8 @@ def nla_fingerprint(nla: FittedNLA, config: VideoEditConfig, clip=None, frames: 
     for k, v in sorted(nla.model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    h.update(video_frames_u8(nla, frames).contiguous().numpy().tobytes())
+    for _, chunk in frame_chunks(video_frames_u8(nla, frames)):
+        h.update(chunk.contiguous().numpy().tobytes())
     h.update(json.dumps({k: b.to_dict() for k, b in sorted(nla.bboxes.items())}, sort_keys=True).encode())
     d = result_settings(config, clip)
     d["layer"] = layer_key(d["layer"])

@@ -114,7 +114,7 @@ def test_uint8_frames_are_kept_without_a_copy():
     v = make_synthetic_video(frames=3, height=32, width=32)
     u8 = (v.frames * 255).round().to(torch.uint8)
     nla = fit_nla(u8, v.masks.bool(), NLAFitConfig(iterations=10, batch_pixels=1024, flow="lk"),
-                  keep_reconstruction=False)
+                  reconstruction="psnr")
     assert nla.frames_u8.data_ptr() == u8.data_ptr() and torch.equal(nla.frames_u8, u8) and nla.size == (32, 32)
     # no reconstruction kept; its PSNR is the streamed one
     assert nla.reconstruction is None
@@ -131,7 +131,10 @@ def test_memory_estimate_follows_the_working_size():
     assert estimate_fit_memory(300, 1080, 1920, True, working_size=1920) == native
     assert estimate_fit_memory(50, 432, 768, False) == estimate_fit_memory(50, 432, 768, False, working_size=0)
     # a fit that keeps no reconstruction needs less
-    assert estimate_fit_memory(300, 1080, 1920, True, working_size=768, frame_bytes=1, keep_reconstruction=False) \
-        < work_u8 - 2 * gib
+    kept_none = estimate_fit_memory(300, 1080, 1920, True, working_size=768, frame_bytes=1, keep_reconstruction=False)
+    assert kept_none < work_u8 - 2 * gib
+    # frames and masks streamed from their files: the 300 x 1080p x 4 uint8 values are not held
+    assert kept_none - estimate_fit_memory(300, 1080, 1920, True, working_size=768, frame_bytes=0,
+                                           keep_reconstruction=False) == 300 * 1080 * 1920 * 4
     # a smaller working size needs less
     assert estimate_fit_memory(300, 1080, 1920, True, working_size=384, frame_bytes=1) < work_u8
