@@ -152,19 +152,24 @@ def run_render(args) -> int:
     Returns:
         0; bad options raise ValueError, which the command line prints.
     """
-    from ..nla.render import render_edits
+    from ..io.frame_sources import open_frames
+    from ..io.image_files import save_png
+    from ..io.video_files import frame_png_path
     from ..nla.atlas_files import load_nla
+    from ..nla.render import rendered_frames
     from ..progress import Hooks, console_phase_printer
-    from ..io.video_files import read_frames, write_frames
 
-    frames = read_frames(args.frames) if args.frames else None
-    nla = load_nla(args.atlas, device=args.device, frames=frames)
+    nla = load_nla(args.atlas, device=args.device)
+    frames = nla.frames_u8
+    if args.frames:
+        frames = open_frames(args.frames)
+        nla.check_frames(frames)
     edits = _atlas_edits(args, nla)
-    base = frames if frames is not None else nla.original_frames()
-    out = render_edits(nla.model, base, edits.get("fg"), edits.get("bg"),
-                       on_frame=Hooks(on_phase=console_phase_printer()).phase_callback("rendering (frames)"))
-    paths = write_frames(out, args.out)
-    print(f"wrote {len(paths)} frames to {args.out}")
+    report = Hooks(on_phase=console_phase_printer()).phase_callback("rendering (frames)")
+    for t, frame in rendered_frames(nla.model, frames, edits.get("fg"), edits.get("bg")):
+        save_png(frame, frame_png_path(args.out, t))
+        report(t + 1, nla.num_frames)
+    print(f"wrote {nla.num_frames} frames to {args.out}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Videos too long to hold in memory: uint8 frames or masks read from their source a few at a time.
 
 A :class:`StreamedVideo` stands where a uint8 tensor ``[T,3,H,W]`` (frames) or ``[T,H,W]`` (masks) would be: it
-has the tensor's ``shape``, ``dtype`` (uint8) and ``ndim``, and indexing it with an int or a slice (step 1)
-reads just those frames. An atlas fit (:func:`t2l_core.nla.fit.fit_nla`) given one reads the video twice, in
+has the tensor's ``shape``, ``dtype`` (uint8) and ``ndim``, and indexing it with an int or a slice (step 1),
+optionally followed by indices of the other dimensions, reads just those frames. An atlas fit (:func:`t2l_core.nla.fit.fit_nla`) given one reads the video twice, in
 order: once to make its working-size copy, once to measure the full-size reconstruction; rendering reads one
 frame at a time. A minute of 1080p is 11 GB as uint8 and four times that as float, so this is how such a video
 is fitted at all.
@@ -68,6 +68,10 @@ class StreamedVideo:
         return self
 
     def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, tuple):  # frames first, then the rest applied to what was read
+            head, rest = index[0], index[1:]
+            x = self[head]
+            return x[(slice(None),) + rest] if isinstance(head, slice) else x[rest]
         T = self.shape[0]
         if isinstance(index, slice):
             start, stop, step = index.indices(T)
@@ -268,6 +272,15 @@ def video_file_frames(path: str | Path, max_frames: Optional[int] = None,
     return video
 
 
+def _file_stamp(path: str | Path) -> Optional[tuple]:
+    """(size, modification time in ns) of a file, None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def safetensors_frames(path: str | Path, name: str) -> StreamedVideo:
     """A uint8 tensor of a safetensors file, read a few frames at a time (the file must stay as it is).
 
@@ -282,8 +295,12 @@ def safetensors_frames(path: str | Path, name: str) -> StreamedVideo:
 
     with safe_open(str(path), framework="pt") as f:
         shape = f.get_slice(name).get_shape()
+    stamp = _file_stamp(path)
 
     def read(start: int, stop: int) -> torch.Tensor:
+        if _file_stamp(path) != stamp:
+            raise ValueError(f"{path} changed (or went) after it was loaded, so its frames are not the ones "
+                             "loaded: load the file again")
         with safe_open(str(path), framework="pt") as f:
             return f.get_slice(name)[start:stop]
 

@@ -105,6 +105,11 @@ def write_rgba(path: str, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = Non
     return path
 
 
+def frame_png_path(directory: str, t: int, prefix: str = "frame") -> str:
+    """Where frame ``t`` of a written sequence goes: ``<directory>/<prefix>_00000.png`` for frame 0."""
+    return os.path.join(directory, f"{prefix}_{t:05d}.png")
+
+
 def write_frames(frames: torch.Tensor, directory: str, prefix: str = "frame") -> list:
     """Write frames as PNGs ``<prefix>_00000.png``, ``<prefix>_00001.png``, ...
 
@@ -118,7 +123,7 @@ def write_frames(frames: torch.Tensor, directory: str, prefix: str = "frame") ->
     """
     paths = []
     for t in range(frames.shape[0]):
-        p = os.path.join(directory, f"{prefix}_{t:05d}.png")
+        p = frame_png_path(directory, t, prefix)
         save_png(frames[t], p)
         paths.append(p)
     return paths

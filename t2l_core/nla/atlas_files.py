@@ -23,6 +23,8 @@ from .fitted import FittedNLA
 
 FORMAT = "t2l-nla"
 FORMAT_VERSION = "1"
+#: stored frames larger than this (bytes) stay in the file when it is loaded, read when used
+STREAM_FRAMES_ABOVE = 2 ** 30
 
 
 def save_nla(nla: FittedNLA, path: str) -> str:
@@ -85,7 +87,7 @@ def read_nla_header(path: str) -> dict:
 
 
 def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[torch.Tensor] = None,
-             stream_frames: bool = False) -> FittedNLA:
+             stream_frames: Optional[bool] = None) -> FittedNLA:
     """Load an atlas file (frozen, in eval mode).
 
     Args:
@@ -94,8 +96,8 @@ def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[tor
         frames: None, or [T,3,H,W] in 0..1 replacing the stored originals; they must match the fitted size
             and count (a ValueError says what to change).
         stream_frames: leave the stored frames in the file, read a few at a time when used (a
-            :class:`~t2l_core.io.frame_sources.StreamedVideo`; the file must stay in place): for videos too
-            long to hold in memory.
+            :class:`~t2l_core.io.frame_sources.StreamedVideo`; the file must stay as it is): for videos too
+            long to hold in memory. None: when they are over :data:`STREAM_FRAMES_ABOVE` bytes.
 
     Returns:
         The :class:`FittedNLA`.
@@ -104,6 +106,8 @@ def load_nla(path: str, device: str | torch.device = "cpu", frames: Optional[tor
 
     meta = read_nla_header(path)
     cfg = AtlasConfig.from_dict(json.loads(meta["atlas_config"]))
+    if stream_frames is None:
+        stream_frames = frames is None and cfg.frames * 3 * cfg.height * cfg.width > STREAM_FRAMES_ABOVE
     with safe_open(path, framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys() if not (stream_frames and k == "frames_u8")}
     if stream_frames:

@@ -7,7 +7,7 @@ The atlas images and their bounding boxes are described in :mod:`t2l_core.nla.at
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from .atlas_images import AtlasBBox, AtlasEdit, bbox_from_extent, discretise_atl
 from .atlas_model import LayeredAtlas
 from .frame_edits import frame_edit_to_atlas, push_frame_edit
 from .frame_maps import CHUNK, frame_alpha, frame_uv, iter_frame_maps
+from .working_size import as_unit_float
 
 # the names callers import from here (rendering, and the atlas images and maps it uses)
 __all__ = ["CHUNK", "AtlasBBox", "AtlasEdit", "bbox_from_extent", "blend_edits", "discretise_atlas", "frame_alpha",
@@ -83,24 +84,42 @@ def render_frame(model: LayeredAtlas, t: int, frame: torch.Tensor, fg_edit: Opti
 
 
 @torch.no_grad()
+def rendered_frames(model: LayeredAtlas, frames: torch.Tensor, fg_edit: Optional[AtlasEdit] = None,
+                    bg_edit: Optional[AtlasEdit] = None) -> Iterator[tuple]:
+    """Atlas edits rendered into one frame after another, for a video too long to hold rendered.
+
+    Args:
+        model: the atlas.
+        frames: [T,3,H,W] in 0..1 or uint8 (or a streamed video), the ORIGINAL video, read a frame at a time.
+        fg_edit, bg_edit: None, or the layer's atlas edit (a foreground edit needs a foreground layer).
+
+    Yields:
+        (t, [3,H,W] float32 in 0..1).
+    """
+    if fg_edit is not None and model.map_fg is None:
+        raise ValueError("a foreground edit was given, but this atlas has no foreground layer (it was fitted without masks)")
+    for t in range(frames.shape[0]):
+        yield t, render_frame(model, t, as_unit_float(frames[t]), fg_edit, bg_edit)
+
+
 def render_edits(model: LayeredAtlas, frames: torch.Tensor, fg_edit: Optional[AtlasEdit] = None,
                  bg_edit: Optional[AtlasEdit] = None, on_frame=None) -> torch.Tensor:
     """Render atlas edits into every frame (streamed; the output is preallocated).
 
     Args:
         model: the atlas.
-        frames: [T,3,H,W] in 0..1, the ORIGINAL video.
+        frames: [T,3,H,W] in 0..1 (or uint8), the ORIGINAL video.
         fg_edit, bg_edit: None, or the layer's atlas edit (a foreground edit needs a foreground layer).
         on_frame: ``(done, total)`` after each frame (progress and cancellation).
 
     Returns:
         [T,3,H,W] float32 in 0..1.
     """
-    if fg_edit is not None and model.map_fg is None:
-        raise ValueError("a foreground edit was given, but this atlas has no foreground layer (it was fitted without masks)")
-    out = torch.empty(frames.shape, dtype=torch.float32)
-    for t in range(frames.shape[0]):
-        out[t] = render_frame(model, t, frames[t], fg_edit, bg_edit)
+    out = None
+    for t, frame in rendered_frames(model, frames, fg_edit, bg_edit):
+        if out is None:
+            out = torch.empty(frames.shape, dtype=torch.float32)
+        out[t] = frame
         if on_frame is not None:
             on_frame(t + 1, frames.shape[0])
     return out

@@ -53,6 +53,8 @@ def test_video_file_frames_read_the_decoded_frames_in_any_order(tmp_path):
     assert torch.equal(video[5], frames[5]) and torch.equal(video[-1], frames[6])
     assert torch.equal(video[1:3], frames[1:3])  # backwards: decoded again from the start
     assert video[4:2].shape == (0, 3, 24, 40)
+    assert torch.equal(video[2, :, 3:9, 5:7], frames[2, :, 3:9, 5:7])
+    assert torch.equal(video[2:4, 1, 3], frames[2:4, 1, 3])
     with pytest.raises(IndexError):
         video[7]
     with pytest.raises(IndexError, match="step 1"):

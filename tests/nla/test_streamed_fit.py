@@ -5,6 +5,9 @@ written and read back without the whole video in memory, and the CLI fitting a v
 from __future__ import annotations
 
 import json
+import os
+
+import pytest
 
 import torch
 from safetensors import safe_open
@@ -91,6 +94,10 @@ def test_a_streamed_atlas_file_is_written_and_read_a_few_frames_at_a_time(tmp_pa
     for k, v in held.model.state_dict().items():
         assert torch.equal(v, lazy.model.state_dict()[k])
     # the same tensors as an atlas saved from memory
+    os.replace(path, tmp_path / "moved.safetensors")
+    with pytest.raises(ValueError, match="changed .* after it was loaded"):
+        lazy.frames_u8[0]
+    os.replace(tmp_path / "moved.safetensors", path)
     nla.frames_u8 = u8
     save_nla(nla, str(tmp_path / "b.safetensors"))
     with safe_open(path, framework="pt") as f, safe_open(str(tmp_path / "b.safetensors"), framework="pt") as g:
@@ -123,3 +130,16 @@ def test_cli_fits_a_video_file_streamed_with_its_frame_rate(tmp_path, capsys):
     assert nla.fps == 15 and torch.equal(nla.frames_u8, u8)
     assert json.loads(open(out_file, "rb").read(8 + int.from_bytes(open(out_file, "rb").read(8), "little"))[8:])[
         "frames_u8"]["shape"] == [4, 3, 40, 40]
+
+
+def test_a_large_atlas_file_loads_with_its_frames_left_in_the_file(tmp_path, monkeypatch):
+    import t2l_core.nla.atlas_files as atlas_files
+
+    u8, masks = _clip(frames=3)
+    path = save_nla(fit_nla(u8, masks, NLAFitConfig(**CFG), reconstruction="psnr"), str(tmp_path / "a.safetensors"))
+    assert torch.is_tensor(load_nla(path).frames_u8)
+    monkeypatch.setattr(atlas_files, "STREAM_FRAMES_ABOVE", u8.numel() - 1)
+    nla = load_nla(path)
+    assert isinstance(nla.frames_u8, StreamedVideo) and torch.equal(nla.frames_u8[1, :, 4:9], u8[1, :, 4:9])
+    assert torch.is_tensor(load_nla(path, frames=u8.float() / 255).frames_u8)  # given frames replace them
+
