@@ -171,7 +171,7 @@ def _fit(frames, masks, cfg, hooks, device, checkpoint_path, resume, flow_source
     run.ckpt.finish(keep_checkpoint, run.save)
     if flow_cache_path and not keep_checkpoint:
         remove_run_file(flow_cache_path)
-    if full is not None and reconstruction == "working_psnr":
+    if full is not None and reconstruction == "working_psnr" and frames.shape[-2:] != full.shape[-2:]:
         return _result(run, frames, flow, hooks, False, full=full)
     return _result(run, frames if full is None else full, flow, hooks, reconstruction == "keep")
 
