@@ -102,7 +102,7 @@ def run_nla(args) -> int:
     hooks = Hooks(on_step=console_printer(max(1, cfg.iterations // 20)), on_phase=console_phase_printer())
     nla = fit_nla(frames, masks, cfg, hooks=hooks,
                   device=args.device, checkpoint_path=ckpt, resume=True, flow_search_dirs=args.models_dir,
-                  flow_cache_path=flow_cache, keep_checkpoint=args.keep_checkpoint, 
+                  flow_cache_path=flow_cache, keep_checkpoint=args.keep_checkpoint,
                   reconstruction="working_psnr" if args.psnr_at_working_size else "psnr")
     nla.fps = getattr(frames, "fps", None)
     for note in nla.notes:

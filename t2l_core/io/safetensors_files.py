@@ -11,6 +11,7 @@ caller supplies ``remedy`` in the words of the place the message appears (a CLI 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -37,47 +38,28 @@ def _unreadable(kind: str, p: Path, exc: Exception, remedy: str) -> UnreadableFi
                                             "safetensors file", remedy))
 
 
-def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Write a safetensors file atomically (``<path>.part``, then renamed into place; folders are created).
-
-    Args:
-        path: the file.
-        tensors: {name: tensor} (copied to contiguous CPU memory).
-        metadata: the header's string metadata.
-
-    Returns:
-        The path written.
-    """
-    from safetensors.torch import save_file
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    part = p.with_name(p.name + ".part")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(part), metadata=metadata)
-    part.replace(p)
-    return p
-
-
-#: safetensors' dtype names of the tensor types this package writes
+#: safetensors' names of the tensor types written
 _DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
                 torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
                 torch.bool: "BOOL"}
 
 
-def write_tensors_streamed(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
-                           streamed: dict) -> Path:
-    """Write a safetensors file in which some tensors are too large to hold in memory (atomic, as
-    :func:`write_tensors`).
+def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                  streamed: Optional[dict] = None) -> Path:
+    """Write a safetensors file atomically (``<path>.part``, then renamed into place; folders are created).
 
     The file is the safetensors layout (8-byte little-endian header length, the JSON header padded with spaces
-    to a multiple of 8, then every tensor's bytes, in the header's order), so it reads back with
-    ``safetensors.safe_open``; the streamed tensors are written a few frames at a time, after the others.
+    to a multiple of 8, then every tensor's bytes in the header's order; wider types first, so each stays
+    aligned), read back by ``safetensors.safe_open``. Each tensor's bytes are written straight from its memory,
+    with no serialised copy of the whole file, so a file as large as the free memory can be written (an atlas
+    fit's optical flow, a minute of video).
 
     Args:
         path: the file.
-        tensors: {name: tensor} held in memory.
+        tensors: {name: tensor} (a non-contiguous or GPU tensor is copied to contiguous CPU memory first).
         metadata: the header's string metadata.
-        streamed: {name: :class:`~t2l_core.io.frame_sources.StreamedVideo`} (uint8), read in order.
+        streamed: None, or {name: :class:`~t2l_core.io.frame_sources.StreamedVideo`} (uint8) too large to
+            hold: read in order a few frames at a time and written after the others.
 
     Returns:
         The path written.
@@ -87,9 +69,16 @@ def write_tensors_streamed(path: str | Path, tensors: dict[str, torch.Tensor], m
 
     from .frame_sources import frame_chunks
 
+    streamed = streamed or {}
+    bad = {k: type(v).__name__ for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)}
+    if bad:
+        raise TypeError(f"safetensors metadata must map str to str; not: {bad}")
     small = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    order = sorted(small, key=lambda k: (-small[k].element_size(), k))  # keeps wider types aligned
-    header: dict = {"__metadata__": dict(metadata)}
+    unknown = sorted({str(v.dtype) for v in small.values() if v.dtype not in _DTYPE_NAMES})
+    if unknown:
+        raise TypeError(f"cannot write tensors of type {', '.join(unknown)} to a safetensors file")
+    order = sorted(small, key=lambda k: (-small[k].element_size(), k))
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for k in order:
         n = small[k].numel() * small[k].element_size()
@@ -109,10 +98,11 @@ def write_tensors_streamed(path: str | Path, tensors: dict[str, torch.Tensor], m
         f.write(struct.pack("<Q", len(head)))
         f.write(head)
         for k in order:
-            f.write(small[k].reshape(-1).view(torch.uint8).numpy().tobytes())
+            if small[k].numel():
+                f.write(small[k].reshape(-1).view(torch.uint8).numpy().data)
         for video in streamed.values():
             for _, chunk in frame_chunks(video):
-                f.write(chunk.contiguous().numpy().tobytes())
+                f.write(chunk.contiguous().numpy().data)
     part.replace(p)
     return p
 

@@ -16,7 +16,7 @@ import torch
 
 from ..device import resolve_device
 from ..io.frame_sources import StreamedVideo, safetensors_frames
-from ..io.safetensors_files import read_metadata, write_tensors, write_tensors_streamed
+from ..io.safetensors_files import read_metadata, write_tensors
 from .atlas_images import AtlasBBox
 from .atlas_model import AtlasConfig, LayeredAtlas
 from .fitted import FittedNLA
@@ -62,10 +62,7 @@ def save_nla(nla: FittedNLA, path: str) -> str:
     if nla.audio is not None and nla.audio_rate:
         tensors["audio"] = nla.audio.detach().to("cpu", torch.float32).contiguous()
         meta["audio_rate"] = str(int(nla.audio_rate))
-    if streamed:
-        write_tensors_streamed(path, tensors, meta, streamed)
-    else:
-        write_tensors(path, tensors, meta)
+    write_tensors(path, tensors, meta, streamed)
     return str(path)
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from t2l_core.io.frame_sources import (StreamedVideo, frame_chunks, image_folder_frames, image_folder_masks,
                                        open_frames, video_file_frames, video_file_info)
-from t2l_core.io.safetensors_files import write_tensors_streamed
+from t2l_core.io.safetensors_files import write_tensors
 from t2l_core.io.video_files import read_frames, read_masks, read_video_file
 
 
@@ -100,18 +100,25 @@ def test_a_source_that_changes_size_is_refused_with_its_name():
         video[0]
 
 
-def test_streamed_safetensors_file_reads_back_as_the_library_writes_it(tmp_path):
+def test_our_safetensors_files_read_back_as_the_library_writes_them(tmp_path):
     g = torch.Generator().manual_seed(0)
     small = {"a.f32": torch.randn(3, 5, generator=g), "b.i64": torch.arange(7), "c.bool": torch.tensor([True, False]),
-             "d.bf16": torch.randn(4, generator=g).bfloat16(), "e.f16": torch.randn(2, 3, generator=g).half()}
+             "d.bf16": torch.randn(4, generator=g).bfloat16(), "e.f16": torch.randn(2, 3, generator=g).half(),
+             "f.empty": torch.zeros(0, 3), "g.transposed": torch.arange(12.0).reshape(3, 4).t()}
+    small["h.same_storage"] = small["a.f32"][1]
     frames = _frames_u8(11)
     video = StreamedVideo(frames.shape, lambda s, e: frames[s:e].clone())
     meta = {"format": "test", "n": "11"}
-    ours = write_tensors_streamed(tmp_path / "ours.safetensors", small, meta, {"frames_u8": video})
-    save_file({**small, "frames_u8": frames}, str(tmp_path / "lib.safetensors"), metadata=meta)
+    ours = write_tensors(tmp_path / "ours.safetensors", small, meta, {"frames_u8": video})
+    save_file({**{k: v.contiguous().clone() for k, v in small.items()}, "frames_u8": frames},
+              str(tmp_path / "lib.safetensors"), metadata=meta)
     with safe_open(str(ours), framework="pt") as f, safe_open(str(tmp_path / "lib.safetensors"), framework="pt") as g2:
         assert f.metadata() == g2.metadata() and set(f.keys()) == set(g2.keys())
         for k in g2.keys():
             x, y = f.get_tensor(k), g2.get_tensor(k)
             assert x.dtype == y.dtype and torch.equal(x, y), k
     assert not (tmp_path / "ours.safetensors.part").exists()
+    with pytest.raises(TypeError, match="str to str"):
+        write_tensors(tmp_path / "bad.safetensors", small, {"n": 11})
+    with pytest.raises(TypeError, match="complex64"):
+        write_tensors(tmp_path / "bad.safetensors", {"z": torch.zeros(2, dtype=torch.complex64)}, {})
