@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 MIN_INPUT_SIDE = 32  # smaller images are refused (upscaling them 4x+ produces nothing useful)
+FINITE_CHECK_VALUES = 2 ** 24  # values checked at once by require_finite
 
 
 def require_finite(tensor: torch.Tensor, name: str, fix: str = "") -> None:
@@ -21,9 +22,12 @@ def require_finite(tensor: torch.Tensor, name: str, fix: str = "") -> None:
     """
     if not torch.is_tensor(tensor) or not tensor.is_floating_point():
         return
-    bad = ~torch.isfinite(tensor.detach())
-    if not bool(bad.any()):
+    t = tensor.detach()
+    # checked a block of items at a time: a long video's flow is gigabytes, and so would its mask be
+    items = max(1, FINITE_CHECK_VALUES // max(1, t[0].numel())) if t.ndim else 1
+    if all(bool(torch.isfinite(b).all()) for b in (t.split(items) if t.ndim else (t,))):
         return
+    bad = ~torch.isfinite(t)
     n_bad, n = int(bad.sum()), tensor.numel()
     where = ""
     if tensor.ndim >= 3:

@@ -42,3 +42,17 @@ def test_require_finite_names_the_input_and_the_first_bad_item():
     x[2, 0, 1] = float("nan")
     with pytest.raises(ValueError, match=r"NaN values in the frames \(1 of 16, first in item 2 of 4\)"):
         require_finite(x, "the frames")
+
+
+def test_require_finite_checks_block_by_block_and_finds_a_value_in_any_block(monkeypatch):
+    import t2l_core.io.input_checks as checks
+
+    monkeypatch.setattr(checks, "FINITE_CHECK_VALUES", 8)  # two items of 2x2 per block
+    x = torch.zeros(5, 2, 2, dtype=torch.float16)
+    require_finite(x, "the flow")
+    x[4, 1, 1] = float("inf")  # in the last, short block
+    with pytest.raises(ValueError, match=r"infinite values in the flow \(1 of 20, first in item 4 of 5\)"):
+        require_finite(x, "the flow")
+    require_finite(torch.tensor(1.0), "a number")
+    with pytest.raises(ValueError, match="NaN values in a number"):
+        require_finite(torch.tensor(float("nan")), "a number")
