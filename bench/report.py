@@ -66,8 +66,6 @@ def parse_bench_args(parser):
 def apply_no_write(args) -> None:
     global RESULTS
     if getattr(args, "no_write", False):
-        import os
-
         RESULTS = Path(os.devnull)
 
 

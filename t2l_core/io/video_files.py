@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .frame_sources import image_folder_frames, image_folder_masks
+from .frame_sources import image_folder_masks, open_frames
 from .image_files import save_png
 
 
@@ -47,12 +47,10 @@ def read_frames(source: str, max_frames: Optional[int] = None, size: Optional[tu
     Returns:
         [T,3,H,W] float in 0..1.
     """
-    if os.path.isdir(source):
-        frames = image_folder_frames(source, max_frames)[:].float() / 255.0
-    elif os.path.isfile(source):
+    if os.path.isfile(source):
         frames = read_video_file(source, max_frames)
-    else:
-        raise FileNotFoundError(f"no frames directory or video file at {source}")
+    else:  # a folder of images, or the not-found error naming the path
+        frames = open_frames(source, max_frames)[:].float() / 255.0
     if size is not None and tuple(frames.shape[-2:]) != tuple(size):
         frames = torch.nn.functional.interpolate(frames, size=tuple(size), mode="bilinear", antialias=True,
                                                  align_corners=False).clamp(0, 1)

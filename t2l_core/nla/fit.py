@@ -336,10 +336,9 @@ def _result(run: _Run, frames, flow: VideoFlow, hooks: Hooks, keep: bool = True,
         if full is None:
             rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame,
                                                       out_dtype=torch.uint8, keep=keep)
-        u8 = to_uint8(frames)
     else:
         rec_rgb, rec_alpha, p = reconstruct_video(model, frames, extents, on_frame=on_frame, keep=keep)
-        u8 = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    u8 = to_uint8(frames)
     bboxes = {layer: bbox_from_extent(model, layer, extents[layer], run.cfg.atlas_resolution) for layer in model.layers()}
     return FittedNLA(model=model, frames_u8=u8, fit_config=run.cfg.to_dict(), psnr=p, steps=run.step,
                      flow_estimator=flow.estimator, bboxes=bboxes,

@@ -141,12 +141,10 @@ def reconstruct_video(model: LayeredAtlas, frames: Optional[torch.Tensor] = None
             fa[s:s + chunk] = out["alpha"].cpu()
             uv_extents.add(model, out)
         frame_rgb, frame_alpha = fr.t().reshape(3, H, W), fa.reshape(H, W)
-        if not keep:
-            pass
-        elif out_dtype == torch.uint8:
+        if keep and out_dtype == torch.uint8:
             rgb[t] = (frame_rgb * 255).round().to(torch.uint8)
             alpha[t] = (frame_alpha.clamp(0, 1) * 255).round().to(torch.uint8)
-        else:
+        elif keep:
             rgb[t], alpha[t] = frame_rgb, frame_alpha
         if frames is not None:
             se += float(stable_sum((frame_rgb - as_unit_float(frames[t])) ** 2))

@@ -40,7 +40,7 @@ def working_shape(height: int, width: int, working_size: int) -> tuple:
 
 
 def as_unit_float(x: torch.Tensor) -> torch.Tensor:
-    """Frames or masks as float32 in 0..1 (uint8 divided by 255, other types converted)."""
+    """Frames or masks as float32 in 0..1 (uint8 divided by 255, bool and float types converted)."""
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
@@ -50,7 +50,7 @@ def resize_video(x: torch.Tensor, size: tuple, dtype: torch.dtype,
     centres aligned), a few frames at a time so no full-size float copy is made.
 
     Args:
-        x: uint8 (0..255) or float (0..1), or a :class:`~t2l_core.io.frame_sources.StreamedVideo` (read once,
+        x: uint8 (0..255), bool or float (0..1), or a :class:`~t2l_core.io.frame_sources.StreamedVideo` (read once,
             in order).
         size: (h, w).
         dtype: of the result.
@@ -67,8 +67,7 @@ def resize_video(x: torch.Tensor, size: tuple, dtype: torch.dtype,
         c = c[:, None] if squeeze else c
         if tuple(c.shape[-2:]) != tuple(size):
             c = F.interpolate(c, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-        r = c
-        out[s:s + RESIZE_CHUNK] = r[:, 0] if squeeze else r
+        out[s:s + RESIZE_CHUNK] = c[:, 0] if squeeze else c
         if on_frames is not None:
             on_frames(min(s + RESIZE_CHUNK, T), T)
     return out
@@ -126,6 +125,5 @@ def working_inputs(frames: torch.Tensor, masks: Optional[torch.Tensor], size: tu
         (frames16 [T,3,h,w], masks [T,h,w] or None).
     """
     frames16 = resize_video(frames, size, torch.float16, on_frames)
-    m = None if masks is None else resize_video(masks.float() if masks.dtype == torch.bool else masks, size,
-                                                torch.float32, on_frames)
+    m = None if masks is None else resize_video(masks, size, torch.float32, on_frames)
     return frames16, m
